@@ -1,0 +1,27 @@
+# failfade: Discover → Summarize → Restructure, as a cache-aware DAG.
+# This file is a table of contents; each stage lives in rules/<stage>.smk.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/model.smk"
+include: "rules/explore.smk"
+include: "rules/landscape.smk"
+include: "rules/feedback.smk"
+include: "rules/mitigate.smk"
+include: "rules/reexplore.smk"
+include: "rules/shift.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,238 @@
+"""Concept spaces: named axes with discrete levels; a *cell* is one point of the grid.
+
+A cell is addressed either by its flat index (row-major over the axes, like the paper's
+25*i + 5*j + k) or by its level-index coordinates. Image transforms are applied in axis order,
+batched, in torch, deterministically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from failfade import FailfadeError
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    transform: str
+    levels: tuple[float, ...]
+    unit: str = ""
+
+    def label(self, level_index: int) -> str:
+        value = self.levels[level_index]
+        text = f"{value:g}"
+        return f"{text}{self.unit}" if self.unit in ("°", "%") else f"{text} {self.unit}".strip()
+
+
+    def range_condition(self, lo: int, hi: int, pretty: bool = False) -> str:
+        """Condition on level *values* selecting exactly level positions lo..hi ('' = the whole axis).
+
+        Levels are monotonic (checked in ConceptSpace), so a contiguous run of positions is an
+        interval of values: `rotation >= 30`, `contrast <= 0.3`, `10 <= rotation <= 20`.
+        """
+        if lo == 0 and hi == len(self.levels) - 1:
+            return ""
+        vals = self.levels[lo : hi + 1]
+        vmin, vmax = min(vals), max(vals)
+        outside = self.levels[:lo] + self.levels[hi + 1 :]
+        below = any(v < vmin for v in outside)
+        above = any(v > vmax for v in outside)
+        ge, le = ("≥", "≤") if pretty else (">=", "<=")
+        fmt = (lambda v: self.label(self.levels.index(v))) if pretty else (lambda v: f"{v:g}")
+        sep = " " if pretty else ""
+        if vmin == vmax:
+            return f"{self.name}{sep}={sep}{fmt(vmin)}"
+        if below and above:
+            return f"{fmt(vmin)} ≤ {self.name} ≤ {fmt(vmax)}" if pretty else f"{self.name}>={fmt(vmin)} & {self.name}<={fmt(vmax)}"
+        return f"{self.name}{sep}{ge}{sep}{fmt(vmin)}" if below else f"{self.name}{sep}{le}{sep}{fmt(vmax)}"
+
+
+class ConceptSpace:
+    """The Cartesian product of a few axes; cells are numbered row-major."""
+
+    def __init__(self, axes: list[Axis]):
+        if not axes:
+            raise FailfadeError("a concept space needs at least one axis")
+        for a in axes:
+            d = np.diff(a.levels)
+            if not (np.all(d > 0) or np.all(d < 0)):
+                raise FailfadeError(f"concept axis {a.name!r}: levels must be strictly increasing or decreasing, got {list(a.levels)}")
+        names = [a.name for a in axes]
+        if len(set(names)) != len(names):
+            raise FailfadeError(f"concept axis names must be unique, got {names}")
+        self.axes = list(axes)
+        self.shape = tuple(len(a.levels) for a in axes)
+        self.n_cells = int(np.prod(self.shape))
+
+    @classmethod
+    def from_config(cls, items: list[dict]) -> "ConceptSpace":
+        axes = []
+        for i, item in enumerate(items):
+            transform = item.get("transform", item["name"])
+            if transform not in IMAGE_TRANSFORMS:
+                raise FailfadeError(
+                    f"concepts[{i}].transform: unknown transform {transform!r}; "
+                    f"known: {sorted(IMAGE_TRANSFORMS)}"
+                )
+            axes.append(Axis(item["name"], transform, tuple(float(v) for v in item["levels"]), item.get("unit", "")))
+        return cls(axes)
+
+    def axis(self, name: str) -> Axis:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def coords(self, cells) -> np.ndarray:
+        """Flat cell indices -> (n, n_axes) level indices."""
+        return np.stack(np.unravel_index(np.asarray(cells, dtype=np.int64), self.shape), axis=-1)
+
+    def index(self, coords) -> np.ndarray:
+        coords = np.asarray(coords, dtype=np.int64)
+        return np.ravel_multi_index(tuple(coords.T), self.shape)
+
+    def all_coords(self) -> np.ndarray:
+        return self.coords(np.arange(self.n_cells))
+
+    def describe_cell(self, cell: int) -> str:
+        return ", ".join(f"{a.name}={a.label(i)}" for a, i in zip(self.axes, self.coords([cell])[0]))
+
+    def box_cover(self, cells) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Cover a set of cells exactly with few axis-aligned boxes (greedy: largest new coverage first).
+
+        Each box is (lo, hi) level positions per axis and lies entirely inside the set.
+        """
+        inside = np.zeros(self.shape, dtype=bool)
+        inside[tuple(self.coords(sorted(cells)).T)] = True
+        ranges = [[(lo, hi) for lo in range(n) for hi in range(lo, n)] for n in self.shape]
+        boxes = []
+        for combo in itertools.product(*ranges):
+            sl = tuple(slice(lo, hi + 1) for lo, hi in combo)
+            if inside[sl].all():
+                boxes.append(combo)
+        uncovered = inside.copy()
+        cover = []
+        while uncovered.any():
+            best = max(boxes, key=lambda b: (uncovered[tuple(slice(lo, hi + 1) for lo, hi in b)].sum(),
+                                             -len(cover)))
+            sl = tuple(slice(lo, hi + 1) for lo, hi in best)
+            uncovered[sl] = False
+            cover.append((np.array([lo for lo, _ in best]), np.array([hi for _, hi in best])))
+        return cover
+
+    def describe_cells(self, cells) -> str:
+        """Words for a set of cells, e.g. "rotation ≥ 30° or (rotation ≤ 20° and contrast = 0.2)"."""
+        conds = [
+            [c for c in (a.range_condition(int(lo[k]), int(hi[k]), pretty=True) for k, a in enumerate(self.axes)) if c]
+            for lo, hi in self.box_cover(cells)
+        ]
+        texts = [" and ".join(c) or "every cell" for c in conds]
+        if len(texts) > 1:
+            texts = [f"({t})" if len(c) > 1 else t for t, c in zip(texts, conds)]
+        return " or ".join(texts)
+
+    def grid_distance(self) -> np.ndarray:
+        """(n_cells, n_cells) L1 distance in level steps: the grid's own ground metric."""
+        c = self.all_coords()
+        return np.abs(c[:, None, :] - c[None, :, :]).sum(-1).astype(np.float64)
+
+    def neighbours(self, cell: int) -> list[int]:
+        """Cells one level away along exactly one axis."""
+        c = self.coords([cell])[0]
+        out = []
+        for k, n in enumerate(self.shape):
+            for d in (-1, 1):
+                if 0 <= c[k] + d < n:
+                    nc = c.copy()
+                    nc[k] += d
+                    out.append(int(self.index(nc[None])[0]))
+        return out
+
+    def apply(self, images: torch.Tensor, cells) -> torch.Tensor:
+        """Apply each image's cell (levels of every axis, in axis order). images: (B, C, H, W) in [0, 1]."""
+        cells = torch.as_tensor(np.asarray(cells), dtype=torch.long)
+        coords = self.coords(cells.numpy())
+        out = images
+        for k, axis in enumerate(self.axes):
+            values = torch.tensor([axis.levels[i] for i in coords[:, k]], dtype=images.dtype, device=images.device)
+            out = IMAGE_TRANSFORMS[axis.transform](out, values)
+        return out.clamp_(0.0, 1.0)
+
+    def to_config(self) -> list[dict]:
+        return [{"name": a.name, "transform": a.transform, "levels": list(a.levels), "unit": a.unit} for a in self.axes]
+
+
+# --- batched image transforms: (B, C, H, W) images, one parameter per image -------------------
+
+def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate about the centre, filling with black (the digits' background)."""
+    if torch.all(degrees == 0):
+        return images
+    theta = degrees * (math.pi / 180.0)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(cos)
+    mat = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
+    grid = F.affine_grid(mat, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur with a per-image sigma (pixels); sigma 0 leaves the image unchanged."""
+    if torch.all(sigmas == 0):
+        return images
+    radius = int(math.ceil(3 * float(sigmas.max())))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    s = sigmas.clamp_min(1e-6)[:, None]
+    k = torch.exp(-0.5 * (x[None, :] / s) ** 2)
+    k = torch.where(sigmas[:, None] > 0, k, (x[None, :] == 0).to(images.dtype))
+    k = k / k.sum(1, keepdim=True)  # (B, K)
+    b, c, h, w = images.shape
+    flat = images.reshape(1, b * c, h, w)
+    kk = k.repeat_interleave(c, 0)  # (B*C, K)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kk[:, None, None, :], groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kk[:, None, :, None], groups=b * c)
+    return flat.reshape(b, c, h, w)
+
+
+def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Blend towards each image's mean intensity: factor 1 keeps it, 0 gives a flat grey image."""
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    f = factors[:, None, None, None]
+    return mean + f * (images - mean)
+
+
+def darken(images: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
+    """Scale brightness by 1 - amount (the paper's darkening)."""
+    return images * (1.0 - amounts)[:, None, None, None]
+
+
+def occlude(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """Black out a centred square whose side is `fraction` of the image side."""
+    b, _, h, w = images.shape
+    ys = torch.arange(h, device=images.device, dtype=images.dtype)[None, :] + 0.5
+    xs = torch.arange(w, device=images.device, dtype=images.dtype)[None, :] + 0.5
+    half_h = (fractions * h / 2)[:, None]
+    half_w = (fractions * w / 2)[:, None]
+    in_y = (ys - h / 2).abs() < half_h
+    in_x = (xs - w / 2).abs() < half_w
+    mask = (in_y[:, :, None] & in_x[:, None, :])[:, None]
+    return images.masked_fill(mask, 0.0)
+
+
+IMAGE_TRANSFORMS = {
+    "rotate": rotate,
+    "rotation": rotate,
+    "gaussian_blur": gaussian_blur,
+    "blur": gaussian_blur,
+    "contrast": contrast,
+    "darken": darken,
+    "occlude": occlude,
+    "occlusion": occlude,
+}

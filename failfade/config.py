@@ -1,0 +1,85 @@
+"""Validate a workflow config against failfade/config.schema.yaml and fill in its defaults.
+
+An invalid config fails before any job runs, with the offending key named as a dotted path.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources as ir
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from failfade import FailfadeError
+
+SCHEMA_PATH = Path(str(ir.files("failfade") / "config.schema.yaml"))
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    ref = node.get("$ref")
+    if ref:
+        for part in ref.lstrip("#/").split("/"):
+            root = root[part]
+        return root
+    return node
+
+
+def _fill(node: dict, value, root: dict):
+    node = _resolve(node, root)
+    if isinstance(value, dict):
+        for key, sub in node.get("properties", {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = _fill(sub, value[key], root)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value:
+                if key not in node.get("properties", {}):
+                    value[key] = _fill(extra, value[key], root)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        value = [_fill(node["items"], v, root) for v in value]
+    return value
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Return a validated copy of `config` with defaults filled in; raise naming the bad key."""
+    sch = schema()
+    validator = jsonschema.Draft202012Validator(sch)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            path = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+            lines.append(f"{path}: {e.message}")
+        raise FailfadeError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
+    config = _fill(sch, copy.deepcopy(config), sch)
+    names = list(config["experiments"])
+    for name in config.get("run", []):
+        if name not in names:
+            raise FailfadeError(f"{source}: run: unknown experiment {name!r}; defined: {names}")
+    for name, exp in config["experiments"].items():
+        axes = [c["name"] for c in exp["concepts"]]
+        if len(set(axes)) != len(axes):
+            raise FailfadeError(f"{source}: experiments.{name}.concepts: axis names must be unique, got {axes}")
+        ex = exp["explore"]
+        if ex["budget"] < ex["num_agents"]:
+            raise FailfadeError(f"{source}: experiments.{name}.explore.budget ({ex['budget']}) is below num_agents ({ex['num_agents']})")
+    return config
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FailfadeError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise FailfadeError(f"{path}: not valid YAML ({e})") from e
+    return validate(raw or {}, str(path))

@@ -1,0 +1,1 @@
+"""Discover: RL exploration of a task's concept space."""

@@ -1,0 +1,192 @@
+"""Human feedback: a CSV saying which failure modes matter, turned into a mitigation plan.
+
+Columns: `selector` and `decision` are required; `weight`, `note`, `mode` and `description` are
+optional (`mode`/`description` are only there for the reader: rows are matched by selector, so
+they stay valid when cluster ids change).
+
+Selector grammar (over the concept space's axes and levels):
+    selector    := "*" | conjunction ( "|" conjunction )*
+    conjunction := condition ( "&" condition )*
+    condition   := axis op level        op ∈ {=, ==, !=, <, <=, >, >=}
+`level` must be one of the axis's levels. Decision is `fix` or `accept`; weight > 0 (default 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from failfade import FailfadeError
+from failfade.concepts import ConceptSpace
+
+REQUIRED = ("selector", "decision")
+OPTIONAL = ("mode", "description", "weight", "note")
+DECISIONS = ("fix", "accept")
+_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|=|<|>)\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
+_OPS = {
+    "=": np.equal, "==": np.equal, "!=": np.not_equal,
+    "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
+}
+
+
+class FeedbackError(FailfadeError):
+    def __init__(self, path, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{path}: invalid feedback ({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
+
+
+def parse_selector(text: str, space: ConceptSpace) -> np.ndarray:
+    """Cells matched by a selector, as a sorted array; raises ValueError with the reason."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("empty selector")
+    if text == "*":
+        return np.arange(space.n_cells)
+    coords = space.all_coords()
+    matched = np.zeros(space.n_cells, dtype=bool)
+    for conj in text.split("|"):
+        keep = np.ones(space.n_cells, dtype=bool)
+        for cond in conj.split("&"):
+            m = _COND.match(cond)
+            if not m:
+                raise ValueError(f"cannot read condition {cond.strip()!r} (expected e.g. rotation>=30)")
+            name, op, value = m.group(1), m.group(2), float(m.group(3))
+            try:
+                k = [a.name for a in space.axes].index(name)
+            except ValueError:
+                raise ValueError(f"unknown axis {name!r}; axes are {[a.name for a in space.axes]}") from None
+            levels = np.asarray(space.axes[k].levels)
+            hits = np.flatnonzero(np.isclose(levels, value))
+            if len(hits) == 0:
+                raise ValueError(f"unknown level {value:g} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}")
+            keep &= _OPS[op](levels[coords[:, k]], levels[hits[0]])  # compare values, whatever the level order
+        matched |= keep
+    return np.flatnonzero(matched)
+
+
+@dataclass
+class Row:
+    line: int
+    selector: str
+    decision: str
+    weight: float
+    note: str
+    cells: np.ndarray
+
+
+def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
+    """Validate every row; collect all problems, then raise one FeedbackError naming file and lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeedbackError(path, ["file not found"])
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        raise FeedbackError(path, ["empty file: expected a header line with columns selector,decision[,weight,note]"])
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED if c not in header]
+    unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"line 1: header lacks column(s) {missing}")
+        if unknown:
+            problems.append(f"line 1: unknown column(s) {unknown}; allowed: {list(REQUIRED + OPTIONAL)}")
+        raise FeedbackError(path, problems)
+    explored = set(int(c) for c in explored_cells)
+    problems, rows = [], []
+    for raw in reader:
+        line = reader.line_num
+        raw = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in raw.items()}
+        if None in raw or "" in raw:
+            problems.append(f"line {line}: more fields than header columns")
+            continue
+        if not any(raw.values()):
+            continue  # blank line
+        decision = raw.get("decision", "").lower()
+        if decision not in DECISIONS:
+            problems.append(f"line {line}: decision {raw.get('decision', '')!r} is not one of {list(DECISIONS)}")
+            continue
+        weight = 1.0
+        if raw.get("weight"):
+            try:
+                weight = float(raw["weight"])
+            except ValueError:
+                weight = float("nan")
+            if not np.isfinite(weight) or weight <= 0:
+                problems.append(f"line {line}: weight {raw['weight']!r} must be a positive number")
+                continue
+        try:
+            cells = parse_selector(raw.get("selector", ""), space)
+        except ValueError as e:
+            problems.append(f"line {line}: selector {raw.get('selector', '')!r}: {e}")
+            continue
+        if len(cells) == 0:
+            problems.append(f"line {line}: selector {raw['selector']!r} matches no cell of the concept space")
+            continue
+        if not explored.intersection(cells.tolist()):
+            problems.append(f"line {line}: selector {raw['selector']!r} matches no explored cell")
+            continue
+        rows.append(Row(line, raw["selector"], decision, weight, raw.get("note", ""), cells))
+    if not rows and not problems:
+        problems.append("no feedback rows after the header")
+    seen: dict[tuple, int] = {}
+    for r in rows:
+        key = tuple(r.cells.tolist())
+        if key in seen:
+            problems.append(f"line {r.line}: duplicate of line {seen[key]} (selects the same cells)")
+        else:
+            seen[key] = r.line
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            if a.decision != b.decision:
+                shared = np.intersect1d(a.cells, b.cells)
+                if len(shared):
+                    problems.append(
+                        f"line {b.line}: contradicts line {a.line}: both select {space.describe_cell(int(shared[0]))}"
+                        f" ({len(shared)} shared cell(s)) but decide {b.decision!r} vs {a.decision!r}"
+                    )
+    if rows and not problems and not any(r.decision == "fix" for r in rows):
+        problems.append("no row says `fix`: there is nothing to mitigate")
+    if problems:
+        raise FeedbackError(path, problems)
+    return rows
+
+
+def mitigation_plan(rows: list[Row], space: ConceptSpace, explored_cells, source: str) -> dict:
+    """Cells to fade (only explored ones) with weights; overlapping fix rows keep the largest weight."""
+    explored = set(int(c) for c in explored_cells)
+    weights: dict[int, float] = {}
+    accept: set[int] = set()
+    for r in rows:
+        for c in r.cells.tolist():
+            if c not in explored:
+                continue
+            if r.decision == "fix":
+                weights[c] = max(weights.get(c, 0.0), r.weight)
+            else:
+                accept.add(c)
+    return {
+        "feedback": source,
+        "fix": [
+            {"cell": c, "weight": w, "levels": {a.name: a.levels[i] for a, i in zip(space.axes, space.coords([c])[0])},
+             "description": space.describe_cell(c)}
+            for c, w in sorted(weights.items())
+        ],
+        "accept": sorted(accept),
+        "rows": [{"line": r.line, "selector": r.selector, "decision": r.decision, "weight": r.weight, "note": r.note,
+                  "n_cells": int(len(r.cells))} for r in rows],
+    }
+
+
+def write_plan(plan: dict, path: Path) -> None:
+    Path(path).write_text(json.dumps(plan, indent=2) + "\n")
+
+
+def read_plan(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,238 @@
+"""Models under test: where they come from, how they are stored (safetensors + a JSON card), and
+how they are run (preprocessing, logits, penultimate features).
+
+Sources (config key `model.source`):
+  builtin:digits-cnn                   a small CNN trained here, seeded, on the train split
+  torchvision:<arch>:<weights-enum>    torchvision weights (`none` = random init), cached in resources/
+  hf:<repo_id>[@revision]              a Hugging Face repo holding a failfade model dir (model.json + model.safetensors)
+  path:<file-or-dir>                   a failfade model dir, or its model.safetensors / model.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from failfade import FailfadeError
+
+WEIGHTS = "model.safetensors"
+CARD = "model.json"
+
+
+class DigitsCNN(nn.Module):
+    """Three conv blocks and a two-layer head; `classifier` is the last layer."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(), nn.Linear(16 * w, 64), nn.ReLU(),
+        )
+        self.classifier = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@dataclass
+class ModelSource:
+    kind: str
+    target: str
+    detail: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, key: str = "model.source") -> "ModelSource":
+        if not isinstance(text, str) or ":" not in text:
+            raise FailfadeError(f"{key}: {text!r} is not a model source; expected builtin:, torchvision:, hf: or path:")
+        kind, rest = text.split(":", 1)
+        if kind == "builtin":
+            if rest != "digits-cnn":
+                raise FailfadeError(f"{key}: unknown builtin model {rest!r}; known: digits-cnn")
+            return cls(kind, rest)
+        if kind == "torchvision":
+            parts = rest.split(":")
+            if len(parts) != 2 or not all(parts):
+                raise FailfadeError(f"{key}: expected torchvision:<arch>:<weights-enum>, got {text!r}")
+            return cls(kind, parts[0], parts[1])
+        if kind == "hf":
+            repo, _, rev = rest.partition("@")
+            if not repo or repo.count("/") != 1:
+                raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
+            return cls(kind, repo, rev or None)
+        if kind == "path":
+            if not rest:
+                raise FailfadeError(f"{key}: path: needs a file or folder")
+            return cls(kind, rest)
+        raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, torchvision, hf or path")
+
+
+@dataclass
+class ModelUnderTest:
+    """A classifier plus what it needs to see inputs the way it was trained."""
+
+    module: nn.Module
+    card: dict
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self):
+        self.module.eval().to(self.device)
+        inp = self.card["input"]
+        self.size = int(inp["size"])
+        self.channels = int(inp["channels"])
+        self.mean = torch.tensor(inp["mean"], device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(inp["std"], device=self.device).view(1, -1, 1, 1)
+        self.head = last_linear(self.module)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device)
+        if x.shape[1] == 1 and self.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured = {}
+        hook = self.head.register_forward_hook(lambda m, i, o: captured.__setitem__("f", i[0]))
+        try:
+            logits = self.module(self.preprocess(images))
+        finally:
+            hook.remove()
+        return logits.float(), captured["f"].float().flatten(1)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(self.preprocess(images)).float()
+
+
+def last_linear(module: nn.Module) -> nn.Linear:
+    last = None
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise FailfadeError(f"{type(module).__name__} has no nn.Linear layer to use as the classifier head")
+    return last
+
+
+def build_architecture(card: dict) -> nn.Module:
+    arch = card["arch"]
+    n = len(card["classes"])
+    if arch == "digits-cnn":
+        return DigitsCNN(num_classes=n, in_channels=int(card["input"]["channels"]))
+    if arch.startswith("torchvision:"):
+        import torchvision
+
+        return torchvision.models.get_model(arch.split(":", 1)[1], weights=None, num_classes=n)
+    raise FailfadeError(f"model card: unknown arch {arch!r}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(module: nn.Module, card: dict, out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS))
+    card = dict(card, sha256=sha256_file(out_dir / WEIGHTS), weights=WEIGHTS)
+    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def load_model(model_dir: Path, device: str | torch.device = "cpu") -> ModelUnderTest:
+    """Load a failfade model dir; a missing, tampered or truncated file fails with its path named."""
+    model_dir = Path(model_dir)
+    card_path, weights_path = model_dir / CARD, model_dir / WEIGHTS
+    for p in (card_path, weights_path):
+        if not p.is_file():
+            raise FailfadeError(f"{p}: missing (a failfade model dir holds {CARD} and {WEIGHTS})")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise FailfadeError(f"{card_path}: not valid JSON ({e})") from e
+    digest = sha256_file(weights_path)
+    if card.get("sha256") and card["sha256"] != digest:
+        raise FailfadeError(f"{weights_path}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")
+    try:
+        state = load_file(str(weights_path))
+    except Exception as e:  # safetensors raises several types for truncated or garbage files
+        raise FailfadeError(f"{weights_path}: corrupt checkpoint, cannot be read as safetensors ({e})") from e
+    module = build_architecture(card)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise FailfadeError(f"{weights_path}: weights do not fit arch {card['arch']!r}: {str(e)[:300]}") from e
+    return ModelUnderTest(module, card, torch.device(device))
+
+
+def resolve_source(source: ModelSource, resources: Path, key: str = "model.source") -> tuple[nn.Module, dict] | Path:
+    """Obtain a non-builtin model: returns a model dir (path/hf) or a (module, card) pair (torchvision)."""
+    if source.kind == "path":
+        p = Path(source.target)
+        if p.is_file():
+            p = p.parent
+        if not (p / CARD).is_file():
+            raise FailfadeError(f"{key}: {source.target} is not a failfade model dir (no {CARD} there)")
+        return p
+    if source.kind == "hf":
+        try:
+            from huggingface_hub import snapshot_download
+
+            local = snapshot_download(
+                repo_id=source.target, revision=source.detail, cache_dir=str(resources / "hf"),
+                allow_patterns=[CARD, WEIGHTS],
+            )
+        except Exception as e:
+            raise FailfadeError(f"{key}: cannot download hf:{source.target} ({type(e).__name__}: {str(e)[:200]})") from e
+        return Path(local)
+    if source.kind == "torchvision":
+        return _torchvision(source, resources, key)
+    raise FailfadeError(f"{key}: {source.kind}: sources are built by the workflow, not resolved")
+
+
+def _torchvision(source: ModelSource, resources: Path, key: str):
+    import torchvision
+
+    arch, weights_name = source.target, source.detail
+    if arch not in torchvision.models.list_models():
+        raise FailfadeError(f"{key}: torchvision has no model {arch!r}")
+    if weights_name.lower() in ("none", "random"):
+        weights = None
+        classes = [str(i) for i in range(1000)]
+        mean, std, size = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], 224
+    else:
+        try:
+            weights = torchvision.models.get_model_weights(arch)[weights_name]
+        except KeyError as e:
+            raise FailfadeError(f"{key}: {arch} has no weights {weights_name!r}") from e
+        classes = list(weights.meta["categories"])
+        t = weights.transforms()
+        mean, std, size = list(t.mean), list(t.std), int(t.crop_size[0])
+    torch.hub.set_dir(str(resources / "torch"))
+    try:
+        module = torchvision.models.get_model(arch, weights=weights)
+    except Exception as e:
+        raise FailfadeError(f"{key}: cannot fetch torchvision weights {arch}:{weights_name} ({type(e).__name__}: {str(e)[:200]})") from e
+    card = {
+        "arch": f"torchvision:{arch}",
+        "classes": classes,
+        "input": {"channels": 3, "size": size, "mean": mean, "std": std},
+    }
+    return module, card

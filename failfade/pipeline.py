@@ -1,0 +1,203 @@
+"""The stages of the loop as plain functions of (experiment config, input paths, output paths).
+
+Workflow scripts call exactly one of these; tests and the CLI call them directly.
+model → explore → landscape → feedback → mitigate → reexplore (= explore) → shift
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from failfade import FailfadeError, models
+from failfade.concepts import ConceptSpace
+from failfade.data import load_splits
+from failfade.explore.search import explore
+from failfade.feedback import mitigation_plan, read_feedback, read_plan, write_plan
+from failfade.landscape import feedback_template, read_table, summarize, write_database
+from failfade.mitigate import mitigate
+from failfade.shift import compare, markdown
+from failfade.tasks.classification import ClassificationTask
+from failfade.training import accuracy, fit
+
+log = logging.getLogger("failfade")
+
+
+def device_of(exp: dict) -> torch.device:
+    want = exp.get("device", "auto")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise FailfadeError("device: cuda requested but torch sees no CUDA device")
+    return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def space_of(exp: dict) -> ConceptSpace:
+    return ConceptSpace.from_config(exp["concepts"])
+
+
+def splits_of(exp: dict):
+    d = exp["data"]
+    return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"])
+
+
+def _write_log(df: pl.DataFrame, path: Path) -> None:
+    df.write_csv(path)
+
+
+def stage_model(exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
+    """Obtain the model under test and store it as safetensors + card (with held-out clean accuracy)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = models.ModelSource.parse(exp["model"]["source"], key)
+    splits = splits_of(exp)
+    device = device_of(exp)
+    history = []
+    if source.kind == "builtin":
+        torch.manual_seed(exp["seed"])
+        module = models.DigitsCNN(num_classes=len(splits.classes), in_channels=splits.train.images.shape[1])
+        card = {"arch": "digits-cnn", "classes": splits.classes,
+                "input": {"channels": int(splits.train.images.shape[1]), "size": exp["data"]["image_size"],
+                          "mean": [0.0] * splits.train.images.shape[1], "std": [1.0] * splits.train.images.shape[1]}}
+        mut = models.ModelUnderTest(module, card, device)
+        m = exp["model"]
+        history = fit(mut, splits.train, list(module.parameters()), m["epochs"], m["lr"], m["batch_size"], exp["seed"],
+                      desc="train digits-cnn")
+    else:
+        got = models.resolve_source(source, Path(resources), key)
+        if isinstance(got, Path):
+            mut = models.load_model(got, device)
+            card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
+            module = mut.module
+        else:
+            module, card = got
+            mut = models.ModelUnderTest(module, card, device)
+    card = dict(card, source=exp["model"]["source"], heldout_clean_accuracy=accuracy(mut, splits.heldout),
+                heldout_inputs=len(splits.heldout), train_inputs=len(splits.train), seed=exp["seed"])
+    pl.DataFrame(history or [{"epoch": -1, "loss": float("nan"), "accuracy": float("nan")}]).write_csv(out_dir / "training.csv")
+    return models.save_model(module, card, out_dir)
+
+
+def build_task(exp: dict, model_dir: Path) -> ClassificationTask:
+    mut = models.load_model(model_dir, device_of(exp))
+    return ClassificationTask(mut, splits_of(exp).heldout, space_of(exp))
+
+
+def stage_explore(exp: dict, model_dir: Path, queries_path: Path, log_path: Path, curve_path: Path | None = None,
+                  progress: bool = True) -> pl.DataFrame:
+    task = build_task(exp, model_dir)
+    e = exp["explore"]
+    queries, learning = explore(task, e["budget"], e["num_agents"], exp["seed"], e["algorithm"], e.get("ppo", {}), progress)
+    queries.write_parquet(queries_path)
+    learning.write_csv(log_path)
+    if curve_path is not None:
+        from failfade.plots import learning_curve
+
+        learning_curve(learning, curve_path, f"Exploration ({e['algorithm']}, {queries.height} queries)")
+    return queries
+
+
+def stage_landscape(exp: dict, queries_path: Path, out: dict[str, Path], gallery_inputs=None) -> pl.DataFrame:
+    """out keys: db, modes, template, cells, heatmap, gallery."""
+    from failfade.plots import gallery, heatmaps
+
+    space = space_of(exp)
+    ls = exp["landscape"]
+    queries = pl.read_parquet(queries_path)
+    cells, modes = summarize(space, queries, ls["failure_rate_threshold"], ls["confidence"])
+    write_database(out["db"], queries_path, cells, modes)
+    modes.write_csv(out["modes"])
+    feedback_template(modes).write_csv(out["template"])
+    cells.write_csv(out["cells"])
+    heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({queries.height} queries)")
+    heldout = gallery_inputs if gallery_inputs is not None else splits_of(exp).heldout
+    rows = []
+    for m in modes.head(8).iter_rows(named=True):
+        mode_cells = [int(c) for c in m["cells"].split()]
+        fails = queries.filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(ls["gallery_per_mode"])
+        if fails.height == 0:
+            continue
+        idx = torch.as_tensor(fails["input_id"].to_numpy())  # input_id = position in the held-out split
+        imgs = space.apply(heldout.images[idx], fails["cell"].to_numpy()).permute(0, 2, 3, 1).numpy()
+        imgs = imgs[..., 0] if imgs.shape[-1] == 1 else imgs
+        caps = [f"true {y} → {p}" for y, p in zip(fails["label"], fails["prediction"])]
+        rows.append((f"mode {m['mode']}\n{m['description'][:40]}", imgs, caps))
+    gallery(rows, out["gallery"], "Failing held-out inputs per failure mode")
+    return modes
+
+
+def stage_feedback(exp: dict, feedback_path: Path, db_path: Path, plan_path: Path) -> dict:
+    space = space_of(exp)
+    cells = read_table(db_path, "cells")
+    explored = cells.filter(pl.col("queries") > 0)["cell"].to_list()
+    rows = read_feedback(feedback_path, space, explored)
+    plan = mitigation_plan(rows, space, explored, str(feedback_path))
+    write_plan(plan, plan_path)
+    return plan
+
+
+def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mut = models.load_model(model_dir, device_of(exp))
+    splits = splits_of(exp)
+    plan = read_plan(plan_path)
+    m = exp["mitigate"]
+    history = mitigate(mut, splits.train, space_of(exp), plan, m["mode"], m["epochs"], m["lr"], m["batch_size"],
+                       m["perturb_fraction"], exp["seed"], m["distill"])
+    pl.DataFrame(history).write_csv(out_dir / "training.csv")
+    card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
+    card.update(parent_sha256=mut.card.get("sha256"), mitigation={**m, "fix_cells": [f["cell"] for f in plan["fix"]]},
+                heldout_clean_accuracy=accuracy(mut, splits.heldout))
+    return models.save_model(mut.module, card, out_dir)
+
+
+def stage_shift(exp: dict, name: str, pre_queries: Path, post_queries: Path, plan_path: Path, pre_card: Path,
+                post_card: Path, out: dict[str, Path]) -> dict:
+    """out keys: json, md, cells, figure."""
+    from failfade.plots import heatmaps
+
+    space = space_of(exp)
+    ls = exp["landscape"]
+    pre_q, post_q = pl.read_parquet(pre_queries), pl.read_parquet(post_queries)
+    clean_pre = json.loads(Path(pre_card).read_text())["heldout_clean_accuracy"]
+    clean_post = json.loads(Path(post_card).read_text())["heldout_clean_accuracy"]
+    result, per_cell = compare(space, pre_q, post_q, read_plan(plan_path), ls["failure_rate_threshold"],
+                               clean_pre, clean_post, ls["confidence"])
+    result = {"experiment": name, **result}
+    Path(out["json"]).write_text(json.dumps(result, indent=2) + "\n")
+    Path(out["md"]).write_text(markdown(result, name))
+    per_cell.write_csv(out["cells"])
+    before_after(space, per_cell, out["figure"], heatmaps)
+    return result
+
+
+def before_after(space: ConceptSpace, per_cell: pl.DataFrame, path: Path, heatmaps) -> None:
+    """One figure: before, after, and the change (targeted cells outlined)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    tmp = []
+    for col, title, cmap, lo, hi in (
+        ("failure_rate_pre", "Before mitigation: failure rate", "magma", 0, 1),
+        ("failure_rate_post", "After mitigation: failure rate", "magma", 0, 1),
+        ("delta", "Change (after − before); outlined: targeted cells", "coolwarm", -1, 1),
+    ):
+        p = Path(str(path) + f".{col}.png")
+        df = per_cell.rename({"queries_pre": "queries"}) if col != "failure_rate_post" else per_cell.rename({"queries_post": "queries"})
+        heatmaps(space, df, p, title, column=col, cmap=cmap, vmin=lo, vmax=hi, outline="targeted")
+        tmp.append(p)
+    imgs = [Image.open(p).convert("RGB") for p in tmp]
+    w = max(i.width for i in imgs)
+    canvas = Image.new("RGB", (w, sum(i.height for i in imgs)), "white")
+    y = 0
+    for i in imgs:
+        canvas.paste(i, (0, y))
+        y += i.height
+    canvas.save(path)
+    for p in tmp:
+        p.unlink()
+    plt.close("all")

@@ -1,0 +1,105 @@
+"""Figures people would rather look at than read: heat maps, learning curves, galleries, shifts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from failfade.concepts import ConceptSpace  # noqa: E402
+
+
+def _panels(space: ConceptSpace, values: np.ndarray):
+    """Split a grid into 2-D panels: rows = axis 0, cols = axis 1, one panel per combination of the rest."""
+    grid = values.reshape(space.shape)
+    if grid.ndim == 1:
+        grid = grid[:, None]
+    rest = grid.shape[2:]
+    combos = list(np.ndindex(*rest)) if rest else [()]
+    return grid, combos
+
+
+def _panel_title(space: ConceptSpace, combo) -> str:
+    return ", ".join(f"{space.axes[2 + i].name}={space.axes[2 + i].label(j)}" for i, j in enumerate(combo)) or "all"
+
+
+def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, column: str = "failure_rate",
+             cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0, outline: str | None = "is_failure") -> None:
+    values = cells[column].to_numpy().astype(float)
+    grid, combos = _panels(space, values)
+    counts, _ = _panels(space, cells["queries"].to_numpy().astype(float)) if "queries" in cells.columns else (None, None)
+    marks, _ = _panels(space, cells[outline].to_numpy()) if outline and outline in cells.columns else (None, None)
+    n = len(combos)
+    cols = min(n, 5)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.8, 2.9 * rows + 0.6), squeeze=False)
+    a0, a1 = space.axes[0], space.axes[1] if len(space.axes) > 1 else None
+    im = None
+    for ax, combo in zip(axes.flat, combos):
+        sl = (slice(None), slice(None)) + tuple(combo)
+        img = grid[sl]
+        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+        for (i, j), v in np.ndenumerate(img):
+            txt = "·" if np.isnan(v) else f"{v:.2f}"
+            if counts is not None:
+                txt += f"\nn={int(counts[sl][i, j])}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=6, color="white" if (np.isnan(v) or v < (vmin + vmax) / 2) else "black")
+            if marks is not None and marks[sl][i, j]:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.5))
+        ax.set_yticks(range(len(a0.levels)), [a0.label(i) for i in range(len(a0.levels))], fontsize=7)
+        ax.set_ylabel(a0.name, fontsize=8)
+        if a1 is not None:
+            ax.set_xticks(range(len(a1.levels)), [a1.label(i) for i in range(len(a1.levels))], fontsize=7)
+            ax.set_xlabel(a1.name, fontsize=8)
+        ax.set_title(_panel_title(space, combo), fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=column)
+    fig.suptitle(title + ("  (cyan: failure cell)" if marks is not None else ""), fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def learning_curve(log: pl.DataFrame, path: Path, title: str) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    q = log["queries"].to_numpy()
+    axes[0].plot(q, log["failure_rate"].to_numpy(), marker=".")
+    axes[0].set(xlabel="model queries", ylabel="failure rate of proposals", title="Failures found per rollout")
+    axes[1].plot(q, log["distinct_cells"].to_numpy(), marker=".")
+    axes[1].set(xlabel="model queries", ylabel="cells visited", title="Coverage")
+    if "entropy" in log.columns:
+        axes[2].plot(q, log["entropy"].to_numpy(), marker=".", label="policy entropy")
+        axes[2].plot(q, log["policy_loss"].to_numpy(), marker=".", label="policy loss")
+        axes[2].plot(q, log["value_loss"].to_numpy(), marker=".", label="value loss")
+        axes[2].legend(fontsize=7)
+        axes[2].set(xlabel="model queries", title=f"Learner ({int(log['n_updates'][-1])} updates)")
+    else:
+        axes[2].axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def gallery(images_by_mode: list[tuple[str, np.ndarray, list[str]]], path: Path, title: str) -> None:
+    """images_by_mode: (row title, (k, H, W[, C]) images in [0,1], captions)."""
+    rows = max(len(images_by_mode), 1)
+    cols = max([len(imgs) for _, imgs, _ in images_by_mode] + [1])
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.4, 1.6 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (name, imgs, captions) in enumerate(images_by_mode):
+        for c, (img, cap) in enumerate(zip(imgs, captions)):
+            axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_title(cap, fontsize=6)
+        axes[r, 0].text(-0.1, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
+    if not images_by_mode:
+        axes[0, 0].text(0.5, 0.5, "no failure modes found", ha="center", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,33 @@
+"""The thin layer between Snakemake's `snakemake` object and failfade's stage functions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+
+import torch
+
+from failfade import FailfadeError
+
+
+@contextlib.contextmanager
+def stage(snakemake, name: str):
+    """Log to the rule's log file, pin torch threads to the rule's threads, turn user errors into one clear line."""
+    log_path = snakemake.log[0]
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    with open(log_path, "w") as fh, contextlib.redirect_stderr(fh):
+        logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+        logging.getLogger("failfade").info("stage %s, wildcards %s", name, dict(snakemake.wildcards))
+        try:
+            yield snakemake.params.cfg
+        except FailfadeError as e:
+            fh.write(f"failfade error in stage {name}: {e}\n")
+            sys.__stderr__.write(f"failfade: {name} [{dict(snakemake.wildcards)}]: {e}\n")
+            raise SystemExit(1) from None
+        except Exception:
+            fh.write(traceback.format_exc())
+            raise

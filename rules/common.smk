@@ -1,0 +1,63 @@
+# Config → file names. The config is validated (and defaults filled) before any job runs;
+# a bad key fails here with its dotted path named.
+import failfade.config
+
+_validated = failfade.config.validate(config, "config")
+config.clear()
+config.update(_validated)
+
+R = config["results"]
+EXPERIMENTS = config.get("run") or list(config["experiments"])
+
+
+wildcard_constraints:
+    experiment="|".join(config["experiments"]),
+
+
+def exp_cfg(wildcards, *keys):
+    """The parts of one experiment's config that a stage depends on (its rerun trigger)."""
+    exp = config["experiments"][wildcards.experiment]
+    return {k: exp[k] for k in keys}
+
+
+def model_cfg(wildcards):
+    return exp_cfg(wildcards, "seed", "device", "data", "model")
+
+
+def explore_cfg(wildcards):
+    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore")
+
+
+def landscape_cfg(wildcards):
+    return exp_cfg(wildcards, "seed", "data", "concepts", "landscape")
+
+
+def feedback_cfg(wildcards):
+    return exp_cfg(wildcards, "concepts")
+
+
+def mitigate_cfg(wildcards):
+    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "mitigate")
+
+
+def shift_cfg(wildcards):
+    return exp_cfg(wildcards, "concepts", "landscape")
+
+
+def feedback_csv(wildcards):
+    return config["experiments"][wildcards.experiment]["feedback"]
+
+
+def gpus(wildcards):
+    return config["experiments"][wildcards.experiment]["gpus"]
+
+
+def final_outputs():
+    return expand(
+        [
+            f"{R}/{{experiment}}/shift/shift.json",
+            f"{R}/{{experiment}}/shift/shift.md",
+            f"{R}/{{experiment}}/landscape/failure_modes.csv",
+        ],
+        experiment=EXPERIMENTS,
+    )

@@ -1,0 +1,28 @@
+rule explore:
+    input:
+        weights=f"{R}/{{experiment}}/model/model.safetensors",
+        card=f"{R}/{{experiment}}/model/model.json",
+    output:
+        queries=f"{R}/{{experiment}}/explore/queries.parquet",
+        learning=f"{R}/{{experiment}}/explore/learning.csv",
+        curve=report(
+            f"{R}/{{experiment}}/explore/learning_curve.png",
+            caption="../report/learning_curve.rst",
+            category="1. Discover",
+            subcategory="{experiment}",
+        ),
+    log:
+        "logs/{experiment}/explore.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/explore.tsv"
+    params:
+        cfg=explore_cfg,
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpus,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_scripts/explore.py"

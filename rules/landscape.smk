@@ -1,0 +1,39 @@
+rule landscape:
+    input:
+        queries=f"{R}/{{experiment}}/explore/queries.parquet",
+    output:
+        db=f"{R}/{{experiment}}/landscape/landscape.duckdb",
+        cells=f"{R}/{{experiment}}/landscape/cells.csv",
+        modes=report(
+            f"{R}/{{experiment}}/landscape/failure_modes.csv",
+            caption="../report/failure_modes.rst",
+            category="2. Summarize",
+            subcategory="{experiment}",
+        ),
+        template=f"{R}/{{experiment}}/landscape/feedback_template.csv",
+        heatmap=report(
+            f"{R}/{{experiment}}/landscape/heatmap.png",
+            caption="../report/heatmap.rst",
+            category="2. Summarize",
+            subcategory="{experiment}",
+        ),
+        gallery=report(
+            f"{R}/{{experiment}}/landscape/gallery.png",
+            caption="../report/gallery.rst",
+            category="2. Summarize",
+            subcategory="{experiment}",
+        ),
+    log:
+        "logs/{experiment}/landscape.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/landscape.tsv"
+    params:
+        cfg=landscape_cfg,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_scripts/landscape.py"

@@ -1,0 +1,24 @@
+rule mitigate:
+    input:
+        weights=f"{R}/{{experiment}}/model/model.safetensors",
+        card=f"{R}/{{experiment}}/model/model.json",
+        plan=f"{R}/{{experiment}}/feedback/plan.json",
+    output:
+        weights=f"{R}/{{experiment}}/mitigate/model.safetensors",
+        card=f"{R}/{{experiment}}/mitigate/model.json",
+        history=f"{R}/{{experiment}}/mitigate/training.csv",
+    log:
+        "logs/{experiment}/mitigate.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/mitigate.tsv"
+    params:
+        cfg=mitigate_cfg,
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpus,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_scripts/mitigate.py"

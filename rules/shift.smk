@@ -1,0 +1,36 @@
+rule shift:
+    input:
+        pre=f"{R}/{{experiment}}/explore/queries.parquet",
+        post=f"{R}/{{experiment}}/reexplore/queries.parquet",
+        plan=f"{R}/{{experiment}}/feedback/plan.json",
+        pre_card=f"{R}/{{experiment}}/model/model.json",
+        post_card=f"{R}/{{experiment}}/mitigate/model.json",
+    output:
+        json=f"{R}/{{experiment}}/shift/shift.json",
+        md=report(
+            f"{R}/{{experiment}}/shift/shift.md",
+            caption="../report/shift.rst",
+            category="3. Restructure",
+            subcategory="{experiment}",
+        ),
+        cells=f"{R}/{{experiment}}/shift/cells.csv",
+        figure=report(
+            f"{R}/{{experiment}}/shift/before_after.png",
+            caption="../report/before_after.rst",
+            category="3. Restructure",
+            subcategory="{experiment}",
+        ),
+    log:
+        "logs/{experiment}/shift.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/shift.tsv"
+    params:
+        cfg=shift_cfg,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_scripts/shift.py"
