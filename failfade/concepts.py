@@ -127,16 +127,48 @@ class ConceptSpace:
             cover.append((np.array([lo for lo, _ in best]), np.array([hi for _, hi in best])))
         return cover
 
-    def describe_cells(self, cells) -> str:
-        """Words for a set of cells, e.g. "rotation ≥ 30° or (rotation ≤ 20° and contrast = 0.2)"."""
-        conds = [
-            [c for c in (a.range_condition(int(lo[k]), int(hi[k]), pretty=True) for k, a in enumerate(self.axes)) if c]
-            for lo, hi in self.box_cover(cells)
-        ]
+    def _box_words(self, lo, hi) -> list[str]:
+        return [c for c in (a.range_condition(int(lo[k]), int(hi[k]), pretty=True) for k, a in enumerate(self.axes)) if c]
+
+    def _join_boxes(self, boxes) -> str:
+        conds = [self._box_words(lo, hi) for lo, hi in boxes]
         texts = [" and ".join(c) or "every cell" for c in conds]
         if len(texts) > 1:
             texts = [f"({t})" if len(c) > 1 else t for t, c in zip(texts, conds)]
         return " or ".join(texts)
+
+    def describe_cells(self, cells, max_boxes: int = 3, min_purity: float = 0.75) -> str:
+        """Words for a set of cells, e.g. "rotation ≥ 30° or contrast = 0.2".
+
+        Exact when a few boxes cover the set; otherwise the few boxes that explain most of it
+        (each at least `min_purity` inside the set), with how well they match stated.
+        """
+        exact = self.box_cover(cells)
+        if len(exact) <= max_boxes:
+            return self._join_boxes(exact)
+        inside = np.zeros(self.shape, dtype=bool)
+        inside[tuple(self.coords(sorted(cells)).T)] = True
+        ranges = [[(lo, hi) for lo in range(n) for hi in range(lo, n)] for n in self.shape]
+        covered = np.zeros(self.shape, dtype=bool)
+        chosen = []
+        for _ in range(max_boxes):
+            best, best_gain = None, 0
+            for combo in itertools.product(*ranges):
+                sl = tuple(slice(lo, hi + 1) for lo, hi in combo)
+                box_in = inside[sl]
+                if box_in.mean() < min_purity:
+                    continue
+                gain = int((box_in & ~covered[sl]).sum()) - int((~box_in & ~covered[sl]).sum())
+                if gain > best_gain:
+                    best, best_gain = combo, gain
+            if best is None:
+                break
+            covered[tuple(slice(lo, hi + 1) for lo, hi in best)] = True
+            chosen.append((np.array([lo for lo, _ in best]), np.array([hi for _, hi in best])))
+        if not chosen:
+            return self._join_boxes(exact)
+        hit, extra = int((covered & inside).sum()), int((covered & ~inside).sum())
+        return f"mostly {self._join_boxes(chosen)} ({hit} of its {int(inside.sum())} cells; {extra} other cells in that region)"
 
     def grid_distance(self) -> np.ndarray:
         """(n_cells, n_cells) L1 distance in level steps: the grid's own ground metric."""

@@ -124,8 +124,8 @@ def stage_landscape(exp: dict, queries_path: Path, out: dict[str, Path], gallery
         imgs = space.apply(heldout.images[idx], fails["cell"].to_numpy()).permute(0, 2, 3, 1).numpy()
         imgs = imgs[..., 0] if imgs.shape[-1] == 1 else imgs
         caps = [f"true {y} → {p}" for y, p in zip(fails["label"], fails["prediction"])]
-        rows.append((f"mode {m['mode']}\n{m['description'][:40]}", imgs, caps))
-    gallery(rows, out["gallery"], "Failing held-out inputs per failure mode")
+        rows.append((f"mode {m['mode']}", imgs, caps))
+    gallery(rows, out["gallery"], "Failing held-out inputs per failure mode (descriptions in failure_modes.csv)")
     return modes
 
 
@@ -184,11 +184,12 @@ def before_after(space: ConceptSpace, per_cell: pl.DataFrame, path: Path, heatma
     for col, title, cmap, lo, hi in (
         ("failure_rate_pre", "Before mitigation: failure rate", "magma", 0, 1),
         ("failure_rate_post", "After mitigation: failure rate", "magma", 0, 1),
-        ("delta", "Change (after − before); outlined: targeted cells", "coolwarm", -1, 1),
+        ("delta", "Change in failure rate (after − before)", "coolwarm", -1, 1),
     ):
         p = Path(str(path) + f".{col}.png")
         df = per_cell.rename({"queries_pre": "queries"}) if col != "failure_rate_post" else per_cell.rename({"queries_post": "queries"})
-        heatmaps(space, df, p, title, column=col, cmap=cmap, vmin=lo, vmax=hi, outline="targeted")
+        heatmaps(space, df, p, title, column=col, cmap=cmap, vmin=lo, vmax=hi, outline="targeted",
+                 outline_label="cell targeted by the feedback")
         tmp.append(p)
     imgs = [Image.open(p).convert("RGB") for p in tmp]
     w = max(i.width for i in imgs)

@@ -29,7 +29,8 @@ def _panel_title(space: ConceptSpace, combo) -> str:
 
 
 def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, column: str = "failure_rate",
-             cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0, outline: str | None = "is_failure") -> None:
+             cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0, outline: str | None = "is_failure",
+             outline_label: str = "failure cell") -> None:
     values = cells[column].to_numpy().astype(float)
     grid, combos = _panels(space, values)
     counts, _ = _panels(space, cells["queries"].to_numpy().astype(float)) if "queries" in cells.columns else (None, None)
@@ -40,7 +41,7 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, c
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.8, 2.9 * rows + 0.6), squeeze=False)
     a0, a1 = space.axes[0], space.axes[1] if len(space.axes) > 1 else None
     im = None
-    for ax, combo in zip(axes.flat, combos):
+    for p, (ax, combo) in enumerate(zip(axes.flat, combos)):
         sl = (slice(None), slice(None)) + tuple(combo)
         img = grid[sl]
         im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
@@ -52,7 +53,8 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, c
             if marks is not None and marks[sl][i, j]:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.5))
         ax.set_yticks(range(len(a0.levels)), [a0.label(i) for i in range(len(a0.levels))], fontsize=7)
-        ax.set_ylabel(a0.name, fontsize=8)
+        if p % cols == 0:
+            ax.set_ylabel(a0.name, fontsize=8)
         if a1 is not None:
             ax.set_xticks(range(len(a1.levels)), [a1.label(i) for i in range(len(a1.levels))], fontsize=7)
             ax.set_xlabel(a1.name, fontsize=8)
@@ -60,7 +62,7 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, c
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=column)
-    fig.suptitle(title + ("  (cyan: failure cell)" if marks is not None else ""), fontsize=10)
+    fig.suptitle(title + (f"  (cyan outline: {outline_label})" if marks is not None else ""), fontsize=10)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
