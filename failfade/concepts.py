@@ -223,6 +223,8 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     s = sigmas.clamp_min(1e-6)[:, None]
     k = torch.exp(-0.5 * (x[None, :] / s) ** 2)
+    # each image keeps its own support, ceil(3σ), so a result never depends on its batch companions
+    k = k * (x[None, :].abs() <= torch.ceil(3 * sigmas)[:, None]).to(images.dtype)
     k = torch.where(sigmas[:, None] > 0, k, (x[None, :] == 0).to(images.dtype))
     k = k / k.sum(1, keepdim=True)  # (B, K)
     b, c, h, w = images.shape

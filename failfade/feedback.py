@@ -86,7 +86,7 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
         raise FeedbackError(path, ["file not found"])
     text = path.read_text(encoding="utf-8-sig")
     if not text.strip():
-        raise FeedbackError(path, ["empty file: expected a header line with columns selector,decision[,weight,note]"])
+        raise FeedbackError(path, ["line 1: empty file: expected a header line with columns selector,decision[,weight,note]"])
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED if c not in header]
@@ -102,10 +102,13 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
     problems, rows = [], []
     for raw in reader:
         line = reader.line_num
-        raw = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in raw.items()}
-        if None in raw or "" in raw:
+        if None in raw:  # csv puts surplus fields under the key None
             problems.append(f"line {line}: more fields than header columns")
             continue
+        if None in raw.values():  # ... and fills missing ones with None
+            problems.append(f"line {line}: fewer fields than header columns")
+            continue
+        raw = {k.strip(): v.strip() for k, v in raw.items()}
         if not any(raw.values()):
             continue  # blank line
         decision = raw.get("decision", "").lower()
@@ -133,8 +136,9 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
             problems.append(f"line {line}: selector {raw['selector']!r} matches no explored cell")
             continue
         rows.append(Row(line, raw["selector"], decision, weight, raw.get("note", ""), cells))
+    last_line = reader.line_num
     if not rows and not problems:
-        problems.append("no feedback rows after the header")
+        problems.append("line 1: no feedback rows after the header")
     seen: dict[tuple, int] = {}
     for r in rows:
         key = tuple(r.cells.tolist())
@@ -152,7 +156,7 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
                         f" ({len(shared)} shared cell(s)) but decide {b.decision!r} vs {a.decision!r}"
                     )
     if rows and not problems and not any(r.decision == "fix" for r in rows):
-        problems.append("no row says `fix`: there is nothing to mitigate")
+        problems.append(f"line {last_line}: no row says `fix` (lines 2-{last_line} all accept): there is nothing to mitigate")
     if problems:
         raise FeedbackError(path, problems)
     return rows

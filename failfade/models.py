@@ -66,7 +66,8 @@ class ModelSource:
             return cls(kind, parts[0], parts[1])
         if kind == "hf":
             repo, _, rev = rest.partition("@")
-            if not repo or repo.count("/") != 1:
+            owner, _, name = repo.partition("/")
+            if not owner or not name or "/" in name:
                 raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
             return cls(kind, repo, rev or None)
         if kind == "path":

@@ -1,0 +1,186 @@
+"""Config validation: defaults, dotted error paths, loading files."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from failfade import FailfadeError
+from failfade.config import load, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def minimal(**experiment) -> dict:
+    exp = {
+        "concepts": [{"name": "rotation", "transform": "rotate", "levels": [0, 10, 20]}],
+        "feedback": "resources/feedback/digits.csv",
+    }
+    exp.update(experiment)
+    return {"experiments": {"x": exp}}
+
+
+def error_of(config: dict, source: str = "config") -> str:
+    with pytest.raises(FailfadeError) as ei:
+        validate(config, source)
+    return str(ei.value)
+
+
+def test_defaults_filled():
+    cfg = validate(minimal())
+    assert cfg["results"] == "results" and cfg["resources"] == "resources"
+    exp = cfg["experiments"]["x"]
+    assert exp["task"] == "classification" and exp["seed"] == 0 and exp["device"] == "auto"
+    ex = exp["explore"]
+    assert (ex["algorithm"], ex["budget"], ex["num_agents"], ex["ppo"]) == ("ppo", 12800, 64, {})
+    assert exp["mitigate"]["mode"] == "last"
+    assert exp["mitigate"]["epochs"] == 30 and exp["mitigate"]["distill"] == 1.0
+    assert exp["landscape"]["failure_rate_threshold"] == 0.5 and exp["landscape"]["confidence"] == 0.95
+    assert exp["data"] == {"source": "builtin:digits", "image_size": 32, "heldout_fraction": 0.3}
+    assert exp["model"]["source"] == "builtin:digits-cnn"
+    assert exp["concepts"][0]["unit"] == ""  # defaults inside list items too
+
+
+def test_given_values_kept_and_partial_sections_completed():
+    cfg = validate(minimal(explore={"budget": 500}, mitigate={"mode": "full"}, seed=7))
+    exp = cfg["experiments"]["x"]
+    assert exp["explore"]["budget"] == 500 and exp["explore"]["num_agents"] == 64
+    assert exp["mitigate"]["mode"] == "full" and exp["mitigate"]["lr"] == 0.003
+    assert exp["seed"] == 7
+
+
+def test_validate_does_not_mutate_input():
+    raw = minimal()
+    before = copy.deepcopy(raw)
+    validate(raw)
+    assert raw == before
+
+
+def test_defaults_are_not_shared_between_experiments():
+    raw = minimal()
+    raw["experiments"]["y"] = copy.deepcopy(raw["experiments"]["x"])
+    cfg = validate(raw)
+    cfg["experiments"]["x"]["explore"]["budget"] = 1
+    assert cfg["experiments"]["y"]["explore"]["budget"] == 12800
+
+
+def test_string_budget_names_dotted_path():
+    msg = error_of(minimal(explore={"budget": "lots"}), "my.yaml")
+    assert msg.startswith("my.yaml: invalid configuration")
+    assert "experiments.x.explore.budget: 'lots' is not of type 'integer'" in msg
+
+
+def test_unknown_key_under_experiment():
+    msg = error_of(minimal(colour="blue"))
+    assert "experiments.x: " in msg and "'colour'" in msg
+
+
+def test_unknown_key_deeper():
+    msg = error_of(minimal(explore={"ppo": {"learning_rat": 0.1}}))
+    assert "experiments.x.explore.ppo: " in msg and "'learning_rat'" in msg
+
+
+def test_empty_concepts():
+    msg = error_of(minimal(concepts=[]))
+    assert "experiments.x.concepts: " in msg
+
+
+def test_concept_with_one_level():
+    msg = error_of(minimal(concepts=[{"name": "rotation", "levels": [0]}]))
+    assert "experiments.x.concepts.0.levels: " in msg
+
+
+def test_missing_required_feedback():
+    raw = minimal()
+    del raw["experiments"]["x"]["feedback"]
+    msg = error_of(raw)
+    assert "experiments.x: 'feedback' is a required property" in msg
+
+
+def test_bad_enum_value():
+    msg = error_of(minimal(mitigate={"mode": "half"}))
+    assert "experiments.x.mitigate.mode: " in msg and "'half'" in msg
+
+
+def test_threshold_out_of_range():
+    msg = error_of(minimal(landscape={"failure_rate_threshold": 1.5}))
+    assert "experiments.x.landscape.failure_rate_threshold: " in msg
+
+
+def test_several_errors_reported_together():
+    msg = error_of(minimal(explore={"budget": "lots"}, mitigate={"mode": "half"}))
+    assert "experiments.x.explore.budget" in msg and "experiments.x.mitigate.mode" in msg
+
+
+def test_budget_below_num_agents():
+    msg = error_of(minimal(explore={"budget": 10, "num_agents": 64}), "cfg.yaml")
+    assert msg.startswith("cfg.yaml: experiments.x.explore.budget (10) is below num_agents (64)")
+    # the default num_agents (64) counts too
+    assert "below num_agents (64)" in error_of(minimal(explore={"budget": 63}))
+    validate(minimal(explore={"budget": 64}))  # equal is fine
+
+
+def test_run_names_unknown_experiment():
+    raw = minimal()
+    raw["run"] = ["x", "nope"]
+    msg = error_of(raw)
+    assert "run: unknown experiment 'nope'" in msg
+    raw["run"] = ["x"]
+    assert validate(raw)["run"] == ["x"]
+
+
+def test_duplicate_axis_names():
+    c = {"name": "rotation", "levels": [0, 1]}
+    msg = error_of(minimal(concepts=[c, dict(c)]))
+    assert "experiments.x.concepts: axis names must be unique" in msg
+
+
+def test_no_experiments():
+    assert "(top level): 'experiments' is a required property" in error_of({})
+    assert "experiments: " in error_of({"experiments": {}})
+
+
+def test_repo_config_validates():
+    cfg = load(REPO / "config" / "config.yaml")
+    assert "digits" in cfg["experiments"]
+    for exp in cfg["experiments"].values():
+        # defaults filled in for every section, whether the file sets it or not
+        for section in ("data", "model", "explore", "landscape", "mitigate"):
+            assert isinstance(exp[section], dict)
+        assert 0 < exp["landscape"]["confidence"] < 1
+        assert exp["mitigate"]["mode"] in ("last", "full")
+        assert exp["explore"]["budget"] >= exp["explore"]["num_agents"]
+        assert (REPO / exp["feedback"]).is_file()
+
+
+def test_load_missing_file(tmp_path):
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(FailfadeError) as ei:
+        load(path)
+    assert str(path) in str(ei.value) and "not found" in str(ei.value)
+
+
+def test_load_invalid_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("experiments:\n  x: [1, 2\n  y: {\n")
+    with pytest.raises(FailfadeError) as ei:
+        load(path)
+    assert str(path) in str(ei.value) and "not valid YAML" in str(ei.value)
+
+
+def test_load_invalid_content_names_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("experiments:\n  x:\n    feedback: f.csv\n    concepts: []\n")
+    with pytest.raises(FailfadeError) as ei:
+        load(path)
+    assert str(ei.value).startswith(f"{path}: invalid configuration")
+    assert "experiments.x.concepts" in str(ei.value)
+
+
+def test_load_empty_file(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(FailfadeError, match="'experiments' is a required property"):
+        load(path)

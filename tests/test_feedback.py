@@ -1,0 +1,321 @@
+"""Human feedback CSVs: selectors, mitigation plans and every way a file can be wrong."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from failfade import FailfadeError
+from failfade.concepts import ConceptSpace
+from failfade.feedback import FeedbackError, mitigation_plan, parse_selector, read_feedback
+
+REPO = Path(__file__).resolve().parents[1]
+
+ROT = [0, 10, 20, 30, 40]
+BLUR = [0, 1, 1.5, 2, 2.5]
+CON = [1, 0.6, 0.4, 0.3, 0.2]
+
+
+@pytest.fixture
+def space() -> ConceptSpace:
+    return ConceptSpace.from_config([
+        {"name": "rotation", "transform": "rotate", "levels": ROT, "unit": "°"},
+        {"name": "blur", "transform": "gaussian_blur", "levels": BLUR, "unit": "px"},
+        {"name": "contrast", "transform": "contrast", "levels": CON},
+    ])
+
+
+ALL = list(range(125))
+
+
+def cells_where(pred) -> list[int]:
+    """Cells (25*i + 5*j + k) whose level values satisfy pred(rotation, blur, contrast)."""
+    return [25 * i + 5 * j + k for i in range(5) for j in range(5) for k in range(5) if pred(ROT[i], BLUR[j], CON[k])]
+
+
+def write(tmp_path: Path, text: str, name: str = "feedback.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+# --- selectors --------------------------------------------------------------------------------
+
+def test_selector_star_is_everything(space):
+    assert parse_selector("*", space).tolist() == ALL
+
+
+@pytest.mark.parametrize(
+    "text,pred",
+    [
+        ("rotation>=30", lambda r, b, c: r >= 30),
+        ("rotation > 20", lambda r, b, c: r > 20),
+        ("rotation<10", lambda r, b, c: r < 10),
+        ("rotation=20", lambda r, b, c: r == 20),
+        ("rotation==20", lambda r, b, c: r == 20),
+        ("rotation!=20", lambda r, b, c: r != 20),
+        ("blur<=1.5", lambda r, b, c: b <= 1.5),
+        ("contrast<=0.3", lambda r, b, c: c <= 0.3),
+        ("contrast>0.4", lambda r, b, c: c > 0.4),
+        ("rotation>=30 & contrast<=0.3", lambda r, b, c: r >= 30 and c <= 0.3),
+        ("rotation>=30 | contrast=0.2", lambda r, b, c: r >= 30 or c == 0.2),
+        ("rotation<=10 & blur>=2 | contrast=1", lambda r, b, c: (r <= 10 and b >= 2) or c == 1),
+    ],
+)
+def test_selector_semantics(space, text, pred):
+    assert parse_selector(text, space).tolist() == cells_where(pred)
+
+
+def test_selector_compares_values_on_descending_axis(space):
+    cells = parse_selector("contrast<=0.3", space)
+    assert len(cells) == 50
+    # contrast positions 3 and 4 hold 0.3 and 0.2
+    assert set(space.coords(cells)[:, 2].tolist()) == {3, 4}
+    # "<" on values, not positions: contrast < 0.6 is 0.4, 0.3, 0.2 (positions 2..4)
+    assert set(space.coords(parse_selector("contrast<0.6", space))[:, 2].tolist()) == {2, 3, 4}
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("", "empty selector"),
+        ("angle>=30", "unknown axis 'angle'"),
+        ("rotation>=35", "unknown level 35"),
+        ("rotation=>30", "cannot read condition"),
+        ("rotation>=thirty", "cannot read condition"),
+        ("rotation>=30 &", "cannot read condition"),
+    ],
+)
+def test_bad_selectors_raise_value_error(space, text, reason):
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_selector(text, space)
+
+
+# --- a valid file -----------------------------------------------------------------------------
+
+VALID = (
+    "selector,decision,weight,note\n"
+    "rotation>=30,fix,2,tilted scans\n"
+    "rotation=40 | blur=2.5 & contrast=1,fix,3,\n"
+    "rotation<=20 & contrast=0.2,accept,,too faint\n"
+)
+
+
+def test_valid_file_rows(space, tmp_path):
+    rows = read_feedback(write(tmp_path, VALID), space, ALL)
+    assert [r.line for r in rows] == [2, 3, 4]
+    assert [r.decision for r in rows] == ["fix", "fix", "accept"]
+    assert [r.weight for r in rows] == [2.0, 3.0, 1.0]  # empty weight -> default 1
+    assert rows[0].note == "tilted scans"
+    assert rows[0].cells.tolist() == cells_where(lambda r, b, c: r >= 30)
+    assert rows[1].cells.tolist() == cells_where(lambda r, b, c: r == 40 or (b == 2.5 and c == 1))
+    assert rows[2].cells.tolist() == cells_where(lambda r, b, c: r <= 20 and c == 0.2)
+
+
+def test_mitigation_plan(space, tmp_path):
+    rows = read_feedback(write(tmp_path, VALID), space, ALL)
+    plan = mitigation_plan(rows, space, ALL, "feedback.csv")
+    fix = {f["cell"]: f["weight"] for f in plan["fix"]}
+    rot30 = set(cells_where(lambda r, b, c: r >= 30))
+    row2 = set(cells_where(lambda r, b, c: r == 40 or (b == 2.5 and c == 1)))
+    assert set(fix) == rot30 | row2
+    for c in fix:
+        # overlapping fix rows keep the largest weight
+        assert fix[c] == (3.0 if c in row2 else 2.0)
+    assert plan["accept"] == cells_where(lambda r, b, c: r <= 20 and c == 0.2)
+    assert [f["cell"] for f in plan["fix"]] == sorted(fix)
+    first = plan["fix"][0]
+    i, j, k = np.unravel_index(first["cell"], (5, 5, 5))
+    assert first["levels"] == {"rotation": ROT[i], "blur": BLUR[j], "contrast": CON[k]}
+    assert plan["feedback"] == "feedback.csv"
+    assert [r["n_cells"] for r in plan["rows"]] == [50, len(row2), 15]
+
+
+def test_mitigation_plan_only_explored_cells(space, tmp_path):
+    explored = cells_where(lambda r, b, c: b == 0)  # 25 cells
+    rows = read_feedback(write(tmp_path, VALID), space, explored)
+    plan = mitigation_plan(rows, space, explored, "f")
+    assert [f["cell"] for f in plan["fix"]] == cells_where(lambda r, b, c: b == 0 and r >= 30)
+    assert [f["weight"] for f in plan["fix"]] == [2.0 if ROT[f["cell"] // 25] == 30 else 3.0 for f in plan["fix"]]
+    assert {f["weight"] for f in plan["fix"]} == {2.0, 3.0}
+    assert plan["accept"] == cells_where(lambda r, b, c: b == 0 and r <= 20 and c == 0.2)
+
+
+def test_overlapping_fix_rows_keep_largest_weight_whatever_the_order(space, tmp_path):
+    text = "selector,decision,weight\nrotation=40,fix,5\nrotation>=30,fix,2\nrotation>=20 & blur=0,fix,0.5\n"
+    rows = read_feedback(write(tmp_path, text), space, ALL)
+    fix = {f["cell"]: f["weight"] for f in mitigation_plan(rows, space, ALL, "f")["fix"]}
+    expected = {c: (5.0 if ROT[c // 25] == 40 else 2.0 if ROT[c // 25] == 30 else 0.5)
+                for c in cells_where(lambda r, b, c: r >= 30 or (r >= 20 and b == 0))}
+    assert fix == expected
+
+
+def test_decision_is_case_insensitive_and_optional_columns(space, tmp_path):
+    text = "mode,description,selector,decision\n1,tilted,rotation>=30,FIX\n"
+    rows = read_feedback(write(tmp_path, text), space, ALL)
+    assert rows[0].decision == "fix" and rows[0].weight == 1.0
+
+
+def test_blank_lines_skipped_and_line_numbers_kept(space, tmp_path):
+    # a line of empty fields counts as blank too
+    assert len(read_feedback(write(tmp_path, "selector,decision,note\n,,\nrotation>=30,fix,\n ,,\n"), space, ALL)) == 1
+    text = "selector,decision\n\nrotation>=30,fix\n\nrotation=0,maybe\n"
+    with pytest.raises(FeedbackError, match=r"line 5: decision 'maybe'"):
+        read_feedback(write(tmp_path, text), space, ALL)
+
+
+def test_shipped_digits_feedback_is_valid():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    exp = cfg["experiments"]["digits"]
+    space = ConceptSpace.from_config(exp["concepts"])
+    path = REPO / exp["feedback"]
+    rows = read_feedback(path, space, range(space.n_cells))
+    assert any(r.decision == "fix" for r in rows)
+    plan = mitigation_plan(rows, space, range(space.n_cells), str(path))
+    assert len(plan["fix"]) > 0
+    assert not set(f["cell"] for f in plan["fix"]) & set(plan["accept"])
+
+
+# --- every bad case -------------------------------------------------------------------------
+
+BAD = {
+    "missing_column": ("selector,weight\nrotation>=30,1\n", 1, "header lacks column(s) ['decision']"),
+    "unknown_column": ("selector,decision,colour\nrotation>=30,fix,red\n", 1, "unknown column(s) ['colour']"),
+    "unknown_axis": ("selector,decision\nangle>=30,fix\n", 2, "unknown axis 'angle'"),
+    "unknown_level": ("selector,decision\nrotation>=35,fix\n", 2, "unknown level 35"),
+    "malformed_condition": ("selector,decision\nrotation=>30,fix\n", 2, "cannot read condition"),
+    "empty_selector": ("selector,decision\n,fix\n", 2, "empty selector"),
+    "unknown_decision": ("selector,decision\nrotation>=30,maybe\n", 2, "decision 'maybe' is not one of"),
+    "zero_weight": ("selector,decision,weight\nrotation>=30,fix,0\n", 2, "weight '0' must be a positive number"),
+    "negative_weight": ("selector,decision,weight\nrotation>=30,fix,-2\n", 2, "weight '-2' must be a positive number"),
+    "non_numeric_weight": ("selector,decision,weight\nrotation>=30,fix,heavy\n", 2, "weight 'heavy' must be a positive number"),
+    "nan_weight": ("selector,decision,weight\nrotation>=30,fix,nan\n", 2, "weight 'nan' must be a positive number"),
+    "duplicate": (
+        "selector,decision\nrotation>=30,fix\nrotation>20,fix\n", 3, "duplicate of line 2 (selects the same cells)"
+    ),
+    "contradiction": (
+        "selector,decision\nrotation>=30,fix\ncontrast<=0.2,accept\n", 3, "contradicts line 2"
+    ),
+    "too_many_fields": ("selector,decision\nrotation>=30,fix,extra\n", 2, "more fields than header columns"),
+    "matches_no_cell": ("selector,decision\nrotation>40,fix\n", 2, "matches no cell of the concept space"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_file_names_path_line_and_reason(space, tmp_path, case):
+    text, line, reason = BAD[case]
+    path = write(tmp_path, text)
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    msg = str(ei.value)
+    assert str(path) in msg
+    assert f"line {line}:" in msg
+    assert reason in msg
+    assert isinstance(ei.value, FailfadeError)
+
+
+def test_contradiction_message_names_a_shared_cell(space, tmp_path):
+    path = write(tmp_path, "selector,decision\nrotation>=30,fix\ncontrast<=0.2,accept\n")
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    # rotation>=30 and contrast<=0.2 share 2 * 5 * 1 = 10 cells
+    assert "(10 shared cell(s))" in str(ei.value)
+    assert "'accept' vs 'fix'" in str(ei.value)
+
+
+def test_non_overlapping_fix_and_accept_are_fine(space, tmp_path):
+    path = write(tmp_path, "selector,decision\nrotation>=30,fix\nrotation<=20 & contrast<=0.2,accept\n")
+    assert len(read_feedback(path, space, ALL)) == 2
+
+
+def test_selector_matching_no_explored_cell(space, tmp_path):
+    path = write(tmp_path, "selector,decision\nrotation>=30,fix\nrotation=0 & blur=2.5,fix\n")
+    explored = [c for c in ALL if c not in cells_where(lambda r, b, c: r == 0 and b == 2.5)]
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, explored)
+    msg = str(ei.value)
+    assert str(path) in msg
+    assert "line 3:" in msg and "matches no explored cell" in msg
+    assert ei.value.problems == [p for p in ei.value.problems if p.startswith("line 3:")]
+    # with every cell explored the same file is valid
+    assert len(read_feedback(path, space, ALL)) == 2
+
+
+FILE_LEVEL = {
+    "empty_file": ("", "empty file"),
+    "whitespace_only": ("  \n\n", "empty file"),
+    "header_only": ("selector,decision,weight,note\n", "no feedback rows after the header"),
+    "only_accept": ("selector,decision\nrotation>=30,accept\ncontrast=0.2 & rotation<=20,accept\n", "no row says `fix`"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_LEVEL))
+def test_file_level_problem_names_path_and_reason(space, tmp_path, case):
+    text, reason = FILE_LEVEL[case]
+    path = write(tmp_path, text)
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    assert str(path) in str(ei.value)
+    assert reason in str(ei.value)
+
+
+@pytest.mark.parametrize("case", sorted(FILE_LEVEL))
+def test_file_level_problem_names_a_line(space, tmp_path, case):
+    text, _ = FILE_LEVEL[case]
+    path = write(tmp_path, text)
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    assert re.search(r"\bline \d+", str(ei.value))
+
+
+def test_missing_file(space, tmp_path):
+    path = tmp_path / "nope.csv"
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    assert str(path) in str(ei.value)
+    assert "file not found" in str(ei.value)
+
+
+def test_row_with_too_few_fields(space, tmp_path):
+    path = write(tmp_path, "selector,decision\nrotation>=30,fix\nrotation=0\n")
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    assert str(path) in str(ei.value) and "line 3:" in str(ei.value)
+
+
+def test_several_problems_reported_together(space, tmp_path):
+    text = (
+        "selector,decision,weight\n"
+        "rotation>=30,fix,1\n"       # 2: fine
+        "angle>=30,fix,1\n"          # 3: unknown axis
+        "rotation>=10,perhaps,1\n"   # 4: unknown decision
+        "blur=2,fix,-1\n"            # 5: bad weight
+        "rotation=>3,fix,\n"         # 6: malformed condition
+        "rotation>20,fix,2\n"        # 7: duplicate of line 2
+        "contrast=0.2,accept,\n"     # 8: contradicts line 2 and line 7
+        "rotation=15,fix,\n"         # 9: unknown level
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    problems = ei.value.problems
+    lines = sorted(int(re.match(r"line (\d+):", p).group(1)) for p in problems)
+    assert lines == [3, 4, 5, 6, 7, 8, 8, 9]
+    msg = str(ei.value)
+    assert str(path) in msg and "8 problem(s)" in msg
+    for reason in ("unknown axis", "is not one of", "positive number", "cannot read condition",
+                   "duplicate of line 2", "contradicts line 2", "contradicts line 7", "unknown level 15"):
+        assert reason in msg
+
+
+def test_header_with_missing_and_unknown_columns_reports_both(space, tmp_path):
+    path = write(tmp_path, "selector,verdict\nrotation>=30,fix\n")
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    assert len(ei.value.problems) == 2
+    assert all(p.startswith("line 1:") for p in ei.value.problems)
+    assert "['decision']" in str(ei.value) and "['verdict']" in str(ei.value)

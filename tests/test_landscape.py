@@ -1,0 +1,293 @@
+"""Wilson intervals, cell tables, failure modes and the landscape database."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from failfade.concepts import Axis, ConceptSpace
+from failfade.feedback import parse_selector
+from failfade.landscape import (
+    cell_table,
+    connected_modes,
+    feedback_template,
+    read_table,
+    selector_for,
+    summarize,
+    write_database,
+)
+from failfade.stats import cell_counts, wilson_interval
+
+Z = 1.959964
+
+
+def wilson_by_hand(k: int, n: int, z: float = Z) -> tuple[float, float]:
+    """Wilson score interval written out from its textbook form."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = (z / (1 + z * z / n)) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# --- Wilson -----------------------------------------------------------------------------------
+
+def test_wilson_zero_of_ten():
+    lo, hi = wilson_interval(0, 10)
+    assert float(lo) == pytest.approx(0.0, abs=1e-12)
+    # k = 0: upper bound z^2 / (n + z^2)
+    assert float(hi) == pytest.approx(Z**2 / (10 + Z**2), abs=1e-6)
+    assert float(hi) == pytest.approx(0.2775, abs=1e-4)
+
+
+def test_wilson_five_of_ten():
+    lo, hi = wilson_interval(5, 10)
+    assert float(lo) == pytest.approx(0.2366, abs=1e-4)
+    assert float(hi) == pytest.approx(0.7634, abs=1e-4)
+    assert float(lo) + float(hi) == pytest.approx(1.0, abs=1e-12)  # symmetric around 1/2
+
+
+def test_wilson_ten_of_ten():
+    lo, hi = wilson_interval(10, 10)
+    assert float(lo) == pytest.approx(10 / (10 + Z**2), abs=1e-6)
+    assert float(lo) == pytest.approx(0.7225, abs=1e-4)
+    assert float(hi) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_wilson_no_queries_is_whole_interval():
+    lo, hi = wilson_interval(np.array([0, 3]), np.array([0, 10]))
+    assert lo[0] == 0.0 and hi[0] == 1.0
+    assert (lo[1], hi[1]) == pytest.approx(wilson_by_hand(3, 10), abs=1e-6)
+
+
+def test_wilson_vectorised_matches_hand_formula():
+    ks = np.array([1, 7, 18, 38, 50])
+    ns = np.array([3, 20, 20, 40, 100])
+    lo, hi = wilson_interval(ks, ns)
+    for k, n, a, b in zip(ks, ns, lo, hi):
+        assert (a, b) == pytest.approx(wilson_by_hand(int(k), int(n)), abs=1e-6)
+
+
+def test_wilson_confidence_widens_interval():
+    lo95, hi95 = wilson_interval(7, 20, 0.95)
+    lo99, hi99 = wilson_interval(7, 20, 0.99)
+    assert lo99 < lo95 and hi99 > hi95
+    assert (float(lo99), float(hi99)) == pytest.approx(wilson_by_hand(7, 20, z=2.5758293), abs=1e-6)
+
+
+def test_cell_counts():
+    cells = np.array([0, 0, 2, 2, 2])
+    fail = np.array([True, False, True, True, False])
+    delta = np.array([1.0, 3.0, 0.5, 0.5, 2.0], dtype=np.float32)
+    n, k, d = cell_counts(cells, fail, delta, 4)
+    assert n.tolist() == [2, 0, 3, 0]
+    assert k.tolist() == [1, 0, 2, 0]
+    assert d[0] == pytest.approx(2.0) and d[2] == pytest.approx(1.0)
+    assert np.isnan(d[1]) and np.isnan(d[3])
+
+
+# --- a hand-built 3 x 3 landscape ---------------------------------------------------------------
+#
+#   cell = 3 * i + j      i: rotation (0, 10, 20)°     j: contrast (1, 0.5, 0.2)
+#
+#   (n, k) per cell:        j=0        j=1        j=2
+#        i=0             (20,18)*   (20,18)*   (20, 2)
+#        i=1             (20,12)    (20, 2)    (40,38)*
+#        i=2             (30,27)*   ( 0, 0)    (20, 0)
+#
+#   * failure cells at tau = 0.5 (Wilson lower bound >= 0.5). (20,12) has rate 0.6 but its lower
+#   bound is ~0.39. Cells 1 and 5 touch only diagonally: three modes {5}, {0, 1}, {6} ranked by
+#   failures 38 > 36 > 27.
+
+SPACE3 = ConceptSpace([Axis("rotation", "rotate", (0.0, 10.0, 20.0), "°"), Axis("contrast", "contrast", (1.0, 0.5, 0.2))])
+COUNTS3 = {0: (20, 18), 1: (20, 18), 2: (20, 2), 3: (20, 12), 4: (20, 2), 5: (40, 38), 6: (30, 27), 7: (0, 0), 8: (20, 0)}
+
+
+def build_queries(counts: dict[int, tuple[int, int]], seed: int = 0) -> pl.DataFrame:
+    """n queries per cell, k of them failures; delta = 0.01 * cell + failure (shuffled rows)."""
+    cells, fails = [], []
+    for c, (n, k) in counts.items():
+        cells += [c] * n
+        fails += [True] * k + [False] * (n - k)
+    cells, fails = np.array(cells, dtype=np.int32), np.array(fails, dtype=bool)
+    perm = np.random.default_rng(seed).permutation(len(cells))
+    cells, fails = cells[perm], fails[perm]
+    delta = (0.01 * cells + fails).astype(np.float32)
+    return pl.DataFrame({
+        "input": np.arange(len(cells), dtype=np.int32),
+        "cell": pl.Series(cells, dtype=pl.Int32),
+        "failure": fails,
+        "delta": pl.Series(delta, dtype=pl.Float32),
+    })
+
+
+def test_cell_table_counts_rates_and_failure_cells():
+    t = cell_table(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    assert t.height == 9
+    assert t["cell"].to_list() == list(range(9))
+    assert t["rotation"].to_list() == [0, 0, 0, 10, 10, 10, 20, 20, 20]
+    assert t["contrast"].to_list() == [1, 0.5, 0.2] * 3
+    assert t["queries"].to_list() == [COUNTS3[c][0] for c in range(9)]
+    assert t["failures"].to_list() == [COUNTS3[c][1] for c in range(9)]
+    for c in range(9):
+        n, k = COUNTS3[c]
+        row = t.row(c, named=True)
+        if n == 0:
+            assert math.isnan(row["failure_rate"]) and math.isnan(row["mean_delta"])
+            assert (row["rate_lo"], row["rate_hi"]) == (0.0, 1.0)
+            assert row["is_failure"] is False
+            continue
+        assert row["failure_rate"] == pytest.approx(k / n)
+        lo, hi = wilson_by_hand(k, n)
+        assert row["rate_lo"] == pytest.approx(lo, abs=1e-6)
+        assert row["rate_hi"] == pytest.approx(hi, abs=1e-6)
+        assert row["is_failure"] == (lo >= 0.5)
+        assert row["mean_delta"] == pytest.approx(0.01 * c + k / n, rel=1e-5)
+    assert np.flatnonzero(t["is_failure"].to_numpy()).tolist() == [0, 1, 5, 6]
+
+
+def test_failure_needs_lower_bound_not_rate():
+    t = cell_table(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    row = t.row(3, named=True)
+    assert row["failure_rate"] > 0.5 and not row["is_failure"]
+    # the comparison is "lower bound >= tau": at tau equal to that bound the cell is a failure cell
+    t2 = cell_table(SPACE3, build_queries(COUNTS3), threshold=float(row["rate_lo"]))
+    assert t2.row(3, named=True)["is_failure"]
+
+
+def test_connected_modes_diagonal_is_separate():
+    failing = np.zeros(9, dtype=bool)
+    failing[[0, 1, 5, 6]] = True
+    modes = sorted(connected_modes(SPACE3, failing))
+    assert modes == [[0, 1], [5], [6]]
+    failing[2] = True  # (0,2) links (0,1) and (1,2)
+    assert sorted(connected_modes(SPACE3, failing)) == [[0, 1, 2, 5], [6]]
+
+
+def test_summarize_modes_ranked_by_failures():
+    cells, modes = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    assert modes.height == 3
+    assert modes["mode"].to_list() == [1, 2, 3]
+    assert modes["cells"].to_list() == ["5", "0 1", "6"]
+    assert modes["failures"].to_list() == [38, 36, 27]
+    assert modes["queries"].to_list() == [40, 40, 30]
+    assert modes["n_cells"].to_list() == [1, 2, 1]
+    assert modes["failure_rate"].to_list() == pytest.approx([38 / 40, 36 / 40, 27 / 30])
+    lo, hi = wilson_by_hand(36, 40)
+    assert modes.row(1, named=True)["rate_lo"] == pytest.approx(lo, abs=1e-6)
+    assert modes.row(1, named=True)["rate_hi"] == pytest.approx(hi, abs=1e-6)
+    # mean delta of mode 2 weights its cells by queries: (0.00 + 0.9) and (0.01 + 0.9), 20 each
+    assert modes.row(1, named=True)["mean_delta"] == pytest.approx(0.905, rel=1e-5)
+    assert cells["mode"].to_list() == [2, 2, 0, 0, 0, 1, 3, 0, 0]
+    assert modes["description"].to_list() == [
+        "rotation = 10° and contrast = 0.2",
+        "rotation = 0° and contrast ≥ 0.5",
+        "rotation = 20° and contrast = 1",
+    ]
+
+
+def test_mode_selectors_select_exactly_the_mode_cells():
+    _, modes = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    for sel, cells in zip(modes["selector"], modes["cells"]):
+        assert parse_selector(sel, SPACE3).tolist() == [int(c) for c in cells.split()]
+
+
+# --- a 4 x 4 x 2 landscape with an L-shaped mode ------------------------------------------------
+
+SPACE442 = ConceptSpace([
+    Axis("rotation", "rotate", (0.0, 10.0, 20.0, 30.0), "°"),
+    Axis("blur", "gaussian_blur", (0.0, 1.0, 2.0, 3.0), "px"),
+    Axis("contrast", "contrast", (1.0, 0.2)),
+])
+
+
+def idx442(i, j, k):
+    return 8 * i + 2 * j + k
+
+
+def test_l_shaped_mode_and_isolated_cell():
+    # L: rotation 30° (all blur, contrast 0.2) plus blur 3 px (all rotation, contrast 0.2)
+    l_cells = sorted({idx442(3, j, 1) for j in range(4)} | {idx442(i, 3, 1) for i in range(4)})
+    lone = idx442(0, 0, 0)
+    counts = {c: (10, 0) for c in range(SPACE442.n_cells)}
+    for c in l_cells:
+        counts[c] = (10, 10)
+    counts[l_cells[0]] = (30, 30)
+    counts[lone] = (25, 25)
+    cells, modes = summarize(SPACE442, build_queries(counts, seed=3), threshold=0.5)
+    assert modes.height == 2
+    assert modes["cells"].to_list() == [" ".join(map(str, l_cells)), str(lone)]
+    assert modes["failures"].to_list() == [90, 25]
+    # every query there fails, so delta = 0.01 * cell + 1; the mode's mean weights cells by queries
+    n_l = [counts[c][0] for c in l_cells]
+    expected = sum(n * (0.01 * c + 1) for n, c in zip(n_l, l_cells)) / sum(n_l)
+    assert modes["mean_delta"][0] == pytest.approx(expected, rel=1e-5)
+    sel = modes["selector"][0]
+    assert "|" in sel  # an L needs two boxes
+    assert parse_selector(sel, SPACE442).tolist() == l_cells
+    assert parse_selector(modes["selector"][1], SPACE442).tolist() == [lone]
+    assert np.flatnonzero(cells["mode"].to_numpy() == 1).tolist() == l_cells
+
+
+def test_selector_for_random_sets_round_trip():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        cells = np.flatnonzero(rng.random(SPACE442.n_cells) < rng.uniform(0.05, 0.6)).tolist() or [5]
+        assert parse_selector(selector_for(SPACE442, cells), SPACE442).tolist() == cells
+    assert selector_for(SPACE442, list(range(SPACE442.n_cells))) == "*"
+
+
+def test_no_failures_gives_no_modes():
+    counts = {c: (10, 1) for c in range(9)}
+    cells, modes = summarize(SPACE3, build_queries(counts), threshold=0.5)
+    assert modes.height == 0
+    assert cells["mode"].to_list() == [0] * 9
+    assert feedback_template(modes).height == 0
+
+
+# --- database and template --------------------------------------------------------------------
+
+def test_database_round_trip(tmp_path):
+    queries = build_queries(COUNTS3)
+    qpath = tmp_path / "queries.parquet"
+    queries.write_parquet(qpath)
+    cells, modes = summarize(SPACE3, queries, threshold=0.5)
+    db = tmp_path / "landscape.duckdb"
+    write_database(db, qpath, cells, modes)
+    q = read_table(db, "queries")
+    c = read_table(db, "cells")
+    m = read_table(db, "failure_modes")
+    assert q.height == sum(n for n, _ in COUNTS3.values()) == 190
+    assert c.height == 9 and m.height == 3
+    assert q["cell"].to_list() == queries["cell"].to_list()
+    assert q["failure"].to_list() == queries["failure"].to_list()
+    assert c["failures"].to_list() == cells["failures"].to_list()
+    assert c["is_failure"].to_list() == cells["is_failure"].to_list()
+    assert c["mode"].to_list() == cells["mode"].to_list()
+    assert m["selector"].to_list() == modes["selector"].to_list()
+    assert m["failures"].to_list() == [38, 36, 27]
+    # rebuilding replaces the old database rather than appending to it
+    write_database(db, qpath, cells, modes)
+    assert read_table(db, "cells").height == 9
+    with pytest.raises(ValueError):
+        read_table(db, "queries; DROP TABLE cells")
+
+
+def test_feedback_template_one_row_per_mode(tmp_path):
+    _, modes = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    tpl = feedback_template(modes)
+    assert tpl.height == modes.height == 3
+    assert tpl["decision"].to_list() == ["", "", ""]
+    assert tpl["mode"].to_list() == [1, 2, 3]
+    assert tpl["selector"].to_list() == modes["selector"].to_list()
+    assert tpl["weight"].to_list() == [1.0, 1.0, 1.0]
+    assert "40 queries" in tpl["note"][0] and "95%" in tpl["note"][0]
+    # once a person fills in the decisions it is a valid feedback file
+    from failfade.feedback import read_feedback
+
+    path = tmp_path / "feedback.csv"
+    tpl.with_columns(pl.Series("decision", ["fix", "accept", "fix"])).write_csv(path)
+    rows = read_feedback(path, SPACE3, range(9))
+    assert [r.cells.tolist() for r in rows] == [[5], [0, 1], [6]]

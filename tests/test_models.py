@@ -1,0 +1,287 @@
+"""Model sources, the safetensors + card format, and running a model under test."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+from torch import nn
+
+from failfade import FailfadeError
+from failfade.models import (
+    CARD,
+    WEIGHTS,
+    DigitsCNN,
+    ModelSource,
+    ModelUnderTest,
+    last_linear,
+    load_model,
+    resolve_source,
+    save_model,
+)
+
+KEY = "experiments.digits.model.source"
+
+
+# --- ModelSource.parse --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "text,kind,target,detail",
+    [
+        ("builtin:digits-cnn", "builtin", "digits-cnn", None),
+        ("torchvision:resnet18:IMAGENET1K_V1", "torchvision", "resnet18", "IMAGENET1K_V1"),
+        ("torchvision:resnet18:none", "torchvision", "resnet18", "none"),
+        ("hf:owner/name@rev", "hf", "owner/name", "rev"),
+        ("hf:owner/name", "hf", "owner/name", None),
+        ("path:/x", "path", "/x", None),
+        ("path:relative/dir:with:colons", "path", "relative/dir:with:colons", None),
+    ],
+)
+def test_parse_sources(text, kind, target, detail):
+    s = ModelSource.parse(text)
+    assert (s.kind, s.target, s.detail) == (kind, target, detail)
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("ftp:server/model", "unknown model source kind 'ftp'"),
+        ("torchvision:resnet18", "expected torchvision:<arch>:<weights-enum>"),
+        ("torchvision:resnet18:", "expected torchvision:<arch>:<weights-enum>"),
+        ("torchvision::IMAGENET1K_V1", "expected torchvision:<arch>:<weights-enum>"),
+        ("torchvision:resnet18:a:b", "expected torchvision:<arch>:<weights-enum>"),
+        ("hf:justaname", "expected hf:<owner>/<name>[@revision]"),
+        ("hf:a/b/c", "expected hf:<owner>/<name>[@revision]"),
+        ("hf:@main", "expected hf:<owner>/<name>[@revision]"),
+        ("builtin:resnet", "unknown builtin model 'resnet'"),
+        ("digits-cnn", "is not a model source"),
+        ("path:", "needs a file or folder"),
+    ],
+)
+def test_parse_errors_name_the_key(text, reason):
+    with pytest.raises(FailfadeError) as ei:
+        ModelSource.parse(text, key=KEY)
+    msg = str(ei.value)
+    assert msg.startswith(KEY + ":")
+    assert reason in msg
+
+
+@pytest.mark.parametrize("text", ["hf:/name", "hf:owner/"])
+def test_parse_hf_empty_owner_or_name(text):
+    with pytest.raises(FailfadeError, match="expected hf:<owner>/<name>"):
+        ModelSource.parse(text, key=KEY)
+
+
+def test_parse_non_string():
+    with pytest.raises(FailfadeError, match="model.source"):
+        ModelSource.parse(None)
+
+
+# --- save / load ------------------------------------------------------------------------------
+
+CARD_DIGITS = {
+    "arch": "digits-cnn",
+    "classes": [str(i) for i in range(10)],
+    "input": {"channels": 1, "size": 32, "mean": [0.0], "std": [1.0]},
+}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    out = tmp_path / "model"
+    card = save_model(model, CARD_DIGITS, out)
+    return model, card, out
+
+
+def _images(n=4, size=32, seed=0):
+    return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_save_writes_card_with_sha(saved):
+    _, card, out = saved
+    assert (out / WEIGHTS).is_file() and (out / CARD).is_file()
+    on_disk = json.loads((out / CARD).read_text())
+    assert on_disk == card
+    import hashlib
+
+    assert card["sha256"] == hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest()
+    assert card["weights"] == WEIGHTS
+    assert card["classes"] == CARD_DIGITS["classes"]
+
+
+def test_save_load_round_trip_identical_outputs(saved):
+    model, _, out = saved
+    loaded = load_model(out)
+    x = _images()
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.equal(loaded.logits(x), expected)
+    for name, t in model.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[name], t)
+
+
+def test_flipped_bytes_fail_sha_check(saved):
+    _, _, out = saved
+    w = out / WEIGHTS
+    data = bytearray(w.read_bytes())
+    for i in range(len(data) - 40, len(data) - 30):  # inside the tensor data, past the header
+        data[i] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(w) in str(ei.value)
+    assert "sha256" in str(ei.value) and "corrupt" in str(ei.value)
+
+
+def test_truncated_file_without_sha_is_unreadable(saved):
+    _, _, out = saved
+    w = out / WEIGHTS
+    w.write_bytes(w.read_bytes()[: len(w.read_bytes()) // 2])
+    card = json.loads((out / CARD).read_text())
+    del card["sha256"]
+    (out / CARD).write_text(json.dumps(card))
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(w) in str(ei.value)
+    assert "cannot be read as safetensors" in str(ei.value)
+
+
+def test_missing_card(saved):
+    _, _, out = saved
+    (out / CARD).unlink()
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(out / CARD) in str(ei.value) and "missing" in str(ei.value)
+
+
+def test_missing_weights(saved):
+    _, _, out = saved
+    (out / WEIGHTS).unlink()
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(out / WEIGHTS) in str(ei.value) and "missing" in str(ei.value)
+
+
+def test_card_not_json(saved):
+    _, _, out = saved
+    (out / CARD).write_text("{not json")
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(out / CARD) in str(ei.value) and "not valid JSON" in str(ei.value)
+
+
+def test_weights_for_another_arch(tmp_path):
+    out = tmp_path / "m"
+    save_model(DigitsCNN(num_classes=10), CARD_DIGITS, out)
+    card = json.loads((out / CARD).read_text())
+    card["classes"] = ["a", "b", "c"]  # head of 3 classes, weights for 10
+    (out / CARD).write_text(json.dumps(card))
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(out / WEIGHTS) in str(ei.value) and "do not fit arch 'digits-cnn'" in str(ei.value)
+
+
+def test_unknown_arch_in_card(tmp_path):
+    out = tmp_path / "m"
+    save_model(DigitsCNN(), dict(CARD_DIGITS, arch="lenet"), out)
+    with pytest.raises(FailfadeError, match="unknown arch 'lenet'"):
+        load_model(out)
+
+
+# --- running a model ---------------------------------------------------------------------------
+
+def test_logits_and_features_penultimate_width(saved):
+    model, _, out = saved
+    mut = load_model(out)
+    x = _images(5)
+    logits, feats = mut.logits_and_features(x)
+    assert logits.shape == (5, 10)
+    assert feats.shape == (5, 64)
+    # the features are what the classifier sees: classifier(features) == logits
+    assert torch.allclose(mut.module.classifier(feats), logits, atol=1e-5)
+    assert torch.allclose(feats, mut.module.features(x), atol=1e-6)
+    assert torch.all(feats >= 0)  # after the ReLU
+    assert mut.head is mut.module.classifier
+    # the hook is removed afterwards
+    assert len(mut.head._forward_hooks) == 0
+
+
+def test_preprocess_normalises_resizes_and_expands():
+    card = {"arch": "digits-cnn", "classes": ["a", "b"],
+            "input": {"channels": 3, "size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}}
+    mut = ModelUnderTest(DigitsCNN(num_classes=2, in_channels=3), card)
+    x = torch.full((2, 1, 8, 8), 0.75)
+    y = mut.preprocess(x)
+    assert y.shape == (2, 3, 16, 16)
+    assert torch.allclose(y[:, 0], torch.full((2, 16, 16), 1.0))
+    assert torch.allclose(y[:, 1], torch.full((2, 16, 16), 0.5))
+    assert torch.allclose(y[:, 2], torch.full((2, 16, 16), 0.25))
+
+
+def test_last_linear_requires_a_linear():
+    with pytest.raises(FailfadeError, match="no nn.Linear"):
+        last_linear(nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU()))
+
+
+# --- resolve_source ----------------------------------------------------------------------------
+
+@pytest.fixture
+def keep_hub_dir(monkeypatch):
+    # resolve_source points torch.hub at the resources dir; restore the global afterwards
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)
+
+
+def test_torchvision_random_init(tmp_path, keep_hub_dir):
+    module, card = resolve_source(ModelSource.parse("torchvision:resnet18:none"), tmp_path)
+    assert isinstance(module, nn.Module)
+    assert card["arch"] == "torchvision:resnet18"
+    assert card["input"]["channels"] == 3 and card["input"]["size"] == 224
+    assert len(card["classes"]) == 1000
+    assert last_linear(module).out_features == 1000
+    assert not (tmp_path / "torch" / "checkpoints").exists()  # nothing was downloaded
+
+
+def test_torchvision_weights_offline_fail_names_key(tmp_path, keep_hub_dir, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    try:
+        resolved = resolve_source(ModelSource.parse("torchvision:resnet18:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
+    except FailfadeError as e:
+        assert str(e).startswith(KEY + ":")
+        assert "cannot fetch torchvision weights resnet18:IMAGENET1K_V1" in str(e)
+        return
+    pytest.skip(f"the download unexpectedly succeeded ({type(resolved)})")
+
+
+def test_torchvision_unknown_weights_enum(tmp_path, keep_hub_dir):
+    with pytest.raises(FailfadeError) as ei:
+        resolve_source(ModelSource.parse("torchvision:resnet18:NOPE"), tmp_path, key=KEY)
+    assert str(ei.value).startswith(KEY + ":") and "no weights 'NOPE'" in str(ei.value)
+
+
+def test_torchvision_unknown_arch(tmp_path):
+    with pytest.raises(FailfadeError) as ei:
+        resolve_source(ModelSource.parse("torchvision:resnet9000:none"), tmp_path, key=KEY)
+    assert str(ei.value).startswith(KEY + ":") and "no model 'resnet9000'" in str(ei.value)
+
+
+def test_resolve_path_source(saved, tmp_path):
+    _, _, out = saved
+    assert resolve_source(ModelSource.parse(f"path:{out}"), tmp_path) == out
+    assert resolve_source(ModelSource.parse(f"path:{out / WEIGHTS}"), tmp_path) == out
+    with pytest.raises(FailfadeError) as ei:
+        resolve_source(ModelSource.parse(f"path:{tmp_path / 'nothing'}"), tmp_path, key=KEY)
+    assert str(ei.value).startswith(KEY + ":") and "not a failfade model dir" in str(ei.value)
+
+
+def test_resolve_builtin_is_refused(tmp_path):
+    with pytest.raises(FailfadeError, match="built by the workflow"):
+        resolve_source(ModelSource.parse("builtin:digits-cnn"), tmp_path)
