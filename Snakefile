@@ -19,6 +19,7 @@ include: "rules/feedback.smk"
 include: "rules/mitigate.smk"
 include: "rules/reexplore.smk"
 include: "rules/shift.smk"
+include: "rules/groundtruth.smk"
 
 
 rule all:

@@ -21,21 +21,30 @@ import numpy as np
 import polars as pl
 
 from failfade.concepts import ConceptSpace
-from failfade.stats import cell_counts, wilson_interval
+from failfade.stats import cell_counts, weighted_cell_rates, wilson_interval
+
+
+def propensities(queries: pl.DataFrame) -> np.ndarray | None:
+    if "propensity" not in queries.columns:
+        return None
+    p = queries["propensity"].to_numpy().astype(np.float64)
+    return p if np.isfinite(p).any() else None
 
 
 def cell_table(space: ConceptSpace, queries: pl.DataFrame, threshold: float, confidence: float = 0.95) -> pl.DataFrame:
-    n, k, mean_delta = cell_counts(
-        queries["cell"].to_numpy(), queries["failure"].to_numpy(), queries["delta"].to_numpy(), space.n_cells
-    )
-    lo, hi = wilson_interval(k, n, confidence)
+    """Per-cell statistics. `failure_rate` estimates the rate over the input distribution
+    (importance-weighted when a contextual searcher chose the cells; see stats.weighted_cell_rates);
+    its Wilson interval uses the effective sample size. `queries`/`failures` are raw counts."""
+    cells, fails = queries["cell"].to_numpy(), queries["failure"].to_numpy()
+    n, k, mean_delta = cell_counts(cells, fails, queries["delta"].to_numpy(), space.n_cells)
+    rate, n_eff, k_eff = weighted_cell_rates(cells, fails, propensities(queries), space.n_cells)
+    lo, hi = wilson_interval(k_eff, n_eff, confidence)
     coords = space.all_coords()
-    rate = np.where(n > 0, k / np.maximum(n, 1), np.nan)
     return pl.DataFrame(
         {"cell": np.arange(space.n_cells, dtype=np.int32)}
         | {a.name: np.asarray(a.levels)[coords[:, j]] for j, a in enumerate(space.axes)}
         | {
-            "queries": n, "failures": k, "failure_rate": rate, "rate_lo": lo, "rate_hi": hi,
+            "queries": n, "failures": k, "effective_queries": n_eff, "failure_rate": rate, "rate_lo": lo, "rate_hi": hi,
             "mean_delta": mean_delta, "is_failure": (n > 0) & (lo >= threshold),
         }
     )
@@ -74,15 +83,18 @@ def summarize(space: ConceptSpace, queries: pl.DataFrame, threshold: float, conf
     cells = cell_table(space, queries, threshold, confidence)
     comps = connected_modes(space, cells["is_failure"].to_numpy())
     n, k = cells["queries"].to_numpy(), cells["failures"].to_numpy()
+    n_eff = cells["effective_queries"].to_numpy()
+    k_eff = np.nan_to_num(cells["failure_rate"].to_numpy()) * n_eff
     dl = cells["mean_delta"].to_numpy()
     comps.sort(key=lambda c: (-int(k[c].sum()), c[0]))
     rows, mode_of = [], np.zeros(space.n_cells, dtype=np.int32)
     for i, comp in enumerate(comps, start=1):
         mode_of[comp] = i
-        lo, hi = wilson_interval(k[comp].sum(), n[comp].sum(), confidence)
+        # pooled over the mode's cells with effective counts (unbiased under a contextual searcher)
+        lo, hi = wilson_interval(k_eff[comp].sum(), n_eff[comp].sum(), confidence)
         rows.append({
             "mode": i, "n_cells": len(comp), "queries": int(n[comp].sum()), "failures": int(k[comp].sum()),
-            "failure_rate": float(k[comp].sum() / n[comp].sum()), "rate_lo": float(lo), "rate_hi": float(hi),
+            "failure_rate": float(k_eff[comp].sum() / n_eff[comp].sum()), "rate_lo": float(lo), "rate_hi": float(hi),
             "mean_delta": float(np.average(dl[comp], weights=n[comp])),
             "description": space.describe_cells(comp), "selector": selector_for(space, comp),
             "cells": " ".join(str(c) for c in comp),

@@ -17,7 +17,8 @@ import torch
 from failfade import FailfadeError, models
 from failfade.concepts import ConceptSpace
 from failfade.data import load_splits
-from failfade.explore.search import explore
+from failfade.explore.cache import CachedTask, fingerprint
+from failfade.explore.search import exhaustive, explore
 from failfade.feedback import mitigation_plan, read_feedback, read_plan, write_plan
 from failfade.landscape import feedback_template, read_table, summarize, write_database
 from failfade.mitigate import mitigate
@@ -81,23 +82,67 @@ def stage_model(exp: dict, out_dir: Path, resources: Path, key: str = "model.sou
     return models.save_model(module, card, out_dir)
 
 
-def build_task(exp: dict, model_dir: Path) -> ClassificationTask:
+def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
+    """The task on the held-out split; with a cache_dir, wrapped in the persistent outcome cache."""
     mut = models.load_model(model_dir, device_of(exp))
-    return ClassificationTask(mut, splits_of(exp).heldout, space_of(exp))
+    task = ClassificationTask(mut, splits_of(exp).heldout, space_of(exp))
+    if cache_dir is None:
+        return task
+    key = fingerprint(mut.card.get("sha256"), exp["data"], exp["seed"], exp["concepts"])
+    return CachedTask(task, Path(cache_dir) / f"outcomes-{key}.npz")
+
+
+def searcher_params(explore_cfg: dict) -> dict:
+    e = explore_cfg
+    return {"ppo": e.get("ppo", {}), "dqn": e.get("dqn", {}), "epsilon_greedy": {"epsilon": e.get("epsilon", 0.2)},
+            "threshold": {"successes": e.get("successes", 5)}}.get(e["algorithm"], {})
 
 
 def stage_explore(exp: dict, model_dir: Path, queries_path: Path, log_path: Path, curve_path: Path | None = None,
-                  progress: bool = True) -> pl.DataFrame:
-    task = build_task(exp, model_dir)
+                  progress: bool = True, cache_dir: Path | None = None) -> pl.DataFrame:
     e = exp["explore"]
-    queries, learning = explore(task, e["budget"], e["num_agents"], exp["seed"], e["algorithm"], e.get("ppo", {}), progress)
+    task = build_task(exp, model_dir, cache_dir if e.get("cache", True) else None)
+    queries, learning = explore(task, e["budget"], e["num_agents"], exp["seed"], e["algorithm"], searcher_params(e),
+                                progress, mode=e.get("mode", "macroscopic"), micro=e.get("micro"))
+    if isinstance(task, CachedTask):
+        task.save()
+        log.info("outcome cache: %d hits, %d new (input, cell) pairs scored", task.hits, task.misses)
     queries.write_parquet(queries_path)
     learning.write_csv(log_path)
     if curve_path is not None:
         from failfade.plots import learning_curve
 
-        learning_curve(learning, curve_path, f"Exploration ({e['algorithm']}, {queries.height} queries)")
+        learning_curve(learning, curve_path, f"Exploration ({e['algorithm']}, {e.get('mode', 'macroscopic')}, {queries.height} queries)")
     return queries
+
+
+def stage_groundtruth(exp: dict, model_dir: Path, explore_queries: Path, out: dict[str, Path],
+                      cache_dir: Path | None = None) -> dict:
+    """Exhaustive landscape of the model under test, and how well the exploration recovered it.
+
+    out keys: queries (parquet), json (discovery summary), curve (csv).
+    """
+    from failfade.metrics import discovery_curve, queries_to_recall, scores_of, true_rates
+
+    task = build_task(exp, model_dir, cache_dir if exp["explore"].get("cache", True) else None)
+    truth_q, _ = exhaustive(task, exp["seed"])
+    if isinstance(task, CachedTask):
+        task.save()
+    truth_q.write_parquet(out["queries"])
+    tau = exp["landscape"]["failure_rate_threshold"]
+    truth = true_rates(task.n_cells, truth_q)
+    q = pl.read_parquet(explore_queries)
+    curve = discovery_curve(task.n_cells, q, truth, tau)
+    curve.write_csv(out["curve"])
+    summary = {
+        "algorithm": exp["explore"]["algorithm"], "mode": exp["explore"].get("mode", "macroscopic"),
+        "exhaustive_queries": truth_q.height, "exploration_queries": q.height,
+        "budget_fraction": q.height / truth_q.height, "true_failure_cells": int((truth >= tau).sum()),
+        "threshold": tau, **scores_of(task.n_cells, q, truth, tau),
+        "queries_to_90pct_recall": queries_to_recall(task.n_cells, q, truth, tau),
+    }
+    Path(out["json"]).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def stage_landscape(exp: dict, queries_path: Path, out: dict[str, Path], gallery_inputs=None) -> pl.DataFrame:

@@ -29,3 +29,23 @@ def cell_counts(cells: np.ndarray, failures: np.ndarray, deltas: np.ndarray, n_c
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_delta = np.where(n > 0, d / np.maximum(n, 1), np.nan)
     return n.astype(np.int64), k.astype(np.int64), mean_delta
+
+
+def weighted_cell_rates(cells: np.ndarray, failures: np.ndarray, propensity: np.ndarray | None, n_cells: int):
+    """Per-cell failure rate over the *input distribution*, whatever policy chose the cells.
+
+    A contextual searcher picks cells given the input, so the inputs it pairs with a cell are
+    not a uniform sample: plain rates are biased (towards failures, for a failure-seeking
+    policy). With each query's propensity π(cell | input), self-normalized importance weights
+    w = 1/π give a consistent estimate; n_eff = (Σw)²/Σw² is the sample size it is worth.
+    Queries without a propensity (NaN: a searcher whose cell choice ignores the input) weigh 1.
+    Returns (rate, n_eff, k_eff); rate is NaN for unvisited cells.
+    """
+    w = np.ones(len(cells)) if propensity is None else np.where(np.isfinite(propensity), 1.0 / np.maximum(propensity, 1e-12), 1.0)
+    sw = np.bincount(cells, weights=w, minlength=n_cells)
+    sw2 = np.bincount(cells, weights=w * w, minlength=n_cells)
+    swf = np.bincount(cells, weights=w * failures.astype(np.float64), minlength=n_cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(sw > 0, swf / np.maximum(sw, 1e-300), np.nan)
+        n_eff = np.where(sw2 > 0, sw**2 / np.maximum(sw2, 1e-300), 0.0)
+    return rate, n_eff, np.nan_to_num(rate) * n_eff

@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from failfade.progress import progress
 
 from failfade.data import ImageSet
 from failfade.models import ModelUnderTest
@@ -46,7 +46,7 @@ def fit(
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(id(p) in wanted for p in m.parameters()):
                 m.eval()
     n = len(data)
-    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
+    for epoch in progress(range(epochs), desc=desc, unit="epoch", leave=False):
         order = torch.randperm(n, generator=g)
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, n, batch_size):

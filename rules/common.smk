@@ -44,6 +44,14 @@ def shift_cfg(wildcards):
     return exp_cfg(wildcards, "concepts", "landscape")
 
 
+def landscape_explore_cfg(wildcards):
+    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore", "landscape")
+
+
+def cache_dir(wildcards):
+    return f"{config['resources']}/cache/{wildcards.experiment}"
+
+
 def feedback_csv(wildcards):
     return config["experiments"][wildcards.experiment]["feedback"]
 
@@ -53,7 +61,7 @@ def gpus(wildcards):
 
 
 def final_outputs():
-    return expand(
+    out = expand(
         [
             f"{R}/{{experiment}}/shift/shift.json",
             f"{R}/{{experiment}}/shift/shift.md",
@@ -61,3 +69,7 @@ def final_outputs():
         ],
         experiment=EXPERIMENTS,
     )
+    for e in EXPERIMENTS:
+        if config["experiments"][e]["explore"]["groundtruth"]:
+            out.append(f"{R}/{e}/groundtruth/discovery.json")
+    return out

@@ -17,6 +17,7 @@ rule explore:
         "benchmarks/runs/{experiment}/explore.tsv"
     params:
         cfg=explore_cfg,
+        cache_dir=cache_dir,
     threads: 2
     resources:
         mem_mb=4000,

@@ -18,6 +18,7 @@ rule reexplore:
         "benchmarks/runs/{experiment}/reexplore.tsv"
     params:
         cfg=explore_cfg,
+        cache_dir=cache_dir,
     threads: 2
     resources:
         mem_mb=4000,

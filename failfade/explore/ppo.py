@@ -1,6 +1,7 @@
 """PPO for concept-space exploration, CleanRL-style: one dataclass, one agent, one update.
 
-Episodes are one step long, so the return is the reward and the advantage is r − V(s).
+Advantages use GAE. In macroscopic mode every episode is one step (done after each action), so
+the advantage reduces to r − V(s); in microscopic mode episodes run for several moves.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ class PPOConfig:
     num_steps: int = 4  # env steps per rollout (x num_agents queries)
     update_epochs: int = 4  # passes over each rollout
     num_minibatches: int = 4  # minibatches per pass
+    gamma: float = 0.9  # discount (irrelevant in one-step episodes)
+    gae_lambda: float = 0.95  # GAE λ
     clip_coef: float = 0.2  # PPO ratio clip
     ent_coef: float = 0.01  # entropy bonus: keeps the policy spread over the landscape
     vf_coef: float = 0.5  # value-loss weight
     max_grad_norm: float = 0.5  # gradient clip
     hidden: int = 64  # MLP width
-    novelty_coef: float = 0.3  # count-based novelty bonus in the reward (see env)
+    uniform_mix: float = 0.25  # share of proposals drawn uniformly: bounds importance weights (π ≥ mix/n)
+    novelty_coef: float = 1.0  # weight of the exploration bonus in the reward (see env.exploration_bonus)
+    bonus: str = "uncertainty"  # exploration bonus: uncertainty (level-set), count, or none
 
 
 class Agent(nn.Module):
@@ -42,26 +47,75 @@ class Agent(nn.Module):
 
 
 class PPO:
+    """The searcher interface: act() proposes, observe() stores and updates every `num_steps`."""
+
+    name = "ppo"
+
     def __init__(self, obs_dim: int, n_actions: int, cfg: PPOConfig, seed: int):
         torch.manual_seed(seed)
         self.cfg = cfg
         self.agent = Agent(obs_dim, n_actions, cfg.hidden)
         self.opt = torch.optim.Adam(self.agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.n_updates = 0
+        self.n_actions = n_actions
+        self.rng = torch.Generator().manual_seed(seed + 1)
+        self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones")}
+        self._pending = None
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray):
+    def act(self, obs: np.ndarray, input_ids=None) -> np.ndarray:
         dist, value = self.agent(torch.from_numpy(obs))
         action = dist.sample()
-        return action.numpy(), dist.log_prob(action), value
+        mix = self.cfg.uniform_mix
+        if mix > 0:
+            uniform = torch.rand(len(action), generator=self.rng) < mix
+            action = torch.where(uniform, torch.randint(0, self.n_actions, action.shape, generator=self.rng), action)
+        logp = dist.log_prob(action)
+        self._pending = (obs.copy(), action, logp, value)
+        # the behaviour policy's π(action | input), for importance-weighted (unbiased) landscapes
+        self.last_propensity = (mix / self.n_actions + (1 - mix) * logp.exp()).numpy().astype(np.float64)
+        return action.numpy()
 
-    def update(self, obs, actions, logprobs, rewards, values) -> dict:
-        cfg = self.cfg
-        obs = torch.from_numpy(np.concatenate(obs))
-        actions = torch.from_numpy(np.concatenate(actions))
-        logprobs, values = torch.cat(logprobs), torch.cat(values)
-        returns = torch.from_numpy(np.concatenate(rewards)).float()
-        advantages = returns - values
+    def observe(self, obs, cells, rewards, failures, next_obs, dones):
+        o, a, lp, v = self._pending
+        for key, val in zip(("obs", "actions", "logprobs", "values"), (o, a, lp, v)):
+            self.roll[key].append(val)
+        self.roll["rewards"].append(torch.as_tensor(np.asarray(rewards, np.float32)))
+        self.roll["dones"].append(torch.as_tensor(np.asarray(dones, np.float32)))
+        if len(self.roll["obs"]) < self.cfg.num_steps:
+            return None
+        with torch.no_grad():
+            next_value = self.agent(torch.from_numpy(np.asarray(next_obs)))[1]
+        stats = self.update(next_value)
+        self.roll = {k: [] for k in self.roll}
+        return stats
+
+    def flush(self, next_obs):
+        """Learn from a partial rollout left at the end of the budget."""
+        if not self.roll["obs"]:
+            return None
+        with torch.no_grad():
+            next_value = self.agent(torch.from_numpy(np.asarray(next_obs)))[1]
+        stats = self.update(next_value)
+        self.roll = {k: [] for k in self.roll}
+        return stats
+
+    def update(self, next_value: torch.Tensor) -> dict:
+        cfg, r = self.cfg, self.roll
+        rewards, dones, values = torch.stack(r["rewards"]), torch.stack(r["dones"]), torch.stack(r["values"])
+        t_len = len(rewards)
+        advantages = torch.zeros_like(rewards)
+        last = torch.zeros_like(next_value)
+        for t in reversed(range(t_len)):
+            nxt = next_value if t == t_len - 1 else values[t + 1]
+            live = 1.0 - dones[t]  # an episode that ended at t does not bootstrap from the reset obs
+            delta = rewards[t] + cfg.gamma * nxt * live - values[t]
+            last = delta + cfg.gamma * cfg.gae_lambda * live * last
+            advantages[t] = last
+        returns = (advantages + values).flatten()
+        advantages = advantages.flatten()
+        obs = torch.from_numpy(np.concatenate(r["obs"]))
+        actions, logprobs, values = torch.cat(r["actions"]), torch.cat(r["logprobs"]), values.flatten()
         n = len(obs)
         mb = max(1, n // cfg.num_minibatches)
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": []}
@@ -92,9 +146,3 @@ class PPO:
         out["explained_variance"] = float(1 - (returns - values).var() / var) if var > 0 else 0.0
         out["n_updates"] = self.n_updates
         return out
-
-    @torch.no_grad()
-    def policy_probs(self, obs: np.ndarray) -> np.ndarray:
-        """Mean action distribution over a batch of observations (what the agent believes now)."""
-        dist, _ = self.agent(torch.from_numpy(obs))
-        return dist.probs.mean(0).numpy()

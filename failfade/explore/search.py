@@ -1,103 +1,159 @@
-"""Run an exploration: the env, the learner and the query log, for a fixed budget of model queries."""
+"""Run one searcher on a task for a fixed budget of model queries.
+
+Searchers (`algorithm`): ppo (default), dqn, random, epsilon_greedy, bandit (Thompson), threshold
+(the paper's baseline), and exhaustive (every cell on every input: the ground truth).
+Modes: macroscopic (one-step episodes over the whole grid) and microscopic (walks of ±1 level
+from a start cell; ppo, dqn and random only).
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 import numpy as np
 import polars as pl
 import torch
-from tqdm.auto import tqdm
+from failfade.progress import progress as progress_bar
 
+from failfade.explore.baselines import EpsilonGreedySearcher, RandomSearcher, ThompsonSearcher, ThresholdSearcher
+from failfade.explore.dqn import DQNConfig, DQNSearcher
 from failfade.explore.env import ConceptEnv
+from failfade.explore.micro_env import MicroEnv
 from failfade.explore.ppo import PPO, PPOConfig
 from failfade.puffer import make_native
 
-ALGORITHMS = ("ppo", "random")
+ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "threshold", "exhaustive")
+MODES = ("macroscopic", "microscopic")
+BASELINES = {"random": RandomSearcher, "epsilon_greedy": EpsilonGreedySearcher, "bandit": ThompsonSearcher,
+             "threshold": ThresholdSearcher}
+
+
+def substream(seed: int, component: int) -> int:
+    """An independent child seed per component (env, searcher, ...): equal seeds would give
+    correlated draws, e.g. the env's inputs and a random searcher's cells moving in lockstep."""
+    return int(np.random.SeedSequence([seed, component]).generate_state(1)[0])
+
+
+def _config(cls, params: dict):
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in (params or {}).items() if k in known})
 
 
 def ppo_config(params: dict) -> PPOConfig:
-    known = {f.name for f in fields(PPOConfig)}
-    return PPOConfig(**{k: v for k, v in params.items() if k in known})
+    return _config(PPOConfig, params)
 
 
 def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo", params: dict | None = None,
-            progress: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
+            progress: bool = True, mode: str = "macroscopic", micro: dict | None = None,
+            tau: float = 0.5) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Explore `task` with `budget` model queries (rounded down to whole env steps).
 
     Returns (queries, learning_log). queries has one row per model query: step, explorer,
     input_id (position in the task's input set: the held-out split), label, cell, prediction,
-    delta, failure, one column per concept axis (its level value), seed, algorithm.
-    learning_log has one row per learner update (or per rollout for the random searcher).
+    delta, failure, propensity (π(cell | input) for contextual learners, else NaN), one column per
+    concept axis (its level value), seed, algorithm.
+    learning_log has one row per rollout: queries so far, failure rate, coverage, and the
+    learner's statistics (update count, losses, entropy) when it updated.
+    `params` holds the learner's hyper-parameters (PPOConfig / DQNConfig fields, or `epsilon`);
+    `tau` is the failure-rate threshold that the uncertainty bonus aims at.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; known: {ALGORITHMS}")
-    cfg = ppo_config(params or {})
+    if mode not in MODES:
+        raise ValueError(f"unknown exploration mode {mode!r}; known: {MODES}")
+    if algorithm == "exhaustive":
+        return exhaustive(task, seed, progress)
+    if mode == "microscopic" and algorithm not in ("ppo", "dqn", "random"):
+        raise ValueError(f"microscopic exploration supports ppo, dqn and random, not {algorithm!r}")
+    params = dict(params or {})
     torch.manual_seed(seed)
-    env = make_native(ConceptEnv, task=task, num_agents=num_agents, seed=seed,
-                      novelty_coef=cfg.novelty_coef if algorithm == "ppo" else 0.0)
-    learner = PPO(task.observations.shape[1], task.n_cells, cfg, seed) if algorithm == "ppo" else None
-    rng = np.random.default_rng(seed + 7919)
-    obs, _ = env.reset(seed=seed)
     total_steps = budget // num_agents
-    cols = {k: [] for k in ("step", "explorer", "input_id", "cell", "prediction", "delta", "failure")}
-    log = []
-    step = 0
+    s_env, s_search = substream(seed, 0), substream(seed, 1)
+    learner = algorithm in ("ppo", "dqn")
+    novelty = params.get("novelty_coef", PPOConfig.novelty_coef) if learner else 0.0
+    bonus = params.get("bonus", PPOConfig.bonus) if learner else "none"
+    if mode == "macroscopic":
+        env = make_native(ConceptEnv, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, bonus=bonus,
+                          tau=tau)
+    else:
+        env = make_native(MicroEnv, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, **(micro or {}))
+    obs_dim, n_actions = env.single_observation_space.shape[0], env.single_action_space.n
+    if algorithm == "ppo":
+        searcher = PPO(obs_dim, n_actions, ppo_config(params), s_search)
+    elif algorithm == "dqn":
+        searcher = DQNSearcher(n_actions, s_search, obs_dim, total_steps, _config(DQNConfig, params))
+    elif mode == "microscopic":
+        searcher = RandomSearcher(n_actions, s_search)
+    else:
+        searcher = BASELINES[algorithm](task.n_cells, s_search, num_agents=num_agents, n_inputs=task.n_inputs,
+                                        **{k: v for k, v in params.items() if k in ("epsilon", "successes")})
+    chooser = getattr(searcher, "choose_inputs", None)
+    if chooser is not None:
+        env.input_chooser = chooser
+    obs, _ = env.reset(seed=s_env)
+    cols = {k: [] for k in ("step", "explorer", "input_id", "cell", "prediction", "delta", "failure", "propensity")}
+    # π(cell | input) is only meaningful when the searcher picks cells directly (macroscopic mode)
+    contextual = mode == "macroscopic" and algorithm in ("ppo", "dqn")
+    log, row_fail, row_n = [], 0, 0
     t0 = time.perf_counter()
-    bar = tqdm(total=total_steps * num_agents, desc=f"explore[{algorithm}]", unit="query", disable=not progress, leave=False)
-    while step < total_steps:
-        roll = {"obs": [], "actions": [], "logprobs": [], "rewards": [], "values": []}
-        fails = 0
-        n_roll = min(cfg.num_steps, total_steps - step)
-        for _ in range(n_roll):
-            if learner is not None:
-                action, logp, value = learner.act(obs)
-                roll["obs"].append(obs.copy())
-                roll["logprobs"].append(logp)
-                roll["values"].append(value)
-            else:
-                action = rng.integers(0, task.n_cells, num_agents)
-            obs, rewards, *_ = env.step(action)
-            ids, cells, out = env.last
-            cols["step"].append(np.full(num_agents, step))
-            cols["explorer"].append(np.arange(num_agents))
-            cols["input_id"].append(ids)
-            cols["cell"].append(cells)
-            cols["prediction"].append(out.prediction)
-            cols["delta"].append(out.delta)
-            cols["failure"].append(out.failure)
-            fails += int(out.failure.sum())
-            if learner is not None:
-                roll["actions"].append(action)
-                roll["rewards"].append(rewards.copy())
-            step += 1
-            bar.update(num_agents)
-        row = {"rollout": len(log), "queries": step * num_agents, "failure_rate": fails / (n_roll * num_agents),
-               "distinct_cells": int((env.visits > 0).sum())}
-        if learner is not None:
-            row.update(learner.update(roll["obs"], roll["actions"], roll["logprobs"], roll["rewards"], roll["values"]))
-        row["seconds"] = time.perf_counter() - t0
-        log.append(row)
+    bar = progress_bar(total=total_steps * num_agents, desc=f"explore[{algorithm}]", unit="query", disable=not progress, leave=False)
+    for step in range(total_steps):
+        before = obs.copy()
+        actions = searcher.act(before, env.input_ids)
+        prop = searcher.last_propensity if contextual else np.full(num_agents, np.nan)
+        obs, rewards, dones, *_ = env.step(actions)
+        ids, cells, out = env.last
+        stats = searcher.observe(before, actions, rewards.copy(), out.failure, obs, dones.copy())
+        for key, val in (("step", np.full(num_agents, step)), ("explorer", np.arange(num_agents)), ("input_id", ids),
+                         ("cell", cells), ("prediction", out.prediction), ("delta", out.delta), ("failure", out.failure),
+                         ("propensity", prop)):
+            cols[key].append(val)
+        row_fail += int(out.failure.sum())
+        row_n += num_agents
+        bar.update(num_agents)
+        last_step = step == total_steps - 1
+        if last_step and stats is None and hasattr(searcher, "flush"):
+            stats = searcher.flush(obs)
+        if stats is not None or (step + 1) % 4 == 0 or last_step:
+            log.append({"rollout": len(log), "queries": (step + 1) * num_agents, "failure_rate": row_fail / row_n,
+                        "distinct_cells": int((env.visits > 0).sum()), **(stats or {}),
+                        "seconds": time.perf_counter() - t0})
+            row_fail = row_n = 0
     bar.close()
-    input_ids = np.concatenate(cols["input_id"]) if cols["input_id"] else np.zeros(0, np.int64)
+    return _queries_frame(task, cols, seed, algorithm), pl.DataFrame(log)
+
+
+def exhaustive(task, seed: int = 0, progress: bool = True, chunk: int = 8192) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every cell on every input: the ground-truth landscape (n_inputs × n_cells queries)."""
+    ids = np.repeat(np.arange(task.n_inputs), task.n_cells)
+    cells = np.tile(np.arange(task.n_cells), task.n_inputs)
+    cols = {k: [] for k in ("step", "explorer", "input_id", "cell", "prediction", "delta", "failure")}
+    t0 = time.perf_counter()
+    for s in progress_bar(range(0, len(ids), chunk), desc="explore[exhaustive]", disable=not progress, leave=False):
+        i, c = ids[s : s + chunk], cells[s : s + chunk]
+        out = task.score(i, c)
+        for key, val in (("step", np.full(len(i), s // chunk)), ("explorer", np.zeros(len(i), np.int64)),
+                         ("input_id", i), ("cell", c), ("prediction", out.prediction), ("delta", out.delta),
+                         ("failure", out.failure)):
+            cols[key].append(val)
+    q = _queries_frame(task, cols, seed, "exhaustive")
+    log = pl.DataFrame([{"rollout": 0, "queries": q.height, "failure_rate": float(q["failure"].mean()),
+                         "distinct_cells": task.n_cells, "seconds": time.perf_counter() - t0}])
+    return q, log
+
+
+def _queries_frame(task, cols: dict, seed: int, algorithm: str) -> pl.DataFrame:
+    cat = lambda k, dt: np.concatenate(cols[k]).astype(dt) if cols[k] else np.zeros(0, dt)  # noqa: E731
+    input_ids = cat("input_id", np.int64)
     queries = pl.DataFrame({
-        "step": np.concatenate(cols["step"]).astype(np.int32),
-        "explorer": np.concatenate(cols["explorer"]).astype(np.int32),
-        "input_id": input_ids.astype(np.int64),
-        "label": np.asarray(task.labels)[input_ids].astype(np.int64),
-        "cell": np.concatenate(cols["cell"]).astype(np.int32),
-        "prediction": np.concatenate(cols["prediction"]).astype(np.int64),
-        "delta": np.concatenate(cols["delta"]).astype(np.float32),
-        "failure": np.concatenate(cols["failure"]).astype(bool),
+        "step": cat("step", np.int32), "explorer": cat("explorer", np.int32), "input_id": input_ids,
+        "label": np.asarray(task.labels)[input_ids].astype(np.int64), "cell": cat("cell", np.int32),
+        "prediction": cat("prediction", np.int64), "delta": cat("delta", np.float32), "failure": cat("failure", bool),
+        "propensity": cat("propensity", np.float64) if cols.get("propensity") else np.full(len(input_ids), np.nan),
     })
     coords = task.space.coords(queries["cell"].to_numpy())
-    queries = queries.with_columns(
-        [pl.Series(a.name, np.asarray(a.levels)[coords[:, k]]) for k, a in enumerate(task.space.axes)]
+    return queries.with_columns(
+        [pl.Series(a.name, np.asarray(a.levels, dtype=np.float64)[coords[:, k]]) for k, a in enumerate(task.space.axes)]
         + [pl.lit(seed).alias("seed"), pl.lit(algorithm).alias("algorithm")]
     )
-    return queries, pl.DataFrame(log)
-
-
-def ppo_defaults() -> dict:
-    return asdict(PPOConfig())

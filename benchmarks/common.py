@@ -1,0 +1,40 @@
+"""Shared helpers for the benchmarks: the default experiment's model, and RESULTS.md sections."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "out"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def default_experiment() -> dict:
+    from failfade.config import load
+
+    return load(ROOT / "config" / "config.yaml")["experiments"]["digits"]
+
+
+def digits_model(exp: dict) -> Path:
+    """Train (once) the default experiment's model under benchmarks/out/, exactly as the workflow does."""
+    from failfade.pipeline import stage_model
+
+    out = OUT / "digits-model"
+    stamp = out / "config.json"
+    want = json.dumps({k: exp[k] for k in ("seed", "data", "model")}, sort_keys=True)
+    if not (stamp.is_file() and stamp.read_text() == want and (out / "model.json").is_file()):
+        stage_model(exp, out, ROOT / "resources")
+        stamp.write_text(want)
+    return out
+
+
+def write_section(name: str, text: str) -> None:
+    """Replace (or append) the section between <!-- name:start --> and <!-- name:end -->."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    doc = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n\nRegenerate with the commands in the README.\n"
+    block = f"<!-- {name}:start -->\n{text.rstrip()}\n<!-- {name}:end -->"
+    pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
+    doc = pattern.sub(lambda _: block, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(doc)

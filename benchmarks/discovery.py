@@ -1,0 +1,138 @@
+"""Discovery benchmark: every searcher at the same query budget, against the exhaustive truth.
+
+    .venv/bin/python benchmarks/discovery.py [--seeds 5] [--fraction 0.2]
+
+Tasks: the default experiment (digits CNN, 125 cells x 539 held-out inputs) and a synthetic model
+with planted failure cells (known answer). The exhaustive landscape is scored once and pre-loaded
+into an outcome cache, so every searcher's queries cost a lookup and the comparison is of search
+quality at equal budgets. Writes the "discovery" section of benchmarks/RESULTS.md and
+benchmarks/out/discovery.{json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from common import OUT, default_experiment, digits_model, write_section  # noqa: E402
+
+from failfade.explore.cache import CachedTask  # noqa: E402
+from failfade.explore.search import exhaustive, explore  # noqa: E402
+from failfade.metrics import discovery_curve, queries_to_recall, scores_of, true_rates  # noqa: E402
+from failfade.pipeline import build_task  # noqa: E402
+from failfade.tasks.synthetic import SyntheticTask  # noqa: E402
+
+SEARCHERS = {
+    "ppo": ("ppo", {}),
+    "dqn": ("dqn", {}),
+    "dqn (untrained, as the paper)": ("dqn", {"learn": False}),
+    "random": ("random", {}),
+    "epsilon_greedy": ("epsilon_greedy", {"epsilon": 0.2}),
+    "bandit (Thompson)": ("bandit", {}),
+    "threshold (paper)": ("threshold", {"successes": 5}),
+}
+
+
+def prefilled(task) -> tuple[CachedTask, np.ndarray]:
+    cached = CachedTask(task)
+    truth_q, _ = exhaustive(cached, progress=False)
+    return cached, true_rates(task.n_cells, truth_q)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--fraction", type=float, default=0.2, help="budget as a fraction of the exhaustive queries")
+    ap.add_argument("--num-agents", type=int, default=64)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    OUT.mkdir(parents=True, exist_ok=True)
+    exp = default_experiment()
+    tau = exp["landscape"]["failure_rate_threshold"]
+    tasks = {"digits (default)": build_task(exp, digits_model(exp)), "synthetic (planted)": SyntheticTask(seed=0)}
+    results, curves = {}, {}
+    for tname, task in tasks.items():
+        cached, truth = prefilled(task)
+        budget = int(args.fraction * task.n_inputs * task.n_cells)
+        print(f"{tname}: {int((truth >= tau).sum())} true failure cells of {task.n_cells}; budget {budget} queries", flush=True)
+        for sname, (alg, params) in SEARCHERS.items():
+            runs = []
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                q, log = explore(cached, budget, args.num_agents, seed, alg, params, progress=False)
+                r = scores_of(task.n_cells, q, truth, tau)
+                r["queries_to_90"] = queries_to_recall(task.n_cells, q, truth, tau)
+                r["updates"] = int(log["n_updates"].max()) if "n_updates" in log.columns else 0
+                r["seconds"] = time.perf_counter() - t0
+                runs.append(r)
+                curves.setdefault((tname, sname), []).append(discovery_curve(task.n_cells, q, truth, tau, 30))
+            results[(tname, sname)] = runs
+            m = {k: np.mean([r[k] for r in runs]) for k in ("recall", "precision", "mae")}
+            print(f"  {sname:32s} recall {m['recall']:.3f} precision {m['precision']:.3f} mae {m['mae']:.3f}", flush=True)
+    report(results, curves, args)
+
+
+def _fmt(vals, digits=3):
+    vals = [v for v in vals if v is not None and v == v]
+    if not vals:
+        return "—"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.{digits}f}"
+
+
+def report(results, curves, args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "## Discovery: searchers at an equal query budget",
+        "",
+        f"Budget: {args.fraction:.0%} of the exhaustive queries; {args.seeds} seeds; {args.num_agents} explorers; "
+        "mean ± sd. A search reports a cell as failing when its observed failure rate there is ≥ τ = 0.5; "
+        "recall/precision are against the exhaustive truth; MAE is the mean |Laplace estimate − true rate| "
+        "over all cells; *queries to 90%* is where recall reaches 0.9 and stays (— if it never does in the budget).",
+        "",
+        "Command: `.venv/bin/python benchmarks/discovery.py`",
+        "",
+    ]
+    for tname in dict.fromkeys(t for t, _ in results):
+        lines += [f"### {tname}", "", "| searcher | recall | precision | MAE | queries to 90% recall (runs reaching it) | learner updates |",
+                  "|---|---|---|---|---|---|"]
+        for (t, s), runs in results.items():
+            if t != tname:
+                continue
+            q90 = [r["queries_to_90"] for r in runs]
+            reached = sum(v is not None for v in q90)
+            lines.append(f"| {s} | {_fmt([r['recall'] for r in runs])} | {_fmt([r['precision'] for r in runs])} | "
+                         f"{_fmt([r['mae'] for r in runs])} | {_fmt(q90, 0)} ({reached}/{len(runs)}) | "
+                         f"{int(np.mean([r['updates'] for r in runs]))} |")
+        lines.append("")
+    lines.append("Recall curves: `benchmarks/out/discovery.png`.")
+    write_section("discovery", "\n".join(lines))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, tname in zip(axes, dict.fromkeys(t for t, _ in results)):
+        for (t, s), cs in curves.items():
+            if t != tname:
+                continue
+            x = cs[0]["queries"].to_numpy()
+            y = np.stack([c["recall"].to_numpy() for c in cs])
+            ax.plot(x, y.mean(0), label=s)
+            ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.15)
+        ax.axhline(0.9, color="grey", ls=":")
+        ax.set(title=tname, xlabel="model queries", ylabel="recall of true failure cells", ylim=(0, 1.02))
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "discovery.png", dpi=110)
+    raw = {f"{t} | {s}": runs for (t, s), runs in results.items()}
+    (OUT / "discovery.json").write_text(json.dumps(raw, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

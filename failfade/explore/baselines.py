@@ -1,0 +1,100 @@
+"""Simple searchers over cells, sharing the PPO/DQN interface, budget and failure rule.
+
+Interface (every searcher):
+  act(obs, input_ids) -> cells        one proposal per explorer
+  observe(obs, cells, rewards, failures, next_obs, dones) -> dict | None   learn; return a log row after an update
+  choose_inputs(rng, n) -> ids | None optional: which inputs to probe next (threshold baseline)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class RandomSearcher:
+    """Uniform over cells: the baseline every learner must beat at the same budget."""
+
+    name = "random"
+
+    def __init__(self, n_cells: int, seed: int, **_):
+        self.n_cells = n_cells
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs, input_ids):
+        return self.rng.integers(0, self.n_cells, len(obs))
+
+    def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
+        return None
+
+
+class EpsilonGreedySearcher:
+    """A real ε-greedy over per-cell failure-rate estimates (not the paper's input re-weighting)."""
+
+    name = "epsilon_greedy"
+
+    def __init__(self, n_cells: int, seed: int, epsilon: float = 0.2, **_):
+        self.rng = np.random.default_rng(seed)
+        self.n_cells, self.epsilon = n_cells, epsilon
+        self.n = np.zeros(n_cells)
+        self.k = np.zeros(n_cells)
+
+    def act(self, obs, input_ids):
+        b = len(obs)
+        est = (self.k + 1) / (self.n + 2)  # Laplace estimate: untried cells look like 0.5
+        greedy = np.flatnonzero(est == est.max())
+        cells = self.rng.choice(greedy, b)
+        explore = self.rng.random(b) < self.epsilon
+        cells[explore] = self.rng.integers(0, self.n_cells, int(explore.sum()))
+        return cells
+
+    def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
+        np.add.at(self.n, cells, 1)
+        np.add.at(self.k, cells, failures.astype(float))
+        return None
+
+
+class ThompsonSearcher:
+    """Thompson sampling with a Beta(1, 1) prior per cell: the contextual-bandit baseline."""
+
+    name = "bandit"
+
+    def __init__(self, n_cells: int, seed: int, **_):
+        self.rng = np.random.default_rng(seed)
+        self.a = np.ones(n_cells)
+        self.b = np.ones(n_cells)
+
+    def act(self, obs, input_ids):
+        draws = self.rng.beta(self.a[None, :], self.b[None, :], size=(len(obs), len(self.a)))
+        return draws.argmax(1)
+
+    def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
+        f = failures.astype(float)
+        np.add.at(self.a, cells, f)
+        np.add.at(self.b, cells, 1 - f)
+        return None
+
+
+class ThresholdSearcher:
+    """The paper's threshold baseline: random cells, but each explorer keeps probing the same
+    input until it has produced `successes` non-failures, then moves to a new input."""
+
+    name = "threshold"
+
+    def __init__(self, n_cells: int, seed: int, num_agents: int, n_inputs: int, successes: int = 5, **_):
+        self.rng = np.random.default_rng(seed)
+        self.n_cells, self.n_inputs, self.successes = n_cells, n_inputs, successes
+        self.current = self.rng.integers(0, n_inputs, num_agents)
+        self.ok = np.zeros(num_agents, dtype=np.int64)
+
+    def choose_inputs(self, rng, n):
+        return self.current.copy()
+
+    def act(self, obs, input_ids):
+        return self.rng.integers(0, self.n_cells, len(obs))
+
+    def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
+        self.ok += ~failures
+        done = self.ok >= self.successes
+        self.current[done] = self.rng.integers(0, self.n_inputs, int(done.sum()))
+        self.ok[done] = 0
+        return None

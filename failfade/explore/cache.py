@@ -1,0 +1,66 @@
+"""An outcome cache: an (input, cell) pair already scored in an experiment is never scored again,
+by any searcher, in any stage, or on rerun (it persists next to the experiment's resources).
+
+It wraps a task and keeps the task's interface, so searchers and envs do not know it is there.
+The cache is keyed by a fingerprint of everything that determines an outcome: the model's
+weights (sha256), the data split and the concept space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from failfade.tasks import Outcomes
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CachedTask:
+    def __init__(self, task, path: Path | None = None):
+        self.task = task
+        self.space, self.n_inputs, self.n_cells = task.space, task.n_inputs, task.n_cells
+        self.labels, self.observations = task.labels, task.observations
+        shape = (task.n_inputs, task.n_cells)
+        self.known = np.zeros(shape, dtype=bool)
+        self.prediction = np.zeros(shape, dtype=np.int64)
+        self.delta = np.zeros(shape, dtype=np.float32)
+        self.failure = np.zeros(shape, dtype=bool)
+        self.hits = self.misses = 0
+        self.path = Path(path) if path else None
+        if self.path and self.path.is_file():
+            with np.load(self.path) as z:
+                if z["known"].shape == shape:
+                    for k in ("known", "prediction", "delta", "failure"):
+                        getattr(self, k)[:] = z[k]
+
+    def __getattr__(self, name):  # render() and anything else task-specific
+        return getattr(self.task, name)
+
+    def score(self, input_ids, cells) -> Outcomes:
+        input_ids, cells = np.asarray(input_ids), np.asarray(cells)
+        miss = ~self.known[input_ids, cells]
+        if miss.any():
+            # score each distinct missing pair once, in one batch
+            pairs = np.unique(np.stack([input_ids[miss], cells[miss]], 1), axis=0)
+            out = self.task.score(pairs[:, 0], pairs[:, 1])
+            i, c = pairs[:, 0], pairs[:, 1]
+            self.prediction[i, c], self.delta[i, c], self.failure[i, c] = out.prediction, out.delta, out.failure
+            self.known[i, c] = True
+            self.misses += len(pairs)
+        self.hits += int(len(input_ids) - miss.sum())
+        return Outcomes(self.prediction[input_ids, cells], self.delta[input_ids, cells], self.failure[input_ids, cells])
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, known=self.known, prediction=self.prediction, delta=self.delta, failure=self.failure)
+        os.replace(tmp, self.path)

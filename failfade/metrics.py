@@ -1,0 +1,75 @@
+"""How well a search recovered the landscape, against the exhaustive ground truth.
+
+A cell is a *true failure cell* when its exhaustive failure rate (every held-out input) is at
+least τ. A search *reports* a cell as failing when it queried it and its estimated failure rate
+(importance-weighted for contextual searchers, as in the landscape) is at least τ. Over the first b queries of a search (in the order they were made):
+  recall     = reported ∩ true / true
+  precision  = reported ∩ true / reported
+  mae        = mean over all cells of |estimate − true rate|, estimate = (k + 1) / (n + 2) with
+               effective counts (the Laplace estimate: 0.5 for a cell never queried)
+  coverage   = fraction of cells queried at least once
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from failfade.stats import cell_counts, weighted_cell_rates
+
+
+def scores_of(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float) -> dict:
+    cells, fails, prop = _arrays(queries)
+    return scores(n_cells, cells, fails, truth, tau, prop)
+
+
+def true_rates(n_cells: int, exhaustive: pl.DataFrame) -> np.ndarray:
+    n, k, _ = cell_counts(exhaustive["cell"].to_numpy(), exhaustive["failure"].to_numpy(),
+                          exhaustive["delta"].to_numpy(), n_cells)
+    if (n == 0).any():
+        raise ValueError("the exhaustive table does not cover every cell")
+    return k / n
+
+
+def scores(n_cells: int, cells: np.ndarray, failures: np.ndarray, truth: np.ndarray, tau: float,
+           propensity: np.ndarray | None = None) -> dict:
+    rate, n_eff, k_eff = weighted_cell_rates(cells, failures, propensity, n_cells)
+    true_fail = truth >= tau
+    reported = (n_eff > 0) & (np.nan_to_num(rate, nan=-1.0) >= tau)
+    hit = int((reported & true_fail).sum())
+    return {
+        "recall": hit / true_fail.sum() if true_fail.any() else float("nan"),
+        "precision": hit / reported.sum() if reported.any() else float("nan"),
+        "mae": float(np.abs((k_eff + 1) / (n_eff + 2) - truth).mean()),
+        "coverage": float((n_eff > 0).mean()),
+    }
+
+
+def _arrays(queries: pl.DataFrame):
+    from failfade.landscape import propensities
+
+    return queries["cell"].to_numpy(), queries["failure"].to_numpy(), propensities(queries)
+
+
+def discovery_curve(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float, points: int = 40) -> pl.DataFrame:
+    cells, fails, prop = _arrays(queries)
+    marks = np.unique(np.linspace(0, len(cells), points + 1).astype(int)[1:])
+    return pl.DataFrame([{"queries": int(b), **scores(n_cells, cells[:b], fails[:b], truth, tau, None if prop is None else prop[:b])}
+                         for b in marks])
+
+
+def queries_to_recall(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float, target: float = 0.9,
+                      step: int = 64) -> int | None:
+    """The first prefix length (a multiple of `step`) from which recall stays at or above `target`
+    for the rest of the search; None if it never settles there. (A single crossing is not enough:
+    with one or two queries per cell, recall can touch the target by chance and fall back.)"""
+    cells, fails, prop = _arrays(queries)
+    marks = sorted({min(b, len(cells)) for b in range(step, len(cells) + step, step)})
+    ok = [scores(n_cells, cells[:b], fails[:b], truth, tau, None if prop is None else prop[:b])["recall"] >= target
+          for b in marks]
+    if not ok or not ok[-1]:
+        return None
+    first = len(ok) - 1
+    while first > 0 and ok[first - 1]:
+        first -= 1
+    return marks[first]

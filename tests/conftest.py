@@ -1,0 +1,27 @@
+"""Shared fixtures: where the repository and its tools live."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (holds Snakefile, rules/, config/, resources/feedback/)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def snakemake_exe() -> Path:
+    """The snakemake entry point of the interpreter running the tests (the project's virtualenv)."""
+    exe = Path(sys.executable).parent / "snakemake"
+    if not exe.exists():
+        exe = REPO / ".venv" / "bin" / "snakemake"
+    if not exe.exists():
+        pytest.skip("snakemake is not installed next to this Python interpreter")
+    return exe

@@ -1,0 +1,249 @@
+"""The Snakemake workflow end to end: outputs, cache-awareness, and failures that name their cause.
+
+One tiny run of the shipped digits experiment (few epochs, small budget) is made once per module
+in a temporary working directory; the tests that change inputs work on copies of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+import failfade.config
+
+EXP = "digits"
+RUN_TIMEOUT = 1200  # seconds for the whole tiny pipeline on 2 CPU cores (about 1 minute when idle)
+DRY_TIMEOUT = 180
+
+EXPECTED_OUTPUTS = [
+    "model/model.safetensors",
+    "model/model.json",
+    "explore/queries.parquet",
+    "explore/learning.csv",
+    "landscape/landscape.duckdb",
+    "landscape/failure_modes.csv",
+    "landscape/feedback_template.csv",
+    "landscape/heatmap.png",
+    "landscape/gallery.png",
+    "feedback/plan.json",
+    "mitigate/model.safetensors",
+    "reexplore/queries.parquet",
+    "shift/shift.json",
+    "shift/shift.md",
+    "shift/before_after.png",
+]
+LANDSCAPE_OUTPUTS = ["landscape.duckdb", "cells.csv", "failure_modes.csv", "feedback_template.csv", "heatmap.png",
+                     "gallery.png"]
+SHIFT_KEYS = ["clean_accuracy_pre", "clean_accuracy_post", "targeted_failure_rate_pre", "targeted_failure_rate_post",
+              "other_failure_rate_pre", "other_failure_rate_post", "new_failure_cells", "wasserstein_grid"]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def tiny_config(repo_root: Path) -> dict:
+    """The shipped digits experiment, shrunk: same concepts, seed and feedback file."""
+    shipped = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    exp = copy.deepcopy(shipped["experiments"][EXP])
+    exp["model"]["epochs"] = 8
+    exp["explore"]["budget"] = 2048
+    exp["explore"]["num_agents"] = 32
+    exp["mitigate"]["epochs"] = 4
+    # the optional exhaustive ground-truth stage (where the schema has it) is not part of this test
+    explore_keys = failfade.config.schema()["$defs"]["experiment"]["properties"]["explore"]["properties"]
+    if "groundtruth" in explore_keys:
+        exp["explore"]["groundtruth"] = False
+    return {"experiments": {EXP: exp}}
+
+
+def write_config(workdir: Path, cfg: dict) -> Path:
+    # The Snakefile's `configfile: "config/config.yaml"` is read relative to the working directory,
+    # so the tiny config lives there (and is also passed with --configfile).
+    path = workdir / "config" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def make_workdir(workdir: Path, repo_root: Path, cfg: dict) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(workdir, cfg)
+    feedback = Path(cfg["experiments"][EXP]["feedback"])  # relative to the working directory
+    assert not feedback.is_absolute()
+    (workdir / feedback).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(repo_root / feedback, workdir / feedback)
+    return workdir
+
+
+def snakemake(exe: Path, repo_root: Path, workdir: Path, *args: str, timeout: int = DRY_TIMEOUT):
+    cmd = [str(exe), "--snakefile", str(repo_root / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config" / "config.yaml"), "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_rules(proc) -> set[str]:
+    """Rules a dry run would execute, read from its `rule <name>:` job headers."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return set(re.findall(r"^rule (\w+):", proc.stdout + "\n" + proc.stderr, flags=re.M))
+
+
+def feedback_path(workdir: Path) -> Path:
+    cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    return workdir / cfg["experiments"][EXP]["feedback"]
+
+
+def clone_run(src: Path, dst: Path) -> Path:
+    """Copy a finished run (outputs, logs and .snakemake metadata), keeping every mtime."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+# --- the finished tiny run -----------------------------------------------------------------------
+
+
+# One torch thread per job: on a busy 2-core machine two spinning intra-op threads per job made the
+# tiny run ~4x slower (226 s vs 57 s measured). Threads are not a rerun trigger, so the dry runs below
+# (without this flag) still see the run as up to date.
+ONE_THREAD = ["--set-threads", "model=1", "explore=1", "mitigate=1", "reexplore=1"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, repo_root, snakemake_exe):
+    workdir = make_workdir(tmp_path_factory.mktemp("wf") / "run", repo_root, tiny_config(repo_root))
+    proc = snakemake(snakemake_exe, repo_root, workdir, *ONE_THREAD, "-q", timeout=RUN_TIMEOUT)
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n"
+                    f"{proc.stderr[-5000:]}\nLOGS:\n{logs}")
+    return workdir
+
+
+@pytest.mark.slow
+def test_every_expected_output_exists(finished_run):
+    res = finished_run / "results" / EXP
+    missing = [p for p in EXPECTED_OUTPUTS if not (res / p).is_file()]
+    assert not missing, missing
+    empty = [p for p in EXPECTED_OUTPUTS if (res / p).stat().st_size == 0]
+    assert not empty, empty
+    assert (finished_run / "logs" / EXP / "feedback.log").is_file()
+    # the query logs hold the whole (tiny) budget, on the same concept axes as the config
+    for stage in ("explore", "reexplore"):
+        q = pl.read_parquet(res / stage / "queries.parquet")
+        assert q.height == 2048
+        assert {"rotation", "blur", "contrast", "failure", "cell"} <= set(q.columns)
+    card = json.loads((res / "model" / "model.json").read_text())
+    assert 0.5 < card["heldout_clean_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_shift_json_reports_the_mitigation(finished_run):
+    shift = json.loads((finished_run / "results" / EXP / "shift" / "shift.json").read_text())
+    missing = [k for k in SHIFT_KEYS if k not in shift]
+    assert not missing, missing
+    for k in SHIFT_KEYS[:6]:
+        assert 0.0 <= shift[k] <= 1.0, (k, shift[k])
+    assert shift["targeted_failure_rate_post"] < shift["targeted_failure_rate_pre"], shift
+    assert isinstance(shift["new_failure_cells"], int) and shift["new_failure_cells"] >= 0
+    plan = json.loads((finished_run / "results" / EXP / "feedback" / "plan.json").read_text())
+    assert plan["fix"], "the shipped feedback says `fix rotation>=30`"
+    assert all(f["levels"]["rotation"] >= 30 for f in plan["fix"])
+
+
+@pytest.mark.slow
+def test_learning_log_shows_updates(finished_run):
+    log = pl.read_csv(finished_run / "results" / EXP / "explore" / "learning.csv")
+    assert "n_updates" in log.columns
+    assert log["n_updates"].drop_nulls().max() > 0
+    assert log["queries"].max() == 2048
+
+
+@pytest.mark.slow
+def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
+    work = clone_run(finished_run, tmp_path / "run")
+
+    # (a) nothing changed: a dry run plans nothing
+    noop = snakemake(snakemake_exe, repo_root, work, "-n")
+    assert planned_rules(noop) == set()
+    assert "Nothing to be done" in noop.stdout + noop.stderr
+
+    # (b) the feedback CSV's content changes: only the stages after the human in the loop rerun
+    fb = feedback_path(work)
+    original, stat = fb.read_bytes(), fb.stat()
+    fb.write_text(original.decode().replace("tilted scans are common", "tilted scans are VERY common"))
+    assert fb.read_bytes() != original
+    after_feedback = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
+    assert after_feedback - {"all"} == {"feedback", "mitigate", "reexplore", "shift"}, after_feedback
+
+    # restore the feedback file (content and mtime): back to a no-op
+    fb.write_bytes(original)
+    os.utime(fb, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
+
+    # (c) the exploration budget changes: explore and everything downstream, but not the model
+    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    cfg["experiments"][EXP]["explore"]["budget"] = 1024
+    write_config(work, cfg)
+    after_budget = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
+    assert after_budget - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "shift"}, after_budget
+    assert "model" not in after_budget
+
+
+@pytest.mark.slow
+def test_malformed_feedback_fails_the_feedback_rule(finished_run, tmp_path, repo_root, snakemake_exe):
+    work = clone_run(finished_run, tmp_path / "run")
+    res = work / "results" / EXP
+    before = {name: ((res / "landscape" / name).read_bytes(), (res / "landscape" / name).stat().st_mtime_ns)
+              for name in LANDSCAPE_OUTPUTS}
+    mitigated_mtime = (res / "mitigate" / "model.safetensors").stat().st_mtime_ns
+    fb = feedback_path(work)
+    fb.write_text("selector,decision,weight,note\n"
+                  "rotation>=30,fix,1,fine\n"
+                  "tilt>=10,fix,1,no such axis\n")
+
+    proc = snakemake(snakemake_exe, repo_root, work, *ONE_THREAD, timeout=RUN_TIMEOUT)
+    assert proc.returncode != 0
+    log = (work / "logs" / EXP / "feedback.log").read_text()
+    both = log + proc.stdout + proc.stderr
+    rel = str(fb.relative_to(work))
+    assert rel in log or rel in proc.stderr, both[-3000:]
+    assert "line 3" in log, log
+    assert "tilt" in log, log
+    # the failure is the feedback rule's own: a user error stated in one line, not a traceback of a crash
+    assert re.search(r"rule feedback|rules/feedback\.smk", proc.stderr), proc.stderr[-3000:]
+    assert "Traceback" not in log, log
+    # the landscape computed before the human step is untouched; nothing downstream ran on the bad plan
+    for name, (content, mtime) in before.items():
+        path = res / "landscape" / name
+        assert path.is_file(), name
+        assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime, name
+    assert not (res / "feedback" / "plan.json").exists()
+    assert (res / "mitigate" / "model.safetensors").stat().st_mtime_ns == mitigated_mtime
+
+
+# --- quick checks (no pipeline run) ----------------------------------------------------------------
+
+
+def test_invalid_config_names_the_dotted_key(tmp_path, repo_root, snakemake_exe):
+    cfg = tiny_config(repo_root)
+    cfg["experiments"][EXP]["explore"]["budget"] = "many"
+    work = make_workdir(tmp_path / "bad", repo_root, cfg)
+    proc = snakemake(snakemake_exe, repo_root, work, "-q")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"experiments.{EXP}.explore.budget" in out, out[-3000:]
+    assert not (work / "results").exists(), "an invalid config must fail before any job runs"
+
+
+def test_lint_is_clean(repo_root, snakemake_exe):
+    proc = subprocess.run([str(snakemake_exe), "--lint"], cwd=repo_root, capture_output=True, text=True,
+                          timeout=DRY_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

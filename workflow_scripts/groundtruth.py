@@ -1,0 +1,8 @@
+from pathlib import Path
+
+from failfade.pipeline import stage_groundtruth
+from failfade.workflow import stage
+
+with stage(snakemake, "groundtruth") as cfg:
+    out = {k: snakemake.output[k] for k in ("queries", "json", "curve")}
+    stage_groundtruth(cfg, Path(snakemake.input.card).parent, snakemake.input.queries, out, snakemake.params.cache_dir)
