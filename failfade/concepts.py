@@ -189,13 +189,12 @@ class ConceptSpace:
 
     def apply(self, images: torch.Tensor, cells) -> torch.Tensor:
         """Apply each image's cell (levels of every axis, in axis order). images: (B, C, H, W) in [0, 1]."""
-        cells = torch.as_tensor(np.asarray(cells), dtype=torch.long)
-        coords = self.coords(cells.numpy())
+        coords = self.coords(np.asarray(cells))
         out = images
         for k, axis in enumerate(self.axes):
-            values = torch.tensor([axis.levels[i] for i in coords[:, k]], dtype=images.dtype, device=images.device)
-            out = IMAGE_TRANSFORMS[axis.transform](out, values)
-        return out.clamp_(0.0, 1.0)
+            values = torch.as_tensor(np.asarray(axis.levels, dtype=np.float32)[coords[:, k]], device=images.device)
+            out = IMAGE_TRANSFORMS[axis.transform](out, values.to(images.dtype))
+        return out.clamp(0.0, 1.0)
 
     def to_config(self) -> list[dict]:
         return [{"name": a.name, "transform": a.transform, "levels": list(a.levels), "unit": a.unit} for a in self.axes]
@@ -203,36 +202,51 @@ class ConceptSpace:
 
 # --- batched image transforms: (B, C, H, W) images, one parameter per image -------------------
 
+def _per_level(images: torch.Tensor, values: torch.Tensor, fn, identity: float) -> torch.Tensor:
+    """Apply fn(subset, scalar) once per distinct level in the batch; identity levels are skipped.
+
+    Levels are discrete, so a batch holds only a handful of distinct values: grouping them lets
+    each transform use one shared kernel (or grid) per level instead of one per image.
+    """
+    out = images
+    for v in torch.unique(values).tolist():
+        if v == identity:
+            continue
+        idx = torch.nonzero(values == v).flatten()
+        if out is images:
+            out = images.clone()
+        out[idx] = fn(images[idx], v)
+    return out
+
+
 def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """Rotate about the centre, filling with black (the digits' background)."""
-    if torch.all(degrees == 0):
-        return images
-    theta = degrees * (math.pi / 180.0)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    zero = torch.zeros_like(cos)
-    mat = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
-    grid = F.affine_grid(mat, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def one(x, deg):
+        theta = math.radians(deg)
+        mat = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]],
+                           dtype=x.dtype, device=x.device).expand(len(x), 2, 3)
+        grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    return _per_level(images, degrees, one, 0.0)
 
 
 def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Gaussian blur with a per-image sigma (pixels); sigma 0 leaves the image unchanged."""
-    if torch.all(sigmas == 0):
-        return images
-    radius = int(math.ceil(3 * float(sigmas.max())))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    s = sigmas.clamp_min(1e-6)[:, None]
-    k = torch.exp(-0.5 * (x[None, :] / s) ** 2)
-    # each image keeps its own support, ceil(3σ), so a result never depends on its batch companions
-    k = k * (x[None, :].abs() <= torch.ceil(3 * sigmas)[:, None]).to(images.dtype)
-    k = torch.where(sigmas[:, None] > 0, k, (x[None, :] == 0).to(images.dtype))
-    k = k / k.sum(1, keepdim=True)  # (B, K)
-    b, c, h, w = images.shape
-    flat = images.reshape(1, b * c, h, w)
-    kk = k.repeat_interleave(c, 0)  # (B*C, K)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kk[:, None, None, :], groups=b * c)
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kk[:, None, :, None], groups=b * c)
-    return flat.reshape(b, c, h, w)
+    """Separable Gaussian blur with a per-image sigma (pixels), kernel radius ceil(3σ); σ 0 = unchanged."""
+
+    def one(x, sigma):
+        radius = int(math.ceil(3 * sigma))
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = k / k.sum()
+        b, c, h, w = x.shape
+        flat = x.reshape(b * c, 1, h, w)
+        flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+        return flat.reshape(b, c, h, w)
+
+    return _per_level(images, sigmas, one, 0.0)
 
 
 def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,8 @@ class ModelUnderTest:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __post_init__(self):
-        self.module.eval().to(self.device)
+        # channels_last: ~3x faster convolutions on CPU (oneDNN) and the tensor-core layout on GPU
+        self.module.eval().to(self.device, memory_format=torch.channels_last)
         inp = self.card["input"]
         self.size = int(inp["size"])
         self.channels = int(inp["channels"])
@@ -100,7 +101,7 @@ class ModelUnderTest:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +113,7 @@ class ModelUnderTest:
             hook.remove()
         return logits.float(), captured["f"].float().flatten(1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.module(self.preprocess(images)).float()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 
@@ -120,7 +121,10 @@ def test_save_load_round_trip_identical_outputs(saved):
     model.eval()
     with torch.no_grad():
         expected = model(x)
-    assert torch.equal(loaded.logits(x), expected)
+    # bit-identical against the same model in the same (channels_last) inference path ...
+    assert torch.equal(loaded.logits(x), ModelUnderTest(copy.deepcopy(model), dict(CARD_DIGITS)).logits(x))
+    # ... and equal up to float reordering against the plain module
+    assert torch.allclose(loaded.logits(x), expected, atol=1e-5)
     for name, t in model.state_dict().items():
         assert torch.equal(loaded.module.state_dict()[name], t)
 

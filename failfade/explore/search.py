@@ -105,6 +105,10 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
         obs, rewards, dones, *_ = env.step(actions)
         ids, cells, out = env.last
         stats = searcher.observe(before, actions, rewards.copy(), out.failure, obs, dones.copy())
+        if chooser is not None:
+            # the env drew the next inputs before the searcher saw this step's outcomes: ask again
+            env._sample_inputs()
+            obs = env.observations
         for key, val in (("step", np.full(num_agents, step)), ("explorer", np.arange(num_agents)), ("input_id", ids),
                          ("cell", cells), ("prediction", out.prediction), ("delta", out.delta), ("failure", out.failure),
                          ("propensity", prop)):

@@ -16,7 +16,9 @@ from failfade.tasks import Outcomes, standardize
 
 
 class ClassificationTask:
-    def __init__(self, mut: ModelUnderTest, inputs: ImageSet, space: ConceptSpace, batch_size: int = 1024):
+    def __init__(self, mut: ModelUnderTest, inputs: ImageSet, space: ConceptSpace, batch_size: int = 256):
+        # batch_size: scoring chunk. Larger chunks lose on CPU once activations leave the cache
+        # (digits CNN: 0.07 ms/img at 256, 0.28 ms/img at 4096), whatever the number of explorers.
         self.mut = mut
         self.inputs = inputs
         self.space = space

@@ -1,0 +1,568 @@
+"""The searchers: the explore() contract for every algorithm, the exhaustive ground truth,
+microscopic walks, the outcome cache, DQN's update schedule and learning, importance weighting
+under a contextual policy, and the behaviour specific to each baseline.
+
+Everything runs on SyntheticTask (planted failure cells, outcomes a fixed function of (input,
+cell)) or on tiny hand-made tasks, so every expectation is computed from first principles.
+(tests/test_explore.py covers the macroscopic env's step semantics and PPO vs random.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from failfade.concepts import Axis, ConceptSpace
+from failfade.explore.baselines import ThresholdSearcher
+from failfade.explore.cache import CachedTask
+from failfade.explore.dqn import DQNConfig
+from failfade.explore.micro_env import MicroEnv
+from failfade.explore.search import ALGORITHMS, exhaustive, explore
+from failfade.landscape import cell_table
+from failfade.metrics import true_rates
+from failfade.puffer import make_native
+from failfade.stats import weighted_cell_rates
+from failfade.tasks import Outcomes
+from failfade.tasks.synthetic import SyntheticTask
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny networks on a shared 2-core machine: one intra-op thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SEARCHERS = [a for a in ALGORITHMS if a != "exhaustive"]
+CONTEXTUAL = ("ppo", "dqn")  # searchers that choose cells given the input (they report π(cell | input))
+MICRO = {"step_cap": 4, "alpha": 0.05, "start": "origin"}
+
+
+def _run(task, budget, agents, seed, algorithm, **kw):
+    return explore(task, budget, agents, seed=seed, algorithm=algorithm, progress=False, **kw)
+
+
+def _share_on(q: pl.DataFrame, cells) -> float:
+    return float(q["cell"].is_in(sorted(int(c) for c in cells)).mean())
+
+
+# --- 1. the contract of every searcher (macroscopic) ----------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", SEARCHERS)
+@pytest.mark.parametrize("budget,agents", [(300, 16), (96, 32)])
+def test_budget_is_respected(algorithm, budget, agents):
+    task = SyntheticTask(seed=0)
+    q, log = _run(task, budget, agents, 0, algorithm)
+    expected = (budget // agents) * agents  # 288 and 96: whole env steps only
+    assert q.height == expected
+    assert log["queries"].max() == expected
+    # one query per explorer per step
+    assert q.n_unique(["step", "explorer"]) == q.height
+    assert sorted(q["explorer"].unique().to_list()) == list(range(agents))
+    cells, ids = q["cell"].to_numpy(), q["input_id"].to_numpy()
+    assert ((cells >= 0) & (cells < task.n_cells)).all()
+    assert ((ids >= 0) & (ids < task.n_inputs)).all()
+    # the outcomes are the model's (a fixed function of the pair)
+    np.testing.assert_array_equal(q["failure"].to_numpy(), task.score(ids, cells).failure)
+
+
+@pytest.mark.parametrize("algorithm", SEARCHERS)
+def test_deterministic_per_seed_and_labelled(algorithm):
+    task = SyntheticTask(seed=0)
+    q1, _ = _run(task, 320, 16, 7, algorithm)
+    q2, _ = _run(task, 320, 16, 7, algorithm)
+    q3, _ = _run(task, 320, 16, 8, algorithm)
+    assert q1.equals(q2)
+    assert not np.array_equal(q1["cell"].to_numpy(), q3["cell"].to_numpy())
+    assert set(q1["algorithm"].to_list()) == {algorithm}
+    assert set(q1["seed"].to_list()) == {7} and set(q3["seed"].to_list()) == {8}
+
+
+@pytest.mark.parametrize("algorithm", SEARCHERS)
+def test_propensity_only_for_contextual_searchers(algorithm):
+    task = SyntheticTask(seed=0)
+    q, _ = _run(task, 320, 16, 1, algorithm)
+    p = q["propensity"].to_numpy()
+    assert q["propensity"].dtype == pl.Float64
+    if algorithm in CONTEXTUAL:
+        assert np.isfinite(p).all()
+        assert ((p > 0) & (p <= 1)).all(), (p.min(), p.max())
+    else:
+        assert np.isnan(p).all()
+
+
+def test_ppo_propensity_starts_uniform_and_is_bounded_by_the_mix():
+    """The actor starts at zero logits: at step 0 π = 1/n for every cell; afterwards the uniform
+    mix keeps π ≥ uniform_mix / n."""
+    task = SyntheticTask(seed=0)
+    q, _ = _run(task, 1024, 32, 2, "ppo", params={"uniform_mix": 0.25})
+    n = task.n_cells
+    p0 = q.filter(pl.col("step") == 0)["propensity"].to_numpy()
+    np.testing.assert_allclose(p0, 1.0 / n, rtol=1e-5)
+    p = q["propensity"].to_numpy()
+    assert (p >= 0.25 / n * (1 - 1e-5)).all()
+    assert p.max() > 2.0 / n  # the policy did move away from uniform
+
+
+def test_dqn_propensity_follows_the_epsilon_schedule():
+    """ε-greedy: π(a | s) = ε/n + (1 − ε)·[a = greedy], with ε linear from 1 to 0.05 over half the steps."""
+    task = SyntheticTask(seed=0)
+    agents, steps = 16, 32
+    q, _ = _run(task, agents * steps, agents, 3, "dqn")
+    n, cfg = task.n_cells, DQNConfig()
+    for s in range(steps):
+        frac = min(1.0, s / (cfg.exploration_fraction * steps))
+        eps = cfg.start_epsilon + frac * (cfg.end_epsilon - cfg.start_epsilon)
+        p = q.filter(pl.col("step") == s)["propensity"].to_numpy()
+        lo, hi = eps / n, eps / n + (1 - eps)
+        assert np.all(np.isclose(p, lo) | np.isclose(p, hi)), (s, eps, np.unique(p))
+    late = q.filter(pl.col("step") >= steps // 2)["propensity"].to_numpy()
+    eps = cfg.end_epsilon
+    # at ε = 0.05 about 95% of actions are the greedy one
+    assert np.isclose(late, eps / n + 1 - eps).mean() > 0.85
+
+
+def test_unknown_algorithm_or_mode_is_rejected():
+    task = SyntheticTask(seed=0)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        _run(task, 64, 8, 0, "simulated_annealing")
+    with pytest.raises(ValueError, match="unknown exploration mode"):
+        _run(task, 64, 8, 0, "random", mode="mesoscopic")
+
+
+# --- 2. exhaustive: the ground truth ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via_explore", [True, False])
+def test_exhaustive_covers_every_pair_once(via_explore):
+    task = SyntheticTask(shape=(3, 4, 5), n_inputs=37, seed=2)
+    if via_explore:
+        q, log = explore(task, 10, 3, seed=5, algorithm="exhaustive", progress=False)  # budget is ignored
+    else:
+        q, log = exhaustive(task, seed=5, progress=False, chunk=97)  # chunks that do not divide 37*60
+    n = task.n_inputs * task.n_cells
+    assert q.height == n
+    assert q.n_unique(["input_id", "cell"]) == n
+    ids, cells = q["input_id"].to_numpy(), q["cell"].to_numpy()
+    assert set(ids.tolist()) == set(range(task.n_inputs)) and set(cells.tolist()) == set(range(task.n_cells))
+    np.testing.assert_array_equal(q["failure"].to_numpy(), task.score(ids, cells).failure)
+    # per-cell failure rate over all inputs is the task's true rate
+    per_cell = q.group_by("cell").agg(pl.col("failure").mean().alias("rate"), pl.len().alias("n")).sort("cell")
+    assert set(per_cell["n"].to_list()) == {task.n_inputs}
+    np.testing.assert_allclose(per_cell["rate"].to_numpy(), task.true_failure_rate(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(true_rates(task.n_cells, q), task.true_failure_rate(), rtol=0, atol=1e-12)
+    assert set(q["algorithm"].to_list()) == {"exhaustive"} and set(q["seed"].to_list()) == {5}
+    assert np.isnan(q["propensity"].to_numpy()).all()
+    assert log["queries"].to_list() == [n]
+    assert log["failure_rate"][0] == pytest.approx(task.true_failure_rate().mean())
+    # the planted cells really are the failing ones (a sanity check of the ground truth itself)
+    truth = task.true_failure_rate()
+    assert truth[task.planted].min() > 0.6 and np.delete(truth, task.planted).max() < 0.3
+
+
+# --- 3. microscopic mode ---------------------------------------------------------------------------
+
+
+def _check_walks(task, q: pl.DataFrame, step_cap: int) -> dict:
+    """Replay the documented episode rule on the query table and check every move; return counts."""
+    shape = np.array(task.space.shape)
+    coords_all = task.space.coords(q["cell"].to_numpy())
+    counts = dict(episodes=0, by_failure=0, by_cap=0, moves=0, stays=0, new_input=0, boundaries=0, far=0)
+    for e in range(q["explorer"].max() + 1):
+        rows = np.flatnonzero(q["explorer"].to_numpy() == e)
+        rows = rows[np.argsort(q["step"].to_numpy()[rows])]
+        ids, fails = q["input_id"].to_numpy()[rows], q["failure"].to_numpy()[rows]
+        coords = coords_all[rows]
+        t, prev, ep_input = 0, None, None
+        for j in range(len(rows)):
+            c = coords[j]
+            if t == 0:  # the first move of an episode starts at the origin
+                assert c.sum() <= 1 and c.min() >= 0, (e, j, c)
+                if ep_input is not None:
+                    counts["boundaries"] += 1
+                    counts["new_input"] += int(ids[j] != ep_input)
+                ep_input = ids[j]
+                counts["episodes"] += 1
+            else:  # within an episode: same input, one level along one axis, or a clipped move
+                assert ids[j] == ep_input, (e, j)
+                d = np.abs(c - prev)
+                assert d.sum() <= 1, (e, j, prev, c)
+                if d.sum() == 0:
+                    assert ((prev == 0) | (prev == shape - 1)).any(), (e, j, prev)  # only at a grid edge
+                    counts["stays"] += 1
+                else:
+                    counts["moves"] += 1
+            counts["far"] += int(c.sum() >= 2)
+            t += 1
+            if fails[j] or t >= step_cap:
+                counts["by_failure" if fails[j] else "by_cap"] += 1
+                t = 0
+            prev = c
+    return counts
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "dqn", "random"])
+def test_microscopic_walks(algorithm):
+    task = SyntheticTask(seed=0)
+    budget, agents = 1000, 16
+    q, _ = _run(task, budget, agents, 0, algorithm, mode="microscopic", micro=MICRO)
+    assert q.height == (budget // agents) * agents
+    assert np.isnan(q["propensity"].to_numpy()).all()  # moves, not cells, are chosen: no π(cell | input)
+    c = _check_walks(task, q, MICRO["step_cap"])
+    # the replay saw both ways an episode ends, real moves and walks that got away from the origin
+    assert c["by_failure"] > 0 and c["by_cap"] > 0, c
+    assert c["moves"] > 0 and c["far"] > 0, c
+    # a new episode draws a new input (1/256 chance of the same one)
+    assert c["new_input"] >= 0.9 * c["boundaries"], c
+
+
+@pytest.mark.parametrize("algorithm", ["bandit", "epsilon_greedy", "threshold"])
+def test_microscopic_rejects_other_searchers(algorithm):
+    with pytest.raises(ValueError, match="microscopic"):
+        _run(SyntheticTask(seed=0), 64, 8, 0, algorithm, mode="microscopic", micro=MICRO)
+
+
+def test_micro_env_moves_and_reward_by_hand():
+    """Reward = failure − α without the bonus; the walk moves ±1 level, clipped at the grid edge;
+    an episode ends on failure or at the step cap and restarts at the origin."""
+    alpha, cap = 0.07, 3
+    task = SyntheticTask(shape=(3, 3, 3), n_inputs=8, obs_dim=4, planted=[9], p_fail=1.0, p_base=0.0, seed=0)
+    assert tuple(task.space.coords([9])[0]) == (1, 0, 0)  # the only (always) failing cell
+    env = make_native(MicroEnv, task=task, num_agents=4, seed=0, novelty_coef=0.0, step_cap=cap, alpha=alpha)
+    env.reset(seed=1)
+    # actions: 2k = axis k up, 2k + 1 = axis k down
+    a = np.array([0, 1, 2, 5])
+    expected_pos = [[(1, 0, 0), (0, 0, 0), (0, 1, 0), (0, 0, 0)],  # step 1: down moves from the origin stay
+                    [(1, 0, 0), (0, 0, 0), (0, 2, 0), (0, 0, 0)],  # explorer 0 failed: restarted, moves again
+                    [(1, 0, 0), (0, 0, 0), (0, 2, 0), (0, 0, 0)]]  # explorer 2 clipped at the top edge
+    expected_done = [[True, False, False, False], [True, False, False, False], [True, True, True, True]]  # cap 3
+    for step in range(3):
+        ids = env.input_ids.copy()
+        _, rewards, terminals, truncations, _ = env.step(a)
+        last_ids, cells, out = env.last
+        np.testing.assert_array_equal(last_ids, ids)
+        np.testing.assert_array_equal(cells, task.space.index(np.array(expected_pos[step])))
+        fail = task.score(ids, cells).failure
+        np.testing.assert_array_equal(fail, cells == 9)
+        np.testing.assert_allclose(rewards, fail.astype(np.float32) - np.float32(alpha), rtol=0, atol=1e-7)
+        assert rewards.dtype == np.float32
+        np.testing.assert_array_equal(terminals, expected_done[step])
+        assert not truncations.any()
+    # after the cap everyone restarts at the origin (one-hot of level 0 on each axis)
+    d = task.observations.shape[1]
+    np.testing.assert_array_equal(env.pos, 0)
+    assert (env.observations[:, d:].reshape(4, 3, 3).argmax(2) == 0).all()
+
+
+# --- 4. the outcome cache --------------------------------------------------------------------------
+
+
+class CountingTask(SyntheticTask):
+    """Records every pair the model is actually asked to score."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = 0
+        self.scored: list[tuple[int, int]] = []
+
+    def score(self, input_ids, cells):
+        self.calls += 1
+        self.scored += list(zip(np.asarray(input_ids).tolist(), np.asarray(cells).tolist()))
+        return super().score(input_ids, cells)
+
+
+def _expected_accounting(q: pl.DataFrame):
+    """Replay the query table batch by batch: (hits, misses, distinct pairs) of a cold cache."""
+    known, missing_queries = set(), 0
+    for (_,), batch in q.sort("step", "explorer").group_by(["step"], maintain_order=True):
+        pairs = list(zip(batch["input_id"].to_list(), batch["cell"].to_list()))
+        missing_queries += sum(p not in known for p in pairs)
+        known |= set(pairs)
+    return q.height - missing_queries, len(known), known
+
+
+def test_cache_is_transparent_and_never_rescores():
+    kw = dict(n_inputs=16, seed=0)  # 16 x 125 pairs: a searcher revisits many of them
+    plain, _ = _run(SyntheticTask(**kw), 1024, 32, 3, "bandit")
+    inner = CountingTask(**kw)
+    cached = CachedTask(inner)
+    q1, _ = _run(cached, 1024, 32, 3, "bandit")
+    assert q1.equals(plain)  # an outcome-driven searcher follows exactly the same path
+    hits, misses, pairs = _expected_accounting(q1)
+    assert hits > 0
+    assert (cached.hits, cached.misses) == (hits, misses)
+    assert len(inner.scored) == len(set(inner.scored)) == misses  # every pair scored exactly once
+    assert set(inner.scored) == pairs
+    calls = inner.calls
+    # the same search again: nothing new is scored, and the table is identical
+    q2, _ = _run(cached, 1024, 32, 3, "bandit")
+    assert q2.equals(q1)
+    assert inner.calls == calls and len(inner.scored) == misses
+    assert cached.misses == misses
+    assert cached.hits == hits + q1.height
+
+
+def test_cache_scores_a_repeated_pair_once_per_batch():
+    inner = CountingTask(n_inputs=8, seed=1)
+    cached = CachedTask(inner)
+    ids, cells = np.array([0, 0, 1, 0, 1]), np.array([5, 5, 5, 7, 5])
+    out = cached.score(ids, cells)
+    assert inner.calls == 1
+    assert sorted(inner.scored) == [(0, 5), (0, 7), (1, 5)]
+    assert (cached.hits, cached.misses) == (0, 3)
+    ref = SyntheticTask(n_inputs=8, seed=1).score(ids, cells)
+    for f in ("prediction", "delta", "failure"):
+        np.testing.assert_array_equal(getattr(out, f), getattr(ref, f))
+    # known pairs and one new pair: only the new one reaches the model
+    cached.score(np.array([1, 0, 2]), np.array([5, 7, 5]))
+    assert inner.calls == 2 and inner.scored[-1] == (2, 5) and len(inner.scored) == 4
+    assert (cached.hits, cached.misses) == (2, 4)
+    cached.score(np.array([2, 2]), np.array([5, 5]))
+    assert inner.calls == 2 and (cached.hits, cached.misses) == (4, 4)
+
+
+def test_cache_save_and_load_round_trip(tmp_path):
+    path = tmp_path / "cache" / "outcomes.npz"
+    kw = dict(n_inputs=32, seed=4)
+    first = CachedTask(CountingTask(**kw), path)
+    q, _ = _run(first, 512, 16, 0, "random")
+    first.save()
+    assert path.is_file()
+    assert not list(path.parent.glob("*.tmp.npz"))  # written atomically
+    inner = CountingTask(**kw)
+    second = CachedTask(inner, path)
+    ids, cells = q["input_id"].to_numpy(), q["cell"].to_numpy()
+    out = second.score(ids, cells)
+    assert inner.calls == 0 and second.misses == 0 and second.hits == q.height
+    np.testing.assert_array_equal(out.failure, q["failure"].to_numpy())
+    np.testing.assert_array_equal(out.prediction, q["prediction"].to_numpy())
+    np.testing.assert_array_equal(out.delta, q["delta"].to_numpy())
+    # a pair the first run never saw still goes to the model
+    unseen = next((i, c) for i in range(32) for c in range(125) if not first.known[i, c])
+    second.score(np.array([unseen[0]]), np.array([unseen[1]]))
+    assert inner.scored == [unseen]
+    # a cache for another split (other shape) is ignored, not misapplied
+    other = CachedTask(CountingTask(n_inputs=33, seed=4), path)
+    assert not other.known.any()
+
+
+# --- 5. DQN: the update schedule and learning ------------------------------------------------------
+
+
+def _expected_updates(cfg: DQNConfig, steps: int, agents: int) -> int:
+    """observe() runs once per env step s = 1..steps, after adding `agents` transitions; it updates
+    (gradient_steps times) when the buffer holds ≥ learning_starts and s % train_frequency == 0."""
+    assert cfg.buffer_size >= cfg.learning_starts
+    first = math.ceil(cfg.learning_starts / agents)  # first step with enough transitions
+    rounds = max(0, steps // cfg.train_frequency - (first - 1) // cfg.train_frequency)
+    return cfg.gradient_steps * rounds
+
+
+@pytest.mark.parametrize("params", [{}, {"learning_starts": 100, "train_frequency": 3, "gradient_steps": 2}])
+def test_dqn_counts_its_updates(params):
+    task = SyntheticTask(seed=0)
+    agents, budget = 32, 2048
+    steps = budget // agents
+    cfg = DQNConfig(**params)
+    expected = _expected_updates(cfg, steps, agents)
+    if not params:
+        assert expected == 4 * (64 - 16 + 1) == 196  # defaults: first update at step 16 (512 transitions)
+    else:
+        assert expected == 2 * len(range(6, 65, 3)) == 40  # steps 6, 9, ..., 63
+    _, log = _run(task, budget, agents, 0, "dqn", params=params)
+    upd = log.filter(pl.col("n_updates").is_not_null())
+    assert upd["n_updates"].max() == expected
+    # one log row per update round, each adding gradient_steps updates
+    np.testing.assert_array_equal(np.diff(upd["n_updates"].to_numpy()), cfg.gradient_steps)
+    assert upd["n_updates"][0] == cfg.gradient_steps
+    first_round = math.ceil(cfg.learning_starts / agents)
+    first_round += (-first_round) % cfg.train_frequency
+    assert upd["queries"][0] == first_round * agents
+    assert np.isfinite(upd["q_loss"].to_numpy()).all()
+    assert upd["epsilon"][-1] == pytest.approx(cfg.end_epsilon)
+
+
+def test_dqn_without_learning_never_updates():
+    _, log = _run(SyntheticTask(seed=0), 2048, 32, 0, "dqn", params={"learn": False})
+    if "n_updates" in log.columns:
+        assert (log["n_updates"].fill_null(0) == 0).all()
+    assert "q_loss" not in log.columns
+
+
+# Measured (SyntheticTask(seed=0), 10 planted cells of 125, 4096 queries, 32 agents, seeds 0-2):
+# share of queries on planted cells, trained 0.70/0.70/0.71 vs untrained 0.02/0.03/0.07.
+def test_trained_dqn_finds_the_planted_cells():
+    task = SyntheticTask(seed=0)
+    trained, untrained = [], []
+    for seed in (0, 1, 2):
+        q, _ = _run(task, 4096, 32, seed, "dqn")
+        trained.append(_share_on(q, task.planted))
+        q, _ = _run(task, 4096, 32, seed, "dqn", params={"learn": False})
+        untrained.append(_share_on(q, task.planted))
+    t, u = float(np.mean(trained)), float(np.mean(untrained))
+    assert t > 0.4, trained
+    assert t > 4 * max(u, 10 / 125), (trained, untrained)  # and well above random's 10/125 too
+    assert all(a > b for a, b in zip(trained, untrained)), (trained, untrained)
+
+
+# --- 6. importance weighting removes contextual bias -----------------------------------------------
+
+
+class ContextTask:
+    """One axis of 4 cells; input i (with a latent x_i in [0, 1]) fails at cell c with probability
+    p[i, c]: x_i, 1 − x_i, 0.5 and x_i² — fixed per pair, like a real model."""
+
+    def __init__(self, n_inputs: int = 200, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.space = ConceptSpace([Axis("severity", "contrast", (1.0, 2.0, 3.0, 4.0))])
+        self.n_cells, self.n_inputs = 4, n_inputs
+        self.x = rng.random(n_inputs)
+        self.p = np.stack([self.x, 1 - self.x, np.full(n_inputs, 0.5), self.x**2], 1)
+        self.fail = rng.random((n_inputs, 4)) < self.p
+        self.labels = np.zeros(n_inputs, dtype=np.int64)
+        self.observations = np.stack([self.x, 1 - self.x], 1).astype(np.float32)
+
+    def true_rate(self) -> np.ndarray:  # the estimand: the rate over the (uniform) input set
+        return self.fail.mean(0)
+
+    def score(self, input_ids, cells) -> Outcomes:
+        f = self.fail[np.asarray(input_ids), np.asarray(cells)]
+        return Outcomes(f.astype(np.int64), f.astype(np.float32), f)
+
+
+def _snis_se(cells, fails, w, rate, n_cells):
+    """Delta-method standard error of the self-normalized estimate Σw·f / Σw, per cell."""
+    resid = fails - np.nan_to_num(rate)[cells]
+    num = np.bincount(cells, weights=(w * resid) ** 2, minlength=n_cells)
+    den = np.bincount(cells, weights=w, minlength=n_cells)
+    return np.sqrt(num) / den
+
+
+def test_importance_weights_remove_contextual_bias():
+    task = ContextTask()
+    truth = task.true_rate()
+    rng = np.random.default_rng(1)
+    n = 100_000
+    ids = rng.integers(0, task.n_inputs, n)
+    # a failure-seeking contextual policy: π(c | i) ∝ 0.1 + p[i, c]
+    pi = 0.1 + task.p
+    pi /= pi.sum(1, keepdims=True)
+    cells = (rng.random(n)[:, None] > np.cumsum(pi[ids], 1)).sum(1)
+    prop = pi[ids, cells]
+    fails = task.score(ids, cells).failure
+
+    plain, n_plain, _ = weighted_cell_rates(cells, fails, None, task.n_cells)
+    rate, n_eff, k_eff = weighted_cell_rates(cells, fails, prop, task.n_cells)
+    se_plain = _snis_se(cells, fails, np.ones(n), plain, task.n_cells)
+    se = _snis_se(cells, fails, 1 / prop, rate, task.n_cells)
+    assert se.max() < 0.01  # tens of thousands of queries per cell
+    # weighted: within 5 standard errors of the truth on every cell
+    assert (np.abs(rate - truth) < 5 * se).all(), (rate, truth, se)
+    # unweighted: biased towards failures wherever failure depends on the input (cells 0, 1, 3)...
+    bias = plain - truth
+    for c in (0, 1, 3):
+        assert bias[c] > 0.05 and bias[c] > 10 * se_plain[c], (c, plain, truth, se_plain)
+    # ...and unbiased where it does not (cell 2: fails at rate 0.5 whatever the input)
+    assert abs(bias[2]) < 5 * se_plain[2]
+    # the bookkeeping: raw counts without weights, fewer effective samples with them
+    np.testing.assert_array_equal(n_plain, np.bincount(cells, minlength=4))
+    assert (n_eff < n_plain).all() and (n_eff > 0.3 * n_plain).all()
+    np.testing.assert_allclose(k_eff, rate * n_eff)
+    # NaN propensities weigh 1: a mixed table falls back to plain counts
+    nan_rate, _, _ = weighted_cell_rates(cells, fails, np.full(n, np.nan), task.n_cells)
+    np.testing.assert_allclose(nan_rate, plain)
+    # the landscape uses the weighted estimate when the table carries propensities
+    q = pl.DataFrame({"cell": cells.astype(np.int32), "failure": fails, "delta": fails.astype(np.float32),
+                      "propensity": prop})
+    table = cell_table(task.space, q, threshold=0.5)
+    np.testing.assert_allclose(table["failure_rate"].to_numpy(), rate)
+    np.testing.assert_allclose(table["effective_queries"].to_numpy(), n_eff)
+    np.testing.assert_array_equal(table["queries"].to_numpy(), n_plain)
+
+
+def test_random_search_on_a_custom_task_is_unbiased():
+    """Any object with the task interface works with explore(); a non-contextual searcher's plain
+    rates are unbiased, within binomial error."""
+    task = ContextTask()
+    q, _ = _run(task, 20_000, 50, 0, "random")
+    assert q.height == 20_000
+    rate, n, _ = weighted_cell_rates(q["cell"].to_numpy(), q["failure"].to_numpy(), None, task.n_cells)
+    se = np.sqrt(0.25 / n)
+    assert (np.abs(rate - task.true_rate()) < 5 * se).all(), (rate, task.true_rate())
+
+
+# --- 7. the baselines ------------------------------------------------------------------------------
+
+
+# Measured (SyntheticTask(seed=0), 1024 queries, 32 agents, seeds 0-2): share of queries on planted
+# cells random 0.076-0.085, bandit 0.76-0.78, epsilon_greedy 0.78-0.80.
+@pytest.fixture(scope="module")
+def planted_shares():
+    task = SyntheticTask(seed=0)
+    return {(a, s): _share_on(_run(task, 1024, 32, s, a)[0], task.planted)
+            for a in ("random", "bandit", "epsilon_greedy") for s in (0, 1, 2)}
+
+
+@pytest.mark.parametrize("algorithm", ["bandit", "epsilon_greedy"])
+def test_bandits_find_the_planted_cells(planted_shares, algorithm):
+    rnd = float(np.mean([planted_shares["random", s] for s in (0, 1, 2)]))
+    assert 0.04 < rnd < 0.13  # random lands on 10 of 125 cells about 8% of the time
+    for s in (0, 1, 2):
+        share = planted_shares[algorithm, s]
+        assert share > 0.5 and share > 5 * rnd, (algorithm, s, share, rnd)
+
+
+def test_epsilon_is_honoured():
+    """With ε = 1 epsilon-greedy is uniform; with the default it concentrates."""
+    task = SyntheticTask(seed=0)
+    q, _ = _run(task, 1024, 32, 0, "epsilon_greedy", params={"epsilon": 1.0})
+    assert _share_on(q, task.planted) < 0.15
+    assert q["cell"].n_unique() > 100  # 1024 uniform draws over 125 cells miss almost none
+
+
+def test_threshold_searcher_switches_after_its_successes():
+    """The searcher itself: an explorer's input changes right after its k-th non-failure."""
+    ts = ThresholdSearcher(n_cells=10, seed=0, num_agents=2, n_inputs=10_000, successes=3)
+    cur = ts.choose_inputs(None, 2)
+    obs = np.zeros((2, 1), np.float32)
+    # explorer 0 never fails; explorer 1 fails every other query
+    pattern = [(False, True), (False, False), (False, True), (False, False), (False, True), (False, False)]
+    ok = np.zeros(2, int)
+    for fails in pattern:
+        fails = np.array(fails)
+        ts.observe(obs, ts.act(obs, cur), np.zeros(2), fails)
+        ok += ~fails
+        nxt = ts.choose_inputs(None, 2)
+        for e in range(2):
+            if ok[e] == 3:
+                assert nxt[e] != cur[e]
+                ok[e] = 0
+            else:
+                assert nxt[e] == cur[e]
+        cur = nxt
+
+
+@pytest.mark.parametrize("params,k", [(None, 5), ({"successes": 2}, 2)])
+def test_threshold_runs_end_right_after_the_kth_success(params, k):
+    task = SyntheticTask(n_inputs=10_000, seed=0)  # a new input is almost never the old one again
+    q, _ = _run(task, 1024, 16, 0, "threshold", params=params)
+    runs = 0
+    for e in range(16):
+        s = q.filter(pl.col("explorer") == e).sort("step")
+        ids, fails = s["input_id"].to_numpy(), s["failure"].to_numpy()
+        ok = 0
+        for j in range(len(ids) - 1):
+            ok += int(not fails[j])
+            if ok == k:  # the k-th success: the next query is on a new input
+                assert ids[j + 1] != ids[j], (e, j, k)
+                ok, runs = 0, runs + 1
+            else:
+                assert ids[j + 1] == ids[j], (e, j, ok, k)
+    assert runs > 50
