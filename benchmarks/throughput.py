@@ -46,6 +46,7 @@ def build(name: str, exp: dict, device: str):
 
 
 def pure(task, n: int, batch: int, seed: int = 0) -> float:
+    """The same (input, cell) scoring in plain batches: transforms + model, nothing else."""
     rng = np.random.default_rng(seed)
     ids, cells = rng.integers(0, task.n_inputs, n), rng.integers(0, task.n_cells, n)
     t0 = time.perf_counter()
@@ -115,6 +116,7 @@ def main(argv=None):
     ap.add_argument("--num-agents", type=int, default=1024, help="explorers per env step = scoring batch")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     exp = default_experiment()
@@ -122,19 +124,24 @@ def main(argv=None):
     for name in args.models.split(","):
         task = build(name, exp, args.device)
         big = name == "digits" and args.device == "cpu"
-        n = 32768 if big else (4 * args.num_agents if args.device == "cpu" else 16 * args.num_agents)
+        n = 32768 if big else (1024 if args.device == "cpu" else 16 * args.num_agents)
         n_paper = 2000 if big else 96
         batch = args.num_agents if (big or args.device != "cpu") else 64
         pure(task, min(n, 2 * batch), batch)  # warm-up
-        r = {"model": name, "batch": batch, "pure": pure(task, n, batch), "failfade": failfade_explore(task, n, batch),
-             "paper": paper_style(task, n_paper)}
+        reps = {"pure": [], "failfade": [], "paper": []}
+        for _ in range(args.repeats):  # interleaved, so a noisy moment hits every method alike
+            reps["pure"].append(pure(task, n, batch))
+            reps["failfade"].append(failfade_explore(task, n, batch))
+            reps["paper"].append(paper_style(task, n_paper))
+        r = {"model": name, "batch": batch, **{k: float(np.median(v)) for k, v in reps.items()}}
         rows.append(r)
         print(f"{name}: pure {r['pure']:.0f} q/s, failfade {r['failfade']:.0f} q/s, paper-style {r['paper']:.1f} q/s; "
               f"failfade/pure {r['failfade'] / r['pure']:.2f}, failfade/paper {r['failfade'] / r['paper']:.1f}x", flush=True)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
     lines = [f"## Throughput: model queries per second ({dev})", "",
-             f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}`. All three measured in one run; "
-             "*pure* = the same concept transforms and scoring in plain batches (no env, no learner).", "",
+             f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}`. All three measured in one run, "
+             f"interleaved, median of {args.repeats}; *pure* = the same concept transforms and scoring in plain batches "
+             "(no env, no learner).", "",
              "| model | batch (explorers) | pure batched q/s | failfade q/s | paper-style q/s | failfade / pure | failfade / paper-style |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -106,12 +106,16 @@ def summarize(space: ConceptSpace, queries: pl.DataFrame, threshold: float, conf
     return cells.with_columns(pl.Series("mode", mode_of)), modes
 
 
-def write_database(db_path: Path, queries_path: Path, cells: pl.DataFrame, modes: pl.DataFrame) -> None:
-    """(Re)build the landscape database; the query log is read straight from Parquet by DuckDB."""
+def write_database(db_path: Path, queries: pl.DataFrame | Path, cells: pl.DataFrame, modes: pl.DataFrame) -> None:
+    """(Re)build the landscape database from the (merged) query log, the cells and the modes."""
     db_path = Path(db_path)
     db_path.unlink(missing_ok=True)
     with duckdb.connect(str(db_path)) as con:
-        con.execute("CREATE TABLE queries AS SELECT * FROM read_parquet(?)", [str(queries_path)])
+        if isinstance(queries, pl.DataFrame):
+            con.register("queries_df", queries.to_arrow())
+            con.execute("CREATE TABLE queries AS SELECT * FROM queries_df")
+        else:
+            con.execute("CREATE TABLE queries AS SELECT * FROM read_parquet(?)", [str(queries)])
         con.register("cells_df", cells.to_arrow())
         con.register("modes_df", modes.to_arrow())
         con.execute("CREATE TABLE cells AS SELECT * FROM cells_df")

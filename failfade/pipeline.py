@@ -45,8 +45,20 @@ def splits_of(exp: dict):
     return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"])
 
 
-def _write_log(df: pl.DataFrame, path: Path) -> None:
-    df.write_csv(path)
+def read_queries(paths) -> pl.DataFrame:
+    """One query table from one Parquet file or a list of shard files (in shard order)."""
+    if isinstance(paths, (str, Path)):
+        return pl.read_parquet(paths)
+    frames = [pl.read_parquet(p).with_columns(pl.lit(k, dtype=pl.Int32).alias("shard")) for k, p in enumerate(paths)]
+    return pl.concat(frames, how="vertical")
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """Shard 0 explores with the experiment's seed (so one shard = the unsharded run); every other
+    shard with an independent child seed."""
+    from failfade.explore.search import substream
+
+    return seed if shard == 0 else substream(seed, 1000 + shard)
 
 
 def stage_model(exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
@@ -99,11 +111,13 @@ def searcher_params(explore_cfg: dict) -> dict:
 
 
 def stage_explore(exp: dict, model_dir: Path, queries_path: Path, log_path: Path, curve_path: Path | None = None,
-                  progress: bool = True, cache_dir: Path | None = None) -> pl.DataFrame:
+                  progress: bool = True, cache_dir: Path | None = None, shard: int = 0) -> pl.DataFrame:
+    """One exploration (one shard of `explore.shards`), with the full `explore.budget`."""
     e = exp["explore"]
     task = build_task(exp, model_dir, cache_dir if e.get("cache", True) else None)
-    queries, learning = explore(task, e["budget"], e["num_agents"], exp["seed"], e["algorithm"], searcher_params(e),
-                                progress, mode=e.get("mode", "macroscopic"), micro=e.get("micro"))
+    queries, learning = explore(task, e["budget"], e["num_agents"], shard_seed(exp["seed"], shard), e["algorithm"],
+                                searcher_params(e), progress, mode=e.get("mode", "macroscopic"), micro=e.get("micro"),
+                                tau=exp["landscape"]["failure_rate_threshold"] if "landscape" in exp else 0.5)
     if isinstance(task, CachedTask):
         task.save()
         log.info("outcome cache: %d hits, %d new (input, cell) pairs scored", task.hits, task.misses)
@@ -116,7 +130,7 @@ def stage_explore(exp: dict, model_dir: Path, queries_path: Path, log_path: Path
     return queries
 
 
-def stage_groundtruth(exp: dict, model_dir: Path, explore_queries: Path, out: dict[str, Path],
+def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str, Path],
                       cache_dir: Path | None = None) -> dict:
     """Exhaustive landscape of the model under test, and how well the exploration recovered it.
 
@@ -131,7 +145,7 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries: Path, out: di
     truth_q.write_parquet(out["queries"])
     tau = exp["landscape"]["failure_rate_threshold"]
     truth = true_rates(task.n_cells, truth_q)
-    q = pl.read_parquet(explore_queries)
+    q = read_queries(explore_queries)
     curve = discovery_curve(task.n_cells, q, truth, tau)
     curve.write_csv(out["curve"])
     summary = {
@@ -145,15 +159,15 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries: Path, out: di
     return summary
 
 
-def stage_landscape(exp: dict, queries_path: Path, out: dict[str, Path], gallery_inputs=None) -> pl.DataFrame:
-    """out keys: db, modes, template, cells, heatmap, gallery."""
+def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], gallery_inputs=None) -> pl.DataFrame:
+    """Merge the exploration shards into the landscape database. out keys: db, modes, template, cells, heatmap, gallery."""
     from failfade.plots import gallery, heatmaps
 
     space = space_of(exp)
     ls = exp["landscape"]
-    queries = pl.read_parquet(queries_path)
+    queries = read_queries(queries_paths)
     cells, modes = summarize(space, queries, ls["failure_rate_threshold"], ls["confidence"])
-    write_database(out["db"], queries_path, cells, modes)
+    write_database(out["db"], queries, cells, modes)
     modes.write_csv(out["modes"])
     feedback_template(modes).write_csv(out["template"])
     cells.write_csv(out["cells"])
@@ -200,14 +214,14 @@ def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -
     return models.save_model(mut.module, card, out_dir)
 
 
-def stage_shift(exp: dict, name: str, pre_queries: Path, post_queries: Path, plan_path: Path, pre_card: Path,
+def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path, pre_card: Path,
                 post_card: Path, out: dict[str, Path]) -> dict:
     """out keys: json, md, cells, figure."""
     from failfade.plots import heatmaps
 
     space = space_of(exp)
     ls = exp["landscape"]
-    pre_q, post_q = pl.read_parquet(pre_queries), pl.read_parquet(post_queries)
+    pre_q, post_q = read_queries(pre_queries), read_queries(post_queries)
     clean_pre = json.loads(Path(pre_card).read_text())["heldout_clean_accuracy"]
     clean_post = json.loads(Path(post_card).read_text())["heldout_clean_accuracy"]
     result, per_cell = compare(space, pre_q, post_q, read_plan(plan_path), ls["failure_rate_threshold"],

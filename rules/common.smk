@@ -12,6 +12,7 @@ EXPERIMENTS = config.get("run") or list(config["experiments"])
 
 wildcard_constraints:
     experiment="|".join(config["experiments"]),
+    shard=r"[1-9][0-9]*",
 
 
 def exp_cfg(wildcards, *keys):
@@ -25,7 +26,9 @@ def model_cfg(wildcards):
 
 
 def explore_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore")
+    # the failure-rate threshold shapes the explorer's level-set bonus; the rest of `landscape:` does not
+    tau = config["experiments"][wildcards.experiment]["landscape"]["failure_rate_threshold"]
+    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore") | {"landscape": {"failure_rate_threshold": tau}}
 
 
 def landscape_cfg(wildcards):
@@ -50,6 +53,22 @@ def landscape_explore_cfg(wildcards):
 
 def cache_dir(wildcards):
     return f"{config['resources']}/cache/{wildcards.experiment}"
+
+
+def shard_index(wildcards):
+    """Shard 0 is the plain explore/ output; shards 1..K-1 live in explore/shard<k>/."""
+    return int(wildcards.get("shard", 0))
+
+
+def shard_queries(stage):
+    """Input function: the query files of every exploration shard of `stage` (explore or reexplore)."""
+
+    def inner(wildcards):
+        e = wildcards.experiment
+        k = config["experiments"][e]["explore"]["shards"]
+        return [f"{R}/{e}/{stage}/queries.parquet"] + [f"{R}/{e}/{stage}/shard{i}/queries.parquet" for i in range(1, k)]
+
+    return inner
 
 
 def feedback_csv(wildcards):

@@ -18,6 +18,7 @@ rule explore:
     params:
         cfg=explore_cfg,
         cache_dir=cache_dir,
+        shard=shard_index,
     threads: 2
     resources:
         mem_mb=4000,
@@ -27,3 +28,15 @@ rule explore:
         "../environment.yml"
     script:
         "../workflow_scripts/explore.py"
+
+
+# explore.shards = K: shards 1..K-1, each with the full budget and its own seed (one job per GPU)
+use rule explore as explore_shard with:
+    output:
+        queries=f"{R}/{{experiment}}/explore/shard{{shard}}/queries.parquet",
+        learning=f"{R}/{{experiment}}/explore/shard{{shard}}/learning.csv",
+        curve=f"{R}/{{experiment}}/explore/shard{{shard}}/learning_curve.png",
+    log:
+        "logs/{experiment}/explore_shard{shard}.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/explore_shard{shard}.tsv"

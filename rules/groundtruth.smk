@@ -4,7 +4,7 @@ rule groundtruth:
     input:
         weights=f"{R}/{{experiment}}/model/model.safetensors",
         card=f"{R}/{{experiment}}/model/model.json",
-        queries=f"{R}/{{experiment}}/explore/queries.parquet",
+        queries=shard_queries("explore"),
     output:
         queries=f"{R}/{{experiment}}/groundtruth/queries.parquet",
         json=f"{R}/{{experiment}}/groundtruth/discovery.json",

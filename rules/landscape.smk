@@ -1,6 +1,6 @@
 rule landscape:
     input:
-        queries=f"{R}/{{experiment}}/explore/queries.parquet",
+        queries=shard_queries("explore"),
     output:
         db=f"{R}/{{experiment}}/landscape/landscape.duckdb",
         cells=f"{R}/{{experiment}}/landscape/cells.csv",

@@ -19,6 +19,7 @@ rule reexplore:
     params:
         cfg=explore_cfg,
         cache_dir=cache_dir,
+        shard=shard_index,
     threads: 2
     resources:
         mem_mb=4000,
@@ -28,3 +29,15 @@ rule reexplore:
         "../environment.yml"
     script:
         "../workflow_scripts/explore.py"
+
+
+# explore.shards = K: shards 1..K-1, each with the full budget and its own seed (one job per GPU)
+use rule reexplore as reexplore_shard with:
+    output:
+        queries=f"{R}/{{experiment}}/reexplore/shard{{shard}}/queries.parquet",
+        learning=f"{R}/{{experiment}}/reexplore/shard{{shard}}/learning.csv",
+        curve=f"{R}/{{experiment}}/reexplore/shard{{shard}}/learning_curve.png",
+    log:
+        "logs/{experiment}/reexplore_shard{shard}.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/reexplore_shard{shard}.tsv"

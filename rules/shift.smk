@@ -1,7 +1,7 @@
 rule shift:
     input:
-        pre=f"{R}/{{experiment}}/explore/queries.parquet",
-        post=f"{R}/{{experiment}}/reexplore/queries.parquet",
+        pre=shard_queries("explore"),
+        post=shard_queries("reexplore"),
         plan=f"{R}/{{experiment}}/feedback/plan.json",
         pre_card=f"{R}/{{experiment}}/model/model.json",
         post_card=f"{R}/{{experiment}}/mitigate/model.json",

@@ -5,4 +5,5 @@ from failfade.workflow import stage
 
 with stage(snakemake, snakemake.rule) as cfg:
     stage_explore(cfg, Path(snakemake.input.card).parent, snakemake.output.queries, snakemake.output.learning,
-                  snakemake.output.curve, cache_dir=snakemake.params.cache_dir)
+                  snakemake.output.curve, cache_dir=snakemake.params.cache_dir,
+                  shard=snakemake.params.shard)

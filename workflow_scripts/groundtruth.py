@@ -5,4 +5,4 @@ from failfade.workflow import stage
 
 with stage(snakemake, "groundtruth") as cfg:
     out = {k: snakemake.output[k] for k in ("queries", "json", "curve")}
-    stage_groundtruth(cfg, Path(snakemake.input.card).parent, snakemake.input.queries, out, snakemake.params.cache_dir)
+    stage_groundtruth(cfg, Path(snakemake.input.card).parent, list(snakemake.input.queries), out, snakemake.params.cache_dir)

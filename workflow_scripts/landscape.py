@@ -3,4 +3,4 @@ from failfade.workflow import stage
 
 with stage(snakemake, "landscape") as cfg:
     out = {k: snakemake.output[k] for k in ("db", "modes", "template", "cells", "heatmap", "gallery")}
-    stage_landscape(cfg, snakemake.input.queries, out)
+    stage_landscape(cfg, list(snakemake.input.queries), out)
