@@ -102,7 +102,7 @@ def report(results, curves, args):
         "",
         f"Budget: {args.fraction:.0%} of the exhaustive queries on digits, {args.synthetic_fraction:.0%} on the planted "
         f"model (at 20% every searcher saturates there); {args.seeds} seeds; {args.num_agents} explorers; "
-        "mean ± sd. A search reports a cell as failing when its observed failure rate there is ≥ τ = 0.5; "
+        "mean ± sd. A search reports a cell as failing when its estimated failure rate there (importance-weighted for ppo and dqn, as in the landscape) is ≥ τ = 0.5; "
         "recall/precision are against the exhaustive truth; MAE is the mean |Laplace estimate − true rate| "
         "over all cells; *queries to 90%* is where recall reaches 0.9 and stays (— if it never does in the budget); "
         "*failures found* is the share of a searcher's queries that made the model fail (what the paper's agents are "
