@@ -33,13 +33,7 @@ class SpyTask(SyntheticTask):
         return super().score(input_ids, cells)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The learner's networks are tiny: one intra-op thread is faster, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 ENV_HAS_BONUS_KINDS = "bonus" in inspect.signature(ConceptEnv.__init__).parameters

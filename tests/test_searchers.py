@@ -30,13 +30,7 @@ from failfade.tasks import Outcomes
 from failfade.tasks.synthetic import SyntheticTask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks on a shared 2-core machine: one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 SEARCHERS = [a for a in ALGORITHMS if a != "exhaustive"]

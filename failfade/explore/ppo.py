@@ -84,14 +84,10 @@ class PPO:
         self.roll["dones"].append(torch.as_tensor(np.asarray(dones, np.float32)))
         if len(self.roll["obs"]) < self.cfg.num_steps:
             return None
-        with torch.no_grad():
-            next_value = self.agent(torch.from_numpy(np.asarray(next_obs)))[1]
-        stats = self.update(next_value)
-        self.roll = {k: [] for k in self.roll}
-        return stats
+        return self.flush(next_obs)
 
     def flush(self, next_obs):
-        """Learn from a partial rollout left at the end of the budget."""
+        """Learn from the rollout collected so far: a full one, or what is left at the end of the budget."""
         if not self.roll["obs"]:
             return None
         with torch.no_grad():
