@@ -10,7 +10,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 

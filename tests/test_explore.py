@@ -11,7 +11,6 @@ import inspect
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from failfade.concepts import Axis, ConceptSpace
 from failfade.explore.env import ConceptEnv

@@ -14,7 +14,6 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from failfade.concepts import Axis, ConceptSpace
 from failfade.explore.baselines import ThresholdSearcher
