@@ -3,19 +3,21 @@ axis per step, on one input, until the model fails or a step cap is reached.
 
 Observation: the clean input's embedding plus a one-hot of the current level on each axis.
 Actions: 2 × n_axes moves (axis k up or down; a move off the grid stays put). Reward: 1 on
-failure, minus the paper's step penalty α on every step, plus the novelty bonus.
+failure, minus the paper's step penalty α on every step, plus the same exploration bonus as the
+macroscopic env (env.exploration_bonus).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from failfade.explore.env import exploration_bonus
 from failfade.puffer import PufferEnv, box, discrete
 
 
 class MicroEnv(PufferEnv):
     def __init__(self, task, num_agents: int, seed: int, novelty_coef: float = 0.0, step_cap: int = 8,
-                 alpha: float = 0.05, start: str = "origin", buf=None):
+                 alpha: float = 0.05, start: str = "origin", bonus: str = "uncertainty", tau: float = 0.5, buf=None):
         self.task = task
         self.space = task.space
         self.shape = np.array(self.space.shape)
@@ -27,6 +29,8 @@ class MicroEnv(PufferEnv):
         self.novelty_coef, self.step_cap, self.alpha, self.start = float(novelty_coef), step_cap, alpha, start
         self.rng = np.random.default_rng(seed)
         self.visits = np.zeros(task.n_cells, dtype=np.int64)
+        self.fails = np.zeros(task.n_cells, dtype=np.int64)
+        self.bonus, self.tau = bonus, tau
         self.input_ids = np.zeros(num_agents, dtype=np.int64)
         self.pos = np.zeros((num_agents, len(self.shape)), dtype=np.int64)
         self.t = np.zeros(num_agents, dtype=np.int64)
@@ -53,6 +57,7 @@ class MicroEnv(PufferEnv):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.visits[:] = 0
+        self.fails[:] = 0
         self._restart(np.ones(self.num_agents, dtype=bool))
         self._write_obs()
         return self.observations, []
@@ -67,9 +72,10 @@ class MicroEnv(PufferEnv):
         out = self.task.score(self.input_ids, cells)
         self.last = (self.input_ids.copy(), cells, out)
         np.add.at(self.visits, cells, 1)
+        np.add.at(self.fails, cells, out.failure.astype(np.int64))
         self.rewards[:] = out.failure.astype(np.float32) - self.alpha
         if self.novelty_coef:
-            self.rewards[:] += self.novelty_coef / np.sqrt(self.visits[cells])
+            self.rewards[:] += self.novelty_coef * exploration_bonus(self.bonus, self.visits[cells], self.fails[cells], self.tau)
         done = out.failure | (self.t >= self.step_cap)
         self.terminals[:] = done
         self.truncations[:] = False

@@ -70,14 +70,13 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     torch.manual_seed(seed)
     total_steps = budget // num_agents
     s_env, s_search = substream(seed, 0), substream(seed, 1)
-    learner = algorithm in ("ppo", "dqn")
-    novelty = params.get("novelty_coef", PPOConfig.novelty_coef) if learner else 0.0
-    bonus = params.get("bonus", PPOConfig.bonus) if learner else "none"
-    if mode == "macroscopic":
-        env = make_native(ConceptEnv, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, bonus=bonus,
-                          tau=tau)
-    else:
-        env = make_native(MicroEnv, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, **(micro or {}))
+    # the learners' reward bonus (each learner's own config defaults); baselines get none
+    defaults = {"ppo": PPOConfig, "dqn": DQNConfig}.get(algorithm)
+    novelty = params.get("novelty_coef", defaults.novelty_coef) if defaults else 0.0
+    bonus = params.get("bonus", defaults.bonus) if defaults else "none"
+    env_cls, extra = (ConceptEnv, {}) if mode == "macroscopic" else (MicroEnv, micro or {})
+    env = make_native(env_cls, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, bonus=bonus, tau=tau,
+                      **extra)
     obs_dim, n_actions = env.single_observation_space.shape[0], env.single_action_space.n
     if algorithm == "ppo":
         searcher = PPO(obs_dim, n_actions, ppo_config(params), s_search)
