@@ -85,18 +85,14 @@ def template(experiment, results, out):
 def check_feedback(experiment, feedback_csv, configfile, results):
     """Validate a feedback CSV against an explored landscape, without running anything."""
     from failfade import config as cfgmod
-    from failfade.concepts import ConceptSpace
-    from failfade.feedback import mitigation_plan, read_feedback
-    from failfade.landscape import read_table
+    from failfade.pipeline import feedback_plan
 
     try:
         cfg = cfgmod.load(configfile)
         if experiment not in cfg["experiments"]:
             raise FailfadeError(f"{configfile}: no experiment {experiment!r}")
-        space = ConceptSpace.from_config(cfg["experiments"][experiment]["concepts"])
-        cells = read_table(_results(results, experiment, "landscape", "landscape.duckdb"), "cells")
-        explored = cells.filter(pl.col("queries") > 0)["cell"].to_list()
-        plan = mitigation_plan(read_feedback(Path(feedback_csv), space, explored), space, explored, feedback_csv)
+        db = _results(results, experiment, "landscape", "landscape.duckdb")
+        plan = feedback_plan(cfg["experiments"][experiment], Path(feedback_csv), db)
     except FailfadeError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{feedback_csv}: valid; {len(plan['fix'])} cell(s) to fix, {len(plan['accept'])} accepted")

@@ -187,12 +187,16 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], gallery_inpu
     return modes
 
 
-def stage_feedback(exp: dict, feedback_path: Path, db_path: Path, plan_path: Path) -> dict:
+def feedback_plan(exp: dict, feedback_path: Path, db_path: Path) -> dict:
+    """Validate a feedback CSV against the explored landscape and turn it into a mitigation plan."""
     space = space_of(exp)
     cells = read_table(db_path, "cells")
     explored = cells.filter(pl.col("queries") > 0)["cell"].to_list()
-    rows = read_feedback(feedback_path, space, explored)
-    plan = mitigation_plan(rows, space, explored, str(feedback_path))
+    return mitigation_plan(read_feedback(feedback_path, space, explored), space, explored, str(feedback_path))
+
+
+def stage_feedback(exp: dict, feedback_path: Path, db_path: Path, plan_path: Path) -> dict:
+    plan = feedback_plan(exp, feedback_path, db_path)
     write_plan(plan, plan_path)
     return plan
 
