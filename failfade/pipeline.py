@@ -220,8 +220,6 @@ def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -
 def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path, pre_card: Path,
                 post_card: Path, out: dict[str, Path]) -> dict:
     """out keys: json, md, cells, figure."""
-    from failfade.plots import heatmaps
-
     space = space_of(exp)
     ls = exp["landscape"]
     pre_q, post_q = read_queries(pre_queries), read_queries(post_queries)
@@ -233,34 +231,24 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
     Path(out["json"]).write_text(json.dumps(result, indent=2) + "\n")
     Path(out["md"]).write_text(markdown(result, name))
     per_cell.write_csv(out["cells"])
-    before_after(space, per_cell, out["figure"], heatmaps)
+    before_after(space, per_cell, out["figure"])
     return result
 
 
-def before_after(space: ConceptSpace, per_cell: pl.DataFrame, path: Path, heatmaps) -> None:
-    """One figure: before, after, and the change (targeted cells outlined)."""
+def before_after(space: ConceptSpace, per_cell: pl.DataFrame, path: Path) -> None:
+    """One figure: before, after, and the change, with the targeted cells outlined."""
     import matplotlib.pyplot as plt
-    from PIL import Image
 
-    tmp = []
-    for col, title, cmap, lo, hi in (
-        ("failure_rate_pre", "Before mitigation: failure rate", "magma", 0, 1),
-        ("failure_rate_post", "After mitigation: failure rate", "magma", 0, 1),
-        ("delta", "Change in failure rate (after − before)", "coolwarm", -1, 1),
-    ):
-        p = Path(str(path) + f".{col}.png")
-        df = per_cell.rename({"queries_pre": "queries"}) if col != "failure_rate_post" else per_cell.rename({"queries_post": "queries"})
-        heatmaps(space, df, p, title, column=col, cmap=cmap, vmin=lo, vmax=hi, outline="targeted",
-                 outline_label="cell targeted by the feedback")
-        tmp.append(p)
-    imgs = [Image.open(p).convert("RGB") for p in tmp]
-    w = max(i.width for i in imgs)
-    canvas = Image.new("RGB", (w, sum(i.height for i in imgs)), "white")
-    y = 0
-    for i in imgs:
-        canvas.paste(i, (0, y))
-        y += i.height
-    canvas.save(path)
-    for p in tmp:
-        p.unlink()
-    plt.close("all")
+    from failfade.plots import heatmap_size, heatmaps
+
+    w, h = heatmap_size(space)
+    fig = plt.figure(figsize=(w, 3 * h))
+    for sub, (col, n_col, title, cmap, lo, hi) in zip(fig.subfigures(3, 1), (
+        ("failure_rate_pre", "queries_pre", "Before mitigation: failure rate", "magma", 0, 1),
+        ("failure_rate_post", "queries_post", "After mitigation: failure rate", "magma", 0, 1),
+        ("delta", "queries_pre", "Change in failure rate (after − before)", "coolwarm", -1, 1),
+    )):
+        heatmaps(space, per_cell.rename({n_col: "queries"}), None, title, column=col, cmap=cmap, vmin=lo, vmax=hi,
+                 outline="targeted", outline_label="cell targeted by the feedback", fig=sub)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -28,9 +28,16 @@ def _panel_title(space: ConceptSpace, combo) -> str:
     return ", ".join(f"{space.axes[2 + i].name}={space.axes[2 + i].label(j)}" for i, j in enumerate(combo)) or "all"
 
 
-def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, column: str = "failure_rate",
+def heatmap_size(space: ConceptSpace) -> tuple[float, float]:
+    n = int(np.prod(space.shape[2:])) if len(space.shape) > 2 else 1
+    cols = min(n, 5)
+    return 3.0 * cols + 0.8, 2.9 * int(np.ceil(n / cols)) + 0.6
+
+
+def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title: str, column: str = "failure_rate",
              cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0, outline: str | None = "is_failure",
-             outline_label: str = "failure cell") -> None:
+             outline_label: str = "failure cell", fig=None) -> None:
+    """Failure-rate panels over the grid; saved to `path`, or drawn into `fig` (e.g. a subfigure)."""
     values = cells[column].to_numpy().astype(float)
     grid, combos = _panels(space, values)
     counts, _ = _panels(space, cells["queries"].to_numpy().astype(float)) if "queries" in cells.columns else (None, None)
@@ -38,7 +45,10 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, c
     n = len(combos)
     cols = min(n, 5)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols + 0.8, 2.9 * rows + 0.6), squeeze=False)
+    own = fig is None
+    if own:
+        fig = plt.figure(figsize=heatmap_size(space))
+    axes = fig.subplots(rows, cols, squeeze=False)
     a0, a1 = space.axes[0], space.axes[1] if len(space.axes) > 1 else None
     im = None
     for p, (ax, combo) in enumerate(zip(axes.flat, combos)):
@@ -63,8 +73,9 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path, title: str, c
         ax.axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=column)
     fig.suptitle(title + (f"  (cyan outline: {outline_label})" if marks is not None else ""), fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    if own:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
 
 
 def learning_curve(log: pl.DataFrame, path: Path, title: str) -> None:
