@@ -216,7 +216,7 @@ def test_microscopic_walks(algorithm):
     assert c["new_input"] >= 0.9 * c["boundaries"], c
 
 
-@pytest.mark.parametrize("algorithm", ["bandit", "epsilon_greedy", "threshold"])
+@pytest.mark.parametrize("algorithm", ["bandit", "epsilon_greedy", "levelset", "threshold"])
 def test_microscopic_rejects_other_searchers(algorithm):
     with pytest.raises(ValueError, match="microscopic"):
         _run(SyntheticTask(seed=0), 64, 8, 0, algorithm, mode="microscopic", micro=MICRO)
@@ -510,6 +510,21 @@ def test_bandits_find_the_planted_cells(planted_shares, algorithm):
     for s in (0, 1, 2):
         share = planted_shares[algorithm, s]
         assert share > 0.5 and share > 5 * rnd, (algorithm, s, share, rnd)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_levelset_samples_where_the_side_of_tau_is_open(seed):
+    """Planted cells failing half the time sit on τ = 0.5: their side stays uncertain, so levelset
+    keeps sampling them; the same cells failing 97% of the time are settled after a few queries
+    and get no more than the 3% cells do. (random: 10 of 125 cells, about 8% either way.)"""
+    on_tau = SyntheticTask(p_fail=0.5, p_base=0.03, seed=seed)
+    clear = SyntheticTask(p_fail=0.97, p_base=0.03, seed=seed)
+    q_tau, _ = _run(on_tau, 2048, 32, seed, "levelset", tau=0.5)
+    q_clear, _ = _run(clear, 2048, 32, seed, "levelset", tau=0.5)
+    assert _share_on(q_tau, on_tau.planted) > 0.4, _share_on(q_tau, on_tau.planted)
+    assert _share_on(q_clear, clear.planted) < 0.12, _share_on(q_clear, clear.planted)
+    # its rates need no importance weights: it chooses cells without looking at the input
+    assert np.isnan(q_tau["propensity"].to_numpy()).all()
 
 
 def test_epsilon_is_honoured():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from failfade.explore.env import exploration_bonus
+
 
 class RandomSearcher:
     """Uniform over cells: the baseline every learner must beat at the same budget."""
@@ -71,6 +73,31 @@ class ThompsonSearcher:
         f = failures.astype(float)
         np.add.at(self.a, cells, f)
         np.add.at(self.b, cells, 1 - f)
+        return None
+
+
+class LevelSetSearcher:
+    """Level-set sampling: each explorer draws a cell with probability proportional to the chance
+    that the cell's failure rate lies on the other side of τ than its current estimate says (the
+    `uncertainty` exploration bonus, from a Beta(k+1, n−k+1) posterior). Queries go where they can
+    still change the map; a cell at exactly τ keeps its share but cannot absorb the budget. The
+    mapping baseline: it ignores the input, so its per-cell rates need no importance weights."""
+
+    name = "levelset"
+
+    def __init__(self, n_cells: int, seed: int, tau: float = 0.5, **_):
+        self.rng = np.random.default_rng(seed)
+        self.tau = tau
+        self.n = np.zeros(n_cells)
+        self.k = np.zeros(n_cells)
+
+    def act(self, obs, input_ids):
+        p = exploration_bonus("uncertainty", self.n, self.k, self.tau)
+        return self.rng.choice(len(p), len(obs), p=p / p.sum())
+
+    def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
+        np.add.at(self.n, cells, 1)
+        np.add.at(self.k, cells, failures.astype(float))
         return None
 
 

@@ -1,7 +1,8 @@
 """Run one searcher on a task for a fixed budget of model queries.
 
-Searchers (`algorithm`): ppo (default), dqn, random, epsilon_greedy, bandit (Thompson), threshold
-(the paper's baseline), and exhaustive (every cell on every input: the ground truth).
+Searchers (`algorithm`): ppo (default), dqn, random, epsilon_greedy, bandit (Thompson), levelset
+(sampling where a cell's side of τ is still uncertain), threshold (the paper's baseline), and
+exhaustive (every cell on every input: the ground truth).
 Modes: macroscopic (one-step episodes over the whole grid) and microscopic (walks of ±1 level
 from a start cell; ppo, dqn and random only).
 """
@@ -16,17 +17,18 @@ import polars as pl
 import torch
 from failfade.progress import progress as progress_bar
 
-from failfade.explore.baselines import EpsilonGreedySearcher, RandomSearcher, ThompsonSearcher, ThresholdSearcher
+from failfade.explore.baselines import (EpsilonGreedySearcher, LevelSetSearcher, RandomSearcher, ThompsonSearcher,
+                                       ThresholdSearcher)
 from failfade.explore.dqn import DQNConfig, DQNSearcher
 from failfade.explore.env import ConceptEnv
 from failfade.explore.micro_env import MicroEnv
 from failfade.explore.ppo import PPO, PPOConfig
 from failfade.puffer import make_native
 
-ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "threshold", "exhaustive")
+ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "threshold", "exhaustive")
 MODES = ("macroscopic", "microscopic")
 BASELINES = {"random": RandomSearcher, "epsilon_greedy": EpsilonGreedySearcher, "bandit": ThompsonSearcher,
-             "threshold": ThresholdSearcher}
+             "levelset": LevelSetSearcher, "threshold": ThresholdSearcher}
 
 
 def substream(seed: int, component: int) -> int:
@@ -85,7 +87,7 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     elif mode == "microscopic":
         searcher = RandomSearcher(n_actions, s_search)
     else:
-        searcher = BASELINES[algorithm](task.n_cells, s_search, num_agents=num_agents, n_inputs=task.n_inputs,
+        searcher = BASELINES[algorithm](task.n_cells, s_search, num_agents=num_agents, n_inputs=task.n_inputs, tau=tau,
                                         **{k: v for k, v in params.items() if k in ("epsilon", "successes")})
     chooser = getattr(searcher, "choose_inputs", None)
     if chooser is not None:
