@@ -6,8 +6,10 @@ For each model under test, in one run on the same machine:
   failfade     explore(): native PufferEnv + PPO learner + one batched scoring call per step
   pure         the same concept transforms and scoring in plain batches, no env, no learner:
                the physical limit on this hardware
-  paper-style  one environment, one input per step, PIL per-image transforms, a policy forward
-               pass and one model forward pass per step (how the official code runs SB3 DQN)
+  paper-style  one environment, one input per step, PIL per-image transforms, the paper's Q-network
+               on the raw-image observation and one model forward pass per step, by hand
+  SB3 DQN      the paper's own stack: Stable-Baselines3 2.2.1 DQN, as the official code runs it,
+               driving the same per-query work (needs the `bench` extra; skipped without it)
 Models: the default experiment's digits CNN (32 px), and a torchvision ResNet-18 with random
 weights on 224-px inputs. Writes the "throughput" section of benchmarks/RESULTS.md.
 """
@@ -61,30 +63,31 @@ def failfade_explore(task, n: int, batch: int, seed: int = 0) -> float:
     return q.height / (time.perf_counter() - t0)
 
 
-class PaperStyleLoop:
-    """One env, one input per step: PIL transforms on one image, one policy and one model forward."""
+class PaperStyleQueries:
+    """What the official code does per query: PIL transforms on one image, then one forward pass.
 
-    def __init__(self, task, seed: int = 0):
+    `observation(i)` is the paper's observation: the raw image, un-normalised 0-255 floats, flattened
+    (its MlpPolicy sees 150,528 numbers for a 224-px RGB input). `query(i, cell)` returns the paper's
+    reward: 10·|ln(p/(1−p))| of the top-1 confidence p on a mistake, −1 otherwise.
+    """
+
+    def __init__(self, task):
+        import copy
+
         import torchvision.transforms.functional as TF
 
         self.TF, self.task = TF, task
-        self.rng = np.random.default_rng(seed)
-        d = task.observations.shape[1]
-        self.policy = torch.nn.Sequential(torch.nn.Linear(d, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
-                                          torch.nn.ReLU(), torch.nn.Linear(64, task.n_cells))
         self.pil = [TF.to_pil_image(img) for img in task.inputs.images]
+        self.obs = [np.asarray(img, dtype=np.float32).ravel() for img in self.pil]
         # plain PyTorch, as the official code runs it: the default memory layout, which is also the
         # faster one for a single image (channels_last only pays off on batches)
-        import copy
-
         self.model = copy.deepcopy(task.mut.module).to(memory_format=torch.contiguous_format).eval()
         self.mut = task.mut
 
-    def step(self):
-        i = int(self.rng.integers(0, self.task.n_inputs))
-        with torch.no_grad():
-            q = self.policy(torch.from_numpy(self.task.observations[i : i + 1]))
-        cell = int(q.argmax()) if self.rng.random() > 0.6 else int(self.rng.integers(0, self.task.n_cells))
+    def observation(self, i: int) -> np.ndarray:
+        return self.obs[i]
+
+    def query(self, i: int, cell: int) -> float:
         img = self.pil[i]
         for axis, lvl in zip(self.task.space.axes, self.task.space.coords([cell])[0]):
             v = axis.levels[lvl]
@@ -98,16 +101,75 @@ class PaperStyleLoop:
         x = self.TF.to_tensor(img)[None]
         with torch.no_grad():
             x = x.expand(-1, self.mut.channels, -1, -1) if x.shape[1] != self.mut.channels else x
-            pred = int(self.model((x - self.mut.mean) / self.mut.std).argmax())
-        return pred != int(self.task.labels[i])
+            p = torch.softmax(self.model((x - self.mut.mean) / self.mut.std), 1)[0]
+        top = int(p.argmax())
+        if top == int(self.task.labels[i]):
+            return -1.0
+        c = float(p[top])
+        return 10.0 * abs(np.log(c / (1.0 - c + 1e-7)))
 
 
-def paper_style(task, n: int) -> float:
-    loop = PaperStyleLoop(task)
+_PAPER: dict[int, PaperStyleQueries] = {}
+
+
+def paper_queries(task) -> PaperStyleQueries:
+    """One PaperStyleQueries per task (building the PIL images is set-up, not per-query work)."""
+    if id(task) not in _PAPER:
+        _PAPER[id(task)] = PaperStyleQueries(task)
+    return _PAPER[id(task)]
+
+
+def paper_style(task, n: int, seed: int = 0) -> float:
+    """The minimal paper-style loop, by hand: one env, one input per step, the paper's Q-network
+    (MLP [64, 64] on the raw-image observation) and its ε = 0.6 random actions, no learning."""
+    pq = paper_queries(task)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    d = len(pq.observation(0))
+    qnet = torch.nn.Sequential(torch.nn.Linear(d, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                               torch.nn.Linear(64, task.n_cells))
     t0 = time.perf_counter()
     for _ in range(n):
-        loop.step()
+        i = int(rng.integers(0, task.n_inputs))
+        with torch.no_grad():
+            q = qnet(torch.from_numpy(pq.observation(i))[None])
+        cell = int(q.argmax()) if rng.random() > 0.6 else int(rng.integers(0, task.n_cells))
+        pq.query(i, cell)
     return n / (time.perf_counter() - t0)
+
+
+def paper_stack(task, n: int, seed: int = 0) -> float | None:
+    """The paper's own stack: Stable-Baselines3 2.2.1 DQN (MlpPolicy, one DummyVecEnv, buffer 10,000,
+    learning_starts 50,000, ε 1.0 -> 0.6) on a one-step gymnasium env that runs `PaperStyleQueries`.
+    None when stable-baselines3 is not installed (`pip install -e .[bench]`)."""
+    try:
+        import gymnasium
+        from stable_baselines3 import DQN
+    except ImportError:
+        return None
+    pq = paper_queries(task)
+    d = len(pq.observation(0))
+
+    class OneStepEnv(gymnasium.Env):
+        observation_space = gymnasium.spaces.Box(0.0, 1.0, (d,), np.float32)  # declared (0, 1), fed 0-255, as the paper
+        action_space = gymnasium.spaces.Discrete(task.n_cells)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.i = int(self.np_random.integers(0, task.n_inputs))
+            return pq.observation(self.i), {}
+
+        def step(self, action):
+            return pq.observation(self.i), pq.query(self.i, int(action)), True, False, {}
+
+    agent = DQN("MlpPolicy", OneStepEnv(), buffer_size=min(10_000, n + 1), learning_starts=50_000,
+                exploration_final_eps=0.6, seed=seed, device="cpu", verbose=0)
+    t0 = time.perf_counter()
+    agent.learn(total_timesteps=n)
+    return n / (time.perf_counter() - t0)
+
+
+METHODS = ("pure", "failfade", "paper", "sb3")
 
 
 def main(argv=None):
@@ -116,7 +178,7 @@ def main(argv=None):
     ap.add_argument("--num-agents", type=int, default=1024, help="explorers per env step = scoring batch")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repetitions; medians are reported")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     exp = default_experiment()
@@ -124,29 +186,46 @@ def main(argv=None):
     for name in args.models.split(","):
         task = build(name, exp, args.device)
         big = name == "digits" and args.device == "cpu"
-        n = 32768 if big else (1024 if args.device == "cpu" else 16 * args.num_agents)
-        n_paper = 2000 if big else 96
         batch = args.num_agents if (big or args.device != "cpu") else 64
-        pure(task, min(n, 2 * batch), batch)  # warm-up
-        reps = {"pure": [], "failfade": [], "paper": []}
+        n = 16 * batch if (big or args.device != "cpu") else 8 * batch
+        n_paper = 1000 if big else 64
+        run = {"pure": lambda m: pure(task, m, batch), "failfade": lambda m: failfade_explore(task, m, batch),
+               "paper": lambda m: paper_style(task, m), "sb3": lambda m: paper_stack(task, m)}
+        size = {"pure": n, "failfade": n, "paper": n_paper, "sb3": n_paper}
+        # warm-up, every method alike: one-time costs (lazy imports, allocator growth; torch.optim's
+        # first use imports torch._dynamo, ~1.5 s) are not throughput
+        for m in METHODS:
+            run[m](min(size[m], 4 * batch) if m in ("pure", "failfade") else 16)
+        reps = {m: [] for m in METHODS}
         for _ in range(args.repeats):  # interleaved, so a noisy moment hits every method alike
-            reps["pure"].append(pure(task, n, batch))
-            reps["failfade"].append(failfade_explore(task, n, batch))
-            reps["paper"].append(paper_style(task, n_paper))
-        r = {"model": name, "batch": batch, **{k: float(np.median(v)) for k, v in reps.items()}}
+            for m in METHODS:
+                reps[m].append(run[m](size[m]))
+        if reps["sb3"][0] is None:
+            reps["sb3"] = [float("nan")]
+        r = {"model": name, "batch": batch, **{m: float(np.median(v)) for m, v in reps.items()}}
+        # paired ratio: each repetition's failfade against the pure run just before it, on the same machine state
+        paired = np.array(reps["failfade"]) / np.array(reps["pure"])
+        r["ratio"], r["ratio_lo"], r["ratio_hi"] = float(np.median(paired)), float(paired.min()), float(paired.max())
         rows.append(r)
-        print(f"{name}: pure {r['pure']:.0f} q/s, failfade {r['failfade']:.0f} q/s, paper-style {r['paper']:.1f} q/s; "
-              f"failfade/pure {r['failfade'] / r['pure']:.2f}, failfade/paper {r['failfade'] / r['paper']:.1f}x", flush=True)
+        print(f"{name}: pure {r['pure']:.0f} q/s, failfade {r['failfade']:.0f} q/s, paper-style {r['paper']:.1f} q/s, "
+              f"SB3 {r['sb3']:.1f} q/s; failfade/pure {r['ratio']:.2f} (per repetition {np.round(paired, 2).tolist()}), "
+              f"failfade/paper-style {r['failfade'] / r['paper']:.1f}x, failfade/SB3 {r['failfade'] / r['sb3']:.1f}x", flush=True)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
     lines = [f"## Throughput: model queries per second ({dev})", "",
-             f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}`. All three measured in one run, "
-             f"interleaved, median of {args.repeats}; *pure* = the same concept transforms and scoring in plain batches "
-             "(no env, no learner).", "",
-             "| model | batch (explorers) | pure batched q/s | failfade q/s | paper-style q/s | failfade / pure | failfade / paper-style |",
-             "|---|---|---|---|---|---|---|"]
+             f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}`. All methods measured in one "
+             f"process after a warm-up each, interleaved, {args.repeats} repetitions; q/s are medians; failfade / pure is "
+             "the median over repetitions of failfade's rate over the pure run just before it (range in brackets). "
+             "*pure* = the same concept transforms and scoring in plain batches (no env, no learner); *paper-style* = "
+             "one env, one input per step, PIL transforms, one forward pass and the paper's Q-network on the raw-image "
+             "observation, by hand; *SB3 DQN* = the paper's own stack (Stable-Baselines3 2.2.1 DQN, settings as "
+             "shipped) driving the same per-query work.", "",
+             "| model | batch (explorers) | pure batched q/s | failfade q/s | paper-style q/s | SB3 DQN q/s | failfade / pure | "
+             "failfade / paper-style | failfade / SB3 DQN |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['batch']} | {r['pure']:.0f} | {r['failfade']:.0f} | {r['paper']:.1f} | "
-                     f"{r['failfade'] / r['pure']:.2f} | {r['failfade'] / r['paper']:.1f}× |")
+        lines.append(f"| {r['model']} | {r['batch']} | {r['pure']:.0f} | {r['failfade']:.0f} | {r['paper']:.1f} | {r['sb3']:.1f} | "
+                     f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}) | {r['failfade'] / r['paper']:.1f}× | "
+                     f"{r['failfade'] / r['sb3']:.1f}× |")
     write_section(f"throughput-{args.device}", "\n".join(lines))
 
 

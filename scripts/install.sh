@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip install -q --upgrade pip
 pip install -q "torch==2.14.1" "torchvision==0.29.1"
-pip install -q -e ".[dev]"
+pip install -q -e ".[dev,bench]"
 # pufferlib 2.0.2's metadata pins numpy==1.23.3 (and old opencv/psutil); its native PufferEnv,
 # spaces and vector modules work with numpy 2.x, so it goes in without those stale pins.
 pip install -q --no-deps "pufferlib==2.0.2"
