@@ -1,6 +1,6 @@
 """Discovery benchmark: every searcher at the same query budget, against the exhaustive truth.
 
-    .venv/bin/python benchmarks/discovery.py [--seeds 5] [--fraction 0.2]
+    .venv/bin/python benchmarks/discovery.py [--seeds 20] [--fraction 0.2]
 
 Tasks: the default experiment (digits CNN, 125 cells x 539 held-out inputs) and a synthetic model
 with planted failure cells (known answer). The exhaustive landscape is scored once and pre-loaded
@@ -30,11 +30,13 @@ from failfade.tasks.synthetic import SyntheticTask  # noqa: E402
 
 SEARCHERS = {
     "ppo": ("ppo", {}),
+    "ppo (uniform_mix 0.5)": ("ppo", {"uniform_mix": 0.5}),
     "dqn": ("dqn", {}),
     "dqn (untrained, as the paper)": ("dqn", {"learn": False}),
     "random": ("random", {}),
     "epsilon_greedy": ("epsilon_greedy", {"epsilon": 0.2}),
     "bandit (Thompson)": ("bandit", {}),
+    "levelset": ("levelset", {}),
     "threshold (paper)": ("threshold", {"successes": 5}),
 }
 
@@ -47,7 +49,7 @@ def prefilled(task) -> tuple[CachedTask, np.ndarray]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=20, help="seeds per searcher (the recall sd of one run is ~0.02)")
     ap.add_argument("--fraction", type=float, default=0.2, help="budget as a fraction of the exhaustive queries")
     ap.add_argument("--synthetic-fraction", type=float, default=0.03)
     ap.add_argument("--num-agents", type=int, default=64)
@@ -91,6 +93,18 @@ def _fmt(vals, digits=3):
     return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.{digits}f}"
 
 
+def _paired(vals, base) -> str:
+    """Mean difference over seeds (seed i against random's seed i: the same stream of inputs) with a
+    t-interval; "—" for random itself."""
+    from scipy import stats
+
+    d = np.asarray(vals) - np.asarray(base)
+    if not d.any():
+        return "—"
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return f"{d.mean():+.3f} ({d.mean() - half:+.3f}, {d.mean() + half:+.3f})"
+
+
 def report(results, curves, args):
     import matplotlib
 
@@ -103,7 +117,7 @@ def report(results, curves, args):
         f"Budget: {args.fraction:.0%} of the exhaustive queries on digits, {args.synthetic_fraction:.0%} on the planted "
         f"model (at 20% every searcher saturates there); {args.seeds} seeds; {args.num_agents} explorers; "
         "mean ± sd. A search reports a cell as failing when its estimated failure rate there (importance-weighted for ppo and dqn, as in the landscape) is ≥ τ = 0.5; "
-        "recall/precision are against the exhaustive truth; MAE is the mean |Laplace estimate − true rate| "
+        "recall/precision are against the exhaustive truth; *recall − random* pairs seed i with random's seed i (the env draws the same inputs); MAE is the mean |Laplace estimate − true rate| "
         "over all cells; *queries to 90%* is where recall reaches 0.9 and stays (— if it never does in the budget); "
         "*failures found* is the share of a searcher's queries that made the model fail (what the paper's agents are "
         "rewarded for).",
@@ -112,14 +126,17 @@ def report(results, curves, args):
         "",
     ]
     for tname in dict.fromkeys(t for t, _ in results):
-        lines += [f"### {tname}", "", "| searcher | recall | precision | MAE | failures found | queries to 90% recall (runs reaching it) | learner updates |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [f"### {tname}", "", "| searcher | recall | recall − random (95% CI) | precision | MAE | failures found | "
+                  "queries to 90% recall (runs reaching it) | learner updates |",
+                  "|---|---|---|---|---|---|---|---|"]
+        base = [r["recall"] for r in results[(tname, "random")]]
         for (t, s), runs in results.items():
             if t != tname:
                 continue
             q90 = [r["queries_to_90"] for r in runs]
             reached = sum(v is not None for v in q90)
-            lines.append(f"| {s} | {_fmt([r['recall'] for r in runs])} | {_fmt([r['precision'] for r in runs])} | "
+            lines.append(f"| {s} | {_fmt([r['recall'] for r in runs])} | {_paired([r['recall'] for r in runs], base)} | "
+                         f"{_fmt([r['precision'] for r in runs])} | "
                          f"{_fmt([r['mae'] for r in runs])} | {_fmt([r['failures_found'] for r in runs])} | {_fmt(q90, 0)} ({reached}/{len(runs)}) | "
                          f"{int(np.mean([r['updates'] for r in runs]))} |")
         lines.append("")
