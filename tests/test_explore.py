@@ -284,6 +284,9 @@ def test_explore_is_deterministic_per_seed(algorithm):
 # random 0.7/0.7/0.7 (over seeds 0-9: 0.97 vs 0.74). At 2048 queries random's recall catches up
 # (~0.97), so the comparison is made at 1024, where exploration efficiency is what matters.
 BUDGET, AGENTS, SEEDS = 1024, 32, (0, 1, 2)
+# the failure-seeking configuration (no level-set prior): what these tests check is that the learner
+# itself learns; the default's prior is tested below, against the levelset searcher alone
+FAILURE_SEEKING = {"prior": "none", "ent_coef": 0.01, "uniform_mix": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +297,8 @@ def planted_runs():
     runs = {}
     for algorithm in ("ppo", "random"):
         for seed in SEEDS:
-            q, log = explore(task, BUDGET, AGENTS, seed=seed, algorithm=algorithm, progress=False)
+            q, log = explore(task, BUDGET, AGENTS, seed=seed, algorithm=algorithm, progress=False,
+                             params=FAILURE_SEEKING if algorithm == "ppo" else None)
             cells = cell_table(task.space, q, threshold=0.5)
             found = set(cells.filter(pl.col("is_failure"))["cell"].to_list())
             runs[algorithm, seed] = {
@@ -369,3 +373,51 @@ def test_ppo_sampler_draws_each_cell_with_its_policy_probability():
     two = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).clamp_min(1e-30).log().repeat(500, 1)
     d2 = sample(two, torch.Generator().manual_seed(1))
     assert (d2[0::2] == 0).all() and (d2[1::2] == 1).all()
+
+
+# --- the default PPO: a learned residual on the level-set prior -------------------------------------
+
+# Measured (SyntheticTask(seed=0), 2048 queries, 32 agents, seeds 0-5): share of queries that fail
+# PPO (default) 0.179-0.195, levelset 0.114-0.131, random 0.090-0.100; PPO's failure rate over its
+# first two log rows 0.108, last two 0.299; recall of the planted cells PPO 1.0 in every seed,
+# random 0.8-1.0 (mean 0.93).
+@pytest.fixture(scope="module")
+def prior_runs():
+    task = SyntheticTask(seed=0)
+    runs = {}
+    for algorithm in ("ppo", "levelset", "random"):
+        for seed in SEEDS:
+            q, log = explore(task, 2048, AGENTS, seed=seed, algorithm=algorithm, progress=False)
+            cells = cell_table(task.space, q, threshold=0.5)
+            found = set(cells.filter(pl.col("is_failure"))["cell"].to_list())
+            runs[algorithm, seed] = {"fails": float(q["failure"].mean()), "log": log,
+                                     "recall": len(found & set(task.planted.tolist())) / len(task.planted)}
+    return runs
+
+
+def test_default_ppo_learns_failures_on_top_of_its_prior(prior_runs):
+    """The prior alone is the levelset searcher; what the actor learns from the failure reward must
+    show up as more failures found than the prior alone, seed by seed, and rising over the run."""
+    for seed in SEEDS:
+        ppo, prior_only = prior_runs["ppo", seed]["fails"], prior_runs["levelset", seed]["fails"]
+        assert ppo > 1.25 * prior_only, (seed, ppo, prior_only)
+        log = prior_runs["ppo", seed]["log"]
+        assert log["n_updates"].drop_nulls().max() > 0
+        rate = log["failure_rate"].to_numpy()
+        assert rate[-2:].mean() > 1.8 * rate[:2].mean(), (seed, rate[:2], rate[-2:])
+
+
+def test_default_ppo_maps_the_planted_cells(prior_runs):
+    ppo = _mean(prior_runs, "ppo", "recall")
+    assert ppo >= 0.95 and ppo >= _mean(prior_runs, "random", "recall"), (ppo, _mean(prior_runs, "random", "recall"))
+
+
+def test_ppo_prior_is_macroscopic_only():
+    task = SyntheticTask(seed=0)
+    with pytest.raises(ValueError, match="macroscopic mode only"):
+        explore(task, 64, 8, seed=0, algorithm="ppo", params={"prior": "levelset"}, mode="microscopic", progress=False,
+                micro={"step_cap": 4, "alpha": 0.05, "start": "origin"})
+    # the default's prior does not apply to moves: microscopic PPO runs without it
+    q, _ = explore(task, 64, 8, seed=0, algorithm="ppo", mode="microscopic", progress=False,
+                   micro={"step_cap": 4, "alpha": 0.05, "start": "origin"})
+    assert q.height == 64

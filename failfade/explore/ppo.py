@@ -22,13 +22,14 @@ class PPOConfig:
     gamma: float = 0.9  # discount (irrelevant in one-step episodes)
     gae_lambda: float = 0.95  # GAE λ
     clip_coef: float = 0.2  # PPO ratio clip
-    ent_coef: float = 0.01  # entropy bonus: keeps the policy spread over the landscape
+    ent_coef: float = 0.1  # entropy bonus: keeps the policy spread over the landscape
     vf_coef: float = 0.5  # value-loss weight
     max_grad_norm: float = 0.5  # gradient clip
     hidden: int = 64  # MLP width
-    uniform_mix: float = 0.25  # share of proposals drawn uniformly: bounds importance weights (π ≥ mix/n)
+    uniform_mix: float = 0.5  # share of proposals drawn uniformly: bounds importance weights (π ≥ mix/n)
     novelty_coef: float = 1.0  # weight of the exploration bonus in the reward (see env.exploration_bonus)
     bonus: str = "uncertainty"  # exploration bonus: uncertainty (level-set), count, or none
+    prior: str = "levelset"  # levelset: logits = actor(x) + log(level-set uncertainty of each cell); none
 
 
 class Agent(nn.Module):
@@ -40,12 +41,13 @@ class Agent(nn.Module):
         nn.init.zeros_(self.actor.weight)  # start from the uniform policy: an unbiased first look
         nn.init.zeros_(self.actor.bias)
 
-    def forward(self, obs):
+    def forward(self, obs, prior=None):
         """(log π(· | obs), V(obs)). Plain log-softmax rather than a torch.distributions.Categorical:
         with 1024 explorers its argument validation and multinomial sampling were a third of the
-        learner's time."""
+        learner's time. `prior`: log-weights per action added to the actor's logits."""
         h = self.body(obs)
-        return torch.log_softmax(self.actor(h), dim=-1), self.critic(h).squeeze(-1)
+        logits = self.actor(h) if prior is None else self.actor(h) + prior
+        return torch.log_softmax(logits, dim=-1), self.critic(h).squeeze(-1)
 
 
 def sample(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -60,7 +62,7 @@ class PPO:
 
     name = "ppo"
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: PPOConfig, seed: int):
+    def __init__(self, obs_dim: int, n_actions: int, cfg: PPOConfig, seed: int, tau: float = 0.5):
         torch.manual_seed(seed)
         self.cfg = cfg
         self.agent = Agent(obs_dim, n_actions, cfg.hidden)
@@ -68,27 +70,42 @@ class PPO:
         self.n_updates = 0
         self.n_actions = n_actions
         self.rng = torch.Generator().manual_seed(seed + 1)
-        self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones")}
+        self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones", "prior")}
         self._pending = None
+        self.tau = tau
+        self.n = np.zeros(n_actions)  # per-cell queries and failures, for the level-set prior
+        self.k = np.zeros(n_actions)
+
+    def _prior(self, rows: int):
+        if self.cfg.prior != "levelset":
+            return None
+        from failfade.explore.env import exploration_bonus
+
+        bonus = exploration_bonus("uncertainty", self.n, self.k, self.tau)
+        return torch.from_numpy(np.log(np.maximum(bonus, 1e-6))).float().expand(rows, -1)  # a floor: no -inf logits
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, input_ids=None) -> np.ndarray:
-        logp_all, value = self.agent(torch.from_numpy(obs))
+        prior = self._prior(len(obs))
+        logp_all, value = self.agent(torch.from_numpy(obs), prior)
         action = sample(logp_all, self.rng)
         mix = self.cfg.uniform_mix
         if mix > 0:
             uniform = torch.rand(len(action), generator=self.rng) < mix
             action = torch.where(uniform, torch.randint(0, self.n_actions, action.shape, generator=self.rng), action)
         logp = logp_all.gather(1, action[:, None]).squeeze(1)
-        self._pending = (obs.copy(), action, logp, value)
+        self._pending = (obs.copy(), action, logp, value, prior)
         # the behaviour policy's π(action | input), for importance-weighted (unbiased) landscapes
         self.last_propensity = (mix / self.n_actions + (1 - mix) * logp.exp()).numpy().astype(np.float64)
         return action.numpy()
 
     def observe(self, obs, cells, rewards, failures, next_obs, dones):
-        o, a, lp, v = self._pending
-        for key, val in zip(("obs", "actions", "logprobs", "values"), (o, a, lp, v)):
+        o, a, lp, v, prior = self._pending
+        for key, val in zip(("obs", "actions", "logprobs", "values", "prior"), (o, a, lp, v, prior)):
             self.roll[key].append(val)
+        if self.cfg.prior == "levelset":
+            np.add.at(self.n, cells, 1)
+            np.add.at(self.k, cells, np.asarray(failures, dtype=float))
         self.roll["rewards"].append(torch.as_tensor(np.asarray(rewards, np.float32)))
         self.roll["dones"].append(torch.as_tensor(np.asarray(dones, np.float32)))
         if len(self.roll["obs"]) < self.cfg.num_steps:
@@ -121,12 +138,13 @@ class PPO:
         advantages = advantages.flatten()
         obs = torch.from_numpy(np.concatenate(r["obs"]))
         actions, logprobs, values = torch.cat(r["actions"]), torch.cat(r["logprobs"]), values.flatten()
+        prior = torch.cat(r["prior"]) if r["prior"][0] is not None else None
         n = len(obs)
         mb = max(1, n // cfg.num_minibatches)
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": []}
         for _ in range(cfg.update_epochs):
             for idx in torch.randperm(n).split(mb):
-                logp_all, v = self.agent(obs[idx])
+                logp_all, v = self.agent(obs[idx], None if prior is None else prior[idx])
                 new_logp = logp_all.gather(1, actions[idx, None]).squeeze(1)
                 ratio = (new_logp - logprobs[idx]).exp()
                 adv = advantages[idx]

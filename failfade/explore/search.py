@@ -10,7 +10,7 @@ from a start cell; ppo, dqn and random only).
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import polars as pl
@@ -81,7 +81,12 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
                       **extra)
     obs_dim, n_actions = env.single_observation_space.shape[0], env.single_action_space.n
     if algorithm == "ppo":
-        searcher = PPO(obs_dim, n_actions, ppo_config(params), s_search)
+        cfg = ppo_config(params)
+        if mode != "macroscopic" and cfg.prior != "none":
+            if "prior" in params:
+                raise ValueError(f"ppo prior {cfg.prior!r} weighs cells: macroscopic mode only (set prior: none)")
+            cfg = replace(cfg, prior="none")  # microscopic actions are moves, not cells
+        searcher = PPO(obs_dim, n_actions, cfg, s_search, tau=tau)
     elif algorithm == "dqn":
         searcher = DQNSearcher(n_actions, s_search, obs_dim, total_steps, _config(DQNConfig, params))
     elif mode == "microscopic":
