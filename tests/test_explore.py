@@ -377,17 +377,17 @@ def test_ppo_sampler_draws_each_cell_with_its_policy_probability():
 
 # --- the default PPO: a learned residual on the level-set prior -------------------------------------
 
-# Measured (SyntheticTask(seed=0), 2048 queries, 32 agents, seeds 0-5): share of queries that fail
-# PPO (default) 0.179-0.195, levelset 0.114-0.131, random 0.090-0.100; PPO's failure rate over its
-# first two log rows 0.108, last two 0.299; recall of the planted cells PPO 1.0 in every seed,
-# random 0.8-1.0 (mean 0.93).
+# Measured (SyntheticTask(seed=0), 4096 queries, 32 agents, seeds 0-2): share of queries that fail
+# PPO (default) 0.247-0.254, levelset 0.117-0.133; PPO's failure rate over its first two log rows
+# 0.113, last two 0.428 (levelset 0.098 -> 0.129); recall of the planted cells 1.0 for both. At
+# 2048 queries the learned part is still small (0.145 against 0.12), so the test runs longer.
 @pytest.fixture(scope="module")
 def prior_runs():
     task = SyntheticTask(seed=0)
     runs = {}
     for algorithm in ("ppo", "levelset", "random"):
         for seed in SEEDS:
-            q, log = explore(task, 2048, AGENTS, seed=seed, algorithm=algorithm, progress=False)
+            q, log = explore(task, 4096, AGENTS, seed=seed, algorithm=algorithm, progress=False)
             cells = cell_table(task.space, q, threshold=0.5)
             found = set(cells.filter(pl.col("is_failure"))["cell"].to_list())
             runs[algorithm, seed] = {"fails": float(q["failure"].mean()), "log": log,
@@ -400,11 +400,11 @@ def test_default_ppo_learns_failures_on_top_of_its_prior(prior_runs):
     show up as more failures found than the prior alone, seed by seed, and rising over the run."""
     for seed in SEEDS:
         ppo, prior_only = prior_runs["ppo", seed]["fails"], prior_runs["levelset", seed]["fails"]
-        assert ppo > 1.25 * prior_only, (seed, ppo, prior_only)
+        assert ppo > 1.6 * prior_only, (seed, ppo, prior_only)
         log = prior_runs["ppo", seed]["log"]
         assert log["n_updates"].drop_nulls().max() > 0
         rate = log["failure_rate"].to_numpy()
-        assert rate[-2:].mean() > 1.8 * rate[:2].mean(), (seed, rate[:2], rate[-2:])
+        assert rate[-2:].mean() > 2.5 * rate[:2].mean(), (seed, rate[:2], rate[-2:])
 
 
 def test_default_ppo_maps_the_planted_cells(prior_runs):

@@ -22,7 +22,7 @@ class PPOConfig:
     gamma: float = 0.9  # discount (irrelevant in one-step episodes)
     gae_lambda: float = 0.95  # GAE λ
     clip_coef: float = 0.2  # PPO ratio clip
-    ent_coef: float = 0.1  # entropy bonus: keeps the policy spread over the landscape
+    ent_coef: float = 0.3  # entropy bonus: keeps the actor from overriding the prior (and the policy spread)
     vf_coef: float = 0.5  # value-loss weight
     max_grad_norm: float = 0.5  # gradient clip
     hidden: int = 64  # MLP width
