@@ -30,7 +30,7 @@ from failfade.tasks.synthetic import SyntheticTask  # noqa: E402
 
 SEARCHERS = {
     "ppo": ("ppo", {}),
-    "ppo (uniform_mix 0.5)": ("ppo", {"uniform_mix": 0.5}),
+    "ppo (failure-seeking: prior none)": ("ppo", {"prior": "none", "ent_coef": 0.01, "uniform_mix": 0.25}),
     "dqn": ("dqn", {}),
     "dqn (untrained, as the paper)": ("dqn", {"learn": False}),
     "random": ("random", {}),
