@@ -50,6 +50,7 @@ def prefilled(task) -> tuple[CachedTask, np.ndarray]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20, help="seeds per searcher (the recall sd of one run is ~0.02)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run from here (a second set checks a choice made on the first)")
     ap.add_argument("--fraction", type=float, default=0.2, help="budget as a fraction of the exhaustive queries")
     ap.add_argument("--synthetic-fraction", type=float, default=0.03)
     ap.add_argument("--num-agents", type=int, default=64)
@@ -68,7 +69,7 @@ def main(argv=None):
         print(f"{tname}: {int((truth >= tau).sum())} true failure cells of {task.n_cells}; budget {budget} queries", flush=True)
         for sname, (alg, params) in SEARCHERS.items():
             runs = []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 t0 = time.perf_counter()
                 q, log = explore(cached, budget, args.num_agents, seed, alg, params, progress=False)
                 r = scores_of(task.n_cells, q, truth, tau)
@@ -115,7 +116,7 @@ def report(results, curves, args):
         "## Discovery: searchers at an equal query budget",
         "",
         f"Budget: {args.fraction:.0%} of the exhaustive queries on digits, {args.synthetic_fraction:.0%} on the planted "
-        f"model (at 20% every searcher saturates there); {args.seeds} seeds; {args.num_agents} explorers; "
+        f"model (at 20% every searcher saturates there); {args.seeds} seeds ({args.first_seed}–{args.first_seed + args.seeds - 1}); {args.num_agents} explorers; "
         "mean ± sd. A search reports a cell as failing when its estimated failure rate there (importance-weighted for ppo and dqn, as in the landscape) is ≥ τ = 0.5; "
         "recall/precision are against the exhaustive truth; *recall − random* pairs seed i with random's seed i (the env draws the same inputs); MAE is the mean |Laplace estimate − true rate| "
         "over all cells; *queries to 90%* is where recall reaches 0.9 and stays (— if it never does in the budget); "
