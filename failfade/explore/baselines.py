@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from failfade.explore.env import exploration_bonus
+from failfade.explore.env import LevelSet
 
 
 class RandomSearcher:
@@ -87,17 +87,14 @@ class LevelSetSearcher:
 
     def __init__(self, n_cells: int, seed: int, tau: float = 0.5, **_):
         self.rng = np.random.default_rng(seed)
-        self.tau = tau
-        self.n = np.zeros(n_cells)
-        self.k = np.zeros(n_cells)
+        self.levels = LevelSet(n_cells, tau)
 
     def act(self, obs, input_ids):
-        p = exploration_bonus("uncertainty", self.n, self.k, self.tau)
+        p = self.levels.uncertainty()
         return self.rng.choice(len(p), len(obs), p=p / p.sum())
 
     def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
-        np.add.at(self.n, cells, 1)
-        np.add.at(self.k, cells, failures.astype(float))
+        self.levels.update(cells, failures)
         return None
 
 

@@ -34,6 +34,23 @@ def exploration_bonus(kind: str, n: np.ndarray, k: np.ndarray, tau: float) -> np
     return np.zeros_like(n, dtype=np.float64)
 
 
+class LevelSet:
+    """Per-cell queries n and failures k, and from them the `uncertainty` bonus of every cell: the
+    level-set allocation behind the levelset searcher and PPO's prior."""
+
+    def __init__(self, n_cells: int, tau: float):
+        self.n = np.zeros(n_cells)
+        self.k = np.zeros(n_cells)
+        self.tau = tau
+
+    def update(self, cells, failures) -> None:
+        np.add.at(self.n, cells, 1)
+        np.add.at(self.k, cells, np.asarray(failures, dtype=float))
+
+    def uncertainty(self) -> np.ndarray:
+        return exploration_bonus("uncertainty", self.n, self.k, self.tau)
+
+
 class ConceptEnv(PufferEnv):
     def __init__(self, task, num_agents: int, seed: int, novelty_coef: float = 0.0, bonus: str = "uncertainty",
                  tau: float = 0.5, buf=None):

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from failfade.explore.env import LevelSet
+
 
 @dataclass
 class PPOConfig:
@@ -72,17 +74,13 @@ class PPO:
         self.rng = torch.Generator().manual_seed(seed + 1)
         self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones", "prior")}
         self._pending = None
-        self.tau = tau
-        self.n = np.zeros(n_actions)  # per-cell queries and failures, for the level-set prior
-        self.k = np.zeros(n_actions)
+        self.levels = LevelSet(n_actions, tau) if cfg.prior == "levelset" else None  # actions are cells then
 
     def _prior(self, rows: int):
-        if self.cfg.prior != "levelset":
+        if self.levels is None:
             return None
-        from failfade.explore.env import exploration_bonus
-
-        bonus = exploration_bonus("uncertainty", self.n, self.k, self.tau)
-        return torch.from_numpy(np.log(np.maximum(bonus, 1e-6))).float().expand(rows, -1)  # a floor: no -inf logits
+        # log-weights with a floor, so that no logit is -inf
+        return torch.from_numpy(np.log(np.maximum(self.levels.uncertainty(), 1e-6))).float().expand(rows, -1)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, input_ids=None) -> np.ndarray:
@@ -103,9 +101,8 @@ class PPO:
         o, a, lp, v, prior = self._pending
         for key, val in zip(("obs", "actions", "logprobs", "values", "prior"), (o, a, lp, v, prior)):
             self.roll[key].append(val)
-        if self.cfg.prior == "levelset":
-            np.add.at(self.n, cells, 1)
-            np.add.at(self.k, cells, np.asarray(failures, dtype=float))
+        if self.levels is not None:
+            self.levels.update(cells, failures)
         self.roll["rewards"].append(torch.as_tensor(np.asarray(rewards, np.float32)))
         self.roll["dones"].append(torch.as_tensor(np.asarray(dones, np.float32)))
         if len(self.roll["obs"]) < self.cfg.num_steps:
