@@ -98,7 +98,7 @@ class PaperStyleQueries:
                 img = self.TF.gaussian_blur(img, [k, k], [v, v])
             elif axis.transform == "contrast":
                 img = self.TF.adjust_contrast(img, v)
-        x = self.TF.to_tensor(img)[None]
+        x = self.TF.to_tensor(img)[None].to(self.mut.device)  # one host-to-device copy per query, as the paper
         with torch.no_grad():
             x = x.expand(-1, self.mut.channels, -1, -1) if x.shape[1] != self.mut.channels else x
             p = torch.softmax(self.model((x - self.mut.mean) / self.mut.std), 1)[0]
