@@ -1,65 +1,190 @@
 """Measure the landscape shift between the model before and after mitigation, on held-out inputs only.
 
-Targeted cells are the plan's `fix` cells; every other cell is `other`. Rates are per-cell
-failure rates averaged over cells (each cell counts once, wherever the explorer spent its
-queries); pooled counts are reported too. The Wasserstein distance is an earth mover's distance
-between the two failure distributions *over the grid*, with the grid's own ground metric (L1 in
-level steps), not the paper's 1-D distance between unordered probability values.
+What `shift.json` reports, and what each number means:
+
+- **Region rates.** Targeted cells are the plan's `fix` cells; every other cell is `other`. A region's
+  failure rate is the mean over its cells of the landscape's per-cell rate (importance-weighted, as
+  in the landscape), i.e. the share of (held-out input, cell) pairs in the region that fail, each
+  cell counting once wherever the explorer spent its queries. Its 95% interval sums the cells'
+  variances (importance-weighted, stats.weighted_rate_variance); changes get the interval of a
+  difference of two independent explorations, and the relative reduction a delta-method interval.
+- **Failure mass.** The same rate over the whole grid: the share of all (input, cell) pairs that
+  fail. Its change is signed (negative = fewer failures) with an interval, and relative to before.
+- **Grid EMD.** The least work that turns the pre landscape into the post one, with failure mass
+  (rate / number of cells) moved along the grid at 1 per level step (the L1 ground metric) and
+  created or removed at half the grid's diameter per unit: an unbalanced earth mover's distance,
+  so halving every rate, or making the model worse everywhere, is not a zero move. Its 95%
+  interval and its *noise floor* (what two explorations of the *same* landscape read, from the
+  explorations' own resampling) come from a Poisson bootstrap of the query logs.
+  `grid_emd_shape` is the balanced EMD of the normalised shapes (where the failures sit, whatever
+  their amount); it is undefined (null) when one side has no failures.
+- `paper_wasserstein_1d` is the paper's metric, for comparison only: scipy's 1-D Wasserstein
+  between the two per-cell probability vectors taken as unordered samples. It ignores which cell
+  carries which value (permuting the cells leaves it unchanged), so it is not used for any claim.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 from scipy.optimize import linprog
+from scipy.sparse import coo_matrix
+from scipy.stats import norm, wasserstein_distance
 
 from failfade.concepts import ConceptSpace
-from failfade.landscape import cell_table
+from failfade.landscape import cell_table, propensities
+from failfade.stats import newcombe_interval, weighted_rate_variance
 
 
-def wasserstein_grid(p: np.ndarray, q: np.ndarray, ground: np.ndarray) -> float:
-    """Exact EMD between two non-negative masses over the same cells (normalized to 1 each)."""
+# --- earth mover's distance over the grid --------------------------------------------------------
+
+def _grid_edges(space: ConceptSpace) -> np.ndarray:
+    """Directed edges between cells one level apart along one axis: (2E, 2)."""
+    return np.array([(c, nb) for c in range(space.n_cells) for nb in space.neighbours(c)], dtype=np.int64).reshape(-1, 2)
+
+
+def grid_emd(p: np.ndarray, q: np.ndarray, space: ConceptSpace, creation_cost: float | None = None) -> float:
+    """Unbalanced EMD between non-negative masses p and q over the cells (not normalised).
+
+    Mass moves between neighbouring cells at cost 1 per step (so moving it costs its L1 distance
+    in level steps) and is created or removed at `creation_cost` per unit (default: half the
+    grid's diameter, so that removing one unit and creating it elsewhere never beats moving it:
+    with equal totals this is the ordinary, balanced EMD). Solved exactly as a min-cost flow.
+    """
     p, q = np.asarray(p, float), np.asarray(q, float)
-    if p.sum() == 0 and q.sum() == 0:
-        return 0.0
-    if p.sum() == 0 or q.sum() == 0:
-        return float("nan")  # one side has no failures at all: no distribution to move
-    p, q = p / p.sum(), q / q.sum()
-    src, dst = np.flatnonzero(p > 0), np.flatnonzero(q > 0)
-    cost = ground[np.ix_(src, dst)].ravel()
-    ns, nd = len(src), len(dst)
-    a_eq = np.zeros((ns + nd, ns * nd))
-    for i in range(ns):
-        a_eq[i, i * nd : (i + 1) * nd] = 1
-    for j in range(nd):
-        a_eq[ns + j, j::nd] = 1
-    res = linprog(cost, A_eq=a_eq, b_eq=np.concatenate([p[src], q[dst]]), bounds=(0, None), method="highs")
+    if creation_cost is None:
+        creation_cost = max(sum(n - 1 for n in space.shape), 1) / 2
+    n = space.n_cells
+    edges = _grid_edges(space)
+    m = len(edges)
+    # variables: flow on each directed edge (m), removal at each cell (n), creation at each cell (n)
+    # balance at cell c: out − in + removed − created = p_c − q_c
+    rows = np.concatenate([edges[:, 0], edges[:, 1], np.arange(n), np.arange(n)])
+    cols = np.concatenate([np.arange(m), np.arange(m), m + np.arange(n), m + n + np.arange(n)])
+    vals = np.concatenate([np.ones(m), -np.ones(m), np.ones(n), -np.ones(n)])
+    a_eq = coo_matrix((vals, (rows, cols)), shape=(n, m + 2 * n)).tocsr()
+    cost = np.concatenate([np.ones(m), np.full(2 * n, float(creation_cost))])
+    res = linprog(cost, A_eq=a_eq, b_eq=p - q, bounds=(0, None), method="highs")
     if not res.success:
         raise RuntimeError(f"transport problem failed: {res.message}")
-    return float(res.fun)
+    return max(float(res.fun), 0.0)
 
+
+def grid_emd_shape(p: np.ndarray, q: np.ndarray, space: ConceptSpace) -> float | None:
+    """Balanced EMD between the normalised shapes of p and q; None when either has no mass."""
+    p, q = np.asarray(p, float), np.asarray(q, float)
+    if p.sum() <= 0 or q.sum() <= 0:
+        return None
+    return grid_emd(p / p.sum(), q / q.sum(), space)
+
+
+def paper_wasserstein_1d(pre_rates: np.ndarray, post_rates: np.ndarray) -> float:
+    """The paper's shift metric, as its code computed it: scipy's 1-D Wasserstein between the two
+    per-cell probability vectors passed as unweighted samples (permutation-invariant)."""
+    def prob(v):
+        v = np.nan_to_num(np.asarray(v, float))
+        return v / v.sum() if v.sum() > 0 else v
+
+    return float(wasserstein_distance(prob(pre_rates), prob(post_rates)))
+
+
+# --- rates with intervals -------------------------------------------------------------------------
 
 def newcombe_diff(pre: pl.DataFrame, post: pl.DataFrame):
     """post − pre per cell with Newcombe's hybrid-score 95% interval from the two Wilson intervals."""
-    p1, l1, u1 = (pre[c].to_numpy() for c in ("failure_rate", "rate_lo", "rate_hi"))
-    p2, l2, u2 = (post[c].to_numpy() for c in ("failure_rate", "rate_lo", "rate_hi"))
-    d = p2 - p1
-    lo = d - np.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
-    hi = d + np.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
-    return d, lo, hi
+    cols = ("failure_rate", "rate_lo", "rate_hi")
+    return newcombe_interval(*(pre[c].to_numpy() for c in cols), *(post[c].to_numpy() for c in cols))
 
 
-def _rates(cells: pl.DataFrame, mask: np.ndarray) -> dict:
-    n, k = cells["queries"].to_numpy()[mask], cells["failures"].to_numpy()[mask]
-    seen = n > 0
-    return {
-        "rate": float(np.mean(k[seen] / n[seen])) if seen.any() else float("nan"),
-        "queries": int(n.sum()), "failures": int(k.sum()), "cells_seen": int(seen.sum()),
+def region_rate(cells: pl.DataFrame, variance: np.ndarray, mask: np.ndarray) -> dict:
+    """Mean per-cell failure rate over the region's explored cells, with its variance.
+
+    Each cell's rate is the landscape's importance-weighted estimate and `variance` its variance
+    (stats.weighted_rate_variance); cells are explored independently, so the mean's variance is
+    their sum over m².
+    """
+    rate = cells["failure_rate"].to_numpy()
+    n_eff = cells["effective_queries"].to_numpy()
+    seen = mask & (n_eff > 0)
+    m = int(seen.sum())
+    if m == 0:
+        return {"rate": float("nan"), "var": float("nan"), "cells_seen": 0, "cells": int(mask.sum()),
+                "queries": 0, "failures": 0, "effective_queries": 0.0}
+    return {"rate": float(rate[seen].mean()), "var": float(variance[seen].sum() / m**2), "cells_seen": m,
+            "cells": int(mask.sum()), "queries": int(cells["queries"].to_numpy()[seen].sum()),
+            "failures": int(cells["failures"].to_numpy()[seen].sum()), "effective_queries": float(n_eff[seen].sum())}
+
+
+def _z(confidence: float) -> float:
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def _finite(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def _interval(est: float, se: float, z: float, lo: float = -math.inf, hi: float = math.inf):
+    if not (math.isfinite(est) and math.isfinite(se)):
+        return [None, None]
+    return [max(lo, est - z * se), min(hi, est + z * se)]
+
+
+def rate_summary(pre: dict, post: dict, confidence: float) -> dict:
+    """Before/after rates of one region with intervals, their difference and relative change."""
+    z = _z(confidence)
+    d = post["rate"] - pre["rate"]
+    se_d = math.sqrt(pre["var"] + post["var"]) if math.isfinite(pre["var"] + post["var"]) else float("nan")
+    out = {
+        "pre": _finite(pre["rate"]), "pre_ci": _interval(pre["rate"], math.sqrt(pre["var"]), z, 0, 1),
+        "post": _finite(post["rate"]), "post_ci": _interval(post["rate"], math.sqrt(post["var"]), z, 0, 1),
+        "change": _finite(d), "change_ci": _interval(d, se_d, z, -1, 1),
+        "relative_change": None, "relative_change_ci": [None, None],
     }
+    if pre["rate"] > 0:
+        ratio = post["rate"] / pre["rate"]
+        # delta method for post/pre, written so that it stays finite when post = 0
+        se_r = math.sqrt(post["var"] + ratio**2 * pre["var"]) / pre["rate"]
+        out["relative_change"] = ratio - 1
+        out["relative_change_ci"] = _interval(ratio - 1, se_r, z, -1)
+    out["cells"] = pre["cells"]
+    out["cells_seen"] = {"pre": pre["cells_seen"], "post": post["cells_seen"]}
+    out["queries"] = {"pre": pre["queries"], "post": post["queries"]}
+    out["failures"] = {"pre": pre["failures"], "post": post["failures"]}
+    out["effective_queries"] = {"pre": pre["effective_queries"], "post": post["effective_queries"]}
+    return out
 
+
+# --- bootstrap of the explorations --------------------------------------------------------------
+
+def bootstrap_rates(space: ConceptSpace, queries: pl.DataFrame, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """(replicates, n_cells) per-cell rates from Poisson(1)-reweighted query logs (importance
+    weights kept), the exploration's own resampling. Unvisited cells are NaN."""
+    cells = queries["cell"].to_numpy().astype(np.int64)
+    fails = queries["failure"].to_numpy().astype(np.float64)
+    prop = propensities(queries)
+    w = np.ones(len(cells)) if prop is None else np.where(np.isfinite(prop), 1.0 / np.maximum(prop, 1e-12), 1.0)
+    out = np.empty((replicates, space.n_cells))
+    for b in range(replicates):
+        wb = w * rng.poisson(1.0, len(cells))
+        sw = np.bincount(cells, weights=wb, minlength=space.n_cells)
+        swf = np.bincount(cells, weights=wb * fails, minlength=space.n_cells)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[b] = np.where(sw > 0, swf / np.maximum(sw, 1e-300), np.nan)
+    return out
+
+
+def _mass(rates: np.ndarray, both: np.ndarray, n_cells: int) -> np.ndarray:
+    """Failure mass per cell: rate / n_cells on the cells explored in both landscapes, 0 elsewhere."""
+    return np.where(both, np.nan_to_num(rates), 0.0) / n_cells
+
+
+# --- the comparison ----------------------------------------------------------------------------------
 
 def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.DataFrame, plan: dict,
-            threshold: float, clean_pre: float, clean_post: float, confidence: float = 0.95):
+            threshold: float, clean_pre: float, clean_post: float, confidence: float = 0.95,
+            bootstrap: int = 200, seed: int = 0, probes: pl.DataFrame | None = None):
     pre = cell_table(space, pre_queries, threshold, confidence)
     post = cell_table(space, post_queries, threshold, confidence)
     targeted = np.zeros(space.n_cells, dtype=bool)
@@ -68,58 +193,154 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
     per_cell = pl.DataFrame({"cell": pre["cell"]}).with_columns(
         [pre[a.name] for a in space.axes]
         + [pl.Series("targeted", targeted)]
-        + [pre[c].alias(f"{c}_pre") for c in ("queries", "failures", "failure_rate", "rate_lo", "rate_hi", "is_failure")]
-        + [post[c].alias(f"{c}_post") for c in ("queries", "failures", "failure_rate", "rate_lo", "rate_hi", "is_failure")]
+        + [pre[c].alias(f"{c}_pre") for c in ("queries", "effective_queries", "failures", "failure_rate", "rate_lo", "rate_hi", "is_failure")]
+        + [post[c].alias(f"{c}_post") for c in ("queries", "effective_queries", "failures", "failure_rate", "rate_lo", "rate_hi", "is_failure")]
         + [pl.Series("delta", d), pl.Series("delta_lo", lo), pl.Series("delta_hi", hi)]
     )
     new_fail = np.flatnonzero(post["is_failure"].to_numpy() & ~pre["is_failure"].to_numpy())
-    t_pre, t_post = _rates(pre, targeted), _rates(post, targeted)
-    o_pre, o_post = _rates(pre, ~targeted), _rates(post, ~targeted)
-    mass = lambda c: np.nan_to_num(c["failure_rate"].to_numpy(), nan=0.0)  # noqa: E731
+    both = (pre["effective_queries"].to_numpy() > 0) & (post["effective_queries"].to_numpy() > 0)
+    v_pre, v_post = (weighted_rate_variance(q["cell"].to_numpy(), q["failure"].to_numpy(), propensities(q), space.n_cells)
+                     for q in (pre_queries, post_queries))
+
+    def summary(mask):
+        return rate_summary(region_rate(pre, v_pre, mask), region_rate(post, v_post, mask), confidence)
+
+    targeted_s, other_s, mass_s = summary(targeted), summary(~targeted), summary(both)
+
+    r_pre, r_post = pre["failure_rate"].to_numpy(), post["failure_rate"].to_numpy()
+    emd = grid_emd(_mass(r_pre, both, space.n_cells), _mass(r_post, both, space.n_cells), space)
+    shape = grid_emd_shape(_mass(r_pre, both, space.n_cells), _mass(r_post, both, space.n_cells), space)
+    emd_ci, floor = [None, None], None
+    if bootstrap > 0:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 8]))
+        b_pre = bootstrap_rates(space, pre_queries, bootstrap, rng)
+        b_post = bootstrap_rates(space, post_queries, bootstrap, rng)
+        b_pre2 = bootstrap_rates(space, pre_queries, bootstrap, rng)
+        m = lambda r: _mass(r, both, space.n_cells)  # noqa: E731
+        emds = np.array([grid_emd(m(a), m(b), space) for a, b in zip(b_pre, b_post)])
+        nulls = np.array([grid_emd(m(a), m(b), space) for a, b in zip(b_pre, b_pre2)])
+        alpha = (1 - confidence) / 2
+        emd_ci = [float(np.quantile(emds, alpha)), float(np.quantile(emds, 1 - alpha))]
+        floor = float(np.quantile(nulls, confidence))
+
     result = {
         "clean_accuracy_pre": clean_pre,
         "clean_accuracy_post": clean_post,
+        "clean_accuracy_change": clean_post - clean_pre,
         "targeted_cells": int(targeted.sum()),
-        "targeted_failure_rate_pre": t_pre["rate"],
-        "targeted_failure_rate_post": t_post["rate"],
-        "targeted_relative_reduction": (1 - t_post["rate"] / t_pre["rate"]) if t_pre["rate"] else float("nan"),
-        "other_failure_rate_pre": o_pre["rate"],
-        "other_failure_rate_post": o_post["rate"],
-        "targeted_pooled": {"pre": t_pre, "post": t_post},
-        "other_pooled": {"pre": o_pre, "post": o_post},
+        "targeted_failure_rate_pre": targeted_s["pre"],
+        "targeted_failure_rate_post": targeted_s["post"],
+        "targeted_relative_reduction": None if targeted_s["relative_change"] is None else -targeted_s["relative_change"],
+        "targeted_relative_reduction_ci": [None if x is None else -x for x in targeted_s["relative_change_ci"][::-1]],
+        "other_failure_rate_pre": other_s["pre"],
+        "other_failure_rate_post": other_s["post"],
+        "targeted": targeted_s,
+        "other": other_s,
+        "failure_mass": mass_s,
+        "failure_mass_change": mass_s["change"],
+        "failure_mass_change_ci": mass_s["change_ci"],
+        "failure_mass_relative_change": mass_s["relative_change"],
+        "grid_emd": emd,
+        "grid_emd_ci": emd_ci,
+        "grid_emd_noise_floor": floor,
+        "grid_emd_shape": shape,
+        "paper_wasserstein_1d": paper_wasserstein_1d(r_pre, r_post),
         "failure_cells_pre": int(pre["is_failure"].sum()),
         "failure_cells_post": int(post["is_failure"].sum()),
         "new_failure_cells": int(len(new_fail)),
         "new_failure_cell_list": [space.describe_cell(int(c)) for c in new_fail],
         "cells_significantly_better": int((hi < 0).sum()),
         "cells_significantly_worse": int((lo > 0).sum()),
-        "wasserstein_grid": wasserstein_grid(mass(pre), mass(post), space.grid_distance()),
         "queries_pre": pre_queries.height,
         "queries_post": post_queries.height,
+        "confidence": confidence,
+        "bootstrap_replicates": bootstrap,
     }
+    if probes is not None:
+        result["probes"] = probes.to_dicts()
+        result["probes_significantly_worse"] = int(probes["significantly_worse"].sum())
+        result["probes_significantly_better"] = int(probes["significantly_better"].sum())
     return result, per_cell
 
 
+# --- the page people read ---------------------------------------------------------------------------
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _ci(pair, pct: bool = True, signed: bool = False) -> str:
+    """An interval as text: rates in %, signed changes in points, anything else as plain numbers."""
+    if pair is None or pair[0] is None:
+        return "n/a"
+    if signed:
+        return f"{100 * pair[0]:+.1f} to {100 * pair[1]:+.1f} pt"
+    if pct:
+        return f"{100 * pair[0]:.1f} to {100 * pair[1]:.1f}%"
+    return f"{pair[0]:.4f} to {pair[1]:.4f}"
+
+
 def markdown(result: dict, experiment: str) -> str:
-    pct = lambda x: "n/a" if x != x else f"{100 * x:.1f}%"  # noqa: E731
+    t, o, m = result["targeted"], result["other"], result["failure_mass"]
+    conf = f"{100 * result.get('confidence', 0.95):g}%"
+    red = result["targeted_relative_reduction"]
     lines = [
         f"# Landscape shift — {experiment}",
         "",
-        "All numbers are on held-out inputs that neither training nor fine-tuning saw.",
+        "All numbers are on held-out inputs that neither training, validation nor fine-tuning saw. "
+        f"Rates are the share of (input, cell) pairs that fail, importance-weighted as in the landscape; "
+        f"brackets are {conf} intervals.",
         "",
-        "| | before | after |",
-        "|---|---|---|",
-        f"| clean accuracy | {pct(result['clean_accuracy_pre'])} | {pct(result['clean_accuracy_post'])} |",
-        f"| targeted failure rate ({result['targeted_cells']} cells) | {pct(result['targeted_failure_rate_pre'])} | {pct(result['targeted_failure_rate_post'])} |",
-        f"| other failure rate | {pct(result['other_failure_rate_pre'])} | {pct(result['other_failure_rate_post'])} |",
-        f"| failure cells | {result['failure_cells_pre']} | {result['failure_cells_post']} |",
+        "| | before | after | change |",
+        "|---|---|---|---|",
+        f"| clean accuracy | {_pct(result['clean_accuracy_pre'])} | {_pct(result['clean_accuracy_post'])} | "
+        f"{100 * result['clean_accuracy_change']:+.2f} pt |",
+        f"| targeted failure rate ({result['targeted_cells']} cells) | {_pct(t['pre'])} [{_ci(t['pre_ci'])}] | "
+        f"{_pct(t['post'])} [{_ci(t['post_ci'])}] | {_signed_pt(t['change'])} [{_ci(t['change_ci'], signed=True)}] |",
+        f"| other failure rate ({o['cells']} cells) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "
+        f"{_signed_pt(o['change'])} [{_ci(o['change_ci'], signed=True)}] |",
+        f"| failure mass (whole grid) | {_pct(m['pre'])} | {_pct(m['post'])} | {_signed_pt(m['change'])} "
+        f"[{_ci(m['change_ci'], signed=True)}] |",
+        f"| failure cells | {result['failure_cells_pre']} | {result['failure_cells_post']} | |",
         "",
-        f"- Targeted failure rate reduced by **{pct(result['targeted_relative_reduction'])}** (relative).",
+        f"- Targeted failure rate reduced by **{_pct(red)}** (relative; {conf} interval "
+        f"{_ci(result['targeted_relative_reduction_ci'])}).",
+        f"- Failure mass over the whole grid changed by {_pct(m['relative_change'])} relative "
+        "(negative: fewer failures).",
         f"- Cells that became failure cells: **{result['new_failure_cells']}**"
         + (": " + "; ".join(result["new_failure_cell_list"]) if result["new_failure_cell_list"] else "."),
-        f"- Cells significantly better / worse (95% Newcombe interval excludes 0): "
+        f"- Cells significantly better / worse ({conf} Newcombe interval excludes 0): "
         f"{result['cells_significantly_better']} / {result['cells_significantly_worse']}.",
-        f"- Wasserstein distance over the grid (L1 ground metric, level steps): {result['wasserstein_grid']:.3f}.",
+        f"- Grid earth mover's distance (failure mass moved along the grid, level steps; created or removed at "
+        f"half the grid's diameter): **{result['grid_emd']:.4f}** [{_ci(result['grid_emd_ci'], pct=False)}]; "
+        + (f"noise floor (two explorations of the same landscape, {conf} quantile): {result['grid_emd_noise_floor']:.4f}."
+           if result.get("grid_emd_noise_floor") is not None else "no noise floor (bootstrap off)."),
+        "- Shape only (normalised landscapes, where the failures sit whatever their amount): "
+        + ("undefined, one side has no failures." if result["grid_emd_shape"] is None else f"{result['grid_emd_shape']:.4f}."),
+    ]
+    if "probes" in result:
+        lines += ["", "## Off-grid probes", "",
+                  "Conditions outside the explored grid, scored on every held-out input for both models. "
+                  f"A probe is significantly worse when the {conf} Newcombe interval of its change lies above 0.", "",
+                  "| probe | before | after | change | verdict |", "|---|---|---|---|---|"]
+        for p in result["probes"]:
+            verdict = "**worse**" if p["significantly_worse"] else ("better" if p["significantly_better"] else "no significant change")
+            lines.append(f"| {p['probe']} | {_pct(p['failure_rate_pre'])} | {_pct(p['failure_rate_post'])} | "
+                         f"{_signed_pt(p['delta'])} [{_ci([p['delta_lo'], p['delta_hi']], signed=True)}] | {verdict} |")
+        worse = [p["probe"] for p in result["probes"] if p["significantly_worse"]]
+        lines += ["", f"- Probes significantly worse: **{len(worse)}**" + (": " + ", ".join(worse) + "." if worse else ".")]
+    lines += [
+        "",
+        "## Why not the paper's distance",
+        "",
+        f"`paper_wasserstein_1d` = {result['paper_wasserstein_1d']:.6f} is the paper's metric (scipy's 1-D Wasserstein "
+        "between the two per-cell probability vectors taken as unordered samples). It is kept only for comparison: "
+        "it ignores which cell carries which value, so moving every failure to another concept reads 0, and it "
+        "normalises away how many failures there are.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _signed_pt(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:+.1f} pt"

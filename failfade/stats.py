@@ -49,3 +49,31 @@ def weighted_cell_rates(cells: np.ndarray, failures: np.ndarray, propensity: np.
         rate = np.where(sw > 0, swf / np.maximum(sw, 1e-300), np.nan)
         n_eff = np.where(sw2 > 0, sw**2 / np.maximum(sw2, 1e-300), 0.0)
     return rate, n_eff, np.nan_to_num(rate) * n_eff
+
+
+def newcombe_interval(p1, l1, u1, p2, l2, u2):
+    """p2 − p1 with Newcombe's hybrid-score interval (1998, method 10) from the two proportions'
+    own (Wilson) intervals [l, u]."""
+    p1, l1, u1, p2, l2, u2 = (np.asarray(v, dtype=np.float64) for v in (p1, l1, u1, p2, l2, u2))
+    d = p2 - p1
+    return d, d - np.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + np.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
+
+
+def weighted_rate_variance(cells: np.ndarray, failures: np.ndarray, propensity: np.ndarray | None, n_cells: int) -> np.ndarray:
+    """Per-cell variance of the (self-normalized, importance-weighted) failure-rate estimate.
+
+    The larger of the delta-method (sandwich) variance Σw²(f − r)² / (Σw)², which holds when the
+    weights correlate with failure, and the binomial p(1−p)/n_eff with p shrunk to
+    (k_eff + ½)/(n_eff + 1), which keeps a cell that never (or always) failed uncertain.
+    NaN for unvisited cells.
+    """
+    rate, n_eff, k_eff = weighted_cell_rates(cells, failures, propensity, n_cells)
+    w = np.ones(len(cells)) if propensity is None else np.where(np.isfinite(propensity), 1.0 / np.maximum(propensity, 1e-12), 1.0)
+    resid = failures.astype(np.float64) - np.nan_to_num(rate)[cells]
+    num = np.bincount(cells, weights=(w * resid) ** 2, minlength=n_cells)
+    den = np.bincount(cells, weights=w, minlength=n_cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sandwich = num / den**2
+        shrunk = (k_eff + 0.5) / (n_eff + 1)
+        binom = shrunk * (1 - shrunk) / n_eff
+    return np.where(n_eff > 0, np.maximum(sandwich, binom), np.nan)

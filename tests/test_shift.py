@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from failfade.concepts import Axis, ConceptSpace
-from failfade.shift import compare, markdown, newcombe_diff, wasserstein_grid
+from failfade.shift import compare, grid_emd, grid_emd_shape, markdown, newcombe_diff, paper_wasserstein_1d
 
 Z = 1.959964
 
@@ -22,36 +22,37 @@ def line_space(n: int) -> ConceptSpace:
 SPACE3 = ConceptSpace([Axis("rotation", "rotate", (0.0, 10.0, 20.0), "°"), Axis("contrast", "contrast", (1.0, 0.5, 0.2))])
 
 
-# --- Wasserstein over the grid -----------------------------------------------------------------
+# --- earth mover's distance over the grid ----------------------------------------------------------
 
 def test_identical_distributions_are_zero():
-    s = SPACE3
     p = np.array([0.3, 0.0, 0.1, 0.2, 0.0, 0.0, 0.1, 0.2, 0.1])
-    assert wasserstein_grid(p, p, s.grid_distance()) == pytest.approx(0.0, abs=1e-9)
-    # masses are normalised: a scaled copy is the same distribution
-    assert wasserstein_grid(p, 5 * p, s.grid_distance()) == pytest.approx(0.0, abs=1e-9)
+    assert grid_emd(p, p, SPACE3) == pytest.approx(0.0, abs=1e-9)
+    # the shape alone ignores the amount...
+    assert grid_emd_shape(p, 5 * p, SPACE3) == pytest.approx(0.0, abs=1e-9)
+    # ...the mass-aware distance does not: 4 units more mass, created at half the diameter (2) each
+    assert grid_emd(p, 5 * p, SPACE3) == pytest.approx(4 * p.sum() * 2.0)
 
 
 def test_point_masses_two_steps_apart():
-    s = SPACE3
     p, q = np.zeros(9), np.zeros(9)
     p[0] = 1.0  # (0, 0)
     q[4] = 1.0  # (1, 1): two L1 steps away
-    assert wasserstein_grid(p, q, s.grid_distance()) == pytest.approx(2.0)
+    assert grid_emd(p, q, SPACE3) == pytest.approx(2.0)
     q2 = np.zeros(9)
-    q2[8] = 3.0  # (2, 2): four steps, and un-normalised
-    assert wasserstein_grid(p, q2, s.grid_distance()) == pytest.approx(4.0)
+    q2[8] = 1.0  # (2, 2): four steps = the diameter; moving costs as much as removing and creating
+    assert grid_emd(p, q2, SPACE3) == pytest.approx(4.0)
 
 
 def test_half_mass_moves():
     s = line_space(4)
     p = np.array([1.0, 1.0, 0.0, 0.0])
     q = np.array([1.0, 0.0, 0.0, 1.0])
-    # half the mass moves from position 1 to position 3: 0.5 * 2
-    assert wasserstein_grid(p, q, s.grid_distance()) == pytest.approx(1.0)
+    # half the mass moves from position 1 to position 3: 1 unit * 2 steps
+    assert grid_emd(p, q, s) == pytest.approx(2.0)
+    assert grid_emd_shape(p, q, s) == pytest.approx(1.0)
 
 
-def test_line_equals_cdf_difference_and_scipy():
+def test_balanced_line_equals_cdf_difference_and_scipy():
     n = 7
     s = line_space(n)
     rng = np.random.default_rng(0)
@@ -61,44 +62,70 @@ def test_line_equals_cdf_difference_and_scipy():
         q = rng.random(n) * (rng.random(n) < 0.7)
         if p.sum() == 0 or q.sum() == 0:
             continue
-        w = wasserstein_grid(p, q, s.grid_distance())
+        w = grid_emd_shape(p, q, s)
         cdf = np.abs(np.cumsum(p / p.sum()) - np.cumsum(q / q.sum()))[:-1].sum()
         assert w == pytest.approx(cdf, abs=1e-7)
         assert w == pytest.approx(wasserstein_distance(pos, pos, p, q), abs=1e-7)
+        # equal totals: the unbalanced distance is the balanced one
+        assert grid_emd(p / p.sum(), q / q.sum(), s) == pytest.approx(cdf, abs=1e-7)
 
 
 def test_product_distribution_reduces_to_row_marginals():
-    # p and q are uniform along contrast within each rotation row: EMD = 1-D EMD of the rows
     rows_p, rows_q = np.array([0.8, 0.1, 0.1]), np.array([1, 1, 1]) / 3
     p, q = np.repeat(rows_p, 3) / 3, np.repeat(rows_q, 3) / 3
     expected = abs(0.8 - 1 / 3) + abs(0.9 - 2 / 3)
-    assert wasserstein_grid(p, q, SPACE3.grid_distance()) == pytest.approx(expected, abs=1e-7)
+    assert grid_emd(p, q, SPACE3) == pytest.approx(expected, abs=1e-7)
 
 
-def test_zero_masses():
+def test_matches_a_dense_transport_with_a_sink():
+    """The min-cost flow on grid edges equals the textbook formulation: a full transport plan
+    with the L1 ground metric plus a sink that absorbs or supplies mass at the creation cost."""
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(3)
     g = SPACE3.grid_distance()
-    assert wasserstein_grid(np.zeros(9), np.zeros(9), g) == 0.0
+    lam = 2.0
+    for _ in range(5):
+        p, q = rng.random(9) * (rng.random(9) < 0.8), rng.random(9) * (rng.random(9) < 0.8)
+        n = 10
+        cost = np.full((n, n), lam)
+        cost[:9, :9] = g
+        cost[9, 9] = 0
+        a = np.concatenate([p, [q.sum()]])
+        b = np.concatenate([q, [p.sum()]])
+        a_eq = np.zeros((2 * n, n * n))
+        for i in range(n):
+            a_eq[i, i * n:(i + 1) * n] = 1
+            a_eq[n + i, i::n] = 1
+        res = linprog(cost.ravel(), A_eq=a_eq, b_eq=np.concatenate([a, b]), bounds=(0, None), method="highs")
+        assert grid_emd(p, q, SPACE3) == pytest.approx(res.fun, abs=1e-7)
+
+
+def test_zero_masses_are_finite():
+    assert grid_emd(np.zeros(9), np.zeros(9), SPACE3) == 0.0
     p = np.zeros(9)
     p[3] = 0.5
-    assert math.isnan(wasserstein_grid(p, np.zeros(9), g))
-    assert math.isnan(wasserstein_grid(np.zeros(9), p, g))
+    # all failures removed: each unit removed at half the diameter (2)
+    assert grid_emd(p, np.zeros(9), SPACE3) == pytest.approx(1.0)
+    assert grid_emd(np.zeros(9), p, SPACE3) == pytest.approx(1.0)
+    assert grid_emd_shape(p, np.zeros(9), SPACE3) is None
 
 
-def test_not_permutation_invariant():
-    """Unlike the paper's 1-D distance between unordered rates, moving the same rates to other cells matters."""
+def test_not_permutation_invariant_unlike_the_paper():
+    """The paper's 1-D distance between unordered values cannot tell where the failures went."""
     s = line_space(5)
     pre = np.array([0.9, 0.1, 0.1, 0.1, 0.1])
     post_near = np.array([0.1, 0.9, 0.1, 0.1, 0.1])
     post_far = np.array([0.1, 0.1, 0.1, 0.1, 0.9])  # a permutation of post_near
-    # the paper's distance sees the same multiset of values
-    assert wasserstein_distance(pre, post_near) == pytest.approx(wasserstein_distance(pre, post_far))
-    assert wasserstein_distance(pre, post_near) == pytest.approx(0.0)
-    near = wasserstein_grid(pre, post_near, s.grid_distance())
-    far = wasserstein_grid(pre, post_far, s.grid_distance())
-    # 0.8 / 1.3 of the mass moves 1 step, respectively 4 steps
-    assert near == pytest.approx(0.8 / 1.3, abs=1e-7)
-    assert far == pytest.approx(4 * 0.8 / 1.3, abs=1e-7)
+    assert paper_wasserstein_1d(pre, post_near) == pytest.approx(0.0)
+    assert paper_wasserstein_1d(pre, post_far) == pytest.approx(0.0)
+    near, far = grid_emd(pre, post_near, s), grid_emd(pre, post_far, s)
+    assert near == pytest.approx(0.8)  # 0.8 moves one step
+    assert far == pytest.approx(3.2)  # 0.8 moves four steps (or is removed and created: the same cost)
     assert far > near
+    # the paper's distance also cannot see the amount of failure: halving every rate reads 0
+    assert paper_wasserstein_1d(pre, pre / 2) == pytest.approx(0.0)
+    assert grid_emd(pre, pre / 2, s) > 0
 
 
 # --- Newcombe --------------------------------------------------------------------------------
@@ -162,28 +189,40 @@ def plan_for(cells) -> dict:
 def test_compare_targeted_cells_fade():
     pre = build_queries({c: (20, 16) if c in TARGETED else (20, 2) for c in range(9)})
     post = build_queries({c: (20, 2) for c in range(9)})
-    res, per_cell = compare(SPACE3, pre, post, plan_for(TARGETED), threshold=0.5, clean_pre=0.97, clean_post=0.96)
+    res, per_cell = compare(SPACE3, pre, post, plan_for(TARGETED), threshold=0.5, clean_pre=0.97, clean_post=0.96,
+                            bootstrap=50)
     assert res["clean_accuracy_pre"] == 0.97 and res["clean_accuracy_post"] == 0.96
+    assert res["clean_accuracy_change"] == pytest.approx(-0.01)
     assert res["targeted_cells"] == 3
     assert res["targeted_failure_rate_pre"] == pytest.approx(0.8)
     assert res["targeted_failure_rate_post"] == pytest.approx(0.1)
     assert res["targeted_relative_reduction"] == pytest.approx(1 - 0.1 / 0.8)
+    lo, hi = res["targeted_relative_reduction_ci"]
+    assert 0 < lo < 1 - 0.1 / 0.8 < hi <= 2
     assert res["other_failure_rate_pre"] == pytest.approx(0.1)
     assert res["other_failure_rate_post"] == pytest.approx(0.1)
-    assert res["targeted_pooled"]["pre"] == {"rate": pytest.approx(0.8), "queries": 60, "failures": 48, "cells_seen": 3}
-    assert res["other_pooled"]["post"]["queries"] == 120 and res["other_pooled"]["post"]["failures"] == 12
+    t = res["targeted"]
+    assert t["queries"] == {"pre": 60, "post": 60} and t["failures"] == {"pre": 48, "post": 6}
+    assert t["change"] == pytest.approx(-0.7) and t["change_ci"][1] < 0
+    assert res["other"]["change_ci"][0] < 0 < res["other"]["change_ci"][1]
     # 16/20 has a Wilson lower bound of ~0.58 >= 0.5; 2/20 is far below
     assert wilson_by_hand(16, 20)[0] >= 0.5
     assert res["failure_cells_pre"] == 3 and res["failure_cells_post"] == 0
     assert res["new_failure_cells"] == 0 and res["new_failure_cell_list"] == []
     assert res["cells_significantly_better"] == 3 and res["cells_significantly_worse"] == 0
-    # failure rates as masses: rows (0.8*3, 0.1*3, 0.1*3) -> uniform; 1-D EMD of the row marginals
-    assert res["wasserstein_grid"] == pytest.approx(abs(0.8 - 1 / 3) + abs(0.9 - 2 / 3), abs=1e-6)
+    # mass over the grid: (3 * 0.8 + 6 * 0.1) / 9 -> 0.1
+    assert res["failure_mass"]["pre"] == pytest.approx(3.0 / 9) and res["failure_mass"]["post"] == pytest.approx(0.1)
+    assert res["failure_mass_change"] == pytest.approx(0.1 - 3.0 / 9)
+    # shapes: rows (0.8*3, 0.1*3, 0.1*3) -> uniform; 1-D EMD of the row marginals
+    assert res["grid_emd_shape"] == pytest.approx(abs(0.8 - 1 / 3) + abs(0.9 - 2 / 3), abs=1e-6)
+    assert res["grid_emd"] > res["grid_emd_noise_floor"] > 0
+    assert res["grid_emd_ci"][0] <= res["grid_emd"] <= res["grid_emd_ci"][1]
     assert res["queries_pre"] == 180 and res["queries_post"] == 180
     assert per_cell.height == 9
     assert per_cell["targeted"].to_list() == [c in TARGETED for c in range(9)]
     assert per_cell["delta"].to_list() == pytest.approx([-0.7] * 3 + [0.0] * 6)
-    assert "87.5%" in markdown(res, "digits")
+    md = markdown(res, "digits")
+    assert "87.5%" in md and "Why not the paper's distance" in md
 
 
 def test_compare_counts_new_failure_cell():
@@ -191,22 +230,143 @@ def test_compare_counts_new_failure_cell():
     post_counts = {c: (20, 2) for c in range(9)}
     post_counts[8] = (20, 18)  # (rotation 20°, contrast 0.2) becomes a failure cell
     post = build_queries(post_counts)
-    res, per_cell = compare(SPACE3, pre, post, plan_for(TARGETED), threshold=0.5, clean_pre=0.9, clean_post=0.8)
+    res, per_cell = compare(SPACE3, pre, post, plan_for(TARGETED), threshold=0.5, clean_pre=0.9, clean_post=0.8,
+                            bootstrap=0)
     assert res["new_failure_cells"] == 1
     assert res["new_failure_cell_list"] == ["rotation=20°, contrast=0.2"]
     assert res["failure_cells_post"] == 1
     assert res["other_failure_rate_post"] == pytest.approx((5 * 0.1 + 0.9) / 6)
     assert res["cells_significantly_worse"] == 1
     assert per_cell.filter(pl.col("is_failure_post"))["cell"].to_list() == [8]
+    assert res["grid_emd_noise_floor"] is None and res["grid_emd_ci"] == [None, None]
 
 
 def test_compare_rates_average_over_cells_not_queries():
     # targeted cell 0 seen 100 times at 50%, cell 1 seen 10 times at 100%: per-cell mean is 75%
     pre = build_queries({0: (100, 50), 1: (10, 10), 4: (10, 1)})
     post = build_queries({0: (100, 25), 1: (10, 0), 4: (10, 1)})
-    res, _ = compare(SPACE3, pre, post, plan_for([0, 1]), threshold=0.5, clean_pre=1.0, clean_post=1.0)
+    res, _ = compare(SPACE3, pre, post, plan_for([0, 1]), threshold=0.5, clean_pre=1.0, clean_post=1.0, bootstrap=0)
     assert res["targeted_failure_rate_pre"] == pytest.approx(0.75)
     assert res["targeted_failure_rate_post"] == pytest.approx(0.125)
-    assert res["targeted_pooled"]["pre"]["failures"] == 60
+    assert res["targeted"]["failures"]["pre"] == 60
     assert res["other_failure_rate_pre"] == pytest.approx(0.1)  # unvisited cells do not count
-    assert res["other_pooled"]["pre"]["cells_seen"] == 1
+    assert res["other"]["cells_seen"] == {"pre": 1, "post": 1}
+
+
+# --- the shift as failure mass: direction and scale ------------------------------------------------
+
+def grid_queries(rates: np.ndarray, n: int = 400) -> pl.DataFrame:
+    return build_queries({c: (n, int(round(r * n))) for c, r in enumerate(rates)})
+
+
+PRE_RATES = np.array([0.8, 0.6, 0.4, 0.3, 0.2, 0.5, 0.6, 0.7, 0.4])
+
+
+def test_halving_every_rate_halves_the_mass():
+    res, _ = compare(SPACE3, grid_queries(PRE_RATES), grid_queries(PRE_RATES / 2), plan_for(TARGETED), 0.5, 1.0, 1.0,
+                     bootstrap=100)
+    m = res["failure_mass"]
+    assert m["relative_change"] == pytest.approx(-0.5, abs=0.01)
+    lo, hi = m["relative_change_ci"]
+    assert lo < -0.5 < hi and hi < 0  # excludes 0
+    assert res["failure_mass_change"] < 0 and res["failure_mass_change_ci"][1] < 0
+    # the distance sees it, well above what exploration noise alone reads
+    assert res["grid_emd"] > 2 * res["grid_emd_noise_floor"]
+    # the shape does not change
+    assert res["grid_emd_shape"] == pytest.approx(0.0, abs=0.01)
+
+
+def test_a_worse_model_has_a_positive_mass_change():
+    post = np.clip(PRE_RATES + 0.3, 0, 1)
+    res, _ = compare(SPACE3, grid_queries(PRE_RATES), grid_queries(post), plan_for(TARGETED), 0.5, 1.0, 1.0, bootstrap=50)
+    assert res["failure_mass_change"] > 0 and res["failure_mass_change_ci"][0] > 0
+    assert res["failure_mass"]["relative_change"] > 0
+    assert res["targeted"]["change_ci"][0] > 0 and res["other"]["change_ci"][0] > 0
+    assert res["targeted_relative_reduction"] < 0
+    assert res["grid_emd"] > res["grid_emd_noise_floor"]
+
+
+def test_an_all_zero_post_landscape_gives_finite_numbers():
+    res, _ = compare(SPACE3, grid_queries(PRE_RATES), grid_queries(np.zeros(9)), plan_for(TARGETED), 0.5, 1.0, 1.0,
+                     bootstrap=50)
+    for key in ("failure_mass_change", "grid_emd", "grid_emd_noise_floor", "targeted_relative_reduction",
+                "paper_wasserstein_1d"):
+        assert math.isfinite(res[key]), key
+    assert all(math.isfinite(x) for x in res["failure_mass_change_ci"] + res["grid_emd_ci"])
+    assert res["failure_mass"]["relative_change"] == pytest.approx(-1.0)
+    assert res["targeted_relative_reduction"] == pytest.approx(1.0)
+    assert res["grid_emd_shape"] is None
+    # every unit of failure mass removed at half the diameter (2): Σ rates / 9 * 2
+    assert res["grid_emd"] == pytest.approx(PRE_RATES.sum() / 9 * 2, abs=1e-3)
+    json_text = __import__("json").dumps(res)  # strict JSON: no NaN
+    assert "NaN" not in json_text and "Infinity" not in json_text
+    markdown(res, "x")
+
+
+def test_identical_explorations_read_below_the_noise_floor():
+    """Two explorations of the same model: the mass change interval covers 0 and the EMD is noise."""
+    rng = np.random.default_rng(5)
+    truth = PRE_RATES
+
+    def explore_once():
+        k = rng.binomial(200, truth)
+        return build_queries({c: (200, int(k[c])) for c in range(9)})
+
+    res, _ = compare(SPACE3, explore_once(), explore_once(), plan_for(TARGETED), 0.5, 1.0, 1.0, bootstrap=200)
+    lo, hi = res["failure_mass_change_ci"]
+    assert lo < 0 < hi
+    assert res["grid_emd"] < 1.5 * res["grid_emd_noise_floor"]
+
+
+# --- weighted rates against an exhaustive truth -------------------------------------------------------
+
+class ContextGrid:
+    """A planted 3 x 3 task whose failures depend on the input: input i (latent x_i) fails at a cell
+    in column 0 with probability x_i·s, in column 1 with (1 − x_i)·s, in column 2 with s/2, where s
+    grows along the rows. A failure-seeking contextual policy pairs each cell with the inputs that
+    fail there, so unweighted rates overstate failures."""
+
+    def __init__(self, severity=(0.3, 0.6, 0.9), n_inputs: int = 300, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.space = SPACE3
+        self.n_cells, self.n_inputs = 9, n_inputs
+        x = rng.random(n_inputs)
+        p = np.zeros((n_inputs, 9))
+        for r, s in enumerate(severity):
+            p[:, 3 * r] = x * s
+            p[:, 3 * r + 1] = (1 - x) * s
+            p[:, 3 * r + 2] = s / 2
+        self.fail = rng.random((n_inputs, 9)) < p
+        self.labels = np.zeros(n_inputs, dtype=np.int64)
+        self.observations = np.stack([x, 1 - x], 1).astype(np.float32)
+
+    def score(self, input_ids, cells):
+        from failfade.tasks import Outcomes
+
+        f = self.fail[np.asarray(input_ids), np.asarray(cells)]
+        return Outcomes(f.astype(np.int64), f.astype(np.float32), f)
+
+
+def test_weighted_shift_rates_agree_with_the_exhaustive_truth():
+    from failfade.explore.search import explore
+
+    pre_task, post_task = ContextGrid(), ContextGrid(severity=(0.2, 0.3, 0.4), seed=1)
+    params = {"prior": "none", "uniform_mix": 0.2}
+    pre_q, _ = explore(pre_task, 6000, 30, 0, "ppo", params, progress=False)
+    post_q, _ = explore(post_task, 6000, 30, 0, "ppo", params, progress=False)
+    assert np.isfinite(pre_q["propensity"].to_numpy()).all()
+    fix = [3, 4, 5, 6, 7, 8]  # rows 1 and 2
+    res, _ = compare(SPACE3, pre_q, post_q, plan_for(fix), 0.5, 1.0, 1.0, bootstrap=0)
+    targeted = np.zeros(9, dtype=bool)
+    targeted[fix] = True
+    true_pre, true_post = pre_task.fail.mean(0), post_task.fail.mean(0)
+    for region, mask in (("targeted", targeted), ("other", ~targeted)):
+        r = res[region]
+        for side, truth in (("pre", true_pre), ("post", true_post)):
+            lo, hi = r[f"{side}_ci"]
+            assert lo <= truth[mask].mean() <= hi, (region, side, r, truth[mask].mean())
+        lo, hi = r["change_ci"]
+        assert lo <= true_post[mask].mean() - true_pre[mask].mean() <= hi
+    # the unweighted per-cell mean (what shift.py reported before) is biased beyond that interval
+    plain = pre_q.group_by("cell").agg(pl.col("failure").mean()).sort("cell")["failure"].to_numpy()
+    assert plain[targeted].mean() > res["targeted"]["pre_ci"][1]
