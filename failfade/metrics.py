@@ -1,8 +1,14 @@
 """How well a search recovered the landscape, against the exhaustive ground truth.
 
 A cell is a *true failure cell* when its exhaustive failure rate (every held-out input) is at
-least τ. A search *reports* a cell as failing when it queried it and its estimated failure rate
-(importance-weighted for contextual searchers, as in the landscape) is at least τ. Over the first b queries of a search (in the order they were made):
+least τ. A search *reports* a cell as failing by one of two rules, both reported and labelled:
+  interval rule (`recall`, `precision`): the cell is a failure cell of the landscape, i.e. the
+      lower bound of its Wilson interval (effective counts, `confidence`) is ≥ τ. This is what the
+      user sees: the landscape, the failure modes and the feedback template use this rule.
+  point rule (`recall_point`, `precision_point`): its estimated failure rate (importance-weighted
+      for contextual searchers, as in the landscape) is ≥ τ. Looser: it counts borderline cells
+      that the landscape does not yet call failing.
+Over the first b queries of a search (in the order they were made):
   recall     = reported ∩ true / true
   precision  = reported ∩ true / reported
   mae        = mean over all cells of |estimate − true rate|, estimate = (k + 1) / (n + 2) with
@@ -15,12 +21,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from failfade.stats import cell_counts, weighted_cell_rates
+from failfade.stats import cell_counts, weighted_cell_rates, wilson_interval
 
 
-def scores_of(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float) -> dict:
+def scores_of(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float, confidence: float = 0.95) -> dict:
     cells, fails, prop = _arrays(queries)
-    return scores(n_cells, cells, fails, truth, tau, prop)
+    return scores(n_cells, cells, fails, truth, tau, prop, confidence)
 
 
 def true_rates(n_cells: int, exhaustive: pl.DataFrame) -> np.ndarray:
@@ -32,17 +38,18 @@ def true_rates(n_cells: int, exhaustive: pl.DataFrame) -> np.ndarray:
 
 
 def scores(n_cells: int, cells: np.ndarray, failures: np.ndarray, truth: np.ndarray, tau: float,
-           propensity: np.ndarray | None = None) -> dict:
+           propensity: np.ndarray | None = None, confidence: float = 0.95) -> dict:
     rate, n_eff, k_eff = weighted_cell_rates(cells, failures, propensity, n_cells)
+    lo, _ = wilson_interval(k_eff, n_eff, confidence)
     true_fail = truth >= tau
-    reported = (n_eff > 0) & (np.nan_to_num(rate, nan=-1.0) >= tau)
-    hit = int((reported & true_fail).sum())
-    return {
-        "recall": hit / true_fail.sum() if true_fail.any() else float("nan"),
-        "precision": hit / reported.sum() if reported.any() else float("nan"),
-        "mae": float(np.abs((k_eff + 1) / (n_eff + 2) - truth).mean()),
-        "coverage": float((n_eff > 0).mean()),
-    }
+    by_interval = (n_eff > 0) & (lo >= tau)  # the landscape's failure cells
+    by_point = (n_eff > 0) & (np.nan_to_num(rate, nan=-1.0) >= tau)
+    out = {}
+    for suffix, reported in (("", by_interval), ("_point", by_point)):
+        hit = int((reported & true_fail).sum())
+        out[f"recall{suffix}"] = hit / true_fail.sum() if true_fail.any() else float("nan")
+        out[f"precision{suffix}"] = hit / reported.sum() if reported.any() else float("nan")
+    return out | {"mae": float(np.abs((k_eff + 1) / (n_eff + 2) - truth).mean()), "coverage": float((n_eff > 0).mean())}
 
 
 def _arrays(queries: pl.DataFrame):
@@ -51,21 +58,25 @@ def _arrays(queries: pl.DataFrame):
     return queries["cell"].to_numpy(), queries["failure"].to_numpy(), propensities(queries)
 
 
-def discovery_curve(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float, points: int = 40) -> pl.DataFrame:
+def discovery_curve(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float, points: int = 40,
+                    confidence: float = 0.95) -> pl.DataFrame:
     cells, fails, prop = _arrays(queries)
     marks = np.unique(np.linspace(0, len(cells), points + 1).astype(int)[1:])
-    return pl.DataFrame([{"queries": int(b), **scores(n_cells, cells[:b], fails[:b], truth, tau, None if prop is None else prop[:b])}
+    return pl.DataFrame([{"queries": int(b), **scores(n_cells, cells[:b], fails[:b], truth, tau,
+                                                       None if prop is None else prop[:b], confidence)}
                          for b in marks])
 
 
 def queries_to_recall(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, tau: float, target: float = 0.9,
-                      step: int = 64) -> int | None:
-    """The first prefix length (a multiple of `step`) from which recall stays at or above `target`
-    for the rest of the search; None if it never settles there. (A single crossing is not enough:
-    with one or two queries per cell, recall can touch the target by chance and fall back.)"""
+                      step: int = 64, rule: str = "interval", confidence: float = 0.95) -> int | None:
+    """The first prefix length (a multiple of `step`) from which recall (by `rule`: interval or
+    point) stays at or above `target` for the rest of the search; None if it never settles there.
+    (A single crossing is not enough: with one or two queries per cell, recall can touch the
+    target by chance and fall back.)"""
+    key = {"interval": "recall", "point": "recall_point"}[rule]
     cells, fails, prop = _arrays(queries)
     marks = sorted({min(b, len(cells)) for b in range(step, len(cells) + step, step)})
-    ok = [scores(n_cells, cells[:b], fails[:b], truth, tau, None if prop is None else prop[:b])["recall"] >= target
+    ok = [scores(n_cells, cells[:b], fails[:b], truth, tau, None if prop is None else prop[:b], confidence)[key] >= target
           for b in marks]
     if not ok or not ok[-1]:
         return None
