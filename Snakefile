@@ -18,6 +18,7 @@ include: "rules/landscape.smk"
 include: "rules/feedback.smk"
 include: "rules/mitigate.smk"
 include: "rules/reexplore.smk"
+include: "rules/probes.smk"
 include: "rules/shift.smk"
 include: "rules/groundtruth.smk"
 

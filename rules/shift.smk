@@ -5,6 +5,7 @@ rule shift:
         plan=f"{R}/{{experiment}}/feedback/plan.json",
         pre_card=f"{R}/{{experiment}}/model/model.json",
         post_card=f"{R}/{{experiment}}/mitigate/model.json",
+        probes=f"{R}/{{experiment}}/shift/probes.csv",
     output:
         json=f"{R}/{{experiment}}/shift/shift.json",
         md=report(

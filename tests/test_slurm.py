@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm_cluster" / "cluster.sh"
 PROFILE = REPO / "slurm" / "config.yaml"
 EXP = "digits"
-GPU_STAGES = {"model", "explore", "groundtruth", "mitigate", "reexplore"}
+GPU_STAGES = {"model", "explore", "groundtruth", "mitigate", "reexplore", "probes"}
 CPU_STAGES = {"landscape", "feedback", "shift"}
 # the stages a tiny run executes (groundtruth is off)
-RUN_STAGES = {"model", "explore", "landscape", "feedback", "mitigate", "reexplore", "shift"}
+RUN_STAGES = {"model", "explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}
 CPU_PARTITION, GPU_PARTITION = "debug", "gpu"  # tests/slurm_cluster/slurm.conf
 # snakemake ignores SIGTERM while jobs run (it waits for them), hence `timeout -k`
 RUN_TIMEOUT = 600

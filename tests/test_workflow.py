@@ -44,7 +44,8 @@ EXPECTED_OUTPUTS = [
 LANDSCAPE_OUTPUTS = ["landscape.duckdb", "cells.csv", "failure_modes.csv", "feedback_template.csv", "heatmap.png",
                      "gallery.png"]
 SHIFT_KEYS = ["clean_accuracy_pre", "clean_accuracy_post", "targeted_failure_rate_pre", "targeted_failure_rate_post",
-              "other_failure_rate_pre", "other_failure_rate_post", "new_failure_cells", "wasserstein_grid"]
+              "other_failure_rate_pre", "other_failure_rate_post", "new_failure_cells", "failure_mass_change", "grid_emd",
+              "grid_emd_noise_floor", "paper_wasserstein_1d", "probes_significantly_worse"]
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     fb.write_text(original.decode().replace("tilted scans are common", "tilted scans are VERY common"))
     assert fb.read_bytes() != original
     after_feedback = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
-    assert after_feedback - {"all"} == {"feedback", "mitigate", "reexplore", "shift"}, after_feedback
+    assert after_feedback - {"all"} == {"feedback", "mitigate", "reexplore", "probes", "shift"}, after_feedback
 
     # restore the feedback file (content and mtime): back to a no-op
     fb.write_bytes(original)
@@ -193,7 +194,7 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     cfg["experiments"][EXP]["explore"]["budget"] = 1024
     write_config(work, cfg)
     after_budget = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
-    assert after_budget - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "shift"}, after_budget
+    assert after_budget - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_budget
     assert "model" not in after_budget
 
 

@@ -1,0 +1,25 @@
+# Off-grid probes (shift.probes): conditions outside the explored grid, scored on every held-out
+# input for the model before and after mitigation.
+rule probes:
+    input:
+        pre_weights=f"{R}/{{experiment}}/model/model.safetensors",
+        pre_card=f"{R}/{{experiment}}/model/model.json",
+        post_weights=f"{R}/{{experiment}}/mitigate/model.safetensors",
+        post_card=f"{R}/{{experiment}}/mitigate/model.json",
+    output:
+        csv=f"{R}/{{experiment}}/shift/probes.csv",
+    log:
+        "logs/{experiment}/probes.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/probes.tsv"
+    params:
+        cfg=probes_cfg,
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=gpus,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_scripts/probes.py"
