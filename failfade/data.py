@@ -1,5 +1,12 @@
-"""Input data for the image-classification task, with a held-out split that training and
-fine-tuning never see. Exploration and every before/after comparison use the held-out split only."""
+"""Input data for the image-classification task, in three disjoint splits:
+
+- held-out: never seen by training, fine-tuning or any choice of settings; exploration and every
+  reported before/after number use it only;
+- validation: never trained on; levels, mitigation settings and early stopping are chosen on it;
+- train: what the model and its fine-tuning learn from.
+
+The held-out split depends only on (source, heldout_fraction, seed): adding a validation split
+takes its inputs from the training side and never changes which inputs are held out."""
 
 from __future__ import annotations
 
@@ -28,9 +35,12 @@ class Splits:
     train: ImageSet
     heldout: ImageSet
     classes: list[str]
+    validation: ImageSet | None = None
 
 
-def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int, key: str = "data.source") -> Splits:
+def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int, key: str = "data.source",
+                validation_fraction: float = 0.0) -> Splits:
+    """Fractions are of the whole data set; validation inputs come out of the training side."""
     if source == "builtin:digits":
         images, labels, classes = _digits(image_size)
     elif source.startswith("imagefolder:"):
@@ -41,9 +51,13 @@ def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     n_held = int(round(len(labels) * heldout_fraction))
-    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
+    n_val = int(round(len(labels) * validation_fraction))
+    if n_held + n_val >= len(labels):
+        raise FailfadeError(f"data: heldout_fraction + validation_fraction leave no training inputs "
+                            f"({n_held} + {n_val} of {len(labels)})")
+    held, val, train = np.sort(order[:n_held]), np.sort(order[n_held:n_held + n_val]), np.sort(order[n_held + n_val:])
     pick = lambda idx: ImageSet(images[idx], labels[idx], ids[idx])  # noqa: E731
-    return Splits(pick(train), pick(held), classes)
+    return Splits(pick(train), pick(held), classes, pick(val) if n_val else None)
 
 
 def _digits(image_size: int):

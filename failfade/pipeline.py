@@ -41,7 +41,8 @@ def space_of(exp: dict) -> ConceptSpace:
 
 def splits_of(exp: dict):
     d = exp["data"]
-    return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"])
+    return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"],
+                       validation_fraction=d.get("validation_fraction", 0.0))
 
 
 def read_queries(paths) -> pl.DataFrame:
@@ -88,7 +89,8 @@ def stage_model(exp: dict, out_dir: Path, resources: Path, key: str = "model.sou
             module, card = got
             mut = models.ModelUnderTest(module, card, device)
     card = dict(card, source=exp["model"]["source"], heldout_clean_accuracy=accuracy(mut, splits.heldout),
-                heldout_inputs=len(splits.heldout), train_inputs=len(splits.train), seed=exp["seed"])
+                heldout_inputs=len(splits.heldout), train_inputs=len(splits.train),
+                validation_inputs=len(splits.validation) if splits.validation is not None else 0, seed=exp["seed"])
     pl.DataFrame(history or [{"epoch": -1, "loss": float("nan"), "accuracy": float("nan")}]).write_csv(out_dir / "training.csv")
     return models.save_model(module, card, out_dir)
 
@@ -137,22 +139,33 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str
     """
     from failfade.metrics import discovery_curve, queries_to_recall, scores_of, true_rates
 
-    task = build_task(exp, model_dir, cache_dir if exp["explore"].get("cache", True) else None)
+    use_cache = exp["explore"].get("cache", True) and exp.get("groundtruth", {}).get("cache", True)
+    task = build_task(exp, model_dir, cache_dir if use_cache else None)
     truth_q, _ = exhaustive(task, exp["seed"])
     if isinstance(task, CachedTask):
         task.save()
     truth_q.write_parquet(out["queries"])
-    tau = exp["landscape"]["failure_rate_threshold"]
+    tau, conf = exp["landscape"]["failure_rate_threshold"], exp["landscape"]["confidence"]
     truth = true_rates(task.n_cells, truth_q)
     q = read_queries(explore_queries)
-    curve = discovery_curve(task.n_cells, q, truth, tau)
+    curve = discovery_curve(task.n_cells, q, truth, tau, confidence=conf)
     curve.write_csv(out["curve"])
+    sc = scores_of(task.n_cells, q, truth, tau, conf)
     summary = {
         "algorithm": exp["explore"]["algorithm"], "mode": exp["explore"].get("mode", "macroscopic"),
         "exhaustive_queries": truth_q.height, "exploration_queries": q.height,
         "budget_fraction": q.height / truth_q.height, "true_failure_cells": int((truth >= tau).sum()),
-        "threshold": tau, **scores_of(task.n_cells, q, truth, tau),
-        "queries_to_90pct_recall": queries_to_recall(task.n_cells, q, truth, tau),
+        "threshold": tau, "confidence": conf, "outcome_cache_used": bool(use_cache),
+        "rules": {
+            "interval": f"reported failing when the landscape calls it a failure cell: the {conf:.0%} Wilson lower bound "
+                        "of its failure rate is >= threshold (what the landscape, the modes and the feedback template show)",
+            "point": "reported failing when its estimated failure rate is >= threshold",
+        },
+        "recall": sc["recall"], "precision": sc["precision"],
+        "recall_point": sc["recall_point"], "precision_point": sc["precision_point"],
+        "mae": sc["mae"], "coverage": sc["coverage"],
+        "queries_to_90pct_recall": queries_to_recall(task.n_cells, q, truth, tau, confidence=conf),
+        "queries_to_90pct_recall_point": queries_to_recall(task.n_cells, q, truth, tau, rule="point", confidence=conf),
     }
     Path(out["json"]).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -208,25 +221,48 @@ def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -
     splits = splits_of(exp)
     plan = read_plan(plan_path)
     m = exp["mitigate"]
-    history = mitigate(mut, splits.train, space_of(exp), plan, m["mode"], m["epochs"], m["lr"], m["batch_size"],
-                       m["perturb_fraction"], exp["seed"], m["distill"])
+    history, selection = mitigate(mut, splits.train, space_of(exp), plan, m["mode"], m["epochs"], m["lr"], m["batch_size"],
+                                  m["perturb_fraction"], exp["seed"], m["distill"], validation=splits.validation,
+                                  early_stopping=m.get("early_stopping", True), max_clean_drop=m.get("max_clean_drop", 0.005),
+                                  validation_pairs=m.get("validation_pairs", 4096))
     pl.DataFrame(history).write_csv(out_dir / "training.csv")
     card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
     card.update(parent_sha256=mut.card.get("sha256"), mitigation={**m, "fix_cells": [f["cell"] for f in plan["fix"]]},
-                heldout_clean_accuracy=accuracy(mut, splits.heldout))
+                selection=selection, heldout_clean_accuracy=accuracy(mut, splits.heldout))
     return models.save_model(mut.module, card, out_dir)
 
 
+def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: Path) -> pl.DataFrame:
+    """Score every off-grid probe (`shift.probes`) on every held-out input, before and after mitigation."""
+    from failfade.probes import COLUMNS, score_probes
+
+    probes = exp.get("shift", {}).get("probes", [])
+    if not probes:
+        table = pl.DataFrame(schema=COLUMNS)
+    else:
+        device = device_of(exp)
+        pre, post = models.load_model(pre_model_dir, device), models.load_model(post_model_dir, device)
+        table = score_probes(probes, pre, post, splits_of(exp).heldout, exp["landscape"]["confidence"])
+    table.write_csv(out_csv)
+    return table
+
+
 def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path, pre_card: Path,
-                post_card: Path, out: dict[str, Path]) -> dict:
+                post_card: Path, out: dict[str, Path], probes_csv: Path | None = None) -> dict:
     """out keys: json, md, cells, figure."""
     space = space_of(exp)
     ls = exp["landscape"]
     pre_q, post_q = read_queries(pre_queries), read_queries(post_queries)
     clean_pre = json.loads(Path(pre_card).read_text())["heldout_clean_accuracy"]
     clean_post = json.loads(Path(post_card).read_text())["heldout_clean_accuracy"]
+    probes = None
+    if probes_csv is not None:
+        from failfade.probes import COLUMNS
+
+        probes = pl.read_csv(probes_csv, schema=COLUMNS)
     result, per_cell = compare(space, pre_q, post_q, read_plan(plan_path), ls["failure_rate_threshold"],
-                               clean_pre, clean_post, ls["confidence"])
+                               clean_pre, clean_post, ls["confidence"], bootstrap=exp.get("shift", {}).get("bootstrap", 200),
+                               seed=exp.get("seed", 0), probes=probes)
     result = {"experiment": name, **result}
     Path(out["json"]).write_text(json.dumps(result, indent=2) + "\n")
     Path(out["md"]).write_text(markdown(result, name))

@@ -25,12 +25,15 @@ def fit(
     desc: str = "train",
     teacher: torch.nn.Module | None = None,
     distill: float = 0.0,
+    after_epoch: Callable[[int], dict] | None = None,
 ) -> list[dict]:
     """Adam on `params` only (the rest stays frozen); returns per-epoch loss and accuracy.
 
     With a `teacher` and `distill` > 0, the loss adds distill * KL(teacher ‖ model) on the *clean*
     version of each batch (learning without forgetting): the model learns the augmented inputs
     while keeping its clean-input predictions.
+    `after_epoch(epoch)` runs after each epoch with the model in eval mode and no gradients; the
+    dict it returns joins that epoch's history row (e.g. validation metrics for early stopping).
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -39,14 +42,19 @@ def fit(
         p.requires_grad_(id(p) in wanted)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     history = []
-    mut.module.train()
-    # Frozen BatchNorm layers keep their running statistics when only the head is tuned.
-    if len(wanted) < sum(1 for _ in mut.module.parameters()):
-        for m in mut.module.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(id(p) in wanted for p in m.parameters()):
-                m.eval()
+    partial = len(wanted) < sum(1 for _ in mut.module.parameters())
+
+    def train_mode():
+        mut.module.train()
+        # Frozen BatchNorm layers keep their running statistics when only the head is tuned.
+        if partial:
+            for m in mut.module.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(id(p) in wanted for p in m.parameters()):
+                    m.eval()
+
     n = len(data)
     for epoch in progress(range(epochs), desc=desc, unit="epoch", leave=False):
+        train_mode()
         order = torch.randperm(n, generator=g)
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, n, batch_size):
@@ -67,7 +75,12 @@ def fit(
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             total += len(idx)
-        history.append({"epoch": epoch, "loss": loss_sum / total, "accuracy": correct / total})
+        row = {"epoch": epoch, "loss": loss_sum / total, "accuracy": correct / total}
+        if after_epoch is not None:
+            mut.module.eval()
+            with torch.no_grad():
+                row.update(after_epoch(epoch))
+        history.append(row)
     mut.module.eval()
     for p in mut.module.parameters():
         p.requires_grad_(False)

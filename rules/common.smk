@@ -44,11 +44,16 @@ def mitigate_cfg(wildcards):
 
 
 def shift_cfg(wildcards):
-    return exp_cfg(wildcards, "concepts", "landscape")
+    return exp_cfg(wildcards, "seed", "concepts", "landscape", "shift")
 
 
-def landscape_explore_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore", "landscape")
+def probes_cfg(wildcards):
+    probes = config["experiments"][wildcards.experiment]["shift"]["probes"]
+    return exp_cfg(wildcards, "seed", "device", "data", "landscape") | {"shift": {"probes": probes}}
+
+
+def groundtruth_cfg(wildcards):
+    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore", "landscape", "groundtruth")
 
 
 def cache_dir(wildcards):

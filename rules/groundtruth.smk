@@ -14,7 +14,7 @@ rule groundtruth:
     benchmark:
         "benchmarks/runs/{experiment}/groundtruth.tsv"
     params:
-        cfg=landscape_explore_cfg,
+        cfg=groundtruth_cfg,
         cache_dir=cache_dir,
     threads: 2
     resources:

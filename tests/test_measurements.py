@@ -1,0 +1,216 @@
+"""Measurements that can fail: the recall rules, off-grid probes, the validation split, early
+stopping, and ground truth scored without the outcome cache."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import yaml
+
+from failfade import FailfadeError
+from failfade.concepts import Axis, ConceptSpace
+from failfade.config import validate
+from failfade.data import ImageSet, load_splits
+from failfade.landscape import summarize
+from failfade.metrics import queries_to_recall, scores, scores_of
+from failfade.mitigate import pick_epoch
+from failfade.probes import check_probes, score_probes
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# --- recall by the rule the user sees ------------------------------------------------------------
+
+LINE = ConceptSpace([Axis("x", "contrast", (0.0, 1.0, 2.0, 3.0))])
+
+
+def queries(counts: dict[int, tuple[int, int]]) -> pl.DataFrame:
+    cells, fails = [], []
+    for c, (n, k) in counts.items():
+        cells += [c] * n
+        fails += [True] * k + [False] * (n - k)
+    return pl.DataFrame({"cell": np.array(cells, dtype=np.int32), "failure": np.array(fails),
+                         "delta": np.array(fails, dtype=np.float32)})
+
+
+def test_interval_rule_recall_is_what_the_landscape_shows():
+    truth = np.array([0.9, 0.6, 0.55, 0.1])  # cells 0, 1, 2 truly fail at tau 0.5
+    # cell 0: 18/20 (lower bound ~0.70: a failure cell); cell 1: 6/10 (rate 0.6 but lower bound ~0.31);
+    # cell 2: 11/20 (0.55, lower bound ~0.34); cell 3: 1/20
+    q = queries({0: (20, 18), 1: (10, 6), 2: (20, 11), 3: (20, 1)})
+    s = scores_of(LINE.n_cells, q, truth, 0.5)
+    assert s["recall_point"] == pytest.approx(1.0)  # every true failure cell has a point estimate >= 0.5
+    assert s["recall"] == pytest.approx(1 / 3)  # only cell 0 is a failure cell of the landscape
+    assert s["precision"] == 1.0 and s["precision_point"] == 1.0
+    cells, _ = summarize(LINE, q, 0.5)
+    shown = set(cells.filter(pl.col("is_failure"))["cell"].to_list())
+    assert s["recall"] == len(shown & {0, 1, 2}) / 3
+    # a point-estimate false positive: 3/5 at a truly safe cell
+    q2 = queries({0: (20, 18), 1: (10, 6), 2: (20, 11), 3: (5, 3)})
+    s2 = scores_of(LINE.n_cells, q2, truth, 0.5)
+    assert s2["precision_point"] == pytest.approx(3 / 4) and s2["precision"] == 1.0
+
+
+def test_recall_rules_follow_the_confidence():
+    truth = np.array([0.9, 0.6, 0.55, 0.1])
+    q = queries({0: (20, 18), 1: (10, 6), 2: (20, 11), 3: (20, 1)})
+    loose = scores(LINE.n_cells, q["cell"].to_numpy(), q["failure"].to_numpy(), truth, 0.5, confidence=0.2)
+    assert loose["recall"] > scores(LINE.n_cells, q["cell"].to_numpy(), q["failure"].to_numpy(), truth, 0.5)["recall"]
+
+
+def test_queries_to_recall_by_rule():
+    truth = np.array([0.9, 0.9, 0.1, 0.1])
+    rng = np.random.default_rng(0)
+    cells = np.tile(np.arange(4), 64)
+    fails = rng.random(len(cells)) < truth[cells]
+    q = pl.DataFrame({"cell": cells.astype(np.int32), "failure": fails, "delta": fails.astype(np.float32)})
+    point = queries_to_recall(4, q, truth, 0.5, step=4, rule="point")
+    interval = queries_to_recall(4, q, truth, 0.5, step=4, rule="interval")
+    assert point is not None and interval is not None and interval > point
+
+
+# --- off-grid probes -------------------------------------------------------------------------------
+
+class DarkFearing:
+    """A stand-in model: predicts the label, except (when `afraid`) on images darker than 0.25 mean."""
+
+    def __init__(self, labels: torch.Tensor, afraid: bool):
+        self.labels, self.afraid = labels, afraid
+        self.seen = 0
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.labels[self.seen:self.seen + len(x)]
+        self.seen = (self.seen + len(x)) % len(self.labels)
+        pred = torch.where((x.mean((1, 2, 3)) < 0.25) & torch.tensor(self.afraid), (y + 1) % 10, y)
+        return torch.nn.functional.one_hot(pred, 10).float()
+
+
+def test_probes_find_a_regression_off_the_grid():
+    n = 200
+    images = torch.full((n, 1, 8, 8), 0.4)
+    labels = torch.arange(n) % 10
+    inputs = ImageSet(images, labels, np.arange(n))
+    probes = [{"name": "darkening 0.5", "apply": {"darken": 0.5}}, {"name": "rotation", "apply": {"rotate": 10}}]
+    table = score_probes(probes, DarkFearing(labels, False), DarkFearing(labels, True), inputs)
+    dark = table.row(0, named=True)
+    assert dark["failures_pre"] == 0 and dark["failures_post"] == n and dark["significantly_worse"]
+    assert dark["delta"] == pytest.approx(1.0) and dark["delta_lo"] > 0.9
+    rot = table.row(1, named=True)
+    assert rot["failures_post"] == 0 and not rot["significantly_worse"] and not rot["significantly_better"]
+    assert dark["condition"] == "darken 0.5"
+
+
+def test_probe_errors_name_the_key():
+    with pytest.raises(FailfadeError, match=r"shift.probes\[1\].apply.sharpen: unknown transform"):
+        check_probes([{"name": "a", "apply": {"darken": 0.5}}, {"name": "b", "apply": {"sharpen": 2}}])
+    with pytest.raises(FailfadeError, match="repeated"):
+        check_probes([{"name": "a", "apply": {"darken": 0.5}}, {"name": "a", "apply": {"darken": 0.4}}])
+
+
+def test_probe_schema():
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    exp = validate(cfg)["experiments"]["digits"]
+    assert len(exp["shift"]["probes"]) >= 5 and exp["shift"]["bootstrap"] > 0
+    check_probes(exp["shift"]["probes"])  # the shipped probes are valid
+    bad = copy.deepcopy(cfg)
+    bad["experiments"]["digits"]["shift"]["probes"][0]["apply"] = {"darken": "lots"}
+    with pytest.raises(FailfadeError, match=r"experiments.digits.shift.probes.0.apply.darken"):
+        validate(bad)
+
+
+# --- the validation split ----------------------------------------------------------------------------
+
+def test_validation_split_is_disjoint_and_leaves_heldout_unchanged():
+    plain = load_splits("builtin:digits", 8, 0.3, 0)
+    with_val = load_splits("builtin:digits", 8, 0.3, 0, validation_fraction=0.15)
+    assert plain.validation is None
+    np.testing.assert_array_equal(plain.heldout.ids, with_val.heldout.ids)
+    ids = [set(s.ids.tolist()) for s in (with_val.train, with_val.validation, with_val.heldout)]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert sum(map(len, ids)) == 1797 and len(ids[1]) == round(1797 * 0.15)
+    assert set(plain.train.ids.tolist()) == ids[0] | ids[1]
+    with pytest.raises(FailfadeError, match="no training inputs"):
+        load_splits("builtin:digits", 8, 0.6, 0, validation_fraction=0.4)
+
+
+# --- early stopping ------------------------------------------------------------------------------------
+
+def test_pick_epoch_respects_the_clean_tolerance():
+    h = [{"epoch": 0, "val_clean_accuracy": 0.95, "val_targeted_failure_rate": 0.5},
+         {"epoch": 1, "val_clean_accuracy": 0.94, "val_targeted_failure_rate": 0.2},
+         {"epoch": 2, "val_clean_accuracy": 0.90, "val_targeted_failure_rate": 0.1}]
+    assert pick_epoch(h, 0.95, 0.005) == 0
+    assert pick_epoch(h, 0.95, 0.02) == 1
+    assert pick_epoch(h, 0.95, 0.10) == 2
+    assert pick_epoch(h, 0.99, 0.005) == 0  # none within tolerance: the best clean accuracy
+
+
+def test_mitigation_keeps_the_chosen_epochs_weights(tmp_path):
+    from failfade import models
+    from failfade.mitigate import mitigate
+
+    splits = load_splits("builtin:digits", 16, 0.3, 0, validation_fraction=0.15)
+    torch.manual_seed(0)
+    module = models.DigitsCNN(num_classes=10, in_channels=1, width=8)
+    card = {"arch": "digits-cnn", "classes": splits.classes,
+            "input": {"channels": 1, "size": 16, "mean": [0.0], "std": [1.0]}}
+    from failfade.training import fit
+
+    mut = models.ModelUnderTest(module, card, torch.device("cpu"))
+    fit(mut, splits.train, list(module.parameters()), 3, 3e-3, 64, 0, desc="t")
+    space = ConceptSpace([Axis("rotation", "rotate", (0.0, 40.0))])
+    plan = {"fix": [{"cell": 1, "weight": 1.0}], "accept": []}
+    history, sel = mitigate(mut, splits.train, space, plan, "full", 3, 3e-3, 64, 0.5, 0, 1.0,
+                            validation=splits.validation, max_clean_drop=0.0, validation_pairs=200)
+    assert sel["early_stopping"] and len(history) == 3
+    assert sel["kept_epoch"] == pick_epoch(history, sel["val_clean_accuracy_base"], 0.0)
+    # the kept model scores on validation what its epoch recorded
+    from failfade.mitigate import validation_scorer
+
+    now = validation_scorer(mut, splits.validation, space, plan, 200, 0)()
+    kept = history[sel["kept_epoch"]]
+    assert now["val_clean_accuracy"] == pytest.approx(kept["val_clean_accuracy"])
+    assert now["val_targeted_failure_rate"] == pytest.approx(kept["val_targeted_failure_rate"])
+
+
+# --- ground truth without the cache ------------------------------------------------------------------
+
+def test_groundtruth_can_score_without_the_cache(tmp_path, monkeypatch):
+    from failfade.pipeline import stage_explore, stage_groundtruth, stage_model
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    e = cfg["experiments"]["digits"]
+    e["model"]["epochs"] = 1
+    e["data"]["image_size"] = 16
+    e["concepts"] = [{"name": "rotation", "transform": "rotate", "levels": [0, 40]}]
+    e["explore"].update(budget=256, num_agents=32)
+    exp = validate(cfg)["experiments"]["digits"]
+    stage_model(exp, tmp_path / "model", ROOT / "resources")
+    cache = tmp_path / "cache"
+    stage_explore(exp, tmp_path / "model", tmp_path / "q.parquet", tmp_path / "l.csv", progress=False, cache_dir=cache)
+    cached_file = next(cache.glob("outcomes-*.npz"))
+    # poison the cache: every cached outcome now says "failure"
+    data = dict(np.load(cached_file))
+    for k, v in data.items():
+        if v.dtype == bool:
+            data[k] = np.ones_like(v)
+    np.savez(cached_file, **data)
+    outs = {k: tmp_path / f"gt-{k}" for k in ("queries", "json", "curve")}
+    exp_nocache = copy.deepcopy(exp)
+    exp_nocache["groundtruth"]["cache"] = False
+    fresh = stage_groundtruth(exp_nocache, tmp_path / "model", tmp_path / "q.parquet", outs, cache)
+    assert fresh["outcome_cache_used"] is False
+    truth_fresh = pl.read_parquet(outs["queries"])["failure"].mean()
+    assert truth_fresh < 0.9  # scored afresh: the poisoned cache did not leak in
+    assert json.loads(Path(outs["json"]).read_text())["outcome_cache_used"] is False
+    # with the cache, the poison would have been the ground truth
+    cached = stage_groundtruth(exp, tmp_path / "model", tmp_path / "q.parquet", outs, cache)
+    assert cached["outcome_cache_used"] is True
+    assert pl.read_parquet(outs["queries"])["failure"].mean() == 1.0
