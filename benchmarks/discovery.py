@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import OUT, default_experiment, digits_model, write_section  # noqa: E402
 
-from failfade.explore.cache import CachedTask  # noqa: E402
+from failfade.tasks.cache import CachedTask  # noqa: E402
 from failfade.explore.search import exhaustive, explore  # noqa: E402
 from failfade.metrics import discovery_curve, queries_to_recall, scores_of, true_rates  # noqa: E402
 from failfade.pipeline import build_task  # noqa: E402

@@ -17,8 +17,9 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import default_experiment, digits_model, write_section  # noqa: E402
 
-from failfade import models  # noqa: E402
-from failfade.pipeline import space_of, splits_of  # noqa: E402
+from failfade.pipeline import family_of  # noqa: E402
+from failfade.tasks.classification import models  # noqa: E402
+from failfade.tasks.classification.transforms import apply  # noqa: E402
 
 
 def cell_failure_rates(mut, inputs, space) -> np.ndarray:
@@ -26,7 +27,7 @@ def cell_failure_rates(mut, inputs, space) -> np.ndarray:
     rates = np.zeros(space.n_cells)
     with torch.no_grad():
         for c in range(space.n_cells):
-            x = space.apply(inputs.images, np.full(len(inputs), c))
+            x = apply(space, inputs.images, np.full(len(inputs), c))
             rates[c] = float((mut.logits(x).argmax(1).cpu().numpy() != labels).mean())
     return rates
 
@@ -35,7 +36,8 @@ def main():
     torch.set_num_threads(2)
     exp = default_experiment()
     mut = models.load_model(digits_model(exp))
-    splits, space = splits_of(exp), space_of(exp)
+    fam = family_of(exp)
+    splits, space = fam.splits(exp), fam.space(exp)
     rates = cell_failure_rates(mut, splits.validation, space)
     coords = space.all_coords()
     lines = ["## Concept levels on the validation split", "",

@@ -26,12 +26,13 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import OUT, ROOT, default_experiment, write_section  # noqa: E402
 
-from failfade import models  # noqa: E402
 from failfade.feedback import mitigation_plan, read_feedback  # noqa: E402
-from failfade.mitigate import mitigate  # noqa: E402
-from failfade.pipeline import space_of, splits_of, stage_model  # noqa: E402
-from failfade.probes import check_probes, failures  # noqa: E402
-from failfade.training import accuracy  # noqa: E402
+from failfade.pipeline import family_of, stage_model  # noqa: E402
+from failfade.probes import check_probes  # noqa: E402
+from failfade.tasks.classification import models  # noqa: E402
+from failfade.tasks.classification.mitigate import mitigate  # noqa: E402
+from failfade.tasks.classification.training import accuracy  # noqa: E402
+from failfade.tasks.classification.transforms import TRANSFORMS, apply  # noqa: E402
 
 GRIDS = {
     "default": [dict(zip(("epochs", "lr", "distill", "perturb_fraction"), v))
@@ -49,7 +50,7 @@ def grid_failure_rate(mut, inputs, space, cells) -> float:
     with torch.no_grad():
         for c in cells:
             for s in range(0, len(inputs), 512):
-                x = space.apply(inputs.images[s:s + 512], np.full(min(512, len(inputs) - s), c))
+                x = apply(space, inputs.images[s:s + 512], np.full(min(512, len(inputs) - s), c))
                 wrong += int((mut.logits(x).argmax(1).cpu().numpy() != labels[s:s + 512]).sum())
                 total += len(x)
     return wrong / total
@@ -59,7 +60,7 @@ def evaluate(mut, splits, space, fix, other, probes) -> dict:
     v = splits.validation
     return {"clean": accuracy(mut, v), "targeted": grid_failure_rate(mut, v, space, fix),
             "other": grid_failure_rate(mut, v, space, other),
-            "probes": {p["name"]: failures(mut, v, ps) / len(v) for p, ps in zip(probes, check_probes(probes))}}
+            "probes": {p["name"]: grid_failure_rate(mut, v, ps, [0]) for p, ps in zip(probes, check_probes(probes, TRANSFORMS))}}
 
 
 def main(argv=None):
@@ -77,7 +78,8 @@ def main(argv=None):
         model_dir = OUT / "mitigation" / f"seed{seed}" / "model"
         if not (model_dir / "model.json").is_file():
             stage_model(exp, model_dir, ROOT / "resources")
-        splits, space = splits_of(exp), space_of(exp)
+        fam = family_of(exp)
+        splits, space = fam.splits(exp), fam.space(exp)
         all_cells = list(range(space.n_cells))
         plan = mitigation_plan(read_feedback(ROOT / exp["feedback"], space, all_cells), space, all_cells, exp["feedback"])
         fix = sorted(f["cell"] for f in plan["fix"])

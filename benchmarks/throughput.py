@@ -28,15 +28,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import default_experiment, digits_model, write_section  # noqa: E402
 
-from failfade import models  # noqa: E402
 from failfade.concepts import ConceptSpace  # noqa: E402
-from failfade.data import load_splits  # noqa: E402
 from failfade.explore.search import explore  # noqa: E402
-from failfade.tasks.classification import ClassificationTask  # noqa: E402
+from failfade.tasks.classification import models  # noqa: E402
+from failfade.tasks.classification.data import load_splits  # noqa: E402
+from failfade.tasks.classification.task import ClassificationTask  # noqa: E402
+from failfade.tasks.classification.transforms import TRANSFORMS  # noqa: E402
 
 
 def build(name: str, exp: dict, device: str):
-    space = ConceptSpace.from_config(exp["concepts"])
+    space = ConceptSpace.from_config(exp["concepts"], TRANSFORMS)
     if name == "digits":
         mut = models.load_model(digits_model(exp), device)
         inputs = load_splits("builtin:digits", 32, 0.3, exp["seed"]).heldout

@@ -1,19 +1,17 @@
 """Concept spaces: named axes with discrete levels; a *cell* is one point of the grid.
 
 A cell is addressed either by its flat index (row-major over the axes, like the paper's
-25*i + 5*j + k) or by its level-index coordinates. Image transforms are applied in axis order,
-batched, in torch, deterministically.
+25*i + 5*j + k) or by its level-index coordinates. This module is the grid only; what an axis's
+`transform` *does* to an input belongs to the task family (e.g. image kernels in
+tasks/classification/transforms.py), which also says which transform names exist.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from failfade import FailfadeError
 
@@ -72,15 +70,13 @@ class ConceptSpace:
         self.n_cells = int(np.prod(self.shape))
 
     @classmethod
-    def from_config(cls, items: list[dict]) -> "ConceptSpace":
+    def from_config(cls, items: list[dict], transforms, key: str = "concepts") -> "ConceptSpace":
+        """Axes from config items; `transforms` holds the transform names the task family knows."""
         axes = []
         for i, item in enumerate(items):
             transform = item.get("transform", item["name"])
-            if transform not in IMAGE_TRANSFORMS:
-                raise FailfadeError(
-                    f"concepts[{i}].transform: unknown transform {transform!r}; "
-                    f"known: {sorted(IMAGE_TRANSFORMS)}"
-                )
+            if transform not in transforms:
+                raise FailfadeError(f"{key}[{i}].transform: unknown transform {transform!r}; known: {sorted(transforms)}")
             axes.append(Axis(item["name"], transform, tuple(float(v) for v in item["levels"]), item.get("unit", "")))
         return cls(axes)
 
@@ -186,108 +182,3 @@ class ConceptSpace:
                     nc[k] += d
                     out.append(int(self.index(nc[None])[0]))
         return out
-
-    def apply(self, images: torch.Tensor, cells) -> torch.Tensor:
-        """Apply each image's cell (levels of every axis, in axis order). images: (B, C, H, W) in [0, 1]."""
-        coords = self.coords(np.asarray(cells))
-        out = images
-        for k, axis in enumerate(self.axes):
-            values = torch.as_tensor(np.asarray(axis.levels, dtype=np.float32)[coords[:, k]], device=images.device)
-            out = IMAGE_TRANSFORMS[axis.transform](out, values.to(images.dtype))
-        return out.clamp(0.0, 1.0)
-
-    def to_config(self) -> list[dict]:
-        return [{"name": a.name, "transform": a.transform, "levels": list(a.levels), "unit": a.unit} for a in self.axes]
-
-
-# --- batched image transforms: (B, C, H, W) images, one parameter per image -------------------
-
-def _per_level(images: torch.Tensor, values: torch.Tensor, fn, identity: float) -> torch.Tensor:
-    """Apply fn(subset, scalar) once per distinct level in the batch; identity levels are skipped.
-
-    Levels are discrete, so a batch holds only a handful of distinct values: grouping them lets
-    each transform use one shared kernel (or grid) per level instead of one per image.
-    """
-    out = images
-    for v in torch.unique(values).tolist():
-        if v == identity:
-            continue
-        idx = torch.nonzero(values == v).flatten()
-        if out is images:
-            out = images.clone()
-        out[idx] = fn(images[idx], v)
-    return out
-
-
-def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate about the centre, filling with black (the digits' background)."""
-
-    def one(x, deg):
-        theta = math.radians(deg)
-        mat = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]],
-                           dtype=x.dtype, device=x.device).expand(len(x), 2, 3)
-        grid = F.affine_grid(mat, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    return _per_level(images, degrees, one, 0.0)
-
-
-def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with a per-image sigma (pixels), kernel radius ceil(3σ); σ 0 = unchanged.
-
-    One grouped convolution over the whole batch (a fixed shape per batch size, so oneDNN reuses
-    its kernels), with each image's taps beyond its own radius zeroed: a result never depends on
-    its batch companions.
-    """
-    if torch.all(sigmas == 0):
-        return images
-    radius = int(math.ceil(3 * float(sigmas.max())))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    s = sigmas.clamp_min(1e-6)[:, None]
-    k = torch.exp(-0.5 * (x[None, :] / s) ** 2)
-    k = k * (x[None, :].abs() <= torch.ceil(3 * sigmas)[:, None]).to(images.dtype)
-    k = torch.where(sigmas[:, None] > 0, k, (x[None, :] == 0).to(images.dtype))
-    k = k / k.sum(1, keepdim=True)  # (B, K)
-    b, c, h, w = images.shape
-    flat = images.reshape(1, b * c, h, w)
-    kk = k.repeat_interleave(c, 0)  # (B*C, K)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kk[:, None, None, :], groups=b * c)
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kk[:, None, :, None], groups=b * c)
-    return flat.reshape(b, c, h, w)
-
-
-def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Blend towards each image's mean intensity: factor 1 keeps it, 0 gives a flat grey image."""
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    f = factors[:, None, None, None]
-    return mean + f * (images - mean)
-
-
-def darken(images: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
-    """Scale brightness by 1 - amount (the paper's darkening)."""
-    return images * (1.0 - amounts)[:, None, None, None]
-
-
-def occlude(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
-    """Black out a centred square whose side is `fraction` of the image side."""
-    b, _, h, w = images.shape
-    ys = torch.arange(h, device=images.device, dtype=images.dtype)[None, :] + 0.5
-    xs = torch.arange(w, device=images.device, dtype=images.dtype)[None, :] + 0.5
-    half_h = (fractions * h / 2)[:, None]
-    half_w = (fractions * w / 2)[:, None]
-    in_y = (ys - h / 2).abs() < half_h
-    in_x = (xs - w / 2).abs() < half_w
-    mask = (in_y[:, :, None] & in_x[:, None, :])[:, None]
-    return images.masked_fill(mask, 0.0)
-
-
-IMAGE_TRANSFORMS = {
-    "rotate": rotate,
-    "rotation": rotate,
-    "gaussian_blur": gaussian_blur,
-    "blur": gaussian_blur,
-    "contrast": contrast,
-    "darken": darken,
-    "occlude": occlude,
-    "occlusion": occlude,
-}

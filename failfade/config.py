@@ -38,6 +38,10 @@ def _fill(node: dict, value, root: dict):
                 value[key] = copy.deepcopy(sub["default"])
             if key in value:
                 value[key] = _fill(sub, value[key], root)
+        # per-task branches (`allOf: [{if: …, then: …}]`): fill the defaults of the branch that applies
+        for branch in node.get("allOf", []):
+            if "if" in branch and jsonschema.Draft202012Validator(branch["if"]).is_valid(value):
+                value = _fill(branch["then"], value, root)
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             for key in value:

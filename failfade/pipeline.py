@@ -1,7 +1,9 @@
 """The stages of the loop as plain functions of (experiment config, input paths, output paths).
 
-Workflow scripts call exactly one of these; tests and the CLI call them directly.
-model → explore → landscape → feedback → mitigate → reexplore (= explore) → shift
+Workflow scripts call exactly one of these; tests and the CLI call them directly. The stages know
+no task: what depends on the kind of input and model comes from the experiment's task family
+(`task:`, tasks/family.py).
+model → explore → landscape → feedback → mitigate → reexplore (= explore) → probes → shift
 """
 
 from __future__ import annotations
@@ -11,38 +13,24 @@ import logging
 from pathlib import Path
 
 import polars as pl
-import torch
 
-from failfade import FailfadeError, models
 from failfade.concepts import ConceptSpace
-from failfade.data import load_splits
-from failfade.explore.cache import CachedTask, fingerprint
-from failfade.explore.search import exhaustive, explore
+from failfade.explore.search import exhaustive, explore, substream
 from failfade.feedback import mitigation_plan, read_feedback, read_plan, write_plan
 from failfade.landscape import feedback_template, read_table, summarize, write_database
-from failfade.mitigate import mitigate
 from failfade.shift import compare, markdown
-from failfade.tasks.classification import ClassificationTask
-from failfade.training import accuracy, fit
+from failfade.tasks.cache import CachedTask, fingerprint
+from failfade.tasks.family import TaskFamily, family
 
 log = logging.getLogger("failfade")
 
 
-def device_of(exp: dict) -> torch.device:
-    want = exp.get("device", "auto")
-    if want == "cuda" and not torch.cuda.is_available():
-        raise FailfadeError("device: cuda requested but torch sees no CUDA device")
-    return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+def family_of(exp: dict) -> TaskFamily:
+    return family(exp.get("task", "classification"))
 
 
 def space_of(exp: dict) -> ConceptSpace:
-    return ConceptSpace.from_config(exp["concepts"])
-
-
-def splits_of(exp: dict):
-    d = exp["data"]
-    return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"],
-                       validation_fraction=d.get("validation_fraction", 0.0))
+    return ConceptSpace.from_config(exp["concepts"], family_of(exp).transforms)
 
 
 def read_queries(paths) -> pl.DataFrame:
@@ -56,52 +44,21 @@ def read_queries(paths) -> pl.DataFrame:
 def shard_seed(seed: int, shard: int) -> int:
     """Shard 0 explores with the experiment's seed (so one shard = the unsharded run); every other
     shard with an independent child seed."""
-    from failfade.explore.search import substream
-
     return seed if shard == 0 else substream(seed, 1000 + shard)
 
 
 def stage_model(exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
-    """Obtain the model under test and store it as safetensors + card (with held-out clean accuracy)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    source = models.ModelSource.parse(exp["model"]["source"], key)
-    splits = splits_of(exp)
-    device = device_of(exp)
-    history = []
-    if source.kind == "builtin":
-        torch.manual_seed(exp["seed"])
-        module = models.DigitsCNN(num_classes=len(splits.classes), in_channels=splits.train.images.shape[1])
-        card = {"arch": "digits-cnn", "classes": splits.classes,
-                "input": {"channels": int(splits.train.images.shape[1]), "size": exp["data"]["image_size"],
-                          "mean": [0.0] * splits.train.images.shape[1], "std": [1.0] * splits.train.images.shape[1]}}
-        mut = models.ModelUnderTest(module, card, device)
-        m = exp["model"]
-        history = fit(mut, splits.train, list(module.parameters()), m["epochs"], m["lr"], m["batch_size"], exp["seed"],
-                      desc="train digits-cnn")
-    else:
-        got = models.resolve_source(source, Path(resources), key)
-        if isinstance(got, Path):
-            mut = models.load_model(got, device)
-            card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
-            module = mut.module
-        else:
-            module, card = got
-            mut = models.ModelUnderTest(module, card, device)
-    card = dict(card, source=exp["model"]["source"], heldout_clean_accuracy=accuracy(mut, splits.heldout),
-                heldout_inputs=len(splits.heldout), train_inputs=len(splits.train),
-                validation_inputs=len(splits.validation) if splits.validation is not None else 0, seed=exp["seed"])
-    pl.DataFrame(history or [{"epoch": -1, "loss": float("nan"), "accuracy": float("nan")}]).write_csv(out_dir / "training.csv")
-    return models.save_model(module, card, out_dir)
+    """Obtain the model under test and store it with its card (held-out clean quality included);
+    `key` names the config key in errors about the source."""
+    return family_of(exp).obtain_model(exp, Path(out_dir), Path(resources), key)
 
 
 def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
     """The task on the held-out split; with a cache_dir, wrapped in the persistent outcome cache."""
-    mut = models.load_model(model_dir, device_of(exp))
-    task = ClassificationTask(mut, splits_of(exp).heldout, space_of(exp))
+    task = family_of(exp).build_task(exp, Path(model_dir))
     if cache_dir is None:
         return task
-    key = fingerprint(mut.card.get("sha256"), exp["data"], exp["seed"], exp["concepts"])
+    key = fingerprint(task.model_sha256, exp["data"], exp["seed"], exp["concepts"])
     return CachedTask(task, Path(cache_dir) / f"outcomes-{key}.npz")
 
 
@@ -171,9 +128,9 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str
     return summary
 
 
-def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], gallery_inputs=None) -> pl.DataFrame:
+def stage_landscape(exp: dict, queries_paths, out: dict[str, Path]) -> pl.DataFrame:
     """Merge the exploration shards into the landscape database. out keys: db, modes, template, cells, heatmap, gallery."""
-    from failfade.plots import gallery, heatmaps
+    from failfade.plots import heatmaps
 
     space = space_of(exp)
     ls = exp["landscape"]
@@ -184,19 +141,7 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], gallery_inpu
     feedback_template(modes).write_csv(out["template"])
     cells.write_csv(out["cells"])
     heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({queries.height} queries)")
-    heldout = gallery_inputs if gallery_inputs is not None else splits_of(exp).heldout
-    rows = []
-    for m in modes.head(8).iter_rows(named=True):
-        mode_cells = [int(c) for c in m["cells"].split()]
-        fails = queries.filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(ls["gallery_per_mode"])
-        if fails.height == 0:
-            continue
-        idx = torch.as_tensor(fails["input_id"].to_numpy())  # input_id = position in the held-out split
-        imgs = space.apply(heldout.images[idx], fails["cell"].to_numpy()).permute(0, 2, 3, 1).numpy()
-        imgs = imgs[..., 0] if imgs.shape[-1] == 1 else imgs
-        caps = [f"true {y} → {p}" for y, p in zip(fails["label"], fails["prediction"])]
-        rows.append((f"mode {m['mode']}", imgs, caps))
-    gallery(rows, out["gallery"], "Failing held-out inputs per failure mode (descriptions in failure_modes.csv)")
+    family_of(exp).gallery(exp, queries, modes, out["gallery"], ls["gallery_per_mode"])
     return modes
 
 
@@ -215,34 +160,23 @@ def stage_feedback(exp: dict, feedback_path: Path, db_path: Path, plan_path: Pat
 
 
 def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mut = models.load_model(model_dir, device_of(exp))
-    splits = splits_of(exp)
-    plan = read_plan(plan_path)
-    m = exp["mitigate"]
-    history, selection = mitigate(mut, splits.train, space_of(exp), plan, m["mode"], m["epochs"], m["lr"], m["batch_size"],
-                                  m["perturb_fraction"], exp["seed"], m["distill"], validation=splits.validation,
-                                  early_stopping=m.get("early_stopping", True), max_clean_drop=m.get("max_clean_drop", 0.005),
-                                  validation_pairs=m.get("validation_pairs", 4096))
-    pl.DataFrame(history).write_csv(out_dir / "training.csv")
-    card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
-    card.update(parent_sha256=mut.card.get("sha256"), mitigation={**m, "fix_cells": [f["cell"] for f in plan["fix"]]},
-                selection=selection, heldout_clean_accuracy=accuracy(mut, splits.heldout))
-    return models.save_model(mut.module, card, out_dir)
+    """Fine-tune the model away from the plan's `fix` cells (the family's recipe); returns the new card."""
+    return family_of(exp).fine_tune(exp, Path(model_dir), read_plan(plan_path), Path(out_dir))
 
 
 def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: Path) -> pl.DataFrame:
     """Score every off-grid probe (`shift.probes`) on every held-out input, before and after mitigation."""
-    from failfade.probes import COLUMNS, score_probes
+    from failfade.probes import COLUMNS, check_probes, probe_table
 
     probes = exp.get("shift", {}).get("probes", [])
+    fam = family_of(exp)
     if not probes:
         table = pl.DataFrame(schema=COLUMNS)
     else:
-        device = device_of(exp)
-        pre, post = models.load_model(pre_model_dir, device), models.load_model(post_model_dir, device)
-        table = score_probes(probes, pre, post, splits_of(exp).heldout, exp["landscape"]["confidence"])
+        spaces = check_probes(probes, fam.transforms)
+        pre, n = fam.probe_failures(exp, Path(pre_model_dir), spaces)
+        post, _ = fam.probe_failures(exp, Path(post_model_dir), spaces)
+        table = probe_table(probes, spaces, pre, post, n, exp["landscape"]["confidence"])
     table.write_csv(out_csv)
     return table
 
@@ -253,8 +187,9 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
     space = space_of(exp)
     ls = exp["landscape"]
     pre_q, post_q = read_queries(pre_queries), read_queries(post_queries)
-    clean_pre = json.loads(Path(pre_card).read_text())["heldout_clean_accuracy"]
-    clean_post = json.loads(Path(post_card).read_text())["heldout_clean_accuracy"]
+    quality = family_of(exp).quality
+    clean_pre = json.loads(Path(pre_card).read_text())[f"heldout_clean_{quality}"]
+    clean_post = json.loads(Path(post_card).read_text())[f"heldout_clean_{quality}"]
     probes = None
     if probes_csv is not None:
         from failfade.probes import COLUMNS
@@ -262,29 +197,12 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
         probes = pl.read_csv(probes_csv, schema=COLUMNS)
     result, per_cell = compare(space, pre_q, post_q, read_plan(plan_path), ls["failure_rate_threshold"],
                                clean_pre, clean_post, ls["confidence"], bootstrap=exp.get("shift", {}).get("bootstrap", 200),
-                               seed=exp.get("seed", 0), probes=probes)
+                               seed=exp.get("seed", 0), probes=probes, quality=quality)
     result = {"experiment": name, **result}
     Path(out["json"]).write_text(json.dumps(result, indent=2) + "\n")
     Path(out["md"]).write_text(markdown(result, name))
     per_cell.write_csv(out["cells"])
+    from failfade.plots import before_after
+
     before_after(space, per_cell, out["figure"])
     return result
-
-
-def before_after(space: ConceptSpace, per_cell: pl.DataFrame, path: Path) -> None:
-    """One figure: before, after, and the change, with the targeted cells outlined."""
-    import matplotlib.pyplot as plt
-
-    from failfade.plots import heatmap_size, heatmaps
-
-    w, h = heatmap_size(space)
-    fig = plt.figure(figsize=(w, 3 * h))
-    for sub, (col, n_col, title, cmap, lo, hi) in zip(fig.subfigures(3, 1), (
-        ("failure_rate_pre", "queries_pre", "Before mitigation: failure rate", "magma", 0, 1),
-        ("failure_rate_post", "queries_post", "After mitigation: failure rate", "magma", 0, 1),
-        ("delta", "queries_pre", "Change in failure rate (after − before)", "coolwarm", -1, 1),
-    )):
-        heatmaps(space, per_cell.rename({n_col: "queries"}), None, title, column=col, cmap=cmap, vmin=lo, vmax=hi,
-                 outline="targeted", outline_label="cell targeted by the feedback", fig=sub)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)

@@ -116,3 +116,18 @@ def gallery(images_by_mode: list[tuple[str, np.ndarray, list[str]]], path: Path,
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def before_after(space: ConceptSpace, per_cell: pl.DataFrame, path: Path) -> None:
+    """One figure: before, after, and the change, with the targeted cells outlined."""
+    w, h = heatmap_size(space)
+    fig = plt.figure(figsize=(w, 3 * h))
+    for sub, (col, n_col, title, cmap, lo, hi) in zip(fig.subfigures(3, 1), (
+        ("failure_rate_pre", "queries_pre", "Before mitigation: failure rate", "magma", 0, 1),
+        ("failure_rate_post", "queries_post", "After mitigation: failure rate", "magma", 0, 1),
+        ("delta", "queries_pre", "Change in failure rate (after − before)", "coolwarm", -1, 1),
+    )):
+        heatmaps(space, per_cell.rename({n_col: "queries"}), None, title, column=col, cmap=cmap, vmin=lo, vmax=hi,
+                 outline="targeted", outline_label="cell targeted by the feedback", fig=sub)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -184,7 +184,9 @@ def _mass(rates: np.ndarray, both: np.ndarray, n_cells: int) -> np.ndarray:
 
 def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.DataFrame, plan: dict,
             threshold: float, clean_pre: float, clean_post: float, confidence: float = 0.95,
-            bootstrap: int = 200, seed: int = 0, probes: pl.DataFrame | None = None):
+            bootstrap: int = 200, seed: int = 0, probes: pl.DataFrame | None = None, quality: str = "accuracy"):
+    """Compare two explorations of the same concept space; `clean_pre/post` are the models' held-out
+    clean quality (the task family's metric, named by `quality`)."""
     pre = cell_table(space, pre_queries, threshold, confidence)
     post = cell_table(space, post_queries, threshold, confidence)
     targeted = np.zeros(space.n_cells, dtype=bool)
@@ -224,9 +226,10 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         floor = float(np.quantile(nulls, confidence))
 
     result = {
-        "clean_accuracy_pre": clean_pre,
-        "clean_accuracy_post": clean_post,
-        "clean_accuracy_change": clean_post - clean_pre,
+        "clean_quality_metric": quality,
+        f"clean_{quality}_pre": clean_pre,
+        f"clean_{quality}_post": clean_post,
+        f"clean_{quality}_change": clean_post - clean_pre,
         "targeted_cells": int(targeted.sum()),
         "targeted_failure_rate_pre": targeted_s["pre"],
         "targeted_failure_rate_post": targeted_s["post"],
@@ -282,6 +285,7 @@ def _ci(pair, pct: bool = True, signed: bool = False) -> str:
 
 def markdown(result: dict, experiment: str) -> str:
     t, o, m = result["targeted"], result["other"], result["failure_mass"]
+    q = result.get("clean_quality_metric", "accuracy")
     conf = f"{100 * result.get('confidence', 0.95):g}%"
     red = result["targeted_relative_reduction"]
     lines = [
@@ -293,8 +297,8 @@ def markdown(result: dict, experiment: str) -> str:
         "",
         "| | before | after | change |",
         "|---|---|---|---|",
-        f"| clean accuracy | {_pct(result['clean_accuracy_pre'])} | {_pct(result['clean_accuracy_post'])} | "
-        f"{100 * result['clean_accuracy_change']:+.2f} pt |",
+        f"| clean {q.replace('_', '-')} | {_pct(result[f'clean_{q}_pre'])} | {_pct(result[f'clean_{q}_post'])} | "
+        f"{100 * result[f'clean_{q}_change']:+.2f} pt |",
         f"| targeted failure rate ({result['targeted_cells']} cells) | {_pct(t['pre'])} [{_ci(t['pre_ci'])}] | "
         f"{_pct(t['post'])} [{_ci(t['post_ci'])}] | {_signed_pt(t['change'])} [{_ci(t['change_ci'], signed=True)}] |",
         f"| other failure rate ({o['cells']} cells) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "

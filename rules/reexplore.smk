@@ -1,5 +1,5 @@
 # The same exploration (same seed, same budget) on the mitigated model.
-rule reexplore:
+use rule explore as reexplore with:
     input:
         weights=f"{R}/{{experiment}}/mitigate/model.safetensors",
         card=f"{R}/{{experiment}}/mitigate/model.json",
@@ -16,19 +16,6 @@ rule reexplore:
         "logs/{experiment}/reexplore.log",
     benchmark:
         "benchmarks/runs/{experiment}/reexplore.tsv"
-    params:
-        cfg=explore_cfg,
-        cache_dir=cache_dir,
-        shard=shard_index,
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=gpus,
-    conda:
-        "../environment.yml"
-    script:
-        "../workflow_scripts/explore.py"
 
 
 # explore.shards = K: shards 1..K-1, each with the full budget and its own seed (one job per GPU)

@@ -12,6 +12,7 @@ import yaml
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.feedback import FeedbackError, mitigation_plan, parse_selector, read_feedback
+from failfade.tasks.classification.transforms import TRANSFORMS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def space() -> ConceptSpace:
         {"name": "rotation", "transform": "rotate", "levels": ROT, "unit": "°"},
         {"name": "blur", "transform": "gaussian_blur", "levels": BLUR, "unit": "px"},
         {"name": "contrast", "transform": "contrast", "levels": CON},
-    ])
+    ], TRANSFORMS)
 
 
 ALL = list(range(125))
@@ -171,7 +172,7 @@ def test_blank_lines_skipped_and_line_numbers_kept(space, tmp_path):
 def test_shipped_digits_feedback_is_valid():
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     exp = cfg["experiments"]["digits"]
-    space = ConceptSpace.from_config(exp["concepts"])
+    space = ConceptSpace.from_config(exp["concepts"], TRANSFORMS)
     path = REPO / exp["feedback"]
     rows = read_feedback(path, space, range(space.n_cells))
     assert any(r.decision == "fix" for r in rows)

@@ -16,11 +16,12 @@ import yaml
 from failfade import FailfadeError
 from failfade.concepts import Axis, ConceptSpace
 from failfade.config import validate
-from failfade.data import ImageSet, load_splits
 from failfade.landscape import summarize
 from failfade.metrics import queries_to_recall, scores, scores_of
-from failfade.mitigate import pick_epoch
-from failfade.probes import check_probes, score_probes
+from failfade.probes import check_probes, probe_table
+from failfade.tasks.classification.data import load_splits
+from failfade.tasks.classification.mitigate import pick_epoch
+from failfade.tasks.classification.transforms import TRANSFORMS
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -78,47 +79,45 @@ def test_queries_to_recall_by_rule():
 
 # --- off-grid probes -------------------------------------------------------------------------------
 
-class DarkFearing:
-    """A stand-in model: predicts the label, except (when `afraid`) on images darker than 0.25 mean."""
-
-    def __init__(self, labels: torch.Tensor, afraid: bool):
-        self.labels, self.afraid = labels, afraid
-        self.seen = 0
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.labels[self.seen:self.seen + len(x)]
-        self.seen = (self.seen + len(x)) % len(self.labels)
-        pred = torch.where((x.mean((1, 2, 3)) < 0.25) & torch.tensor(self.afraid), (y + 1) % 10, y)
-        return torch.nn.functional.one_hot(pred, 10).float()
-
-
-def test_probes_find_a_regression_off_the_grid():
-    n = 200
-    images = torch.full((n, 1, 8, 8), 0.4)
-    labels = torch.arange(n) % 10
-    inputs = ImageSet(images, labels, np.arange(n))
-    probes = [{"name": "darkening 0.5", "apply": {"darken": 0.5}}, {"name": "rotation", "apply": {"rotate": 10}}]
-    table = score_probes(probes, DarkFearing(labels, False), DarkFearing(labels, True), inputs)
-    dark = table.row(0, named=True)
-    assert dark["failures_pre"] == 0 and dark["failures_post"] == n and dark["significantly_worse"]
-    assert dark["delta"] == pytest.approx(1.0) and dark["delta_lo"] > 0.9
-    rot = table.row(1, named=True)
-    assert rot["failures_post"] == 0 and not rot["significantly_worse"] and not rot["significantly_better"]
+def test_probe_table_flags_a_regression():
+    probes = [{"name": "darkening 0.5", "apply": {"darken": 0.5}}, {"name": "rotation", "apply": {"rotate": 10}},
+              {"name": "blur", "apply": {"gaussian_blur": 2}}]
+    spaces = check_probes(probes, TRANSFORMS)
+    table = probe_table(probes, spaces, [0, 50, 60], [200, 50, 20], 200)
+    dark, rot, blur = table.rows(named=True)
+    assert dark["significantly_worse"] and dark["delta"] == pytest.approx(1.0) and dark["delta_lo"] > 0.9
+    assert not rot["significantly_worse"] and not rot["significantly_better"] and rot["delta"] == 0
+    assert blur["significantly_better"] and blur["failure_rate_post"] == pytest.approx(0.1)
     assert dark["condition"] == "darken 0.5"
+
+
+def test_classification_probe_failures(tmp_path):
+    """The identity probe fails exactly where clean inputs do; a black image fails far more."""
+    from failfade.pipeline import family_of, stage_model
+
+    exp = small_experiment()
+    card = stage_model(exp, tmp_path / "model", ROOT / "resources")
+    fam = family_of(exp)
+    spaces = check_probes([{"name": "identity", "apply": {"darken": 0.0}}, {"name": "black", "apply": {"darken": 1.0}}],
+                          fam.transforms)
+    (identity, black), n = fam.probe_failures(exp, tmp_path / "model", spaces)
+    assert n == card["heldout_inputs"]
+    assert identity == round((1 - card["heldout_clean_accuracy"]) * n)
+    assert black >= 0.8 * n
 
 
 def test_probe_errors_name_the_key():
     with pytest.raises(FailfadeError, match=r"shift.probes\[1\].apply.sharpen: unknown transform"):
-        check_probes([{"name": "a", "apply": {"darken": 0.5}}, {"name": "b", "apply": {"sharpen": 2}}])
+        check_probes([{"name": "a", "apply": {"darken": 0.5}}, {"name": "b", "apply": {"sharpen": 2}}], TRANSFORMS)
     with pytest.raises(FailfadeError, match="repeated"):
-        check_probes([{"name": "a", "apply": {"darken": 0.5}}, {"name": "a", "apply": {"darken": 0.4}}])
+        check_probes([{"name": "a", "apply": {"darken": 0.5}}, {"name": "a", "apply": {"darken": 0.4}}], TRANSFORMS)
 
 
 def test_probe_schema():
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     exp = validate(cfg)["experiments"]["digits"]
     assert len(exp["shift"]["probes"]) >= 5 and exp["shift"]["bootstrap"] > 0
-    check_probes(exp["shift"]["probes"])  # the shipped probes are valid
+    check_probes(exp["shift"]["probes"], TRANSFORMS)  # the shipped probes are valid
     bad = copy.deepcopy(cfg)
     bad["experiments"]["digits"]["shift"]["probes"][0]["apply"] = {"darken": "lots"}
     with pytest.raises(FailfadeError, match=r"experiments.digits.shift.probes.0.apply.darken"):
@@ -153,15 +152,15 @@ def test_pick_epoch_respects_the_clean_tolerance():
 
 
 def test_mitigation_keeps_the_chosen_epochs_weights(tmp_path):
-    from failfade import models
-    from failfade.mitigate import mitigate
+    from failfade.tasks.classification import models
+    from failfade.tasks.classification.mitigate import mitigate
 
     splits = load_splits("builtin:digits", 16, 0.3, 0, validation_fraction=0.15)
     torch.manual_seed(0)
     module = models.DigitsCNN(num_classes=10, in_channels=1, width=8)
     card = {"arch": "digits-cnn", "classes": splits.classes,
             "input": {"channels": 1, "size": 16, "mean": [0.0], "std": [1.0]}}
-    from failfade.training import fit
+    from failfade.tasks.classification.training import fit
 
     mut = models.ModelUnderTest(module, card, torch.device("cpu"))
     fit(mut, splits.train, list(module.parameters()), 3, 3e-3, 64, 0, desc="t")
@@ -172,7 +171,7 @@ def test_mitigation_keeps_the_chosen_epochs_weights(tmp_path):
     assert sel["early_stopping"] and len(history) == 3
     assert sel["kept_epoch"] == pick_epoch(history, sel["val_clean_accuracy_base"], 0.0)
     # the kept model scores on validation what its epoch recorded
-    from failfade.mitigate import validation_scorer
+    from failfade.tasks.classification.mitigate import validation_scorer
 
     now = validation_scorer(mut, splits.validation, space, plan, 200, 0)()
     kept = history[sel["kept_epoch"]]
@@ -182,16 +181,20 @@ def test_mitigation_keeps_the_chosen_epochs_weights(tmp_path):
 
 # --- ground truth without the cache ------------------------------------------------------------------
 
-def test_groundtruth_can_score_without_the_cache(tmp_path, monkeypatch):
-    from failfade.pipeline import stage_explore, stage_groundtruth, stage_model
-
+def small_experiment() -> dict:
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     e = cfg["experiments"]["digits"]
     e["model"]["epochs"] = 1
     e["data"]["image_size"] = 16
     e["concepts"] = [{"name": "rotation", "transform": "rotate", "levels": [0, 40]}]
     e["explore"].update(budget=256, num_agents=32)
-    exp = validate(cfg)["experiments"]["digits"]
+    return validate(cfg)["experiments"]["digits"]
+
+
+def test_groundtruth_can_score_without_the_cache(tmp_path):
+    from failfade.pipeline import stage_explore, stage_groundtruth, stage_model
+
+    exp = small_experiment()
     stage_model(exp, tmp_path / "model", ROOT / "resources")
     cache = tmp_path / "cache"
     stage_explore(exp, tmp_path / "model", tmp_path / "q.parquet", tmp_path / "l.csv", progress=False, cache_dir=cache)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from failfade import FailfadeError
-from failfade.models import (
+from failfade.tasks.classification.models import (
     CARD,
     WEIGHTS,
     DigitsCNN,

@@ -17,7 +17,7 @@ import pytest
 
 from failfade.concepts import Axis, ConceptSpace
 from failfade.explore.baselines import ThresholdSearcher
-from failfade.explore.cache import CachedTask
+from failfade.tasks.cache import CachedTask
 from failfade.explore.dqn import DQNConfig
 from failfade.explore.micro_env import MicroEnv
 from failfade.explore.search import ALGORITHMS, exhaustive, explore

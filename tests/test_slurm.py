@@ -42,7 +42,7 @@ FLAKY_TIMEOUT = 240
 # One torch thread per job, in the SLURM run and in the local run it is compared with (threads
 # change floating-point reduction order, so both runs need the same number).
 ONE_THREAD = ["--set-threads", "model=1", "explore=1", "explore_shard=1", "mitigate=1", "reexplore=1",
-              "reexplore_shard=1"]
+              "reexplore_shard=1", "probes=1"]
 
 
 # --- the cluster ---------------------------------------------------------------------------------

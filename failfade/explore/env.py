@@ -68,7 +68,9 @@ class ConceptEnv(PufferEnv):
         self.last = None  # (input_ids, cells, Outcomes) of the latest step, for the query log
         self.input_chooser = None  # optional searcher hook (rng, n) -> input ids, e.g. the threshold baseline
 
-    def _sample_inputs(self):
+    def sample_inputs(self):
+        """Draw the next clean input of every explorer (through `input_chooser` when a searcher set
+        one: the threshold baseline asks again after it has seen a step's outcomes)."""
         if self.input_chooser is not None:
             self.input_ids[:] = self.input_chooser(self.rng, self.num_agents)
         else:
@@ -80,7 +82,7 @@ class ConceptEnv(PufferEnv):
             self.rng = np.random.default_rng(seed)
         self.visits[:] = 0
         self.fails[:] = 0
-        self._sample_inputs()
+        self.sample_inputs()
         return self.observations, []
 
     def step(self, actions):
@@ -94,7 +96,7 @@ class ConceptEnv(PufferEnv):
             self.rewards[:] += self.novelty_coef * exploration_bonus(self.bonus, self.visits[cells], self.fails[cells], self.tau)
         self.terminals[:] = True  # one-step episodes; the next input is sampled at once
         self.truncations[:] = False
-        self._sample_inputs()
+        self.sample_inputs()
         return self.observations, self.rewards, self.terminals, self.truncations, []
 
     def close(self):

@@ -10,12 +10,11 @@ from a start cell; ppo, dqn and random only).
 from __future__ import annotations
 
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import polars as pl
 import torch
-from failfade.progress import progress as progress_bar
 
 from failfade.explore.baselines import (EpsilonGreedySearcher, LevelSetSearcher, RandomSearcher, ThompsonSearcher,
                                        ThresholdSearcher)
@@ -23,12 +22,11 @@ from failfade.explore.dqn import DQNConfig, DQNSearcher
 from failfade.explore.env import ConceptEnv
 from failfade.explore.micro_env import MicroEnv
 from failfade.explore.ppo import PPO, PPOConfig
+from failfade.progress import progress as progress_bar
 from failfade.puffer import make_native
 
 ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "threshold", "exhaustive")
 MODES = ("macroscopic", "microscopic")
-BASELINES = {"random": RandomSearcher, "epsilon_greedy": EpsilonGreedySearcher, "bandit": ThompsonSearcher,
-             "levelset": LevelSetSearcher, "threshold": ThresholdSearcher}
 
 
 def substream(seed: int, component: int) -> int:
@@ -37,13 +35,78 @@ def substream(seed: int, component: int) -> int:
     return int(np.random.SeedSequence([seed, component]).generate_state(1)[0])
 
 
-def _config(cls, params: dict):
+def strict_config(cls, params: dict | None, where: str):
+    """A config dataclass from a dict; an unknown key is an error, never silently dropped."""
+    params = dict(params or {})
     known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (params or {}).items() if k in known})
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**params)
 
 
 def ppo_config(params: dict) -> PPOConfig:
-    return _config(PPOConfig, params)
+    return strict_config(PPOConfig, params, "explore.ppo")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What every searcher is built from (one signature for all: `SEARCHERS[name](spec, params, seed)`)."""
+
+    n_actions: int  # cells (macroscopic) or moves (microscopic)
+    obs_dim: int  # the explorer's observation of a clean input
+    n_inputs: int
+    num_agents: int
+    total_steps: int  # env steps in the budget
+    tau: float  # the failure-rate threshold
+    mode: str  # macroscopic | microscopic
+
+
+@dataclass
+class EpsilonParams:
+    epsilon: float = 0.2  # exploration rate
+
+
+@dataclass
+class ThresholdParams:
+    successes: int = 5  # non-failures before moving to a new input (the paper's 5)
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+def _ppo(spec: SearchSpec, params: dict, seed: int):
+    cfg = ppo_config(params)
+    if spec.mode != "macroscopic" and cfg.prior != "none":
+        if "prior" in params:
+            raise ValueError(f"ppo prior {cfg.prior!r} weighs cells: macroscopic mode only (set prior: none)")
+        cfg = replace(cfg, prior="none")  # microscopic actions are moves, not cells
+    return PPO(spec.obs_dim, spec.n_actions, cfg, seed, tau=spec.tau)
+
+
+def _dqn(spec: SearchSpec, params: dict, seed: int):
+    return DQNSearcher(spec.n_actions, seed, spec.obs_dim, spec.total_steps, strict_config(DQNConfig, params, "explore.dqn"))
+
+
+def _baseline(cls, params_cls, name: str):
+    def make(spec: SearchSpec, params: dict, seed: int):
+        p = strict_config(params_cls, params, f"explore ({name})")
+        return cls(spec.n_actions, seed, num_agents=spec.num_agents, n_inputs=spec.n_inputs, tau=spec.tau, **vars(p))
+
+    return make
+
+
+SEARCHERS = {
+    "ppo": _ppo,
+    "dqn": _dqn,
+    "random": _baseline(RandomSearcher, NoParams, "random"),
+    "epsilon_greedy": _baseline(EpsilonGreedySearcher, EpsilonParams, "epsilon_greedy"),
+    "bandit": _baseline(ThompsonSearcher, NoParams, "bandit"),
+    "levelset": _baseline(LevelSetSearcher, NoParams, "levelset"),
+    "threshold": _baseline(ThresholdSearcher, ThresholdParams, "threshold"),
+}
 
 
 def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo", params: dict | None = None,
@@ -79,21 +142,9 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     env_cls, extra = (ConceptEnv, {}) if mode == "macroscopic" else (MicroEnv, micro or {})
     env = make_native(env_cls, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, bonus=bonus, tau=tau,
                       **extra)
-    obs_dim, n_actions = env.single_observation_space.shape[0], env.single_action_space.n
-    if algorithm == "ppo":
-        cfg = ppo_config(params)
-        if mode != "macroscopic" and cfg.prior != "none":
-            if "prior" in params:
-                raise ValueError(f"ppo prior {cfg.prior!r} weighs cells: macroscopic mode only (set prior: none)")
-            cfg = replace(cfg, prior="none")  # microscopic actions are moves, not cells
-        searcher = PPO(obs_dim, n_actions, cfg, s_search, tau=tau)
-    elif algorithm == "dqn":
-        searcher = DQNSearcher(n_actions, s_search, obs_dim, total_steps, _config(DQNConfig, params))
-    elif mode == "microscopic":
-        searcher = RandomSearcher(n_actions, s_search)
-    else:
-        searcher = BASELINES[algorithm](task.n_cells, s_search, num_agents=num_agents, n_inputs=task.n_inputs, tau=tau,
-                                        **{k: v for k, v in params.items() if k in ("epsilon", "successes")})
+    spec = SearchSpec(env.single_action_space.n, env.single_observation_space.shape[0], task.n_inputs, num_agents,
+                      total_steps, tau, mode)
+    searcher = SEARCHERS[algorithm](spec, params, s_search)
     chooser = getattr(searcher, "choose_inputs", None)
     if chooser is not None:
         env.input_chooser = chooser
@@ -113,7 +164,7 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
         stats = searcher.observe(before, actions, rewards.copy(), out.failure, obs, dones.copy())
         if chooser is not None:
             # the env drew the next inputs before the searcher saw this step's outcomes: ask again
-            env._sample_inputs()
+            env.sample_inputs()
             obs = env.observations
         for key, val in (("step", np.full(num_agents, step)), ("explorer", np.arange(num_agents)), ("input_id", ids),
                          ("cell", cells), ("prediction", out.prediction), ("delta", out.delta), ("failure", out.failure),

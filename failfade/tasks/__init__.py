@@ -6,6 +6,11 @@ unchanged across tasks:
   labels                             (n_inputs,) reference label per input (or -1)
   observations                       (n_inputs, d) float32: the explorer's view of each clean input
   score(input_ids, cells) -> Outcomes  one batched evaluation of the model under test
+  model_sha256                       (tasks built by a family) the model's weights digest, which keys
+                                     the outcome cache (tasks/cache.py)
+
+Task families (tasks/family.py) build tasks from an experiment's config: one folder each
+(tasks/classification/, ...), registered by name in `FAMILIES`.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from failfade.progress import progress
 
-from failfade.data import ImageSet
-from failfade.models import ModelUnderTest
+from failfade.progress import progress
+from failfade.tasks.classification.data import ImageSet
+from failfade.tasks.classification.models import ModelUnderTest
 
 
 def fit(

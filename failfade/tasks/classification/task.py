@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from failfade.concepts import ConceptSpace
-from failfade.data import ImageSet
-from failfade.models import ModelUnderTest
+from failfade.tasks.classification.data import ImageSet
+from failfade.tasks.classification.models import ModelUnderTest
 from failfade.tasks import Outcomes, standardize
+from failfade.tasks.classification.transforms import apply
 
 
 class ClassificationTask:
@@ -20,6 +21,7 @@ class ClassificationTask:
         # batch_size: scoring chunk. Larger chunks lose on CPU once activations leave the cache
         # (digits CNN: 0.07 ms/img at 256, 0.28 ms/img at 4096), whatever the number of explorers.
         self.mut = mut
+        self.model_sha256 = mut.card.get("sha256")
         self.inputs = inputs
         self.space = space
         self.batch_size = batch_size
@@ -31,7 +33,7 @@ class ClassificationTask:
         self.observations = standardize(torch.cat(feats).cpu().numpy())
 
     def render(self, input_ids, cells) -> torch.Tensor:
-        return self.space.apply(self.inputs.images[torch.as_tensor(np.asarray(input_ids))], cells)
+        return apply(self.space, self.inputs.images[torch.as_tensor(np.asarray(input_ids))], cells)
 
     @torch.no_grad()
     def score(self, input_ids, cells) -> Outcomes:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from failfade.concepts import ConceptSpace
-from failfade.data import ImageSet
-from failfade.models import ModelUnderTest
-from failfade.training import fit
+from failfade.tasks.classification.data import ImageSet
+from failfade.tasks.classification.models import ModelUnderTest
+from failfade.tasks.classification.training import fit
+from failfade.tasks.classification.transforms import apply
 
 
 def validation_scorer(mut: ModelUnderTest, validation: ImageSet, space: ConceptSpace, plan: dict, max_pairs: int,
@@ -43,7 +44,7 @@ def validation_scorer(mut: ModelUnderTest, validation: ImageSet, space: ConceptS
         clean = _errors(mut, validation.images, labels, np.arange(len(validation)))
         wrong = 0
         for s in range(0, len(ii), 512):
-            x = space.apply(validation.images[torch.as_tensor(ii[s:s + 512])], cc[s:s + 512])
+            x = apply(space, validation.images[torch.as_tensor(ii[s:s + 512])], cc[s:s + 512])
             wrong += _errors(mut, x, labels, ii[s:s + 512])
         return {"val_clean_accuracy": 1 - clean / len(validation), "val_targeted_failure_rate": wrong / len(ii)}
 
@@ -79,7 +80,7 @@ def concept_augmenter(space: ConceptSpace, plan: dict, fraction: float):
             return x
         chosen = cells[torch.multinomial(weights, int(pick.sum()), replacement=True, generator=g).numpy()]
         x = x.clone()
-        x[pick] = space.apply(x[pick], chosen)
+        x[pick] = apply(space, x[pick], chosen)
         return x
 
     return augment

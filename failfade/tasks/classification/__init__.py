@@ -1,0 +1,164 @@
+"""Image classification (torchvision-style models): the first task family.
+
+data.py        splits (train / validation / held-out) of an image set
+models.py      model sources, the safetensors + card format, the model under test
+transforms.py  the concept transforms (batched torch image kernels)
+task.py        batched scoring: failure = predicted index ≠ label index
+training.py    the supervised loop (builtin model, fine-tuning) and clean accuracy
+mitigate.py    the mitigation recipe (concept augmentation + learning without forgetting,
+               early-stopped on validation)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from failfade.concepts import ConceptSpace
+from failfade.tasks.family import TaskFamily
+
+log = logging.getLogger("failfade")
+
+
+def device_of(exp: dict) -> torch.device:
+    from failfade import FailfadeError
+
+    want = exp.get("device", "auto")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise FailfadeError("device: cuda requested but torch sees no CUDA device")
+    return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+class ClassificationFamily(TaskFamily):
+    name = "classification"
+    quality = "accuracy"
+
+    @property
+    def transforms(self) -> frozenset[str]:
+        from failfade.tasks.classification.transforms import TRANSFORMS
+
+        return frozenset(TRANSFORMS)
+
+    # --- data and models -----------------------------------------------------------------------
+
+    def splits(self, exp: dict):
+        from failfade.tasks.classification.data import load_splits
+
+        d = exp["data"]
+        return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"],
+                           validation_fraction=d.get("validation_fraction", 0.0))
+
+    def space(self, exp: dict) -> ConceptSpace:
+        return ConceptSpace.from_config(exp["concepts"], self.transforms)
+
+    def load(self, exp: dict, model_dir: Path):
+        from failfade.tasks.classification import models
+
+        return models.load_model(model_dir, device_of(exp))
+
+    def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
+        """The model under test as safetensors + card (with held-out clean accuracy)."""
+        from failfade.tasks.classification import models
+        from failfade.tasks.classification.training import accuracy, fit
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        source = models.ModelSource.parse(exp["model"]["source"], key)
+        splits = self.splits(exp)
+        device = device_of(exp)
+        history = []
+        if source.kind == "builtin":
+            torch.manual_seed(exp["seed"])
+            channels = int(splits.train.images.shape[1])
+            module = models.DigitsCNN(num_classes=len(splits.classes), in_channels=channels)
+            card = {"arch": "digits-cnn", "classes": splits.classes,
+                    "input": {"channels": channels, "size": exp["data"]["image_size"],
+                              "mean": [0.0] * channels, "std": [1.0] * channels}}
+            mut = models.ModelUnderTest(module, card, device)
+            m = exp["model"]
+            history = fit(mut, splits.train, list(module.parameters()), m["epochs"], m["lr"], m["batch_size"], exp["seed"],
+                          desc="train digits-cnn")
+        else:
+            got = models.resolve_source(source, Path(resources), key)
+            if isinstance(got, Path):
+                mut = models.load_model(got, device)
+                card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
+                module = mut.module
+            else:
+                module, card = got
+                mut = models.ModelUnderTest(module, card, device)
+        card = dict(card, source=exp["model"]["source"], heldout_clean_accuracy=accuracy(mut, splits.heldout),
+                    heldout_inputs=len(splits.heldout), train_inputs=len(splits.train),
+                    validation_inputs=len(splits.validation) if splits.validation is not None else 0, seed=exp["seed"])
+        pl.DataFrame(history or [{"epoch": -1, "loss": float("nan"), "accuracy": float("nan")}]).write_csv(out_dir / "training.csv")
+        return models.save_model(module, card, out_dir)
+
+    # --- scoring --------------------------------------------------------------------------------
+
+    def build_task(self, exp: dict, model_dir: Path):
+        from failfade.tasks.classification.task import ClassificationTask
+
+        return ClassificationTask(self.load(exp, model_dir), self.splits(exp).heldout, self.space(exp))
+
+    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
+        from failfade.tasks.classification.transforms import apply
+
+        mut, inputs = self.load(exp, model_dir), self.splits(exp).heldout
+        labels = inputs.labels.numpy()
+        counts = []
+        with torch.no_grad():
+            for space in probe_spaces:
+                wrong = 0
+                for s in range(0, len(inputs), 512):
+                    x = apply(space, inputs.images[s:s + 512], np.zeros(min(512, len(inputs) - s), dtype=np.int64))
+                    wrong += int((mut.logits(x).argmax(1).cpu().numpy() != labels[s:s + 512]).sum())
+                counts.append(wrong)
+        return counts, len(inputs)
+
+    # --- restructure ------------------------------------------------------------------------------
+
+    def fine_tune(self, exp: dict, model_dir: Path, plan: dict, out_dir: Path) -> dict:
+        from failfade.tasks.classification import models
+        from failfade.tasks.classification.mitigate import mitigate
+        from failfade.tasks.classification.training import accuracy
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mut = self.load(exp, model_dir)
+        splits = self.splits(exp)
+        m = exp["mitigate"]
+        history, selection = mitigate(mut, splits.train, self.space(exp), plan, m["mode"], m["epochs"], m["lr"],
+                                      m["batch_size"], m["perturb_fraction"], exp["seed"], m["distill"],
+                                      validation=splits.validation, early_stopping=m.get("early_stopping", True),
+                                      max_clean_drop=m.get("max_clean_drop", 0.005),
+                                      validation_pairs=m.get("validation_pairs", 4096))
+        pl.DataFrame(history).write_csv(out_dir / "training.csv")
+        card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
+        card.update(parent_sha256=mut.card.get("sha256"), mitigation={**m, "fix_cells": [f["cell"] for f in plan["fix"]]},
+                    selection=selection, heldout_clean_accuracy=accuracy(mut, splits.heldout))
+        return models.save_model(mut.module, card, out_dir)
+
+    # --- what people look at ------------------------------------------------------------------------
+
+    def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int) -> None:
+        """Failing held-out inputs of the largest modes, as rendered images with true → predicted class."""
+        from failfade.plots import gallery
+        from failfade.tasks.classification.transforms import apply
+
+        heldout, space = self.splits(exp).heldout, self.space(exp)
+        rows = []
+        for m in modes.head(8).iter_rows(named=True):
+            mode_cells = [int(c) for c in m["cells"].split()]
+            fails = queries.filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(per_mode)
+            if fails.height == 0:
+                continue
+            idx = torch.as_tensor(fails["input_id"].to_numpy())  # input_id = position in the held-out split
+            imgs = apply(space, heldout.images[idx], fails["cell"].to_numpy()).permute(0, 2, 3, 1).numpy()
+            imgs = imgs[..., 0] if imgs.shape[-1] == 1 else imgs
+            caps = [f"true {y} → {p}" for y, p in zip(fails["label"], fails["prediction"])]
+            rows.append((f"mode {m['mode']}", imgs, caps))
+        gallery(rows, path, "Failing held-out inputs per failure mode (descriptions in failure_modes.csv)")

@@ -1,0 +1,118 @@
+"""Image transforms for the classification family: batched, deterministic, in torch.
+
+Each kernel takes (B, C, H, W) images in [0, 1] and one parameter per image; `apply` runs a cell's
+levels through the axes' kernels in axis order and clips to [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from failfade.concepts import ConceptSpace
+
+
+def apply(space: ConceptSpace, images: torch.Tensor, cells) -> torch.Tensor:
+    """Apply each image's cell (levels of every axis, in axis order). images: (B, C, H, W) in [0, 1]."""
+    coords = space.coords(np.asarray(cells))
+    out = images
+    for k, axis in enumerate(space.axes):
+        values = torch.as_tensor(np.asarray(axis.levels, dtype=np.float32)[coords[:, k]], device=images.device)
+        out = TRANSFORMS[axis.transform](out, values.to(images.dtype))
+    return out.clamp(0.0, 1.0)
+
+
+# --- batched image transforms: (B, C, H, W) images, one parameter per image -------------------
+
+def _per_level(images: torch.Tensor, values: torch.Tensor, fn, identity: float) -> torch.Tensor:
+    """Apply fn(subset, scalar) once per distinct level in the batch; identity levels are skipped.
+
+    Levels are discrete, so a batch holds only a handful of distinct values: grouping them lets
+    each transform use one shared kernel (or grid) per level instead of one per image.
+    """
+    out = images
+    for v in torch.unique(values).tolist():
+        if v == identity:
+            continue
+        idx = torch.nonzero(values == v).flatten()
+        if out is images:
+            out = images.clone()
+        out[idx] = fn(images[idx], v)
+    return out
+
+
+def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate about the centre, filling with black (the digits' background)."""
+
+    def one(x, deg):
+        theta = math.radians(deg)
+        mat = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]],
+                           dtype=x.dtype, device=x.device).expand(len(x), 2, 3)
+        grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    return _per_level(images, degrees, one, 0.0)
+
+
+def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with a per-image sigma (pixels), kernel radius ceil(3σ); σ 0 = unchanged.
+
+    One grouped convolution over the whole batch (a fixed shape per batch size, so oneDNN reuses
+    its kernels), with each image's taps beyond its own radius zeroed: a result never depends on
+    its batch companions.
+    """
+    if torch.all(sigmas == 0):
+        return images
+    radius = int(math.ceil(3 * float(sigmas.max())))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    s = sigmas.clamp_min(1e-6)[:, None]
+    k = torch.exp(-0.5 * (x[None, :] / s) ** 2)
+    k = k * (x[None, :].abs() <= torch.ceil(3 * sigmas)[:, None]).to(images.dtype)
+    k = torch.where(sigmas[:, None] > 0, k, (x[None, :] == 0).to(images.dtype))
+    k = k / k.sum(1, keepdim=True)  # (B, K)
+    b, c, h, w = images.shape
+    flat = images.reshape(1, b * c, h, w)
+    kk = k.repeat_interleave(c, 0)  # (B*C, K)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kk[:, None, None, :], groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kk[:, None, :, None], groups=b * c)
+    return flat.reshape(b, c, h, w)
+
+
+def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Blend towards each image's mean intensity: factor 1 keeps it, 0 gives a flat grey image."""
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    f = factors[:, None, None, None]
+    return mean + f * (images - mean)
+
+
+def darken(images: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
+    """Scale brightness by 1 - amount (the paper's darkening)."""
+    return images * (1.0 - amounts)[:, None, None, None]
+
+
+def occlude(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """Black out a centred square whose side is `fraction` of the image side."""
+    b, _, h, w = images.shape
+    ys = torch.arange(h, device=images.device, dtype=images.dtype)[None, :] + 0.5
+    xs = torch.arange(w, device=images.device, dtype=images.dtype)[None, :] + 0.5
+    half_h = (fractions * h / 2)[:, None]
+    half_w = (fractions * w / 2)[:, None]
+    in_y = (ys - h / 2).abs() < half_h
+    in_x = (xs - w / 2).abs() < half_w
+    mask = (in_y[:, :, None] & in_x[:, None, :])[:, None]
+    return images.masked_fill(mask, 0.0)
+
+
+TRANSFORMS = {
+    "rotate": rotate,
+    "rotation": rotate,
+    "gaussian_blur": gaussian_blur,
+    "blur": gaussian_blur,
+    "contrast": contrast,
+    "darken": darken,
+    "occlude": occlude,
+    "occlusion": occlude,
+}

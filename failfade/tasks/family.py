@@ -1,0 +1,68 @@
+"""Task families: everything that is specific to one kind of input and model.
+
+The stages in pipeline.py know no task. They ask the experiment's family (config key `task`) for
+what differs between, say, image classification and summarization, and do the rest themselves
+(exploration, landscape, feedback, shift are the same for every task):
+
+  transforms                 the concept transform names this family knows (an axis's `transform`)
+  quality                    the clean-quality metric's name (accuracy, rouge_l, ...); a model card
+                             stores it as `heldout_clean_<quality>`
+  obtain_model(exp, out_dir, resources, key) -> card
+                             get (or train) the model under test and store it in out_dir (errors
+                             about the source name `key`)
+  build_task(exp, model_dir) -> Task
+                             the scoring task on the held-out split (see tasks/__init__.py); its
+                             `model_sha256` keys the outcome cache
+  fine_tune(exp, model_dir, plan, out_dir) -> card
+                             the mitigation recipe: fine-tune away from the plan's `fix` cells
+  gallery(exp, queries, modes, path, per_mode)
+                             examples of each failure mode for people to look at
+  probe_failures(exp, model_dir, probe_spaces) -> (failures per probe, inputs)
+                             off-grid probes: every held-out input under each one-cell probe space
+
+A new family is one folder under tasks/, one schema branch and one line in FAMILIES.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from failfade import FailfadeError
+
+FAMILIES = {
+    "classification": "failfade.tasks.classification:ClassificationFamily",
+}
+
+
+class TaskFamily:
+    name: str = ""
+    quality: str = ""
+    transforms: frozenset[str] = frozenset()
+
+    def obtain_model(self, exp: dict, out_dir, resources, key: str = "model.source") -> dict:
+        raise NotImplementedError
+
+    def build_task(self, exp: dict, model_dir):
+        raise NotImplementedError
+
+    def fine_tune(self, exp: dict, model_dir, plan: dict, out_dir) -> dict:
+        raise NotImplementedError
+
+    def gallery(self, exp: dict, queries, modes, path, per_mode: int) -> None:
+        raise NotImplementedError
+
+    def probe_failures(self, exp: dict, model_dir, probe_spaces) -> tuple[list[int], int]:
+        raise NotImplementedError
+
+
+_loaded: dict[str, TaskFamily] = {}
+
+
+def family(name: str, key: str = "task") -> TaskFamily:
+    """The registered family called `name` (imported on first use, so light commands stay light)."""
+    if name not in FAMILIES:
+        raise FailfadeError(f"{key}: unknown task {name!r}; known: {sorted(FAMILIES)}")
+    if name not in _loaded:
+        module, cls = FAMILIES[name].split(":")
+        _loaded[name] = getattr(importlib.import_module(module), cls)()
+    return _loaded[name]
