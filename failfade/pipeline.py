@@ -58,7 +58,10 @@ def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
     task = family_of(exp).build_task(exp, Path(model_dir))
     if cache_dir is None:
         return task
-    key = fingerprint(task.model_sha256, exp["data"], exp["seed"], exp["concepts"])
+    parts = [task.model_sha256, exp["data"], exp["seed"], exp["concepts"]]
+    if getattr(task, "settings", None) is not None:  # what else decides an outcome (e.g. generation settings)
+        parts.append(task.settings)
+    key = fingerprint(*parts)
     return CachedTask(task, Path(cache_dir) / f"outcomes-{key}.npz")
 
 

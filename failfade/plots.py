@@ -131,3 +131,30 @@ def before_after(space: ConceptSpace, per_cell: pl.DataFrame, path: Path) -> Non
                  outline="targeted", outline_label="cell targeted by the feedback", fig=sub)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def text_gallery(rows: list[tuple[str, list[str]]], path: Path, title: str, width: int = 110) -> None:
+    """rows: (row title, lines of text); long lines are wrapped. For tasks whose inputs are text."""
+    import textwrap
+
+    blocks = []
+    for name, lines in rows:
+        wrapped = [w for line in lines for w in textwrap.wrap(line, width) or [""]]
+        blocks.append((name, wrapped))
+    n_lines = sum(len(b) + 2 for _, b in blocks) or 2
+    fig = plt.figure(figsize=(width * 0.075, 0.6 + 0.2 * n_lines))
+    y = 1.0
+    step = 1.0 / (n_lines + 1)
+    fig.text(0.01, y - step / 2, title, fontsize=10, weight="bold", va="top")
+    y -= 1.5 * step
+    if not blocks:
+        fig.text(0.01, y, "no failure modes found", fontsize=8, va="top")
+    for name, lines in blocks:
+        fig.text(0.01, y, name, fontsize=8, weight="bold", va="top")
+        y -= step
+        for line in lines:
+            fig.text(0.03, y, line, fontsize=7, va="top", family="monospace")
+            y -= step
+        y -= step
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -18,7 +18,7 @@ wildcard_constraints:
 def exp_cfg(wildcards, *keys):
     """The parts of one experiment's config that a stage depends on (its rerun trigger)."""
     exp = config["experiments"][wildcards.experiment]
-    return {k: exp[k] for k in keys}
+    return {k: exp[k] for k in ("task",) + keys}  # every stage asks the task family
 
 
 def model_cfg(wildcards):

@@ -31,6 +31,7 @@ from failfade import FailfadeError
 
 FAMILIES = {
     "classification": "failfade.tasks.classification:ClassificationFamily",
+    "summarization": "failfade.tasks.summarization:SummarizationFamily",
 }
 
 

@@ -1,0 +1,167 @@
+"""Text summarization (transformers seq2seq models): the second task family.
+
+corpus.py      the seeded synthetic event reports with key facts (the offline default data)
+data.py        document / reference splits (builtin, jsonl, csv)
+models.py      sources (builtin tiny T5 trained here, hf:, path:), save_pretrained storage, training
+transforms.py  text perturbations (typo rate, distractor sentences, buried key)
+task.py        batched generation and ROUGE-L scoring against the reference
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from failfade.concepts import ConceptSpace
+from failfade.tasks.family import TaskFamily
+from failfade.tasks.summarization.transforms import TRANSFORMS
+
+
+def _device(exp: dict) -> torch.device:
+    from failfade.tasks.classification import device_of
+
+    return device_of(exp)
+
+
+class SummarizationFamily(TaskFamily):
+    name = "summarization"
+    quality = "rouge_l"
+    transforms = frozenset(TRANSFORMS)
+
+    def splits(self, exp: dict):
+        from failfade.tasks.summarization.data import load_splits
+
+        return load_splits(exp["data"], exp["seed"])
+
+    def space(self, exp: dict) -> ConceptSpace:
+        return ConceptSpace.from_config(exp["concepts"], self.transforms)
+
+    def summarizer(self, exp: dict, model, tokenizer):
+        from failfade.tasks.summarization.task import Summarizer
+
+        m = exp["model"]
+        return Summarizer(model, tokenizer, m["max_input_tokens"], m["max_new_tokens"], m["num_beams"])
+
+    def load(self, exp: dict, model_dir: Path):
+        from failfade.tasks.summarization import models
+
+        model, tokenizer, card = models.load(model_dir, _device(exp))
+        return self.summarizer(exp, model, tokenizer), card
+
+    # --- the model under test -------------------------------------------------------------------------
+
+    def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
+        from failfade.tasks.summarization import models
+        from failfade.tasks.summarization.task import clean_quality
+
+        m = exp["model"]
+        kind, target, rev = models.parse_source(m["source"], key)
+        splits = self.splits(exp)
+        history = []
+        if kind == "builtin":
+            docs = [r.document for r in splits.train]
+            refs = [r.reference for r in splits.train]
+            tokenizer = models.train_tokenizer(docs + refs)
+            model = models.tiny_t5(tokenizer, exp["seed"])
+            # a short-input curriculum: 30% of the pairs are the key and count sentences alone,
+            # which makes copying names and numbers learnable in a few minutes of CPU
+            short = [f"{r.key} {r.count}".strip() for r in splits.train[: int(0.3 * len(splits.train))]]
+            history = models.train_seq2seq(model, tokenizer, docs + short, refs + refs[: len(short)], m["train_steps"],
+                                           m["lr"], m["batch_size"], m["max_input_tokens"], exp["seed"],
+                                           desc="train tiny-t5")
+            model = model.to(_device(exp))
+        else:
+            folder = models.download(target, rev, resources, key) if kind == "hf" else Path(target)
+            model, tokenizer = models.load_pretrained(folder, key, _device(exp))
+        quality = clean_quality(self.summarizer(exp, model, tokenizer), splits.heldout)
+        card = {"arch": type(model).__name__, "source": m["source"], "heldout_clean_rouge_l": quality,
+                "heldout_inputs": len(splits.heldout), "train_inputs": len(splits.train),
+                "validation_inputs": len(splits.validation), "seed": exp["seed"]}
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(history or [{"step": -1, "loss": float("nan"), "seconds": 0.0}]).write_csv(out_dir / "training.csv")
+        return models.save(model, tokenizer, card, out_dir)
+
+    # --- scoring ---------------------------------------------------------------------------------------
+
+    def build_task(self, exp: dict, model_dir: Path):
+        from failfade.tasks.summarization.task import SummarizationTask
+
+        summarizer, card = self.load(exp, model_dir)
+        task = SummarizationTask(summarizer, self.splits(exp).heldout, self.space(exp), exp["seed"],
+                                 exp["model"]["epsilon"], card.get("sha256"))
+        m = exp["model"]
+        task.settings = {k: m[k] for k in ("max_input_tokens", "max_new_tokens", "num_beams", "epsilon")}
+        return task
+
+    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
+        from failfade.tasks.summarization.task import SummarizationTask
+
+        summarizer, card = self.load(exp, model_dir)
+        reports = self.splits(exp).heldout
+        counts = []
+        for space in probe_spaces:
+            task = SummarizationTask(summarizer, reports, space, exp["seed"], exp["model"]["epsilon"])
+            counts.append(int(task.score(np.arange(len(reports)), np.zeros(len(reports), dtype=np.int64)).failure.sum()))
+        return counts, len(reports)
+
+    # --- restructure -------------------------------------------------------------------------------------
+
+    def fine_tune(self, exp: dict, model_dir: Path, plan: dict, out_dir: Path) -> dict:
+        """Seq2seq fine-tuning with the plan's cells applied to a fraction of the training documents
+        (drawn by the feedback weights; the rest stay clean) plus a term that keeps clean outputs."""
+        from failfade.tasks.summarization import models
+        from failfade.tasks.summarization.task import clean_quality
+        from failfade.tasks.summarization.transforms import perturb_cell
+
+        summarizer, card = self.load(exp, model_dir)
+        splits, space, m = self.splits(exp), self.space(exp), exp["mitigate"]
+        rng = np.random.default_rng(np.random.SeedSequence([exp["seed"], 61]))
+        cells = np.array([f["cell"] for f in plan["fix"]])
+        weights = np.array([f["weight"] for f in plan["fix"]], dtype=float)
+        sources, clean, targets = [], [], []
+        for copy_id in range(m["copies"]):
+            for i, r in enumerate(splits.train):
+                doc = r.document
+                if rng.random() < m["perturb_fraction"]:
+                    c = int(rng.choice(cells, p=weights / weights.sum()))
+                    doc = perturb_cell(space, r, c, exp["seed"] + 1 + copy_id, i)
+                sources.append(doc)
+                clean.append(r.document)
+                targets.append(r.reference)
+        teacher = copy.deepcopy(summarizer.model).eval() if m["distill"] > 0 else None
+        history = models.train_seq2seq(summarizer.model, summarizer.tokenizer, sources, targets, m["steps"], m["lr"],
+                                       m["batch_size"], exp["model"]["max_input_tokens"], exp["seed"], teacher=teacher,
+                                       distill=m["distill"], clean_sources=clean, desc="mitigate tiny-t5")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(history).write_csv(out_dir / "training.csv")
+        new = {k: v for k, v in card.items() if k not in ("sha256", "weights")}
+        new.update(parent_sha256=card.get("sha256"), mitigation={**m, "fix_cells": cells.tolist()},
+                   heldout_clean_rouge_l=clean_quality(summarizer, splits.heldout))
+        return models.save(summarizer.model, summarizer.tokenizer, new, out_dir)
+
+    # --- what people look at ---------------------------------------------------------------------------------
+
+    def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int) -> None:
+        """One failing example per mode (up to 6): the perturbed document, the reference, and how
+        much ROUGE-L the perturbation cost (the summaries themselves are in the landscape's queries)."""
+        from failfade.plots import text_gallery
+        from failfade.tasks.summarization.transforms import perturb_cell
+
+        reports, space = self.splits(exp).heldout, self.space(exp)
+        rows = []
+        for m in modes.head(6).iter_rows(named=True):
+            mode_cells = [int(c) for c in m["cells"].split()]
+            fails = queries.filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(1)
+            for q in fails.iter_rows(named=True):
+                r = reports[q["input_id"]]
+                doc = perturb_cell(space, r, q["cell"], exp["seed"], q["input_id"])
+                rows.append((f"mode {m['mode']}: {m['description']}",
+                             [f"document: {doc}", f"reference: {r.reference}",
+                              f"ROUGE-L lost: {q['delta']:.2f}; key facts lost: {max(q['prediction'], 0)}"]))
+        text_gallery(rows, path, "One failing held-out document per failure mode")

@@ -1,0 +1,177 @@
+"""Seq2seq summarizers: where they come from and how they are stored.
+
+Sources (config key `model.source`):
+  builtin:tiny-t5          a 0.7M-parameter T5 built from a `T5Config` and trained here, seeded, on the
+                           train split, with a BPE tokenizer trained here (digits split into single tokens)
+  hf:<owner>/<name>[@rev]  any seq2seq checkpoint on the Hugging Face hub (t5-small, facebook/bart-large-cnn,
+                           Falconsai/text_summarization), downloaded into resources/hf
+  path:<dir>               a folder written by `save_pretrained` (model and tokenizer)
+
+The model stage stores every model the same way: `save_pretrained` (model.safetensors, config and
+tokenizer files) plus failfade's `model.json` card with the weights' sha256. Loading checks the
+digest, reads safetensors only, and never runs remote code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from failfade import FailfadeError
+
+WEIGHTS = "model.safetensors"
+CARD = "model.json"
+
+
+def parse_source(text: str, key: str) -> tuple[str, str, str | None]:
+    if not isinstance(text, str) or ":" not in text:
+        raise FailfadeError(f"{key}: {text!r} is not a model source; expected builtin:tiny-t5, hf:<owner>/<name> or path:<dir>")
+    kind, rest = text.split(":", 1)
+    if kind == "builtin":
+        if rest != "tiny-t5":
+            raise FailfadeError(f"{key}: unknown builtin summarizer {rest!r}; known: tiny-t5")
+        return kind, rest, None
+    if kind == "hf":
+        repo, _, rev = rest.partition("@")
+        owner, _, name = repo.partition("/")
+        if not owner or not name or "/" in name:
+            raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
+        return kind, repo, rev or None
+    if kind == "path":
+        if not rest:
+            raise FailfadeError(f"{key}: path: needs a folder written by save_pretrained")
+        return kind, rest, None
+    raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, hf or path")
+
+
+def load_pretrained(folder: Path, key: str, device: torch.device = torch.device("cpu")):
+    """(model, tokenizer) from a save_pretrained folder; a folder that is not one is named."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    folder = Path(folder)
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise FailfadeError(f"{key}: {folder} is not a model folder written by save_pretrained (no config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(folder), trust_remote_code=False, use_safetensors=True)
+    except Exception as e:  # transformers raises many types for missing or broken files
+        raise FailfadeError(f"{key}: cannot load a seq2seq model and tokenizer from {folder} ({type(e).__name__}: {str(e)[:200]})") from e
+    return model.to(device).eval(), tokenizer
+
+
+def download(repo: str, revision: str | None, resources: Path, key: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=repo, revision=revision, cache_dir=str(Path(resources) / "hf"),
+                                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"], etag_timeout=10))
+    except Exception as e:
+        raise FailfadeError(f"{key}: cannot download hf:{repo} ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(model, tokenizer, card: dict, out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    card = dict(card, sha256=sha256_file(out_dir / WEIGHTS), weights=WEIGHTS)
+    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def load(model_dir: Path, device: torch.device = torch.device("cpu")):
+    """(model, tokenizer, card) from a model stage's folder; a tampered or missing file is named."""
+    model_dir = Path(model_dir)
+    card_path, weights = model_dir / CARD, model_dir / WEIGHTS
+    for p in (card_path, weights):
+        if not p.is_file():
+            raise FailfadeError(f"{p}: missing (a failfade summarizer folder holds {CARD}, {WEIGHTS} and the tokenizer)")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise FailfadeError(f"{card_path}: not valid JSON ({e})") from e
+    digest = sha256_file(weights)
+    if card.get("sha256") and card["sha256"] != digest:
+        raise FailfadeError(f"{weights}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")
+    model, tokenizer = load_pretrained(model_dir, str(model_dir), device)
+    return model, tokenizer, card
+
+
+# --- the builtin model ---------------------------------------------------------------------------------
+
+def train_tokenizer(texts: list[str], vocab_size: int = 800):
+    """A BPE tokenizer trained here; digits are single tokens, so numbers can be copied digit by digit."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)])
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_t5(tokenizer, seed: int):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=len(tokenizer), d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2,
+                   num_heads=4, dropout_rate=0.0, decoder_start_token_id=tokenizer.pad_token_id,
+                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return T5ForConditionalGeneration(cfg)
+
+
+def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, batch_size: int, max_input_tokens: int,
+                  seed: int, teacher=None, distill: float = 0.0, clean_sources=None, desc: str = "train") -> list[dict]:
+    """AdamW on (source, target) pairs, `steps` batches drawn with a seeded generator; linear decay
+    over the last 20% of steps. With a teacher, adds distill × KL(teacher ‖ model) on the clean
+    source of each pair (teacher-forced on the target): the model keeps its clean outputs."""
+    from failfade.progress import progress
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 53]))
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    decay_from = int(0.8 * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 1.0 if s < decay_from else max(0.0, (steps - s) / max(steps - decay_from, 1)))
+    model.train()
+    history, t0 = [], time.perf_counter()
+    for step in progress(range(steps), desc=desc, unit="step", leave=False):
+        idx = rng.integers(0, len(sources), batch_size)
+        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=max_input_tokens)
+        labels = tokenizer([targets[i] for i in idx], return_tensors="pt", padding=True).input_ids
+        labels[labels == tokenizer.pad_token_id] = -100
+        out = model(**enc, labels=labels)
+        loss = out.loss
+        if teacher is not None and distill > 0:
+            clean = tokenizer([clean_sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_input_tokens)
+            with torch.no_grad():
+                target = torch.log_softmax(teacher(**clean, labels=labels).logits, -1)
+            student = torch.log_softmax(model(**clean, labels=labels).logits, -1)
+            mask = (labels != -100).float()
+            kl = (torch.exp(target) * (target - student)).sum(-1)
+            loss = loss + distill * (kl * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            history.append({"step": step, "loss": float(loss.item()), "seconds": time.perf_counter() - t0})
+    model.eval()
+    return history

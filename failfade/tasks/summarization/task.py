@@ -1,0 +1,97 @@
+"""Summarization scoring: Δ = ROUGE-L(clean output, reference) − ROUGE-L(perturbed output, reference).
+
+The paper compared the *article* with the perturbed summary (BLEU < 10) and rewarded BLEU ×
+length change; failfade scores every output against the **reference** summary with ROUGE-L
+(`rouge-score`), and a query fails when the perturbation costs more than ε (`model.epsilon`) of
+ROUGE-L F. `prediction` records how many of the report's key facts that the clean output stated
+the perturbed output lost (−1 for documents without facts). Generation is batched: one
+`generate` call per chunk of queries, greedy unless `model.num_beams` > 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from rouge_score import rouge_scorer
+
+from failfade.concepts import ConceptSpace
+from failfade.tasks import Outcomes, standardize
+from failfade.tasks.summarization.corpus import Report, facts_kept
+from failfade.tasks.summarization.transforms import perturb_cell
+
+
+class Summarizer:
+    """A seq2seq model with its generation settings."""
+
+    def __init__(self, model, tokenizer, max_input_tokens: int, max_new_tokens: int, num_beams: int, batch_size: int = 64):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_input_tokens, self.max_new_tokens, self.num_beams = max_input_tokens, max_new_tokens, num_beams
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str]):
+        dev = next(self.model.parameters()).device
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_input_tokens)
+        return {k: v.to(dev) for k, v in enc.items()}
+
+    @torch.no_grad()
+    def summarize(self, texts: list[str]) -> list[str]:
+        out = []
+        for s in range(0, len(texts), self.batch_size):
+            ids = self.model.generate(**self.encode(texts[s:s + self.batch_size]), max_new_tokens=self.max_new_tokens,
+                                      num_beams=self.num_beams, do_sample=False)
+            out += self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [t.strip() for t in out]
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Mean-pooled encoder states: the explorer's view of a clean document."""
+        feats = []
+        for s in range(0, len(texts), self.batch_size):
+            enc = self.encode(texts[s:s + self.batch_size])
+            h = self.model.get_encoder()(**enc).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+            feats.append(((h * m).sum(1) / m.sum(1)).cpu().numpy())
+        return np.concatenate(feats)
+
+
+_SCORER = rouge_scorer.RougeScorer(["rougeL"])
+
+
+def rouge_l(outputs: list[str], references: list[str]) -> np.ndarray:
+    return np.array([_SCORER.score(r, o)["rougeL"].fmeasure for o, r in zip(outputs, references)])
+
+
+def clean_quality(summarizer: Summarizer, reports: list[Report]) -> float:
+    """Mean ROUGE-L F of the model's summaries of the clean documents against the references."""
+    return float(rouge_l(summarizer.summarize([r.document for r in reports]), [r.reference for r in reports]).mean())
+
+
+class SummarizationTask:
+    def __init__(self, summarizer: Summarizer, reports: list[Report], space: ConceptSpace, seed: int, epsilon: float,
+                 model_sha256: str | None = None):
+        self.summarizer, self.reports, self.space = summarizer, reports, space
+        self.seed, self.epsilon, self.model_sha256 = seed, epsilon, model_sha256
+        self.n_inputs, self.n_cells = len(reports), space.n_cells
+        self.labels = np.full(self.n_inputs, -1, dtype=np.int64)
+        self.references = [r.reference for r in reports]
+        self.clean_outputs = summarizer.summarize([r.document for r in reports])
+        self.clean_rouge = rouge_l(self.clean_outputs, self.references)
+        self.observations = standardize(summarizer.embed([r.document for r in reports]))
+
+    def documents(self, input_ids, cells) -> list[str]:
+        return [perturb_cell(self.space, self.reports[i], c, self.seed, i) for i, c in zip(input_ids, cells)]
+
+    def score(self, input_ids, cells) -> Outcomes:
+        input_ids, cells = np.asarray(input_ids), np.asarray(cells)
+        outputs = self.summarizer.summarize(self.documents(input_ids, cells))
+        rouge = rouge_l(outputs, [self.references[i] for i in input_ids])
+        delta = self.clean_rouge[input_ids] - rouge
+        lost = np.array([self._facts_lost(i, o) for i, o in zip(input_ids, outputs)], dtype=np.int64)
+        return Outcomes(lost, delta.astype(np.float32), delta > self.epsilon)
+
+    def _facts_lost(self, i: int, output: str) -> int:
+        facts = self.reports[i].facts
+        if not facts:
+            return -1
+        clean, now = facts_kept(self.clean_outputs[i], facts), facts_kept(output, facts)
+        return sum(1 for k in clean if clean[k] and not now[k])

@@ -1,0 +1,87 @@
+"""Text perturbations for summarization: each axis edits a report with an intensity level.
+
+  typo         rate in [0, 1]: each editable word gets one character edit (adjacent-key swap,
+               deletion, insertion or repetition) with this probability. Names, cities, days and
+               numbers are protected, so the reference stays reachable; event words can break.
+  distractors  count: sentences shaped like the key or count sentence but about other people,
+               places and numbers ("last year , ...", "... plans to ..."), mixed in after the key.
+  buried       count: neutral sentences placed *before* the key sentence. With the model's input
+               truncated (`model.max_input_tokens`), deep burial pushes the facts out of view.
+
+A perturbed document is a pure function of (report, levels, seed, input id, cell): the same query
+always gives the same text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from failfade.concepts import ConceptSpace
+from failfade.tasks.summarization.corpus import CITIES, DAYS, EVENTS, FILLERS, FIRST, LAST, ROLES, UNITS, Report
+
+TRANSFORMS = ("typo", "distractors", "buried")
+KEYBOARD = "qwertyuiop asdfghjkl zxcvbnm"
+
+
+def _neighbours(c: str) -> str:
+    rows = KEYBOARD.split()
+    for row in rows:
+        i = row.find(c)
+        if i >= 0:
+            return row[max(i - 1, 0):i] + row[i + 1:i + 2]
+    return c
+
+
+def typo(words: list[str], rate: float, protected: set[str], rng: np.random.Generator) -> list[str]:
+    out = []
+    for w in words:
+        if rate <= 0 or w in protected or not w.isalpha() or len(w) < 3 or rng.random() >= rate:
+            out.append(w)
+            continue
+        i = int(rng.integers(1, len(w)))
+        kind = int(rng.integers(4))
+        if kind == 0:  # adjacent key
+            nb = _neighbours(w[i])
+            w = w[:i] + nb[int(rng.integers(len(nb)))] + w[i + 1:]
+        elif kind == 1:  # delete
+            w = w[:i] + w[i + 1:]
+        elif kind == 2:  # insert
+            w = w[:i] + "abcdefghijklmnopqrstuvwxyz"[int(rng.integers(26))] + w[i:]
+        else:  # repeat
+            w = w[:i] + w[i] + w[i:]
+        out.append(w)
+    return out
+
+
+def distractor(rng: np.random.Generator) -> str:
+    role, name = ROLES[rng.integers(len(ROLES))], f"{FIRST[rng.integers(len(FIRST))]} {LAST[rng.integers(len(LAST))]}"
+    phrase = EVENTS[list(EVENTS)[rng.integers(len(EVENTS))]][rng.integers(3)]
+    city, day = CITIES[rng.integers(len(CITIES))], DAYS[rng.integers(len(DAYS))]
+    shape = int(rng.integers(3))
+    if shape == 0:
+        return f"last year , {role} {name} {phrase} in {city} on {day} ."
+    if shape == 1:
+        return f"{role} {name} plans to visit {city} on {day} ."
+    return f"earlier reports said {int(rng.integers(12, 990))} {UNITS[rng.integers(len(UNITS))]} had been expected in {city} ."
+
+
+def perturb(report: Report, levels: dict[str, float], rng: np.random.Generator) -> str:
+    """The report's document under the given transform levels (transform name -> level)."""
+    before = [FILLERS[i] for i in rng.choice(len(FILLERS), int(levels.get("buried", 0)), replace=True)]
+    after = list(report.fillers) + [distractor(rng) for _ in range(int(levels.get("distractors", 0)))]
+    if len(after) > len(report.fillers):
+        rng.shuffle(after)  # distractors mixed in among the fillers (at level 0 the document is unchanged)
+    text = " ".join(t for t in before + [report.key, report.count] + after if t)
+    rate = float(levels.get("typo", 0.0))
+    if rate > 0:
+        f = report.facts
+        protected = set(f["name"].split()) | {f["city"], f["day"], f["number"], f["role"]} if f else set()
+        text = " ".join(typo(text.split(), rate, protected, rng))
+    return text
+
+
+def perturb_cell(space: ConceptSpace, report: Report, cell: int, seed: int, input_id: int) -> str:
+    coords = space.coords([cell])[0]
+    levels = {a.transform: a.levels[i] for a, i in zip(space.axes, coords)}
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(input_id), int(cell), 47]))
+    return perturb(report, levels, rng)

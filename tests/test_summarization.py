@@ -1,0 +1,222 @@
+"""The summarization family: corpus, text transforms, data files, model loading through path:,
+and scoring against the reference. Models are tiny (built from configs, saved with save_pretrained)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from failfade import FailfadeError
+from failfade.concepts import Axis, ConceptSpace
+from failfade.config import validate
+from failfade.tasks.summarization.corpus import FACTS, facts_kept, make_corpus
+from failfade.tasks.summarization.data import load_splits
+from failfade.tasks.summarization.transforms import TRANSFORMS, perturb, perturb_cell
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SPACE = ConceptSpace([Axis("typo", "typo", (0.0, 0.1, 0.3)), Axis("distractors", "distractors", (0.0, 2.0)),
+                      Axis("buried", "buried", (0.0, 4.0))])
+
+
+# --- corpus ------------------------------------------------------------------------------------------
+
+def test_corpus_is_seeded_and_references_state_the_facts():
+    a, b, c = make_corpus(50, 0), make_corpus(50, 0), make_corpus(50, 1)
+    assert [r.document for r in a] == [r.document for r in b]
+    assert [r.document for r in a] != [r.document for r in c]
+    for r in a:
+        assert all(facts_kept(r.reference, r.facts).values())
+        assert set(r.facts) == set(FACTS)
+        assert r.facts["name"] in r.key and r.facts["number"] in r.count
+
+
+def test_facts_kept_matches_whole_words():
+    facts = {"role": "mayor", "name": "li chen", "event": "closed a factory", "city": "oslo", "day": "monday",
+             "number": "42"}
+    kept = facts_kept("mayor li chen closed a factory in oslo on monday with 420 workers .", facts)
+    assert kept == {"role": True, "name": True, "event": True, "city": True, "day": True, "number": False}
+
+
+# --- transforms -----------------------------------------------------------------------------------------
+
+def test_identity_cell_is_the_document():
+    r = make_corpus(5, 0)
+    for i, rep in enumerate(r):
+        assert perturb_cell(SPACE, rep, 0, 0, i) == rep.document
+
+
+def test_transforms_are_deterministic_per_query():
+    rep = make_corpus(3, 0)[1]
+    cell = SPACE.n_cells - 1
+    assert perturb_cell(SPACE, rep, cell, 7, 1) == perturb_cell(SPACE, rep, cell, 7, 1)
+    assert perturb_cell(SPACE, rep, cell, 7, 1) != perturb_cell(SPACE, rep, cell, 8, 1)
+    assert perturb_cell(SPACE, rep, cell, 7, 1) != perturb_cell(SPACE, rep, cell, 7, 2)
+
+
+def test_typo_rate_reaches_its_level_and_protects_the_facts():
+    reps = make_corpus(200, 0)
+    rng = np.random.default_rng(0)
+    changed = editable = 0
+    for rep in reps:
+        out = perturb(rep, {"typo": 0.3}, rng).split()
+        words = rep.document.split()
+        assert len(out) == len(words)
+        protected = set(rep.facts["name"].split()) | {rep.facts[k] for k in ("city", "day", "number", "role")}
+        for w, o in zip(words, out):
+            if w in protected or not w.isalpha() or len(w) < 3:
+                assert w == o
+            else:
+                editable += 1
+                changed += w != o
+    # each edit changes the word except a repeat/insert that happens to reproduce it (rare)
+    assert 0.25 < changed / editable <= 0.31
+
+
+def test_distractors_and_burial_add_sentences_where_documented():
+    rep = make_corpus(1, 3)[0]
+    rng = np.random.default_rng(0)
+    n = rep.document.count(" .")
+    assert perturb(rep, {"distractors": 3}, rng).count(" .") == n + 3
+    buried = perturb(rep, {"buried": 4}, rng)
+    assert buried.count(" .") == n + 4 and not buried.startswith(rep.key)
+    assert buried.index(rep.key) > 0 and buried.endswith(" ".join(rep.fillers))
+
+
+def test_an_unknown_transform_for_the_task_is_named():
+    from failfade.pipeline import space_of
+
+    exp = validate(summarization_config(Path("fb.csv")))["experiments"]["r"]
+    exp["concepts"][0]["transform"] = "rotate"
+    with pytest.raises(FailfadeError, match=r"concepts\[0\].transform: unknown transform 'rotate'; known: \['buried'"):
+        space_of(exp)
+    assert set(TRANSFORMS) == {"typo", "distractors", "buried"}
+
+
+# --- data files --------------------------------------------------------------------------------------------
+
+def test_jsonl_and_csv_sources(tmp_path):
+    rows = [{"document": f"doc {i} says something .", "summary": f"sum {i} ."} for i in range(20)]
+    jl = tmp_path / "d.jsonl"
+    jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    s = load_splits({"source": f"jsonl:{jl}", "heldout_fraction": 0.2, "validation_fraction": 0.1}, 0)
+    assert (len(s.train), len(s.heldout), len(s.validation)) == (14, 4, 2)
+    assert all(r.facts == {} for r in s.heldout)
+    cs = tmp_path / "d.csv"
+    cs.write_text("document,summary\n" + "".join(f"\"doc {i}, long\",sum {i}\n" for i in range(10)))
+    s = load_splits({"source": f"csv:{cs}", "heldout_fraction": 0.2}, 0)
+    assert len(s.heldout) == 2 and s.heldout[0].document.startswith("doc ")
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bad.jsonl", '{"document": "a", "summary": "b"}\n{"document": 3}\n', r"bad.jsonl:2: needs string fields"),
+    ("broken.jsonl", '{"document": "a", "summary": "b"}\nnot json\n', r"broken.jsonl:2: not valid JSON"),
+    ("cols.csv", "text,summary\na,b\n", r"cols.csv:1: missing column\(s\) \['document'\]"),
+    ("empty.csv", "document,summary\na,b\n,c\n", r"empty.csv:3: empty document or summary"),
+])
+def test_bad_data_files_are_named_by_line(tmp_path, name, text, message):
+    p = tmp_path / name
+    p.write_text(text)
+    kind = "jsonl" if name.endswith("jsonl") else "csv"
+    with pytest.raises(FailfadeError, match=message):
+        load_splits({"source": f"{kind}:{p}", "heldout_fraction": 0.2}, 0)
+
+
+def test_unknown_source_and_missing_file_name_the_key(tmp_path):
+    with pytest.raises(FailfadeError, match=r"data.source: unknown data source 'parquet:x'"):
+        load_splits({"source": "parquet:x", "heldout_fraction": 0.2}, 0)
+    with pytest.raises(FailfadeError, match=r"data.source: .*nope.jsonl does not exist"):
+        load_splits({"source": f"jsonl:{tmp_path / 'nope.jsonl'}", "heldout_fraction": 0.2}, 0)
+
+
+# --- models through path:, and scoring ----------------------------------------------------------------------
+
+def summarization_config(feedback: Path, source: str = "builtin:tiny-t5") -> dict:
+    return {"experiments": {"r": {
+        "task": "summarization", "seed": 0,
+        "data": {"n_documents": 60, "heldout_fraction": 0.2, "validation_fraction": 0.1},
+        "model": {"source": source, "train_steps": 3, "batch_size": 4, "max_new_tokens": 8},
+        "concepts": [{"name": "typo", "levels": [0, 0.3]}, {"name": "distractors", "levels": [0, 2]}],
+        "explore": {"budget": 32, "num_agents": 8}, "feedback": str(feedback), "mitigate": {"steps": 2, "batch_size": 4},
+    }}}
+
+
+def save_tiny(kind: str, folder: Path) -> Path:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from failfade.tasks.summarization.models import tiny_t5, train_tokenizer
+
+    tok = train_tokenizer([r.document + " " + r.reference for r in make_corpus(50, 0)], vocab_size=300)
+    if kind == "t5":
+        model = tiny_t5(tok, 0)
+    else:
+        torch.manual_seed(0)
+        cfg = BartConfig(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+                         decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=tok.eos_token_id)
+        model = BartForConditionalGeneration(cfg)
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_a_save_pretrained_folder_loads_through_path_and_scores(tmp_path, kind):
+    from failfade.pipeline import build_task, stage_model
+
+    folder = save_tiny(kind, tmp_path / kind)
+    exp = validate(summarization_config(tmp_path / "fb.csv", f"path:{folder}"))["experiments"]["r"]
+    card = stage_model(exp, tmp_path / "model", tmp_path / "res")
+    assert card["source"] == f"path:{folder}" and 0 <= card["heldout_clean_rouge_l"] <= 1
+    assert (tmp_path / "model" / "model.safetensors").is_file() and len(card["sha256"]) == 64
+    task = build_task(exp, tmp_path / "model")
+    assert task.observations.shape[0] == task.n_inputs == card["heldout_inputs"]
+    out = task.score(np.array([0, 1, 2, 0]), np.array([0, 3, 3, 0]))
+    # the identity cell reproduces the clean output: no ROUGE lost, no failure
+    assert out.delta[0] == pytest.approx(0.0, abs=1e-6) and not out.failure[0]
+    np.testing.assert_array_equal(out.failure, out.delta > exp["model"]["epsilon"])
+    assert out.delta[0] == out.delta[3]
+
+
+def test_a_folder_that_is_not_a_model_is_named(tmp_path):
+    from failfade.pipeline import stage_model
+
+    (tmp_path / "empty").mkdir()
+    exp = validate(summarization_config(tmp_path / "fb.csv", f"path:{tmp_path / 'empty'}"))["experiments"]["r"]
+    with pytest.raises(FailfadeError, match=r"model.source: .*empty is not a model folder written by save_pretrained"):
+        stage_model(exp, tmp_path / "model", tmp_path / "res")
+    exp["model"]["source"] = "builtin:gpt-9"
+    with pytest.raises(FailfadeError, match=r"model.source: unknown builtin summarizer 'gpt-9'"):
+        stage_model(exp, tmp_path / "model", tmp_path / "res")
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    from failfade.pipeline import build_task, stage_model
+
+    folder = save_tiny("t5", tmp_path / "t5")
+    exp = validate(summarization_config(tmp_path / "fb.csv", f"path:{folder}"))["experiments"]["r"]
+    stage_model(exp, tmp_path / "model", tmp_path / "res")
+    w = tmp_path / "model" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(FailfadeError, match="corrupt checkpoint"):
+        build_task(exp, tmp_path / "model")
+
+
+def test_builtin_model_trains_and_mitigation_writes_a_model(tmp_path):
+    from failfade.pipeline import stage_mitigate, stage_model
+
+    exp = validate(summarization_config(tmp_path / "fb.csv"))["experiments"]["r"]
+    card = stage_model(exp, tmp_path / "model", tmp_path / "res")
+    assert card["arch"] == "T5ForConditionalGeneration" and card["train_inputs"] == 42
+    plan = {"fix": [{"cell": 1, "weight": 1.0}, {"cell": 3, "weight": 2.0}], "accept": []}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    new = stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "mit")
+    assert new["parent_sha256"] == card["sha256"] and new["sha256"] != card["sha256"]
+    assert new["mitigation"]["fix_cells"] == [1, 3]
