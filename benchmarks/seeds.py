@@ -35,21 +35,22 @@ def apply_override(exp: dict, text: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
-def run_seed(seed: int, cores: int, overrides: list[str], label: str) -> dict:
+def run_seed(seed: int, cores: int, overrides: list[str], label: str, experiment: str = "digits") -> dict:
     base = OUT / "seeds" / label / f"seed{seed}"
     base.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["results"] = str(base / "results")
-    for exp in cfg["experiments"].values():
-        exp["seed"] = seed
-        for o in overrides:
-            apply_override(exp, o)
+    cfg["run"] = [experiment]
+    exp = cfg["experiments"][experiment]
+    exp["seed"] = seed
+    for o in overrides:
+        apply_override(exp, o)
     cfg_path = base / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", str(cfg_path), "--quiet"],
                    cwd=ROOT, check=True)
-    results = base / "results" / "digits"
+    results = base / "results" / experiment
     return {"seed": seed, "seconds": time.perf_counter() - t0,
             "shift": json.loads((results / "shift" / "shift.json").read_text()),
             "discovery": json.loads((results / "groundtruth" / "discovery.json").read_text())}

@@ -10,8 +10,10 @@ For each model under test, in one run on the same machine:
                on the raw-image observation and one model forward pass per step, by hand
   SB3 DQN      the paper's own stack: Stable-Baselines3 2.2.1 DQN, as the official code runs it,
                driving the same per-query work (needs the `bench` extra; skipped without it)
-Models: the default experiment's digits CNN (32 px), and a torchvision ResNet-18 with random
-weights on 224-px inputs. Writes the "throughput" section of benchmarks/RESULTS.md.
+Models: the default experiment's digits CNN (32 px), a torchvision ResNet-18 with random
+weights on 224-px inputs, and (`reports`) the summarization default's tiny T5, whose paper-style
+loop perturbs and summarizes one document per step (its SB3 column is left empty: the paper's
+stack took image observations). Writes the "throughput" section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -36,7 +38,24 @@ from failfade.tasks.classification.task import ClassificationTask  # noqa: E402
 from failfade.tasks.classification.transforms import TRANSFORMS  # noqa: E402
 
 
+def build_reports(device: str):
+    """The summarization default's task (its model trained once under benchmarks/out/, as the workflow does)."""
+    from common import ROOT, OUT
+
+    from failfade.config import load
+    from failfade.pipeline import build_task, stage_model
+
+    exp = load(ROOT / "config" / "config.yaml")["experiments"]["reports"]
+    exp["device"] = device
+    out = OUT / "reports-model"
+    if not (out / "model.json").is_file():
+        stage_model(exp, out, ROOT / "resources")
+    return build_task(exp, out)
+
+
 def build(name: str, exp: dict, device: str):
+    if name == "reports":
+        return build_reports(device)
     space = ConceptSpace.from_config(exp["concepts"], TRANSFORMS)
     if name == "digits":
         mut = models.load_model(digits_model(exp), device)
@@ -122,7 +141,14 @@ def paper_queries(task) -> PaperStyleQueries:
 
 def paper_style(task, n: int, seed: int = 0) -> float:
     """The minimal paper-style loop, by hand: one env, one input per step, the paper's Q-network
-    (MLP [64, 64] on the raw-image observation) and its ε = 0.6 random actions, no learning."""
+    (MLP [64, 64] on the raw-image observation) and its ε = 0.6 random actions, no learning.
+    For a text task: one document perturbed and summarized per step."""
+    if not hasattr(task, "mut"):
+        rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            task.score([int(rng.integers(0, task.n_inputs))], [int(rng.integers(0, task.n_cells))])
+        return n / (time.perf_counter() - t0)
     pq = paper_queries(task)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -143,6 +169,8 @@ def paper_stack(task, n: int, seed: int = 0) -> float | None:
     """The paper's own stack: Stable-Baselines3 2.2.1 DQN (MlpPolicy, one DummyVecEnv, buffer 10,000,
     learning_starts 50,000, ε 1.0 -> 0.6) on a one-step gymnasium env that runs `PaperStyleQueries`.
     None when stable-baselines3 is not installed (`pip install -e .[bench]`)."""
+    if not hasattr(task, "mut"):
+        return None  # the paper's SB3 stack observed images; no text version to compare with
     try:
         import gymnasium
         from stable_baselines3 import DQN
@@ -213,7 +241,8 @@ def main(argv=None):
               f"failfade/paper-style {r['failfade'] / r['paper']:.1f}x, failfade/SB3 {r['failfade'] / r['sb3']:.1f}x", flush=True)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
     lines = [f"## Throughput: model queries per second ({dev})", "",
-             f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}`. All methods measured in one "
+             f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}"
+             f"{'' if args.models == 'digits,resnet18' else ' --models ' + args.models}{'' if args.repeats == 5 else f' --repeats {args.repeats}'}`. All methods measured in one "
              f"process after a warm-up each, interleaved, {args.repeats} repetitions; q/s are medians; failfade / pure is "
              "the median over repetitions of failfade's rate over the pure run just before it (range in brackets). "
              "*pure* = the same concept transforms and scoring in plain batches (no env, no learner); *paper-style* = "
@@ -224,10 +253,13 @@ def main(argv=None):
              "failfade / paper-style | failfade / SB3 DQN |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['batch']} | {r['pure']:.0f} | {r['failfade']:.0f} | {r['paper']:.1f} | {r['sb3']:.1f} | "
-                     f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}) | {r['failfade'] / r['paper']:.1f}× | "
-                     f"{r['failfade'] / r['sb3']:.1f}× |")
-    write_section(f"throughput-{args.device}", "\n".join(lines))
+        has_sb3 = r["sb3"] == r["sb3"]  # NaN: no SB3 run for this model
+        sb3_rate = f"{r['sb3']:.1f}" if has_sb3 else "—"
+        vs_sb3 = f"{r['failfade'] / r['sb3']:.1f}×" if has_sb3 else "—"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['pure']:.0f} | {r['failfade']:.0f} | {r['paper']:.1f} | {sb3_rate} | "
+                     f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}) | {r['failfade'] / r['paper']:.1f}× | {vs_sb3} |")
+    suffix = "" if args.models == "digits,resnet18" else "-" + args.models.replace(",", "-")
+    write_section(f"throughput-{args.device}{suffix}", "\n".join(lines))
 
 
 if __name__ == "__main__":

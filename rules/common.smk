@@ -28,7 +28,8 @@ def model_cfg(wildcards):
 def explore_cfg(wildcards):
     # the failure-rate threshold shapes the explorer's level-set bonus; the rest of `landscape:` does not
     tau = config["experiments"][wildcards.experiment]["landscape"]["failure_rate_threshold"]
-    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore") | {"landscape": {"failure_rate_threshold": tau}}
+    # `model` too: a family may keep scoring settings there (summarization: generation settings, ε)
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "explore") | {"landscape": {"failure_rate_threshold": tau}}
 
 
 def landscape_cfg(wildcards):
@@ -40,7 +41,7 @@ def feedback_cfg(wildcards):
 
 
 def mitigate_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "mitigate")
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "mitigate")
 
 
 def shift_cfg(wildcards):
@@ -49,11 +50,11 @@ def shift_cfg(wildcards):
 
 def probes_cfg(wildcards):
     probes = config["experiments"][wildcards.experiment]["shift"]["probes"]
-    return exp_cfg(wildcards, "seed", "device", "data", "landscape") | {"shift": {"probes": probes}}
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "landscape") | {"shift": {"probes": probes}}
 
 
 def groundtruth_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "data", "concepts", "explore", "landscape", "groundtruth")
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "explore", "landscape", "groundtruth")
 
 
 def cache_dir(wildcards):

@@ -146,13 +146,16 @@ def test_no_experiments():
 
 def test_repo_config_validates():
     cfg = load(REPO / "config" / "config.yaml")
-    assert "digits" in cfg["experiments"]
+    assert "digits" in cfg["experiments"] and cfg["experiments"]["reports"]["task"] == "summarization"
     for exp in cfg["experiments"].values():
         # defaults filled in for every section, whether the file sets it or not
         for section in ("data", "model", "explore", "landscape", "mitigate"):
             assert isinstance(exp[section], dict)
         assert 0 < exp["landscape"]["confidence"] < 1
-        assert exp["mitigate"]["mode"] in ("last", "full")
+        if exp["task"] == "classification":
+            assert exp["mitigate"]["mode"] in ("last", "full")
+        else:
+            assert exp["mitigate"]["steps"] > 0 and exp["model"]["source"].startswith("builtin:")
         assert exp["explore"]["budget"] >= exp["explore"]["num_agents"]
         assert (REPO / exp["feedback"]).is_file()
 

@@ -220,3 +220,12 @@ def test_builtin_model_trains_and_mitigation_writes_a_model(tmp_path):
     new = stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "mit")
     assert new["parent_sha256"] == card["sha256"] and new["sha256"] != card["sha256"]
     assert new["mitigation"]["fix_cells"] == [1, 3]
+
+
+def test_the_paper_summarizer_config_is_valid():
+    from failfade.config import load
+
+    cfg = load(Path(__file__).resolve().parent.parent / "config" / "paper_t5.yaml")
+    assert {e["model"]["source"] for e in cfg["experiments"].values()} == {
+        "hf:Falconsai/text_summarization", "hf:facebook/bart-large-cnn"}
+    assert all(e["model"]["num_beams"] == 4 for e in cfg["experiments"].values())  # the anchor gives both the paper's settings

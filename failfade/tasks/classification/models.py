@@ -10,8 +10,6 @@ Sources (config key `model.source`):
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +20,7 @@ from torch import nn
 
 from failfade import FailfadeError
 
-WEIGHTS = "model.safetensors"
-CARD = "model.json"
+from failfade.tasks.storage import CARD, WEIGHTS, read_checked_card, write_card
 
 
 class DigitsCNN(nn.Module):
@@ -143,38 +140,19 @@ def build_architecture(card: dict) -> nn.Module:
     raise FailfadeError(f"model card: unknown arch {arch!r}")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_model(module: nn.Module, card: dict, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(out_dir / WEIGHTS))
-    card = dict(card, sha256=sha256_file(out_dir / WEIGHTS), weights=WEIGHTS)
-    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    return write_card(card, out_dir)
 
 
 def load_model(model_dir: Path, device: str | torch.device = "cpu") -> ModelUnderTest:
     """Load a failfade model dir; a missing, tampered or truncated file fails with its path named."""
     model_dir = Path(model_dir)
-    card_path, weights_path = model_dir / CARD, model_dir / WEIGHTS
-    for p in (card_path, weights_path):
-        if not p.is_file():
-            raise FailfadeError(f"{p}: missing (a failfade model dir holds {CARD} and {WEIGHTS})")
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise FailfadeError(f"{card_path}: not valid JSON ({e})") from e
-    digest = sha256_file(weights_path)
-    if card.get("sha256") and card["sha256"] != digest:
-        raise FailfadeError(f"{weights_path}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")
+    weights_path = model_dir / WEIGHTS
+    card = read_checked_card(model_dir, f"{CARD} and {WEIGHTS}")
     try:
         state = load_file(str(weights_path))
     except Exception as e:  # safetensors raises several types for truncated or garbage files

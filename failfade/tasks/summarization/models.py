@@ -14,8 +14,6 @@ digest, reads safetensors only, and never runs remote code.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -24,8 +22,7 @@ import torch
 
 from failfade import FailfadeError
 
-WEIGHTS = "model.safetensors"
-CARD = "model.json"
+from failfade.tasks.storage import CARD, WEIGHTS, read_checked_card, write_card
 
 
 def parse_source(text: str, key: str) -> tuple[str, str, str | None]:
@@ -74,38 +71,18 @@ def download(repo: str, revision: str | None, resources: Path, key: str) -> Path
         raise FailfadeError(f"{key}: cannot download hf:{repo} ({type(e).__name__}: {str(e)[:200]})") from e
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save(model, tokenizer, card: dict, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
-    card = dict(card, sha256=sha256_file(out_dir / WEIGHTS), weights=WEIGHTS)
-    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    return write_card(card, out_dir)
 
 
 def load(model_dir: Path, device: torch.device = torch.device("cpu")):
     """(model, tokenizer, card) from a model stage's folder; a tampered or missing file is named."""
     model_dir = Path(model_dir)
-    card_path, weights = model_dir / CARD, model_dir / WEIGHTS
-    for p in (card_path, weights):
-        if not p.is_file():
-            raise FailfadeError(f"{p}: missing (a failfade summarizer folder holds {CARD}, {WEIGHTS} and the tokenizer)")
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise FailfadeError(f"{card_path}: not valid JSON ({e})") from e
-    digest = sha256_file(weights)
-    if card.get("sha256") and card["sha256"] != digest:
-        raise FailfadeError(f"{weights}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")
+    card = read_checked_card(model_dir, f"{CARD}, {WEIGHTS} and the tokenizer")
     model, tokenizer = load_pretrained(model_dir, str(model_dir), device)
     return model, tokenizer, card
 
