@@ -131,8 +131,9 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str
     return summary
 
 
-def stage_landscape(exp: dict, queries_paths, out: dict[str, Path]) -> pl.DataFrame:
-    """Merge the exploration shards into the landscape database. out keys: db, modes, template, cells, heatmap, gallery."""
+def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], model_dir: Path | None = None) -> pl.DataFrame:
+    """Merge the exploration shards into the landscape database. out keys: db, modes, template, cells, heatmap,
+    gallery. With the explored model's folder, the gallery can show what the model said."""
     from failfade.plots import heatmaps
 
     space = space_of(exp)
@@ -144,7 +145,7 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path]) -> pl.DataFr
     feedback_template(modes).write_csv(out["template"])
     cells.write_csv(out["cells"])
     heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({queries.height} queries)")
-    family_of(exp).gallery(exp, queries, modes, out["gallery"], ls["gallery_per_mode"])
+    family_of(exp).gallery(exp, queries, modes, out["gallery"], ls["gallery_per_mode"], model_dir)
     return modes
 
 

@@ -140,8 +140,8 @@ def text_gallery(rows: list[tuple[str, list[str]]], path: Path, title: str, widt
     blocks = []
     for name, lines in rows:
         wrapped = [w for line in lines for w in textwrap.wrap(line, width) or [""]]
-        blocks.append((name, wrapped))
-    n_lines = sum(len(b) + 2 for _, b in blocks) or 2
+        blocks.append((textwrap.wrap(name, int(width * 0.9)) or [""], wrapped))
+    n_lines = sum(len(n) + len(b) + 1 for n, b in blocks) or 2
     fig = plt.figure(figsize=(width * 0.075, 0.6 + 0.2 * n_lines))
     y = 1.0
     step = 1.0 / (n_lines + 1)
@@ -149,9 +149,10 @@ def text_gallery(rows: list[tuple[str, list[str]]], path: Path, title: str, widt
     y -= 1.5 * step
     if not blocks:
         fig.text(0.01, y, "no failure modes found", fontsize=8, va="top")
-    for name, lines in blocks:
-        fig.text(0.01, y, name, fontsize=8, weight="bold", va="top")
-        y -= step
+    for names, lines in blocks:
+        for name in names:
+            fig.text(0.01, y, name, fontsize=8, weight="bold", va="top")
+            y -= step
         for line in lines:
             fig.text(0.03, y, line, fontsize=7, va="top", family="monospace")
             y -= step

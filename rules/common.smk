@@ -33,7 +33,7 @@ def explore_cfg(wildcards):
 
 
 def landscape_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "data", "concepts", "landscape")
+    return exp_cfg(wildcards, "seed", "data", "model", "concepts", "landscape")
 
 
 def feedback_cfg(wildcards):

@@ -229,3 +229,22 @@ def test_the_paper_summarizer_config_is_valid():
     assert {e["model"]["source"] for e in cfg["experiments"].values()} == {
         "hf:Falconsai/text_summarization", "hf:facebook/bart-large-cnn"}
     assert all(e["model"]["num_beams"] == 4 for e in cfg["experiments"].values())  # the anchor gives both the paper's settings
+
+
+def test_the_gallery_shows_both_summaries(tmp_path, monkeypatch):
+    import polars as pl
+
+    from failfade import plots
+    from failfade.pipeline import family_of, stage_model
+
+    exp = validate(summarization_config(tmp_path / "fb.csv"))["experiments"]["r"]
+    stage_model(exp, tmp_path / "model", tmp_path / "res")
+    shown = []
+    monkeypatch.setattr(plots, "text_gallery", lambda rows, path, title: shown.extend(rows))
+    queries = pl.DataFrame({"input_id": [1], "cell": [3], "failure": [True], "delta": [0.4], "prediction": [2]})
+    modes = pl.DataFrame({"mode": [1], "cells": ["3"], "description": ["typo = 0.3 and distractors = 2"]})
+    family_of(exp).gallery(exp, queries, modes, tmp_path / "g.png", 1, tmp_path / "model")
+    (name, lines), = shown
+    assert name.startswith("mode 1") and any(x.startswith("summary of the clean document: ") for x in lines)
+    assert any(x.startswith("summary of the perturbed document: ") for x in lines)
+    assert lines[-1] == "ROUGE-L lost: 0.40; key facts lost: 2"

@@ -15,8 +15,9 @@ what differs between, say, image classification and summarization, and do the re
                              `model_sha256` keys the outcome cache
   fine_tune(exp, model_dir, plan, out_dir) -> card
                              the mitigation recipe: fine-tune away from the plan's `fix` cells
-  gallery(exp, queries, modes, path, per_mode)
-                             examples of each failure mode for people to look at
+  gallery(exp, queries, modes, path, per_mode, model_dir)
+                             examples of each failure mode for people to look at (model_dir, when
+                             given, is the explored model, for families that show its outputs)
   probe_failures(exp, model_dir, probe_spaces) -> (failures per probe, inputs)
                              off-grid probes: every held-out input under each one-cell probe space
 
@@ -49,7 +50,7 @@ class TaskFamily:
     def fine_tune(self, exp: dict, model_dir, plan: dict, out_dir) -> dict:
         raise NotImplementedError
 
-    def gallery(self, exp: dict, queries, modes, path, per_mode: int) -> None:
+    def gallery(self, exp: dict, queries, modes, path, per_mode: int, model_dir=None) -> None:
         raise NotImplementedError
 
     def probe_failures(self, exp: dict, model_dir, probe_spaces) -> tuple[list[int], int]:

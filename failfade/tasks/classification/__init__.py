@@ -144,7 +144,8 @@ class ClassificationFamily(TaskFamily):
 
     # --- what people look at ------------------------------------------------------------------------
 
-    def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int) -> None:
+    def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int,
+                model_dir: Path | None = None) -> None:
         """Failing held-out inputs of the largest modes, as rendered images with true → predicted class."""
         from failfade.plots import gallery
         from failfade.tasks.classification.transforms import apply

@@ -147,13 +147,15 @@ class SummarizationFamily(TaskFamily):
 
     # --- what people look at ---------------------------------------------------------------------------------
 
-    def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int) -> None:
-        """One failing example per mode (up to 6): the perturbed document, the reference, and how
-        much ROUGE-L the perturbation cost (the summaries themselves are in the landscape's queries)."""
+    def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int,
+                model_dir: Path | None = None) -> None:
+        """One failing example per mode (up to 6): the perturbed document, the reference, the
+        summaries of the clean and of the perturbed document (with the model), and what was lost."""
         from failfade.plots import text_gallery
         from failfade.tasks.summarization.transforms import perturb_cell
 
         reports, space = self.splits(exp).heldout, self.space(exp)
+        summarizer = self.load(exp, model_dir)[0] if model_dir is not None else None
         rows = []
         for m in modes.head(6).iter_rows(named=True):
             mode_cells = [int(c) for c in m["cells"].split()]
@@ -161,7 +163,10 @@ class SummarizationFamily(TaskFamily):
             for q in fails.iter_rows(named=True):
                 r = reports[q["input_id"]]
                 doc = perturb_cell(space, r, q["cell"], exp["seed"], q["input_id"])
-                rows.append((f"mode {m['mode']}: {m['description']}",
-                             [f"document: {doc}", f"reference: {r.reference}",
-                              f"ROUGE-L lost: {q['delta']:.2f}; key facts lost: {max(q['prediction'], 0)}"]))
+                lines = [f"perturbed document ({space.describe_cell(q['cell'])}): {doc}", f"reference: {r.reference}"]
+                if summarizer is not None:
+                    clean, perturbed = summarizer.summarize([r.document, doc])
+                    lines += [f"summary of the clean document: {clean}", f"summary of the perturbed document: {perturbed}"]
+                lines.append(f"ROUGE-L lost: {q['delta']:.2f}; key facts lost: {max(q['prediction'], 0)}")
+                rows.append((f"mode {m['mode']}: {m['description']}", lines))
         text_gallery(rows, path, "One failing held-out document per failure mode")
