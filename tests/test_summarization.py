@@ -248,3 +248,23 @@ def test_the_gallery_shows_both_summaries(tmp_path, monkeypatch):
     assert name.startswith("mode 1") and any(x.startswith("summary of the clean document: ") for x in lines)
     assert any(x.startswith("summary of the perturbed document: ") for x in lines)
     assert lines[-1] == "ROUGE-L lost: 0.40; key facts lost: 2"
+
+
+def test_lora_mitigation_trains_only_the_adapters(tmp_path):
+    from safetensors.torch import load_file
+
+    from failfade.pipeline import stage_mitigate, stage_model
+
+    cfg = summarization_config(tmp_path / "fb.csv")
+    cfg["experiments"]["r"]["mitigate"].update(lora_rank=4, distill=0.0)
+    exp = validate(cfg)["experiments"]["r"]
+    stage_model(exp, tmp_path / "model", tmp_path / "res")
+    (tmp_path / "plan.json").write_text(json.dumps({"fix": [{"cell": 3, "weight": 1.0}], "accept": []}))
+    stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "mit")
+    before, after = load_file(str(tmp_path / "model" / "model.safetensors")), load_file(str(tmp_path / "mit" / "model.safetensors"))
+    assert set(before) == set(after)  # merged: the same architecture, no adapter tensors left
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith((".q.weight", ".v.weight")) for k in changed), changed
+    exp["mitigate"]["lora_targets"] = ["q_proj"]
+    with pytest.raises(FailfadeError, match=r"mitigate.lora_targets: \['q_proj'\] name no module"):
+        stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "mit2")

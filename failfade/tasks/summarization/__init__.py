@@ -134,9 +134,12 @@ class SummarizationFamily(TaskFamily):
                 clean.append(r.document)
                 targets.append(r.reference)
         teacher = copy.deepcopy(summarizer.model).eval() if m["distill"] > 0 else None
-        history = models.train_seq2seq(summarizer.model, summarizer.tokenizer, sources, targets, m["steps"], m["lr"],
+        student = models.with_lora(summarizer.model, m["lora_rank"], m["lora_targets"]) if m["lora_rank"] else summarizer.model
+        history = models.train_seq2seq(student, summarizer.tokenizer, sources, targets, m["steps"], m["lr"],
                                        m["batch_size"], exp["model"]["max_input_tokens"], exp["seed"], teacher=teacher,
-                                       distill=m["distill"], clean_sources=clean, desc="mitigate tiny-t5")
+                                       distill=m["distill"], clean_sources=clean, desc="mitigate")
+        if m["lora_rank"]:
+            summarizer.model = student.merge_and_unload()  # stored like any model: one set of safetensors weights
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         pl.DataFrame(history).write_csv(out_dir / "training.csv")

@@ -112,6 +112,18 @@ def tiny_t5(tokenizer, seed: int):
     return T5ForConditionalGeneration(cfg)
 
 
+def with_lora(model, rank: int, targets: list[str]):
+    """The model wrapped with peft LoRA adapters (rank `rank`, alpha 2·rank) on the named modules
+    (e.g. T5's attention projections `q`, `v`; BART's `q_proj`, `v_proj`); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = sorted(set(targets) - present)
+    if missing:
+        raise FailfadeError(f"mitigate.lora_targets: {missing} name no module of {type(model).__name__}")
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(targets)))
+
+
 def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, batch_size: int, max_input_tokens: int,
                   seed: int, teacher=None, distill: float = 0.0, clean_sources=None, desc: str = "train") -> list[dict]:
     """AdamW on (source, target) pairs, `steps` batches drawn with a seeded generator; linear decay
@@ -121,7 +133,7 @@ def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, bat
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 53]))
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     decay_from = int(0.8 * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 1.0 if s < decay_from else max(0.0, (steps - s) / max(steps - decay_from, 1)))
