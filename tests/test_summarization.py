@@ -268,3 +268,20 @@ def test_lora_mitigation_trains_only_the_adapters(tmp_path):
     exp["mitigate"]["lora_targets"] = ["q_proj"]
     with pytest.raises(FailfadeError, match=r"mitigate.lora_targets: \['q_proj'\] name no module"):
         stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "mit2")
+
+
+def test_probe_failures_match_a_task_built_per_probe(tmp_path):
+    from failfade.pipeline import family_of, stage_model
+    from failfade.probes import check_probes
+    from failfade.tasks.summarization.task import SummarizationTask
+
+    exp = validate(summarization_config(tmp_path / "fb.csv"))["experiments"]["r"]
+    stage_model(exp, tmp_path / "model", tmp_path / "res")
+    fam = family_of(exp)
+    spaces = check_probes([{"name": "a", "apply": {"typo": 0.5}}, {"name": "b", "apply": {"distractors": 3}}], fam.transforms)
+    counts, n = fam.probe_failures(exp, tmp_path / "model", spaces)
+    summarizer, _ = fam.load(exp, tmp_path / "model")
+    reports = fam.splits(exp).heldout
+    for space, k in zip(spaces, counts):
+        task = SummarizationTask(summarizer, reports, space, exp["seed"], exp["model"]["epsilon"])
+        assert k == int(task.score(np.arange(n), np.zeros(n, dtype=np.int64)).failure.sum())
