@@ -248,6 +248,16 @@ def test_the_gallery_shows_both_summaries(tmp_path, monkeypatch):
     assert name.startswith("mode 1") and any(x.startswith("summary of the clean document: ") for x in lines)
     assert any(x.startswith("summary of the perturbed document: ") for x in lines)
     assert lines[-1] == "ROUGE-L lost: 0.40; key facts lost: 2"
+    assert lines[0].startswith("clean document: ") and "{+" in lines[1]  # typo 0.3: some words are edited
+
+
+def test_edits_are_marked_word_by_word():
+    from failfade.tasks.summarization.transforms import mark_edits
+
+    assert mark_edits("the event drew 802 students .", "in rome . the evnt drew 802 students .") == (
+        "{+in rome .+} the [-event-] {+evnt+} drew 802 students .")
+    assert mark_edits("a b c", "a b c") == "a b c"
+    assert mark_edits("a b c", "a c") == "a [-b-] c"
 
 
 def test_lora_mitigation_trains_only_the_adapters(tmp_path):

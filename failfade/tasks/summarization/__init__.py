@@ -154,10 +154,10 @@ class SummarizationFamily(TaskFamily):
 
     def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int,
                 model_dir: Path | None = None) -> None:
-        """One failing example per mode (up to 6): the perturbed document, the reference, the
-        summaries of the clean and of the perturbed document (with the model), and what was lost."""
+        """One failing example per mode (up to 6): the clean document, the perturbed one with its
+        edits marked, the reference, the summaries of both (with the model), and what was lost."""
         from failfade.plots import text_gallery
-        from failfade.tasks.summarization.transforms import perturb_cell
+        from failfade.tasks.summarization.transforms import mark_edits, perturb_cell
 
         reports, space = self.splits(exp).heldout, self.space(exp)
         summarizer = self.load(exp, model_dir)[0] if model_dir is not None else None
@@ -168,10 +168,12 @@ class SummarizationFamily(TaskFamily):
             for q in fails.iter_rows(named=True):
                 r = reports[q["input_id"]]
                 doc = perturb_cell(space, r, q["cell"], exp["seed"], q["input_id"])
-                lines = [f"perturbed document ({space.describe_cell(q['cell'])}): {doc}", f"reference: {r.reference}"]
+                lines = [f"clean document: {r.document}",
+                         f"perturbed document ({space.describe_cell(q['cell'])}), edits marked: {mark_edits(r.document, doc)}",
+                         f"reference: {r.reference}"]
                 if summarizer is not None:
                     clean, perturbed = summarizer.summarize([r.document, doc])
                     lines += [f"summary of the clean document: {clean}", f"summary of the perturbed document: {perturbed}"]
                 lines.append(f"ROUGE-L lost: {q['delta']:.2f}; key facts lost: {max(q['prediction'], 0)}")
                 rows.append((f"mode {m['mode']}: {m['description']}", lines))
-        text_gallery(rows, path, "One failing held-out document per failure mode")
+        text_gallery(rows, path, "One failing held-out document per failure mode ([-removed-] {+added+} words)")

@@ -14,6 +14,8 @@ always gives the same text.
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
 from failfade.concepts import ConceptSpace
@@ -78,6 +80,22 @@ def perturb(report: Report, levels: dict[str, float], rng: np.random.Generator) 
         protected = set(f["name"].split()) | {f["city"], f["day"], f["number"], f["role"]} if f else set()
         text = " ".join(typo(text.split(), rate, protected, rng))
     return text
+
+
+def mark_edits(clean: str, perturbed: str) -> str:
+    """The perturbed text with its word-level edits against the clean text marked as in
+    `git diff --word-diff`: [-removed-] and {+added+}; a changed word shows both."""
+    a, b = clean.split(), perturbed.split()
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.extend(b[j1:j2])
+            continue
+        if i2 > i1:
+            out.append("[-" + " ".join(a[i1:i2]) + "-]")
+        if j2 > j1:
+            out.append("{+" + " ".join(b[j1:j2]) + "+}")
+    return " ".join(out)
 
 
 def perturb_cell(space: ConceptSpace, report: Report, cell: int, seed: int, input_id: int) -> str:
