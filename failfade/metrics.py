@@ -14,6 +14,11 @@ Over the first b queries of a search (in the order they were made):
   mae        = mean over all cells of |estimate − true rate|, estimate = (k + 1) / (n + 2) with
                effective counts (the Laplace estimate: 0.5 for a cell never queried)
   coverage   = fraction of cells queried at least once
+A true failure cell whose rate is close to τ needs many queries before its interval clears τ, so
+`oracle_recall` states what the interval rule allows at a budget: the recall of an oracle that
+knows every cell's true rate, spends the fewest queries that make each cell's Wilson lower bound
+clear τ (observed rate = true rate, at most one query per held-out input and cell), cheapest
+cells first.
 """
 
 from __future__ import annotations
@@ -84,3 +89,25 @@ def queries_to_recall(n_cells: int, queries: pl.DataFrame, truth: np.ndarray, ta
     while first > 0 and ok[first - 1]:
         first -= 1
     return marks[first]
+
+
+def queries_to_confirm(p: float, tau: float, max_n: int, confidence: float = 0.95) -> int | None:
+    """The fewest queries n ≤ max_n whose Wilson lower bound, at observed rate p, is ≥ τ."""
+    if p <= tau:
+        return None
+    n = np.arange(1, max_n + 1)
+    lo, _ = wilson_interval(p * n, n.astype(float), confidence)
+    ok = np.flatnonzero(lo >= tau)
+    return int(n[ok[0]]) if len(ok) else None
+
+
+def oracle_recall(truth: np.ndarray, tau: float, budget: int, max_per_cell: int, confidence: float = 0.95) -> float:
+    """The interval-rule recall that the cheapest allocation of `budget` queries reaches when every
+    observed rate equals its true rate (see the module docstring)."""
+    true_fail = truth >= tau
+    if not true_fail.any():
+        return float("nan")
+    costs = sorted(c for c in (queries_to_confirm(float(p), tau, max_per_cell, confidence) for p in truth[true_fail])
+                   if c is not None)
+    spent = np.cumsum(costs) if costs else np.array([])
+    return float((spent <= budget).sum() / true_fail.sum())
