@@ -36,9 +36,20 @@ def space_of(exp: dict) -> ConceptSpace:
 def read_queries(paths) -> pl.DataFrame:
     """One query table from one Parquet file or a list of shard files (in shard order)."""
     if isinstance(paths, (str, Path)):
-        return pl.read_parquet(paths)
-    frames = [pl.read_parquet(p).with_columns(pl.lit(k, dtype=pl.Int32).alias("shard")) for k, p in enumerate(paths)]
+        return _read_parquet(paths)
+    frames = [_read_parquet(p).with_columns(pl.lit(k, dtype=pl.Int32).alias("shard")) for k, p in enumerate(paths)]
     return pl.concat(frames, how="vertical")
+
+
+def _read_parquet(path) -> pl.DataFrame:
+    from failfade import unreadable
+
+    try:
+        return pl.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # polars raises several kinds for a truncated or foreign file
+        raise unreadable(path, e, "a query log (Parquet)") from None
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -97,7 +108,7 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str
 
     out keys: queries (parquet), json (discovery summary), curve (csv).
     """
-    from failfade.metrics import discovery_curve, queries_to_recall, scores_of, true_rates
+    from failfade.metrics import discovery_curve, oracle_recall, queries_to_recall, scores_of, true_rates
 
     use_cache = exp["explore"].get("cache", True) and exp.get("groundtruth", {}).get("cache", True)
     task = build_task(exp, model_dir, cache_dir if use_cache else None)
@@ -122,6 +133,7 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str
             "point": "reported failing when its estimated failure rate is >= threshold",
         },
         "recall": sc["recall"], "precision": sc["precision"],
+        "oracle_recall": oracle_recall(truth, tau, q.height, truth_q.height // task.n_cells, conf),
         "recall_point": sc["recall_point"], "precision_point": sc["precision_point"],
         "mae": sc["mae"], "coverage": sc["coverage"],
         "queries_to_90pct_recall": queries_to_recall(task.n_cells, q, truth, tau, confidence=conf),
@@ -168,25 +180,31 @@ def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -
     return family_of(exp).fine_tune(exp, Path(model_dir), read_plan(plan_path), Path(out_dir))
 
 
-def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: Path) -> pl.DataFrame:
-    """Score every off-grid probe (`shift.probes`) on every held-out input, before and after mitigation."""
-    from failfade.probes import COLUMNS, check_probes, probe_table
+def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: Path, plan_path: Path | None = None,
+                 targeted_csv: Path | None = None) -> pl.DataFrame:
+    """Score every off-grid probe (`shift.probes`) on every held-out input, before and after mitigation;
+    with the plan, also every fixed cell (`targeted_csv`)."""
+    from failfade.probes import COLUMNS, check_probes, probe_table, targeted_spaces, targeted_table
 
     probes = exp.get("shift", {}).get("probes", [])
     fam = family_of(exp)
-    if not probes:
-        table = pl.DataFrame(schema=COLUMNS)
-    else:
-        spaces = check_probes(probes, fam.transforms)
-        pre, n = fam.probe_failures(exp, Path(pre_model_dir), spaces)
-        post, _ = fam.probe_failures(exp, Path(post_model_dir), spaces)
-        table = probe_table(probes, spaces, pre, post, n, exp["landscape"]["confidence"])
+    conf = exp["landscape"]["confidence"]
+    spaces = check_probes(probes, fam.transforms) if probes else []
+    plan = read_plan(plan_path) if plan_path is not None else {"fix": []}
+    fixed = targeted_spaces(space_of(exp), plan)
+    pre, n = fam.probe_failures(exp, Path(pre_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
+    post, _ = fam.probe_failures(exp, Path(post_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
+    k = len(spaces)
+    table = probe_table(probes, spaces, pre[:k], post[:k], n, conf) if probes else pl.DataFrame(schema=COLUMNS)
     table.write_csv(out_csv)
+    if targeted_csv is not None:
+        targeted_table(space_of(exp), plan, pre[k:], post[k:], n, conf).write_csv(targeted_csv)
     return table
 
 
 def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path, pre_card: Path,
-                post_card: Path, out: dict[str, Path], probes_csv: Path | None = None) -> dict:
+                post_card: Path, out: dict[str, Path], probes_csv: Path | None = None,
+                targeted_csv: Path | None = None) -> dict:
     """out keys: json, md, cells, figure."""
     space = space_of(exp)
     ls = exp["landscape"]
@@ -199,10 +217,18 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
         from failfade.probes import COLUMNS
 
         probes = pl.read_csv(probes_csv, schema=COLUMNS)
+    targeted = None
+    if targeted_csv is not None:
+        from failfade.probes import COLUMNS
+
+        targeted = pl.read_csv(targeted_csv, schema=COLUMNS)
     result, per_cell = compare(space, pre_q, post_q, read_plan(plan_path), ls["failure_rate_threshold"],
                                clean_pre, clean_post, ls["confidence"], bootstrap=exp.get("shift", {}).get("bootstrap", 200),
-                               seed=exp.get("seed", 0), probes=probes, quality=quality)
+                               seed=exp.get("seed", 0), probes=probes, quality=quality, targeted_heldout=targeted,
+                               guard=exp.get("shift", {}).get("guard", "warn"))
     result = {"experiment": name, **result}
+    if result["guard"]["tripped"]:
+        log.warning("the no-new-failures guard tripped for %s: see the top of %s", name, out["md"])
     Path(out["json"]).write_text(json.dumps(result, indent=2) + "\n")
     Path(out["md"]).write_text(markdown(result, name))
     per_cell.write_csv(out["cells"])

@@ -6,6 +6,10 @@ condition, e.g. `{name: "darkening 0.5", apply: {darken: 0.5}}` or a level beyon
 range; the task family applies it to every held-out input for the model before and after
 mitigation (`probe_failures`), and the change in failure rate gets Newcombe's 95% interval. A
 probe whose interval lies above 0 got significantly worse.
+
+The cells the feedback asked to fix are measured the same way (`targeted_spaces`): every fixed
+cell on every held-out input, before and after. The landscape's targeted rate rests on the
+few queries the explorations happened to spend there; this one is exhaustive on held-out data.
 """
 
 from __future__ import annotations
@@ -63,3 +67,44 @@ def probe_table(probes: list[dict], spaces: list[ConceptSpace], failures_pre: li
             "significantly_worse": bool(lo > 0), "significantly_better": bool(hi < 0),
         })
     return pl.DataFrame(rows, schema=COLUMNS)
+
+
+def targeted_spaces(space: ConceptSpace, plan: dict) -> list[ConceptSpace]:
+    """Each fixed cell of the plan as a one-cell space (the grid's axes, in the grid's order)."""
+    out = []
+    for f in plan["fix"]:
+        (coords,) = space.coords([int(f["cell"])])
+        out.append(ConceptSpace([Axis(a.name, a.transform, (a.levels[i],)) for a, i in zip(space.axes, coords)]))
+    return out
+
+
+def targeted_table(space: ConceptSpace, plan: dict, failures_pre: list[int], failures_post: list[int], n: int,
+                   confidence: float = 0.95) -> pl.DataFrame:
+    """One row per fixed cell, as probe_table (the probe's name is the cell's description)."""
+    probes = [{"name": space.describe_cell(int(f["cell"]))} for f in plan["fix"]]
+    return probe_table(probes, targeted_spaces(space, plan), failures_pre, failures_post, n, confidence)
+
+
+def pooled_change(table: pl.DataFrame, confidence: float = 0.95) -> dict:
+    """The fixed cells pooled (every cell has the same inputs, so the pooled rate is the mean of the
+    cell rates): rates before and after with Wilson intervals, the change with Newcombe's, and the
+    relative change with the Katz log interval of a ratio of two proportions."""
+    from scipy import stats
+
+    n = int(table["inputs"].sum())
+    k1, k2 = int(table["failures_pre"].sum()), int(table["failures_post"].sum())
+    out = {"cells": table.height, "inputs_per_cell": int(table["inputs"][0]) if table.height else 0, "queries": n,
+           "failures": {"pre": k1, "post": k2}}
+    if n == 0:
+        return out
+    (l1, u1), (l2, u2) = (tuple(map(float, wilson_interval(k, n, confidence))) for k in (k1, k2))
+    d, lo, hi = newcombe(k1, n, k2, n, confidence)
+    out |= {"pre": k1 / n, "pre_ci": [l1, u1], "post": k2 / n, "post_ci": [l2, u2], "change": float(d),
+            "change_ci": [float(lo), float(hi)]}
+    if k1 > 0:
+        a, b = k1 + 0.5 * (k2 == 0), k2 + 0.5 * (k2 == 0)  # Haldane's correction when no failure is left
+        log_ratio = np.log((b / n) / (a / n))
+        half = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(1 / a - 1 / n + 1 / b - 1 / n)
+        out |= {"relative_change": k2 / k1 - 1, "relative_change_ci": [float(np.exp(log_ratio - half) - 1),
+                                                                       float(np.exp(log_ratio + half) - 1)]}
+    return out

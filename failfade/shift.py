@@ -184,7 +184,8 @@ def _mass(rates: np.ndarray, both: np.ndarray, n_cells: int) -> np.ndarray:
 
 def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.DataFrame, plan: dict,
             threshold: float, clean_pre: float, clean_post: float, confidence: float = 0.95,
-            bootstrap: int = 200, seed: int = 0, probes: pl.DataFrame | None = None, quality: str = "accuracy"):
+            bootstrap: int = 200, seed: int = 0, probes: pl.DataFrame | None = None, quality: str = "accuracy",
+            targeted_heldout: pl.DataFrame | None = None, guard: str = "warn"):
     """Compare two explorations of the same concept space; `clean_pre/post` are the models' held-out
     clean quality (the task family's metric, named by `quality`)."""
     pre = cell_table(space, pre_queries, threshold, confidence)
@@ -263,6 +264,15 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         result["probes"] = probes.to_dicts()
         result["probes_significantly_worse"] = int(probes["significantly_worse"].sum())
         result["probes_significantly_better"] = int(probes["significantly_better"].sum())
+    worse_untargeted = np.flatnonzero((lo > 0) & ~targeted)
+    broken = {"new_failure_cells": result["new_failure_cell_list"],
+              "untargeted_cells_significantly_worse": [space.describe_cell(int(c)) for c in worse_untargeted],
+              "probes_significantly_worse": [p["probe"] for p in result.get("probes", []) if p["significantly_worse"]]}
+    result["guard"] = {"mode": guard, "tripped": any(broken.values()), **broken}
+    if targeted_heldout is not None and targeted_heldout.height:
+        from failfade.probes import pooled_change
+
+        result["targeted_heldout"] = pooled_change(targeted_heldout, confidence)
     return result, per_cell
 
 
@@ -288,9 +298,14 @@ def markdown(result: dict, experiment: str) -> str:
     q = result.get("clean_quality_metric", "accuracy")
     conf = f"{100 * result.get('confidence', 0.95):g}%"
     red = result["targeted_relative_reduction"]
-    lines = [
-        f"# Landscape shift — {experiment}",
-        "",
+    lines = [f"# Landscape shift — {experiment}", ""]
+    g = result.get("guard")
+    if g and g["tripped"]:
+        what = [f"{label}: {', '.join(g[k])}" for k, label in (
+            ("new_failure_cells", "new failure cells"), ("untargeted_cells_significantly_worse", "untargeted cells significantly worse"),
+            ("probes_significantly_worse", "probes significantly worse")) if g[k]]
+        lines += [f"> **Guard ({g['mode']}): the repair broke something nobody targeted.** " + "; ".join(what) + ".", ""]
+    lines += [
         "All numbers are on held-out inputs that neither training, validation nor fine-tuning saw. "
         f"Rates are the share of (input, cell) pairs that fail, importance-weighted as in the landscape; "
         f"brackets are {conf} intervals.",
@@ -301,6 +316,13 @@ def markdown(result: dict, experiment: str) -> str:
         f"{100 * result[f'clean_{q}_change']:+.2f} pt |",
         f"| targeted failure rate ({result['targeted_cells']} cells) | {_pct(t['pre'])} [{_ci(t['pre_ci'])}] | "
         f"{_pct(t['post'])} [{_ci(t['post_ci'])}] | {_signed_pt(t['change'])} [{_ci(t['change_ci'], signed=True)}] |",
+    ]
+    th = result.get("targeted_heldout")
+    if th and "pre" in th:
+        lines.append(f"| targeted, every held-out input ({th['cells']} cells × {th['inputs_per_cell']}) | {_pct(th['pre'])} "
+                     f"[{_ci(th['pre_ci'])}] | {_pct(th['post'])} [{_ci(th['post_ci'])}] | {_signed_pt(th['change'])} "
+                     f"[{_ci(th['change_ci'], signed=True)}] |")
+    lines += [
         f"| other failure rate ({o['cells']} cells) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "
         f"{_signed_pt(o['change'])} [{_ci(o['change_ci'], signed=True)}] |",
         f"| failure mass (whole grid) | {_pct(m['pre'])} | {_pct(m['post'])} | {_signed_pt(m['change'])} "
@@ -309,6 +331,11 @@ def markdown(result: dict, experiment: str) -> str:
         "",
         f"- Targeted failure rate reduced by **{_pct(red)}** (relative; {conf} interval "
         f"{_ci(result['targeted_relative_reduction_ci'])}).",
+    ]
+    if th and "relative_change" in th:
+        lines.append(f"- Measured on every held-out input instead (no exploration noise): reduced by "
+                     f"**{_pct(-th['relative_change'])}** ({conf} interval {_ci([-th['relative_change_ci'][1], -th['relative_change_ci'][0]])}).")
+    lines += [
         f"- Failure mass over the whole grid changed by {_pct(m['relative_change'])} relative "
         "(negative: fewer failures).",
         f"- Cells that became failure cells: **{result['new_failure_cells']}**"

@@ -1,13 +1,15 @@
-# Off-grid probes (shift.probes): conditions outside the explored grid, scored on every held-out
-# input for the model before and after mitigation.
+# Off-grid probes (shift.probes): conditions outside the explored grid, and the cells the feedback
+# fixed, scored on every held-out input for the model before and after mitigation.
 rule probes:
     input:
         pre_weights=f"{R}/{{experiment}}/model/model.safetensors",
         pre_card=f"{R}/{{experiment}}/model/model.json",
         post_weights=f"{R}/{{experiment}}/mitigate/model.safetensors",
         post_card=f"{R}/{{experiment}}/mitigate/model.json",
+        plan=f"{R}/{{experiment}}/feedback/plan.json",
     output:
         csv=f"{R}/{{experiment}}/shift/probes.csv",
+        targeted=f"{R}/{{experiment}}/shift/targeted.csv",
     log:
         "logs/{experiment}/probes.log",
     benchmark:

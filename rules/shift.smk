@@ -6,6 +6,7 @@ rule shift:
         pre_card=f"{R}/{{experiment}}/model/model.json",
         post_card=f"{R}/{{experiment}}/mitigate/model.json",
         probes=f"{R}/{{experiment}}/shift/probes.csv",
+        targeted=f"{R}/{{experiment}}/shift/targeted.csv",
     output:
         json=f"{R}/{{experiment}}/shift/shift.json",
         md=report(

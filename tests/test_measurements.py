@@ -17,7 +17,7 @@ from failfade import FailfadeError
 from failfade.concepts import Axis, ConceptSpace
 from failfade.config import validate
 from failfade.landscape import summarize
-from failfade.metrics import queries_to_recall, scores, scores_of
+from failfade.metrics import oracle_recall, queries_to_confirm, queries_to_recall, scores, scores_of
 from failfade.probes import check_probes, probe_table
 from failfade.tasks.classification.data import load_splits
 from failfade.tasks.classification.mitigate import pick_epoch
@@ -77,6 +77,25 @@ def test_queries_to_recall_by_rule():
     assert point is not None and interval is not None and interval > point
 
 
+def test_queries_to_confirm_is_the_first_n_whose_interval_clears_tau():
+    from failfade.stats import wilson_interval
+
+    for p in (0.57, 0.6, 0.75, 1.0):
+        n = queries_to_confirm(p, 0.5, 1000)
+        assert wilson_interval(p * n, float(n))[0] >= 0.5 > wilson_interval(p * (n - 1), float(n - 1))[0]
+    assert queries_to_confirm(0.5, 0.5, 1000) is None and queries_to_confirm(0.52, 0.5, 200) is None
+
+
+def test_oracle_recall_spends_the_budget_on_the_cheapest_cells():
+    truth = np.array([1.0, 1.0, 0.6, 0.52, 0.1])  # 4 true failure cells; 0.52 needs > 200 queries
+    c1, c06 = queries_to_confirm(1.0, 0.5, 200), queries_to_confirm(0.6, 0.5, 200)
+    assert oracle_recall(truth, 0.5, 2 * c1 - 1, 200) == 0.25
+    assert oracle_recall(truth, 0.5, 2 * c1, 200) == 0.5
+    assert oracle_recall(truth, 0.5, 2 * c1 + c06, 200) == 0.75
+    assert oracle_recall(truth, 0.5, 10**6, 200) == 0.75  # at most one query per input and cell
+    assert oracle_recall(truth, 0.5, 10**6, 5000) == 1.0
+
+
 # --- off-grid probes -------------------------------------------------------------------------------
 
 def test_probe_table_flags_a_regression():
@@ -104,6 +123,37 @@ def test_classification_probe_failures(tmp_path):
     assert n == card["heldout_inputs"]
     assert identity == round((1 - card["heldout_clean_accuracy"]) * n)
     assert black >= 0.8 * n
+
+
+def test_fixed_cells_scored_on_every_heldout_input_match_the_grid(tmp_path):
+    """The targeted measurement applies exactly the grid cell's perturbation: its failure count
+    over the held-out inputs equals the exhaustive grid's count for that cell."""
+    from failfade.explore.search import exhaustive
+    from failfade.pipeline import build_task, family_of, space_of, stage_model
+    from failfade.probes import pooled_change, targeted_spaces, targeted_table
+
+    exp = small_experiment()
+    stage_model(exp, tmp_path / "model", ROOT / "resources")
+    space = space_of(exp)
+    plan = {"fix": [{"cell": 1, "weight": 1.0}]}  # rotation 40
+    (k,), n = family_of(exp).probe_failures(exp, tmp_path / "model", targeted_spaces(space, plan))
+    truth, _ = exhaustive(build_task(exp, tmp_path / "model"), exp["seed"], progress=False)
+    assert k == int(truth.filter(pl.col("cell") == 1)["failure"].sum()) and n == truth.filter(pl.col("cell") == 1).height
+    table = targeted_table(space, plan, [k], [k // 2], n)
+    assert table["probe"].to_list() == ["rotation=40"]
+    pooled = pooled_change(table)
+    assert pooled["pre"] == k / n and pooled["relative_change"] == pytest.approx(k // 2 / k - 1)
+    lo, hi = pooled["relative_change_ci"]
+    assert lo < pooled["relative_change"] < hi < 0
+
+
+def test_pooled_targeted_change_keeps_an_interval_when_nothing_fails_after():
+    from failfade.probes import pooled_change
+
+    table = pl.DataFrame({"inputs": [100, 100], "failures_pre": [30, 10], "failures_post": [0, 0]})
+    p = pooled_change(table)
+    assert p["pre"] == 0.2 and p["post"] == 0.0 and p["relative_change"] == -1.0
+    assert -1 < p["relative_change_ci"][0] < p["relative_change_ci"][1] < -0.8  # finite, near −100%
 
 
 def test_probe_errors_name_the_key():

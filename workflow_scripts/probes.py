@@ -4,4 +4,5 @@ from failfade.pipeline import stage_probes
 from failfade.workflow import stage
 
 with stage(snakemake, "probes") as cfg:
-    stage_probes(cfg, Path(snakemake.input.pre_card).parent, Path(snakemake.input.post_card).parent, snakemake.output.csv)
+    stage_probes(cfg, Path(snakemake.input.pre_card).parent, Path(snakemake.input.post_card).parent, snakemake.output.csv,
+                 snakemake.input.plan, snakemake.output.targeted)
