@@ -1,7 +1,15 @@
-"""The `failfade` command: run the workflow and read its results."""
+"""The `failfade` command: run the workflow and read its results.
+
+Every entry point answers a bad input with one line that names the file, line or key (never a
+traceback): library errors (FailfadeError) become click errors in `Group.invoke`.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,35 +19,124 @@ import polars as pl
 
 from failfade import FailfadeError
 
+NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # the config's rule for experiment names (config.schema.yaml)
+PIDFILE = "failfade-run.pid"  # beside Snakemake's locks, in its state folder
+
 
 def _results(results: str, experiment: str, *parts: str) -> Path:
+    if not NAME.match(experiment):
+        raise click.ClickException(f"experiment {experiment!r}: a name is letters, digits, '_' and '-' (as in the config)")
     p = Path(results, experiment, *parts)
     if not p.exists():
         raise click.ClickException(f"{p} does not exist yet: run `failfade run` (or snakemake) first")
     return p
 
 
-@click.group()
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FailfadeError as e:
+            raise click.ClickException(str(e)) from None
+        except FileNotFoundError as e:
+            raise click.ClickException(f"{e.filename or e}: not found: run `failfade run` (or snakemake) first") from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="failfade")
 def main():
     """Find, summarize and fade the failures of a model under test."""
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _snakemake(*args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", *args]
+
+
+def _state(args: tuple[str, ...]) -> Path:
+    """Snakemake's state folder (locks, incomplete markers) of the run that `args` describe."""
+    for i, a in enumerate(args):
+        if a in ("--directory", "-d") and i + 1 < len(args):
+            return Path(args[i + 1]) / ".snakemake"
+        if a.startswith("--directory="):
+            return Path(a.split("=", 1)[1]) / ".snakemake"
+    return Path(".snakemake")
+
+
+def _unlock(state: Path) -> None:
+    """What `snakemake --unlock` does: remove the lock files (only called when their owner is dead)."""
+    shutil.rmtree(state / "locks", ignore_errors=True)
+
+
+def _free_the_folder(state: Path) -> None:
+    """Refuse when another run works in this folder; remove the lock of one that was killed.
+
+    `failfade run` records its pid beside Snakemake's locks. A lock with a live recorded pid is a
+    running job: refused. A lock whose recorded run is dead was left by kill -9 or a crash: it is
+    removed and `--rerun-incomplete` redoes what that run left half-done. A lock with no record
+    comes from a plain `snakemake` call that failfade cannot see: refused, with the command that
+    removes it."""
+    locks = state / "locks"
+    if not (locks.is_dir() and any(locks.iterdir())):
+        return
+    try:
+        pid = int((state / PIDFILE).read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid is not None and pid != os.getpid() and _alive(pid):
+        raise click.ClickException(f"another `failfade run` (pid {pid}) is working in this folder: wait for it or stop it")
+    if pid is None:
+        raise click.ClickException("this folder is locked by a Snakemake run that failfade did not start: if none is "
+                                   "running any more, remove the lock with `failfade run --unlock`")
+    click.echo(f"failfade: removing the lock left by an interrupted run (pid {pid}); its unfinished jobs are redone",
+               err=True)
+    _unlock(state)
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
-@click.option("--configfile", type=click.Path(dir_okay=False), default=None, help="Config file (default config/config.yaml).")
+@click.option("--configfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Config file (default config/config.yaml). It replaces the default config: only its experiments run.")
 @click.option("--cores", default="all", show_default=True, help="CPU cores Snakemake may use.")
 @click.option("--profile", default=None, help="Snakemake profile, e.g. slurm.")
 @click.argument("snakemake_args", nargs=-1, type=click.UNPROCESSED)
 def run(configfile, cores, profile, snakemake_args):
-    """Run the workflow (extra arguments go to snakemake, e.g. `-n`, `--until landscape`)."""
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores)]
-    if configfile:
-        cmd += ["--configfile", configfile]
-    if profile:
-        cmd += ["--profile", profile]
-    cmd += list(snakemake_args)
+    """Run the workflow (extra arguments go to snakemake, e.g. `-n`, `--until landscape`, a target file).
+
+    The config is validated first (a bad key, YAML error or unknown transform is named before any
+    job runs); jobs left incomplete by a killed run are redone (`--rerun-incomplete`), and the lock
+    such a run leaves is removed when its process is gone."""
+    from failfade import config as cfgmod
+
+    cfgmod.load(configfile or "config/config.yaml")
+    args = tuple(snakemake_args)
+    extra = ((f"--configfile={configfile}",) if configfile else ()) + (("--profile", profile) if profile else ())
+    cmd = _snakemake("--cores", str(cores), "--rerun-incomplete", *extra, *args)
     click.echo("$ " + " ".join(cmd[2:]), err=True)
-    raise SystemExit(subprocess.call(cmd))  # list argv, no shell
+    if {"-n", "--dry-run", "--dryrun", "--unlock", "--lint", "--summary", "-S"} & set(args):
+        raise SystemExit(subprocess.call(cmd))  # takes no lock
+    state = _state(args)
+    _free_the_folder(state)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / PIDFILE).write_text(str(os.getpid()))
+    proc = subprocess.Popen(cmd)  # list argv, no shell; same process group, so Ctrl-C reaches snakemake
+    # Ctrl-C: snakemake gets it from the terminal and cleans up (incomplete outputs removed, lock
+    # released); failfade waits for that instead of dying first. SIGTERM is passed on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    rc = proc.wait()
+    if rc < 0:  # snakemake itself was killed (e.g. -9): it could not release its lock
+        _unlock(state)
+    (state / PIDFILE).unlink(missing_ok=True)
+    raise SystemExit(rc if rc >= 0 else 128 - rc)
 
 
 @main.command()
@@ -51,7 +148,14 @@ def modes(experiment, results, top):
     from rich.console import Console
     from rich.table import Table
 
-    df = pl.read_csv(_results(results, experiment, "landscape", "failure_modes.csv"))
+    path = _results(results, experiment, "landscape", "failure_modes.csv")
+    try:
+        df = pl.read_csv(path)
+        df.select("mode", "n_cells", "queries", "failure_rate", "rate_lo", "rate_hi", "description", "selector")
+    except Exception as e:  # truncated, not UTF-8, or not the table failfade wrote
+        from failfade import unreadable
+
+        raise unreadable(path, e, "a failure-mode table (CSV)") from None
     table = Table(title=f"{experiment}: {df.height} failure mode(s)")
     for col in ("mode", "cells", "queries", "failure rate (95% CI)", "description", "selector"):
         table.add_column(col, overflow="fold")
@@ -101,9 +205,27 @@ def check_feedback(experiment, feedback_csv, configfile, results):
 @main.command()
 @click.argument("experiment")
 @click.option("--results", default="results", show_default=True)
-def shift(experiment, results):
+@click.option("--check", is_flag=True, help="Only the no-new-failures guard: exit 1 when it tripped and shift.guard is fail.")
+def shift(experiment, results, check):
     """Print an experiment's before/after summary."""
-    click.echo(_results(results, experiment, "shift", "shift.md").read_text())
+    import json
+
+    if not check:
+        click.echo(_results(results, experiment, "shift", "shift.md").read_text())
+        return
+    path = _results(results, experiment, "shift", "shift.json")
+    try:
+        guard = json.loads(path.read_text())["guard"]
+    except (ValueError, KeyError, TypeError) as e:
+        from failfade import unreadable
+
+        raise unreadable(path, e, "a shift summary with a guard") from None
+    if not guard["tripped"]:
+        click.echo(f"{experiment}: guard passed: no new failure cells, no untargeted cell or probe significantly worse")
+        return
+    broken = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in guard.items() if isinstance(v, list) and v)
+    click.echo(f"{experiment}: guard tripped ({guard['mode']}): {broken}", err=True)
+    raise SystemExit(1 if guard["mode"] == "fail" else 0)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,11 @@ class ConceptSpace:
             transform = item.get("transform", item["name"])
             if transform not in transforms:
                 raise FailfadeError(f"{key}[{i}].transform: unknown transform {transform!r}; known: {sorted(transforms)}")
-            axes.append(Axis(item["name"], transform, tuple(float(v) for v in item["levels"]), item.get("unit", "")))
+            levels = tuple(float(v) for v in item["levels"])
+            d = np.diff(levels)
+            if not (np.all(d > 0) or np.all(d < 0)):
+                raise FailfadeError(f"{key}[{i}].levels: must be strictly increasing or decreasing, got {list(item['levels'])}")
+            axes.append(Axis(item["name"], transform, levels, item.get("unit", "")))
         return cls(axes)
 
     def axis(self, name: str) -> Axis:

@@ -59,10 +59,11 @@ def validate(config: dict, source: str = "config") -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
-        for e in errors[:10]:
-            path = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        for e in errors[:5]:
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".") or "(top level)"
             lines.append(f"{path}: {e.message}")
-        raise FailfadeError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise FailfadeError(f"{source}: invalid configuration: " + "; ".join(lines) + more)
     config = _fill(sch, copy.deepcopy(config), sch)
     names = list(config["experiments"])
     for name in config.get("run", []):
@@ -72,10 +73,29 @@ def validate(config: dict, source: str = "config") -> dict:
         axes = [c["name"] for c in exp["concepts"]]
         if len(set(axes)) != len(axes):
             raise FailfadeError(f"{source}: experiments.{name}.concepts: axis names must be unique, got {axes}")
+        _check_task_keys(name, exp, source)
         ex = exp["explore"]
         if ex["budget"] < ex["num_agents"]:
             raise FailfadeError(f"{source}: experiments.{name}.explore.budget ({ex['budget']}) is below num_agents ({ex['num_agents']})")
     return config
+
+
+def _check_task_keys(name: str, exp: dict, source: str) -> None:
+    """What the schema cannot see, checked before any job runs: transform names the task family
+    knows, monotonic levels, probes, and a feedback path that is not a folder."""
+    from failfade.concepts import ConceptSpace
+    from failfade.probes import check_probes
+    from failfade.tasks.family import family
+
+    key = f"experiments.{name}"
+    try:
+        fam = family(exp["task"], f"{key}.task")
+        ConceptSpace.from_config(exp["concepts"], fam.transforms, f"{key}.concepts")
+        check_probes(exp.get("shift", {}).get("probes", []), fam.transforms, f"{key}.shift.probes")
+    except FailfadeError as e:
+        raise FailfadeError(f"{source}: {e}") from None
+    if Path(exp["feedback"]).is_dir():
+        raise FailfadeError(f"{source}: {key}.feedback: {exp['feedback']} is a directory, not a CSV file")
 
 
 def load(path: str | Path) -> dict:
@@ -84,6 +104,14 @@ def load(path: str | Path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise FailfadeError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise FailfadeError(f"{path}: is a directory, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise FailfadeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise FailfadeError(f"{path}: not valid YAML ({e})") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise FailfadeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise FailfadeError(f"{path}: a config is a YAML mapping (experiments: ...), got {type(raw).__name__}")
     return validate(raw or {}, str(path))

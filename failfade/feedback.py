@@ -34,10 +34,26 @@ _OPS = {
 }
 
 
+SHOWN = 20  # problems printed in full; the rest are counted by kind
+
+
 class FeedbackError(FailfadeError):
     def __init__(self, path, problems: list[str]):
         self.problems = problems
-        super().__init__(f"{path}: invalid feedback ({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
+        shown = problems[:SHOWN]
+        rest = problems[SHOWN:]
+        if rest:
+            kinds: dict[str, int] = {}
+            for p in rest:  # "line 9: duplicate of line 2 (...)" -> "duplicate of line 2 (...)"
+                kind = p.split(": ", 1)[-1].split(" (")[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+            top = sorted(kinds.items(), key=lambda kv: -kv[1])[:5]
+            shown = shown + [f"... and {len(rest)} more: " + "; ".join(f"{n} × {k}" for k, n in top)
+                             + ("; ..." if len(kinds) > 5 else "")]
+        if len(problems) == 1:
+            super().__init__(f"{path}: invalid feedback: {problems[0]}")
+        else:
+            super().__init__(f"{path}: invalid feedback ({len(problems)} problem(s)):\n  " + "\n  ".join(shown))
 
 
 def parse_selector(text: str, space: ConceptSpace) -> np.ndarray:
@@ -84,7 +100,13 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
     path = Path(path)
     if not path.is_file():
         raise FeedbackError(path, ["file not found"])
-    text = path.read_text(encoding="utf-8-sig")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise FeedbackError(path, [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as "
+                                   "UTF-8 CSV (a spreadsheet's 'CSV UTF-8' format)"]) from None
     if not text.strip():
         raise FeedbackError(path, ["line 1: empty file: expected a header line with columns selector,decision[,weight,note]"])
     reader = csv.DictReader(text.splitlines())
@@ -99,7 +121,7 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
             problems.append(f"line 1: unknown column(s) {unknown}; allowed: {list(REQUIRED + OPTIONAL)}")
         raise FeedbackError(path, problems)
     explored = set(int(c) for c in explored_cells)
-    problems, rows = [], []
+    problems, rows, parsed = [], [], {}
     for raw in reader:
         line = reader.line_num
         if None in raw:  # csv puts surplus fields under the key None
@@ -125,7 +147,10 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
                 problems.append(f"line {line}: weight {raw['weight']!r} must be a positive number")
                 continue
         try:
-            cells = parse_selector(raw.get("selector", ""), space)
+            text = raw.get("selector", "")
+            if text not in parsed:  # a long file repeats selectors: parse each once
+                parsed[text] = parse_selector(text, space)
+            cells = parsed[text]
         except ValueError as e:
             problems.append(f"line {line}: selector {raw.get('selector', '')!r}: {e}")
             continue
@@ -146,15 +171,20 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
             problems.append(f"line {r.line}: duplicate of line {seen[key]} (selects the same cells)")
         else:
             seen[key] = r.line
-    for i, a in enumerate(rows):
-        for b in rows[i + 1 :]:
-            if a.decision != b.decision:
-                shared = np.intersect1d(a.cells, b.cells)
-                if len(shared):
-                    problems.append(
-                        f"line {b.line}: contradicts line {a.line}: both select {space.describe_cell(int(shared[0]))}"
-                        f" ({len(shared)} shared cell(s)) but decide {b.decision!r} vs {a.decision!r}"
-                    )
+    # contradictions in one pass: per cell, the first line that decided it each way
+    first = {d: np.zeros(space.n_cells, dtype=np.int64) for d in DECISIONS}
+    line_of = {r.line: r for r in rows}
+    for b in rows:
+        other = first["accept" if b.decision == "fix" else "fix"][b.cells]
+        clash = b.cells[other > 0]
+        if len(clash):
+            a = line_of[int(other[other > 0].min())]
+            problems.append(
+                f"line {b.line}: contradicts line {a.line}: both select {space.describe_cell(int(clash[0]))}"
+                f" ({len(clash)} shared cell(s)) but decide {b.decision!r} vs {a.decision!r}"
+            )
+        own = first[b.decision]
+        own[b.cells[own[b.cells] == 0]] = b.line
     if rows and not problems and not any(r.decision == "fix" for r in rows):
         problems.append(f"line {last_line}: no row says `fix` (lines 2-{last_line} all accept): there is nothing to mitigate")
     if problems:
@@ -193,4 +223,12 @@ def write_plan(plan: dict, path: Path) -> None:
 
 
 def read_plan(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    from failfade import unreadable
+
+    try:
+        plan = json.loads(Path(path).read_text())
+        if not isinstance(plan, dict) or "fix" not in plan:
+            raise ValueError("no 'fix' list")
+        return plan
+    except (ValueError, UnicodeDecodeError) as e:
+        raise unreadable(path, e, "a mitigation plan (JSON)") from None

@@ -125,9 +125,16 @@ def write_database(db_path: Path, queries: pl.DataFrame | Path, cells: pl.DataFr
 def read_table(db_path: Path, table: str) -> pl.DataFrame:
     if table not in {"queries", "cells", "failure_modes"}:
         raise ValueError(f"unknown landscape table {table!r}")
-    with duckdb.connect(str(db_path), read_only=True) as con:
-        # the table name is checked against a fixed set above; no user text reaches the SQL
-        return pl.DataFrame(con.execute(f"SELECT * FROM {table}").fetchnumpy())
+    from failfade import unreadable
+
+    if not Path(db_path).is_file():
+        raise FileNotFoundError(db_path)
+    try:
+        with duckdb.connect(str(db_path), read_only=True) as con:
+            # the table name is checked against a fixed set above; no user text reaches the SQL
+            return pl.DataFrame(con.execute(f"SELECT * FROM {table}").fetchnumpy())
+    except duckdb.Error as e:
+        raise unreadable(db_path, e, "a landscape database") from None
 
 
 def feedback_template(modes: pl.DataFrame) -> pl.DataFrame:

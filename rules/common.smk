@@ -1,5 +1,8 @@
 # Config → file names. The config is validated (and defaults filled) before any job runs;
 # a bad key fails here with its dotted path named.
+import sys
+from pathlib import Path
+
 import failfade.config
 
 _validated = failfade.config.validate(config, "config")
@@ -37,7 +40,8 @@ def landscape_cfg(wildcards):
 
 
 def feedback_cfg(wildcards):
-    return exp_cfg(wildcards, "concepts")
+    # the path too: pointing `feedback` at another file reruns the stage even if that file is older
+    return exp_cfg(wildcards, "concepts", "feedback")
 
 
 def mitigate_cfg(wildcards):
@@ -50,7 +54,7 @@ def shift_cfg(wildcards):
 
 def probes_cfg(wildcards):
     probes = config["experiments"][wildcards.experiment]["shift"]["probes"]
-    return exp_cfg(wildcards, "seed", "device", "data", "model", "landscape") | {"shift": {"probes": probes}}
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "landscape") | {"shift": {"probes": probes}}
 
 
 def groundtruth_cfg(wildcards):
@@ -85,16 +89,38 @@ def gpus(wildcards):
     return config["experiments"][wildcards.experiment]["gpus"]
 
 
+def feedback_ready(e):
+    """Whether experiment e's feedback file exists. Until it does, a run stops at the landscape
+    (whose feedback template is what a person fills in) and says so."""
+    return Path(config["experiments"][e]["feedback"]).is_file()
+
+
+# Every stage's every output is a target of `rule all`, not only the last ones: a deleted or
+# truncated-and-removed intermediate (landscape.duckdb, queries.parquet, ...) is rebuilt by the
+# next plain run, and everything downstream of it reruns (its input is newer), instead of
+# "Nothing to be done" on results whose inputs no longer exist.
+UPSTREAM = ("model", "explore", "landscape")
+DOWNSTREAM = ("feedback", "mitigate", "reexplore", "probes", "shift")
+SHARDED = {"explore": "explore_shard", "reexplore": "reexplore_shard"}
+
+
 def final_outputs():
-    out = expand(
-        [
-            f"{R}/{{experiment}}/shift/shift.json",
-            f"{R}/{{experiment}}/shift/shift.md",
-            f"{R}/{{experiment}}/landscape/failure_modes.csv",
-        ],
-        experiment=EXPERIMENTS,
-    )
+    out = []
     for e in EXPERIMENTS:
-        if config["experiments"][e]["explore"]["groundtruth"]:
-            out.append(f"{R}/{e}/groundtruth/discovery.json")
+        exp = config["experiments"][e]
+        stages = list(UPSTREAM) + (["groundtruth"] if exp["explore"]["groundtruth"] else [])
+        if feedback_ready(e):
+            stages += DOWNSTREAM
+        else:
+            sys.stderr.write(
+                f"failfade: experiments.{e}.feedback: {exp['feedback']} does not exist yet, so this run stops at "
+                f"the landscape. Fill in {R}/{e}/landscape/feedback_template.csv (or `failfade template {e}`), "
+                "save it there and run again."
+                + (" The feedback, mitigate and shift results already on disk come from an earlier feedback file."
+                   if Path(f"{R}/{e}/feedback/plan.json").exists() else "") + "\n")
+        for stage in stages:
+            out += expand(list(getattr(rules, stage).output), experiment=e)
+            if stage in SHARDED and exp["explore"]["shards"] > 1:
+                out += expand(list(getattr(rules, SHARDED[stage]).output), experiment=e,
+                              shard=range(1, exp["explore"]["shards"]))
     return out

@@ -39,7 +39,7 @@ def test_defaults_filled():
     assert exp["mitigate"]["epochs"] == 30 and exp["mitigate"]["distill"] == 1.0
     assert exp["landscape"]["failure_rate_threshold"] == 0.5 and exp["landscape"]["confidence"] == 0.95
     assert exp["data"] == {"source": "builtin:digits", "image_size": 32, "heldout_fraction": 0.3, "validation_fraction": 0.15}
-    assert exp["groundtruth"] == {"cache": True} and exp["shift"] == {"bootstrap": 200, "probes": []}
+    assert exp["groundtruth"] == {"cache": True} and exp["shift"] == {"bootstrap": 200, "guard": "warn", "probes": []}
     assert exp["mitigate"]["early_stopping"] is True and exp["mitigate"]["max_clean_drop"] == 0.005
     assert exp["model"]["source"] == "builtin:digits-cnn"
     assert exp["concepts"][0]["unit"] == ""  # defaults inside list items too
@@ -91,7 +91,7 @@ def test_empty_concepts():
 
 def test_concept_with_one_level():
     msg = error_of(minimal(concepts=[{"name": "rotation", "levels": [0]}]))
-    assert "experiments.x.concepts.0.levels: " in msg
+    assert "experiments.x.concepts[0].levels: " in msg
 
 
 def test_missing_required_feedback():

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +37,18 @@ class CachedTask:
         self.hits = self.misses = 0
         self.path = Path(path) if path else None
         if self.path and self.path.is_file():
-            with np.load(self.path) as z:
-                if z["known"].shape == shape:
-                    for k in ("known", "prediction", "delta", "failure"):
-                        getattr(self, k)[:] = z[k]
+            try:
+                with np.load(self.path) as z:
+                    if z["known"].shape == shape:
+                        for k in ("known", "prediction", "delta", "failure"):
+                            getattr(self, k)[:] = z[k]
+            except Exception as e:  # truncated or foreign file: it is only a cache, so start afresh
+                for k in ("known", "prediction", "delta", "failure"):
+                    getattr(self, k)[:] = 0
+                msg = f"failfade: discarding the unreadable outcome cache {self.path} ({type(e).__name__}); it is rebuilt"
+                logging.getLogger("failfade").warning(msg)
+                sys.__stderr__.write(msg + "\n")
+                self.path.unlink(missing_ok=True)
 
     def __getattr__(self, name):  # render() and anything else task-specific
         return getattr(self.task, name)

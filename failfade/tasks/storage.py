@@ -23,14 +23,20 @@ def sha256_file(path: Path) -> str:
 
 def write_card(card: dict, out_dir: Path) -> dict:
     """Write the card for the weights already saved in out_dir, with their digest."""
+    import torch
+
     out_dir = Path(out_dir)
-    card = dict(card, sha256=sha256_file(out_dir / WEIGHTS), weights=WEIGHTS)
+    # float reductions (hence trained weights) depend on torch's thread count, which follows the
+    # rule's threads (`--cores`): the same config, seed, machine and thread count give the same bytes
+    card = dict(card, sha256=sha256_file(out_dir / WEIGHTS), weights=WEIGHTS,
+                written_with={"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
     (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
-def read_checked_card(model_dir: Path, holds: str) -> dict:
-    """The card of a model folder, after checking that both files exist and the weights match it."""
+def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = ()) -> dict:
+    """The card of a model folder, after checking that both files exist, that the card has the
+    `required` keys, and that the weights match it."""
     model_dir = Path(model_dir)
     card_path, weights = model_dir / CARD, model_dir / WEIGHTS
     for p in (card_path, weights):
@@ -38,8 +44,13 @@ def read_checked_card(model_dir: Path, holds: str) -> dict:
             raise FailfadeError(f"{p}: missing (a failfade model folder holds {holds})")
     try:
         card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise FailfadeError(f"{card_path}: not valid JSON ({e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FailfadeError(f"{card_path}: not valid JSON ({e})") from None
+    if not isinstance(card, dict):
+        raise FailfadeError(f"{card_path}: a model card is a JSON object, got {type(card).__name__}")
+    missing = [k for k in required if k not in card]
+    if missing:
+        raise FailfadeError(f"{card_path}: missing key(s) {missing} (a failfade model card has {list(required)})")
     digest = sha256_file(weights)
     if card.get("sha256") and card["sha256"] != digest:
         raise FailfadeError(f"{weights}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")

@@ -76,14 +76,18 @@ def _image_folder(root: Path, image_size: int, key: str):
     if not root.is_dir():
         raise FailfadeError(f"{key}: image folder {root} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise FailfadeError(f"{key}: {root} has no class sub-folders")
+    if len(classes) < 2:
+        raise FailfadeError(f"{key}: {root} needs a sub-folder per class (two or more), found {classes or 'none'}")
     xs, ys = [], []
     for ci, name in enumerate(classes):
         for f in sorted((root / name).iterdir()):
             if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
                 continue
-            img = Image.open(f).convert("RGB").resize((image_size, image_size))
+            try:
+                img = Image.open(f).convert("RGB").resize((image_size, image_size))
+            except (OSError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated file
+                raise FailfadeError(f"{f}: cannot be read as an image ({type(e).__name__}); fix or remove it "
+                                    f"({key})") from None
             xs.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
             ys.append(ci)
     if not xs:

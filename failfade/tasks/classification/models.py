@@ -137,7 +137,7 @@ def build_architecture(card: dict) -> nn.Module:
         import torchvision
 
         return torchvision.models.get_model(arch.split(":", 1)[1], weights=None, num_classes=n)
-    raise FailfadeError(f"model card: unknown arch {arch!r}")
+    raise FailfadeError(f"model card: unknown arch {arch!r} (digits-cnn or torchvision:<name>)")
 
 
 def save_model(module: nn.Module, card: dict, out_dir: Path) -> dict:
@@ -152,12 +152,15 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> ModelUnde
     """Load a failfade model dir; a missing, tampered or truncated file fails with its path named."""
     model_dir = Path(model_dir)
     weights_path = model_dir / WEIGHTS
-    card = read_checked_card(model_dir, f"{CARD} and {WEIGHTS}")
+    card = read_checked_card(model_dir, f"{CARD} and {WEIGHTS}", ("arch", "classes", "input"))
+    try:
+        module = build_architecture(card)
+    except (KeyError, TypeError, ValueError) as e:  # torchvision: unknown name; a malformed card entry
+        raise FailfadeError(f"{model_dir / CARD}: cannot build arch {card['arch']!r} ({type(e).__name__}: {e})") from None
     try:
         state = load_file(str(weights_path))
     except Exception as e:  # safetensors raises several types for truncated or garbage files
         raise FailfadeError(f"{weights_path}: corrupt checkpoint, cannot be read as safetensors ({e})") from e
-    module = build_architecture(card)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
