@@ -313,6 +313,7 @@ def test_truncated_landscape_is_named_with_the_rebuild_command(command, copy_of)
 
 
 @pytest.mark.parametrize("victim, rule, named", [
+    (f"results/{EXP}/landscape/landscape.duckdb", "feedback", f"results/{EXP}/landscape/landscape.duckdb"),
     (f"results/{EXP}/explore/queries.parquet", "landscape", f"results/{EXP}/explore/queries.parquet"),
     (f"results/{EXP}/feedback/plan.json", "mitigate", f"results/{EXP}/feedback/plan.json"),
     (f"results/{EXP}/model/model.safetensors", "explore", "corrupt checkpoint"),
@@ -355,6 +356,8 @@ def test_feedback_path_typo_stops_at_the_landscape_and_says_so(copy_of, repo_roo
     assert f"experiments.{EXP}.feedback: resources/feedback/typo.csv does not exist yet" in proc.stderr
     assert "come from an earlier feedback file" in proc.stderr
     assert "rule mitigate" not in proc.stdout + proc.stderr
+    forced = failfade(copy_of, *run_args(repo_root, "-n", "--forcerun", "feedback"))  # asking for it does not help
+    assert "typo.csv does not exist yet" in forced.stderr and "rule feedback" not in forced.stdout + forced.stderr
 
 
 def test_feedback_path_change_reruns_the_feedback_stage(copy_of, repo_root):

@@ -110,6 +110,8 @@ def test_save_writes_card_with_sha(saved):
     import hashlib
 
     assert card["sha256"] == hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest()
+    # the bytes depend on torch's thread count (it follows --cores): the card says which wrote them
+    assert card["written_with"] == {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
     assert card["weights"] == WEIGHTS
     assert card["classes"] == CARD_DIGITS["classes"]
 

@@ -241,6 +241,22 @@ def test_compare_counts_new_failure_cell():
     assert res["grid_emd_noise_floor"] is None and res["grid_emd_ci"] == [None, None]
 
 
+def test_the_guard_trips_on_what_nobody_targeted():
+    pre = build_queries({c: (20, 16) if c in TARGETED else (20, 2) for c in range(9)})
+    fine = build_queries({c: (20, 2) for c in range(9)})
+    res, _ = compare(SPACE3, pre, fine, plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0, guard="fail")
+    assert res["guard"] == {"mode": "fail", "tripped": False, "new_failure_cells": [],
+                            "untargeted_cells_significantly_worse": [], "probes_significantly_worse": []}
+    assert "Guard" not in markdown(res, "x")
+    worse = {c: (20, 2) for c in range(9)}
+    worse[7] = (20, 9)  # rotation 20°, contrast 0.5: untargeted, significantly worse, not a failure cell
+    res, _ = compare(SPACE3, pre, build_queries(worse), plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0)
+    g = res["guard"]
+    assert g["tripped"] and g["mode"] == "warn" and g["new_failure_cells"] == []
+    assert g["untargeted_cells_significantly_worse"] == ["rotation=20°, contrast=0.5"]
+    assert markdown(res, "x").splitlines()[2].startswith("> **Guard (warn): the repair broke something nobody targeted.**")
+
+
 def test_compare_rates_average_over_cells_not_queries():
     # targeted cell 0 seen 100 times at 50%, cell 1 seen 10 times at 100%: per-cell mean is 75%
     pre = build_queries({0: (100, 50), 1: (10, 10), 4: (10, 1)})
