@@ -95,7 +95,7 @@ def feedback_ready(e):
     return Path(config["experiments"][e]["feedback"]).is_file()
 
 
-# Every stage's every output is a target of `rule all`, not only the last ones: a deleted or
+# Every stage's every output is a target of the default target, not only the last ones. A deleted or
 # truncated-and-removed intermediate (landscape.duckdb, queries.parquet, ...) is rebuilt by the
 # next plain run, and everything downstream of it reruns (its input is newer), instead of
 # "Nothing to be done" on results whose inputs no longer exist.

@@ -170,7 +170,7 @@ def test_probe_schema():
     check_probes(exp["shift"]["probes"], TRANSFORMS)  # the shipped probes are valid
     bad = copy.deepcopy(cfg)
     bad["experiments"]["digits"]["shift"]["probes"][0]["apply"] = {"darken": "lots"}
-    with pytest.raises(FailfadeError, match=r"experiments.digits.shift.probes.0.apply.darken"):
+    with pytest.raises(FailfadeError, match=r"experiments\.digits\.shift\.probes\[0\]\.apply\.darken"):
         validate(bad)
 
 
