@@ -421,7 +421,9 @@ def test_cli_names_are_checked_like_the_config(args, named, project):
 def test_configfile_then_a_target(copy_of, repo_root):
     """`failfade run --configfile F <target>`: the target is a target, not a second config file."""
     target = f"results/{EXP}/landscape/failure_modes.csv"
-    proc = failfade(copy_of, *run_args(repo_root, target, "-n", "--forcerun", "landscape"))
+    # the target right after failfade's own options, as a user types it
+    proc = failfade(copy_of, "run", "--cores", "2", "--configfile", "config/config.yaml", target,
+                    "--snakefile", str(repo_root / "Snakefile"), "-n", "--forcerun", "landscape")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert "rule landscape" in out and "rule mitigate" not in out
@@ -431,6 +433,7 @@ def test_a_configfile_replaces_the_default_experiments(copy_of, repo_root):
     cfg = yaml.safe_load((copy_of / "config" / "config.yaml").read_text())
     cfg["experiments"] = {"mini": cfg["experiments"][EXP]}
     (copy_of / "mini.yaml").write_text(yaml.safe_dump(cfg))
+    shutil.rmtree(copy_of / "results")  # so that a dry run would list every experiment it builds
     args = run_args(repo_root, "-n")
     args[args.index("config/config.yaml")] = "mini.yaml"
     proc = failfade(copy_of, *args)
