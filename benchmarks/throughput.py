@@ -38,7 +38,7 @@ from failfade.tasks.classification.task import ClassificationTask  # noqa: E402
 from failfade.tasks.classification.transforms import TRANSFORMS  # noqa: E402
 
 
-def build_reports(device: str):
+def build_reports(device: str, precision: str = "fp32"):
     """The summarization default's task (its model trained once under benchmarks/out/, as the workflow does)."""
     from common import ROOT, OUT
 
@@ -53,16 +53,17 @@ def build_reports(device: str):
     return build_task(exp, out)
 
 
-def build(name: str, exp: dict, device: str):
+def build(name: str, exp: dict, device: str, precision: str = "fp32"):
     if name == "reports":
         return build_reports(device)
     space = ConceptSpace.from_config(exp["concepts"], TRANSFORMS)
     if name == "digits":
-        mut = models.load_model(digits_model(exp), device)
+        mut = models.load_model(digits_model(exp), device, precision)
         inputs = load_splits("builtin:digits", 32, 0.3, exp["seed"]).heldout
     else:
+        torch.manual_seed(exp["seed"])  # random weights, the same in every run
         module, card = models.resolve_source(models.ModelSource.parse(f"torchvision:{name}:none"), Path("resources"))
-        mut = models.ModelUnderTest(module, card, torch.device(device))
+        mut = models.ModelUnderTest(module, card, torch.device(device), precision)
         inputs = load_splits("builtin:digits", 224, 0.3, exp["seed"]).heldout  # 224-px inputs, as in the paper
     return ClassificationTask(mut, inputs, space, batch_size=256 if device == "cpu" else 4096)
 
@@ -75,6 +76,52 @@ def pure(task, n: int, batch: int, seed: int = 0) -> float:
     for s in range(0, n, batch):
         task.score(ids[s : s + batch], cells[s : s + batch])
     return n / (time.perf_counter() - t0)
+
+
+def _sync(task):
+    if task.mut.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
+    """Where a batched query's time goes: the concept transforms alone, then the model's forward
+    pass alone on the transformed batches (µs per query, device synchronised around each)."""
+    rng = np.random.default_rng(seed)
+    ids, cells = rng.integers(0, task.n_inputs, n), rng.integers(0, task.n_cells, n)
+    chunks = [(ids[s : s + batch], cells[s : s + batch]) for s in range(0, n, batch)]
+    with torch.inference_mode():
+        task.mut.logits(task.render(*chunks[0]))  # warm-up
+        _sync(task)
+        t0 = time.perf_counter()
+        xs = [task.render(i, c) for i, c in chunks]
+        _sync(task)
+        t1 = time.perf_counter()
+        for x in xs:
+            task.mut.logits(x)
+        _sync(task)
+        t2 = time.perf_counter()
+        out = {"transforms_us": 1e6 * (t1 - t0) / n, "forward_us": 1e6 * (t2 - t1) / n}
+        if task.mut.device.type == "cuda" and not torch.backends.cudnn.benchmark:
+            # what cuDNN's autotuner would give (failfade leaves it off: its choice can vary by run)
+            torch.backends.cudnn.benchmark = True
+            for x in xs[:2]:
+                task.mut.logits(x)
+            _sync(task)
+            t3 = time.perf_counter()
+            for x in xs:
+                task.mut.logits(x)
+            _sync(task)
+            out["forward_us_autotuned"] = 1e6 * (time.perf_counter() - t3) / n
+            torch.backends.cudnn.benchmark = False
+    return out
+
+
+def disagreement(task, reference, n: int = 8192, seed: int = 1) -> tuple[int, int]:
+    """How many of n random (input, cell) failure decisions differ between a low-precision task and
+    the fp32 `reference` on the same model and queries: (differing, n)."""
+    rng = np.random.default_rng(seed)
+    ids, cells = rng.integers(0, task.n_inputs, n), rng.integers(0, task.n_cells, n)
+    return int((task.score(ids, cells).failure != reference.score(ids, cells).failure).sum()), n
 
 
 def failfade_explore(task, n: int, batch: int, seed: int = 0) -> float:
@@ -207,13 +254,16 @@ def main(argv=None):
     ap.add_argument("--num-agents", type=int, default=1024, help="explorers per env step = scoring batch")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="forward-pass autocast for failfade and pure (config `precision`); the paper-style "
+                         "loops stay fp32, as the official code ran")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repetitions; medians are reported")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     exp = default_experiment()
     rows = []
     for name in args.models.split(","):
-        task = build(name, exp, args.device)
+        task = build(name, exp, args.device, args.precision)
         big = name == "digits" and args.device == "cpu"
         batch = args.num_agents if (big or args.device != "cpu") else 64
         n = 16 * batch if (big or args.device != "cpu") else 8 * batch
@@ -232,6 +282,14 @@ def main(argv=None):
         if reps["sb3"][0] is None:
             reps["sb3"] = [float("nan")]
         r = {"model": name, "batch": batch, **{m: float(np.median(v)) for m, v in reps.items()}}
+        r.update(breakdown(task, n, batch))
+        print(f"{name}: per query, transforms {r['transforms_us']:.1f} µs, forward pass {r['forward_us']:.1f} µs"
+              + (f" ({r['forward_us_autotuned']:.1f} µs with cudnn.benchmark)" if "forward_us_autotuned" in r else ""), flush=True)
+        if args.precision != "fp32":  # decisions against fp32 on the same model and queries
+            reference = build(name, exp, args.device, "fp32")
+            reference.mut.module.load_state_dict(task.mut.module.state_dict())
+            r["differ"], r["checked"] = disagreement(task, reference)
+            print(f"{name}: {args.precision} vs fp32 failure decisions differ on {r['differ']} of {r['checked']} queries", flush=True)
         # paired ratio: each repetition's failfade against the pure run just before it, on the same machine state
         paired = np.array(reps["failfade"]) / np.array(reps["pure"])
         r["ratio"], r["ratio_lo"], r["ratio_hi"] = float(np.median(paired)), float(paired.min()), float(paired.max())
@@ -240,9 +298,12 @@ def main(argv=None):
               f"SB3 {r['sb3']:.1f} q/s; failfade/pure {r['ratio']:.2f} (per repetition {np.round(paired, 2).tolist()}), "
               f"failfade/paper-style {r['failfade'] / r['paper']:.1f}x, failfade/SB3 {r['failfade'] / r['sb3']:.1f}x", flush=True)
     dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
+    dev += f", {args.precision}" if args.precision != "fp32" else ""
     lines = [f"## Throughput: model queries per second ({dev})", "",
              f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}"
-             f"{'' if args.models == 'digits,resnet18' else ' --models ' + args.models}{'' if args.repeats == 5 else f' --repeats {args.repeats}'}`. All methods measured in one "
+             f"{'' if args.models == 'digits,resnet18' else ' --models ' + args.models}{'' if args.repeats == 5 else f' --repeats {args.repeats}'}"
+             f"{'' if args.precision == 'fp32' else ' --precision ' + args.precision}{'' if args.threads == 2 else f' --threads {args.threads}'}"
+             f"{'' if args.num_agents == 1024 else f' --num-agents {args.num_agents}'}`. All methods measured in one "
              f"process after a warm-up each, interleaved, {args.repeats} repetitions; q/s are medians; failfade / pure is "
              "the median over repetitions of failfade's rate over the pure run just before it (range in brackets). "
              "*pure* = the same concept transforms and scoring in plain batches (no env, no learner); *paper-style* = "
@@ -250,15 +311,22 @@ def main(argv=None):
              "observation, by hand; *SB3 DQN* = the paper's own stack (Stable-Baselines3 2.2.1 DQN, settings as "
              "shipped) driving the same per-query work.", "",
              "| model | batch (explorers) | pure batched q/s | failfade q/s | paper-style q/s | SB3 DQN q/s | failfade / pure | "
-             "failfade / paper-style | failfade / SB3 DQN |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "failfade / paper-style | failfade / SB3 DQN | transforms / forward µs per query |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         has_sb3 = r["sb3"] == r["sb3"]  # NaN: no SB3 run for this model
         sb3_rate = f"{r['sb3']:.1f}" if has_sb3 else "—"
         vs_sb3 = f"{r['failfade'] / r['sb3']:.1f}×" if has_sb3 else "—"
         lines.append(f"| {r['model']} | {r['batch']} | {r['pure']:.0f} | {r['failfade']:.0f} | {r['paper']:.1f} | {sb3_rate} | "
-                     f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}) | {r['failfade'] / r['paper']:.1f}× | {vs_sb3} |")
+                     f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}) | {r['failfade'] / r['paper']:.1f}× | {vs_sb3} | "
+                     f"{r['transforms_us']:.1f} / {r['forward_us']:.1f} |")
+    if args.precision != "fp32":
+        lines += ["", f"{args.precision} autocast against fp32 on the same weights and the same random queries: the failure "
+                  "decision differs on " + ", ".join(f"{r['model']} {r['differ']} of {r['checked']} "
+                  f"({100 * r['differ'] / r['checked']:.2f}%)" for r in rows) + "."]
     suffix = "" if args.models == "digits,resnet18" else "-" + args.models.replace(",", "-")
+    suffix += "" if args.precision == "fp32" else "-" + args.precision
+    suffix += "" if args.num_agents == 1024 else f"-{args.num_agents}"
     write_section(f"throughput-{args.device}{suffix}", "\n".join(lines))
 
 

@@ -8,10 +8,12 @@ benchmarks themselves, never to tests.
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -62,6 +64,34 @@ def test_paper_style_query_scores_like_failfade_on_the_clean_cell(task):
     # the paper's observation: the raw image, 0-255, flattened
     obs = pq.observation(0)
     assert obs.ndim == 1 and obs.max() > 1.0 and obs.min() >= 0.0
+
+
+def test_low_precision_scoring_on_cpu_keeps_the_decisions(task):
+    """The GPU path's bf16 autocast, run on the CPU: the forward pass really runs in bf16 (Δ moves),
+    the failure decisions stay the same on all but a few borderline queries, and the precision is
+    part of what keys the outcome cache."""
+    import copy
+
+    from failfade.tasks.classification.models import ModelUnderTest
+    from failfade.tasks.classification.task import ClassificationTask
+
+    mut = ModelUnderTest(copy.deepcopy(task.mut.module), task.mut.card, torch.device("cpu"), "bf16")
+    low = ClassificationTask(mut, task.inputs, task.space)
+    ids, cells = np.arange(200) % task.n_inputs, np.arange(200) % task.n_cells
+    assert not np.array_equal(low.score(ids, cells).delta, task.score(ids, cells).delta)
+    differ, n = throughput.disagreement(low, task, n=2000)
+    assert differ / n <= 0.02
+    assert low.settings == {"precision": "bf16"} and task.settings is None
+    with pytest.raises(ValueError, match="precision"):
+        ModelUnderTest(copy.deepcopy(task.mut.module), task.mut.card, torch.device("cpu"), "fp8")
+
+
+def test_time_breakdown_and_the_gpu_script(task):
+    b = throughput.breakdown(task, 512, 256)
+    assert b["transforms_us"] > 0 and b["forward_us"] > 0
+    script = ROOT / "benchmarks" / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert "throughput.py --device cuda" in script.read_text()
 
 
 def test_the_papers_stack_runs(task):

@@ -106,6 +106,10 @@ def test_bad_enum_value():
     assert "experiments.x.mitigate.mode: " in msg and "'half'" in msg
 
 
+def test_precision_is_checked():
+    assert "experiments.x.precision: 'fp64'" in error_of(minimal(precision="fp64"))
+
+
 def test_threshold_out_of_range():
     msg = error_of(minimal(landscape={"failure_rate_threshold": 1.5}))
     assert "experiments.x.landscape.failure_rate_threshold: " in msg

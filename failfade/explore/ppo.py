@@ -55,23 +55,30 @@ class Agent(nn.Module):
 def sample(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One draw per row from the categorical with log-probabilities `logp`, by inverting the CDF."""
     cdf = logp.exp().cumsum(-1)
-    u = torch.rand(len(cdf), 1, generator=generator) * cdf[:, -1:]
+    u = torch.rand(len(cdf), 1, generator=generator, device=logp.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=logp.shape[-1] - 1)
 
 
 class PPO:
-    """The searcher interface: act() proposes, observe() stores and updates every `num_steps`."""
+    """The searcher interface: act() proposes, observe() stores and updates every `num_steps`.
+
+    `device`: where the agent acts and learns, the model under test's device. On a GPU the rollout,
+    the sampling and the update stay there: a step moves the observations in and the actions and
+    their propensities out, and an update reads its statistics back once, at its end.
+    """
 
     name = "ppo"
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: PPOConfig, seed: int, tau: float = 0.5):
+    def __init__(self, obs_dim: int, n_actions: int, cfg: PPOConfig, seed: int, tau: float = 0.5,
+                 device: str | torch.device = "cpu"):
         torch.manual_seed(seed)
         self.cfg = cfg
-        self.agent = Agent(obs_dim, n_actions, cfg.hidden)
+        self.device = torch.device(device)
+        self.agent = Agent(obs_dim, n_actions, cfg.hidden).to(self.device)
         self.opt = torch.optim.Adam(self.agent.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)
         self.n_updates = 0
         self.n_actions = n_actions
-        self.rng = torch.Generator().manual_seed(seed + 1)
+        self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones", "prior")}
         self._pending = None
         self.levels = LevelSet(n_actions, tau) if cfg.prior == "levelset" else None  # actions are cells then
@@ -80,22 +87,31 @@ class PPO:
         if self.levels is None:
             return None
         # log-weights with a floor, so that no logit is -inf
-        return torch.from_numpy(np.log(np.maximum(self.levels.uncertainty(), 1e-6))).float().expand(rows, -1)
+        log_w = np.log(np.maximum(self.levels.uncertainty(), 1e-6))
+        return torch.from_numpy(log_w).float().to(self.device).expand(rows, -1)
+
+    def _tensor(self, array) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array)).to(self.device)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, input_ids=None) -> np.ndarray:
         prior = self._prior(len(obs))
-        logp_all, value = self.agent(torch.from_numpy(obs), prior)
+        x = self._tensor(obs)
+        if x.data_ptr() == obs.__array_interface__["data"][0]:
+            x = x.clone()  # the env reuses its observation buffer: keep this step's rows
+        logp_all, value = self.agent(x, prior)
         action = sample(logp_all, self.rng)
         mix = self.cfg.uniform_mix
         if mix > 0:
-            uniform = torch.rand(len(action), generator=self.rng) < mix
-            action = torch.where(uniform, torch.randint(0, self.n_actions, action.shape, generator=self.rng), action)
+            dev = self.device
+            uniform = torch.rand(len(action), generator=self.rng, device=dev) < mix
+            action = torch.where(uniform, torch.randint(0, self.n_actions, action.shape, generator=self.rng, device=dev),
+                                 action)
         logp = logp_all.gather(1, action[:, None]).squeeze(1)
-        self._pending = (obs.copy(), action, logp, value, prior)
+        self._pending = (x, action, logp, value, prior)
         # the behaviour policy's π(action | input), for importance-weighted (unbiased) landscapes
-        self.last_propensity = (mix / self.n_actions + (1 - mix) * logp.exp()).numpy().astype(np.float64)
-        return action.numpy()
+        self.last_propensity = (mix / self.n_actions + (1 - mix) * logp.exp()).cpu().numpy().astype(np.float64)
+        return action.cpu().numpy()
 
     def observe(self, obs, cells, rewards, failures, next_obs, dones):
         o, a, lp, v, prior = self._pending
@@ -103,8 +119,8 @@ class PPO:
             self.roll[key].append(val)
         if self.levels is not None:
             self.levels.update(cells, failures)
-        self.roll["rewards"].append(torch.as_tensor(np.asarray(rewards, np.float32)))
-        self.roll["dones"].append(torch.as_tensor(np.asarray(dones, np.float32)))
+        self.roll["rewards"].append(self._tensor(np.asarray(rewards, np.float32)))
+        self.roll["dones"].append(self._tensor(np.asarray(dones, np.float32)))
         if len(self.roll["obs"]) < self.cfg.num_steps:
             return None
         return self.flush(next_obs)
@@ -114,7 +130,7 @@ class PPO:
         if not self.roll["obs"]:
             return None
         with torch.no_grad():
-            next_value = self.agent(torch.from_numpy(np.asarray(next_obs)))[1]
+            next_value = self.agent(self._tensor(next_obs))[1]
         stats = self.update(next_value)
         self.roll = {k: [] for k in self.roll}
         return stats
@@ -133,14 +149,14 @@ class PPO:
             advantages[t] = last
         returns = (advantages + values).flatten()
         advantages = advantages.flatten()
-        obs = torch.from_numpy(np.concatenate(r["obs"]))
+        obs = torch.cat(r["obs"])
         actions, logprobs, values = torch.cat(r["actions"]), torch.cat(r["logprobs"]), values.flatten()
         prior = torch.cat(r["prior"]) if r["prior"][0] is not None else None
         n = len(obs)
         mb = max(1, n // cfg.num_minibatches)
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": []}
         for _ in range(cfg.update_epochs):
-            for idx in torch.randperm(n).split(mb):
+            for idx in torch.randperm(n, device=self.device).split(mb):
                 logp_all, v = self.agent(obs[idx], None if prior is None else prior[idx])
                 new_logp = logp_all.gather(1, actions[idx, None]).squeeze(1)
                 ratio = (new_logp - logprobs[idx]).exp()
@@ -155,14 +171,15 @@ class PPO:
                 nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
                 self.opt.step()
                 self.n_updates += 1
-                with torch.no_grad():
-                    stats["policy_loss"].append(float(pg))
-                    stats["value_loss"].append(float(vl))
-                    stats["entropy"].append(float(ent))
-                    stats["approx_kl"].append(float(((ratio - 1) - (new_logp - logprobs[idx])).mean()))
-                    stats["clipfrac"].append(float(((ratio - 1).abs() > cfg.clip_coef).float().mean()))
-        var = returns.var()
-        out = {k: float(np.mean(v)) for k, v in stats.items()}
+                with torch.no_grad():  # kept as tensors: read back once, after the update
+                    stats["policy_loss"].append(pg.detach())
+                    stats["value_loss"].append(vl.detach())
+                    stats["entropy"].append(ent.detach())
+                    stats["approx_kl"].append(((ratio - 1) - (new_logp - logprobs[idx])).mean())
+                    stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_coef).float().mean())
+        var = float(returns.var())
+        host = {k: torch.stack(v).cpu().tolist() for k, v in stats.items()}
+        out = {k: float(np.mean(v)) for k, v in host.items()}
         out["explained_variance"] = float(1 - (returns - values).var() / var) if var > 0 else 0.0
         out["n_updates"] = self.n_updates
         return out

@@ -60,6 +60,7 @@ class SearchSpec:
     total_steps: int  # env steps in the budget
     tau: float  # the failure-rate threshold
     mode: str  # macroscopic | microscopic
+    device: str = "cpu"  # the model under test's device: where a learner that can acts and learns
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _ppo(spec: SearchSpec, params: dict, seed: int):
         if "prior" in params:
             raise ValueError(f"ppo prior {cfg.prior!r} weighs cells: macroscopic mode only (set prior: none)")
         cfg = replace(cfg, prior="none")  # microscopic actions are moves, not cells
-    return PPO(spec.obs_dim, spec.n_actions, cfg, seed, tau=spec.tau)
+    return PPO(spec.obs_dim, spec.n_actions, cfg, seed, tau=spec.tau, device=spec.device)
 
 
 def _dqn(spec: SearchSpec, params: dict, seed: int):
@@ -143,7 +144,7 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     env = make_native(env_cls, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, bonus=bonus, tau=tau,
                       **extra)
     spec = SearchSpec(env.single_action_space.n, env.single_observation_space.shape[0], task.n_inputs, num_agents,
-                      total_steps, tau, mode)
+                      total_steps, tau, mode, str(getattr(task, "device", "cpu")))
     searcher = SEARCHERS[algorithm](spec, params, s_search)
     chooser = getattr(searcher, "choose_inputs", None)
     if chooser is not None:

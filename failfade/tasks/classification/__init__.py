@@ -58,7 +58,7 @@ class ClassificationFamily(TaskFamily):
     def load(self, exp: dict, model_dir: Path):
         from failfade.tasks.classification import models
 
-        return models.load_model(model_dir, device_of(exp))
+        return models.load_model(model_dir, device_of(exp), exp.get("precision", "fp32"))
 
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         """The model under test as safetensors + card (with held-out clean accuracy)."""

@@ -74,6 +74,9 @@ class ModelSource:
         raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, torchvision, hf or path")
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class ModelUnderTest:
     """A classifier plus what it needs to see inputs the way it was trained."""
@@ -81,8 +84,11 @@ class ModelUnderTest:
     module: nn.Module
     card: dict
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"  # fp32, or bf16/fp16 autocast for the forward pass (config `precision`)
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         # Perturbed inputs (low contrast, blur) produce denormal floats, which CPUs compute 10-100x
         # slower, in scoring and in fine-tuning alike; flushing them to zero changes no prediction.
         torch.set_flush_denormal(True)
@@ -113,9 +119,16 @@ class ModelUnderTest:
             hook.remove()
         return logits.float(), captured["f"].float().flatten(1)
 
+    def autocast(self):
+        """bf16/fp16 autocast on the model's device (CPU autocast too), or nothing for fp32."""
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(self.preprocess(images)).float()
+        x = self.preprocess(images)
+        with self.autocast():
+            return self.module(x).float()
 
 
 def last_linear(module: nn.Module) -> nn.Linear:
@@ -148,7 +161,7 @@ def save_model(module: nn.Module, card: dict, out_dir: Path) -> dict:
     return write_card(card, out_dir)
 
 
-def load_model(model_dir: Path, device: str | torch.device = "cpu") -> ModelUnderTest:
+def load_model(model_dir: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> ModelUnderTest:
     """Load a failfade model dir; a missing, tampered or truncated file fails with its path named."""
     model_dir = Path(model_dir)
     weights_path = model_dir / WEIGHTS
@@ -165,7 +178,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> ModelUnde
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise FailfadeError(f"{weights_path}: weights do not fit arch {card['arch']!r}: {str(e)[:300]}") from e
-    return ModelUnderTest(module, card, torch.device(device))
+    return ModelUnderTest(module, card, torch.device(device), precision)
 
 
 def resolve_source(source: ModelSource, resources: Path, key: str = "model.source") -> tuple[nn.Module, dict] | Path:

@@ -21,6 +21,7 @@ class ClassificationTask:
         # batch_size: scoring chunk. Larger chunks lose on CPU once activations leave the cache
         # (digits CNN: 0.07 ms/img at 256, 0.28 ms/img at 4096), whatever the number of explorers.
         self.mut = mut
+        self.device = mut.device  # where the scoring runs; the PPO learner runs there too
         self.model_sha256 = mut.card.get("sha256")
         self.inputs = inputs
         self.space = space
@@ -28,22 +29,35 @@ class ClassificationTask:
         self.n_inputs = len(inputs)
         self.n_cells = space.n_cells
         self.labels = inputs.labels.numpy()
+        # what besides model, data and concepts decides an outcome (the outcome cache's key): a
+        # low-precision forward pass can flip a borderline decision
+        self.settings = None if mut.precision == "fp32" else {"precision": mut.precision}
+        # on a GPU the held-out images live there (one copy, from pinned memory), so the concept
+        # transforms run on the GPU and a scoring call moves only indices in and decisions out
+        self._images = inputs.images
+        if mut.device.type != "cpu":
+            self._images = inputs.images.pin_memory().to(mut.device, non_blocking=True)
+        self._labels_dev = torch.as_tensor(self.labels, device=mut.device)
         # The explorer's observation: the model's own penultimate features of the clean input.
         feats = [mut.logits_and_features(inputs.images[s : s + batch_size])[1] for s in range(0, self.n_inputs, batch_size)]
         self.observations = standardize(torch.cat(feats).cpu().numpy())
 
     def render(self, input_ids, cells) -> torch.Tensor:
-        return apply(self.space, self.inputs.images[torch.as_tensor(np.asarray(input_ids))], cells)
+        idx = torch.as_tensor(np.asarray(input_ids))
+        return apply(self.space, self._images[idx.to(self._images.device)], cells)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def score(self, input_ids, cells) -> Outcomes:
         input_ids, cells = np.asarray(input_ids), np.asarray(cells)
         preds, deltas = [], []
+        ids_dev = torch.as_tensor(input_ids).to(self._labels_dev.device)
         for s in range(0, len(input_ids), self.batch_size):
             x = self.render(input_ids[s : s + self.batch_size], cells[s : s + self.batch_size])
-            probs = torch.softmax(self.mut.logits(x), dim=1).cpu()
-            y = torch.as_tensor(self.labels[input_ids[s : s + self.batch_size]])
-            preds.append(probs.argmax(1).numpy())
-            deltas.append((1.0 - probs.gather(1, y[:, None])[:, 0]).numpy())
-        pred = np.concatenate(preds)
-        return Outcomes(pred, np.concatenate(deltas).astype(np.float32), pred != self.labels[input_ids])
+            probs = torch.softmax(self.mut.logits(x), dim=1)
+            y = self._labels_dev[ids_dev[s : s + self.batch_size]]
+            preds.append(probs.argmax(1))
+            deltas.append(1.0 - probs.gather(1, y[:, None])[:, 0])
+        # one device-to-host copy per scoring call, not one per chunk or query
+        pred = torch.cat(preds).cpu().numpy()
+        delta = torch.cat(deltas).cpu().numpy()
+        return Outcomes(pred, delta.astype(np.float32), pred != self.labels[input_ids])

@@ -20,8 +20,10 @@ def apply(space: ConceptSpace, images: torch.Tensor, cells) -> torch.Tensor:
     coords = space.coords(np.asarray(cells))
     out = images
     for k, axis in enumerate(space.axes):
-        values = torch.as_tensor(np.asarray(axis.levels, dtype=np.float32)[coords[:, k]], device=images.device)
-        out = TRANSFORMS[axis.transform](out, values.to(images.dtype))
+        # the levels stay on the host: kernels group by level there and move only what they
+        # compute with, so a batch on the GPU is transformed without waiting on the device
+        values = torch.from_numpy(np.asarray(axis.levels, dtype=np.float32)[coords[:, k]])
+        out = TRANSFORMS[axis.transform](out, values)
     return out.clamp(0.0, 1.0)
 
 
@@ -34,10 +36,11 @@ def _per_level(images: torch.Tensor, values: torch.Tensor, fn, identity: float) 
     each transform use one shared kernel (or grid) per level instead of one per image.
     """
     out = images
-    for v in torch.unique(values).tolist():
+    host = values.cpu().numpy()
+    for v in np.unique(host).tolist():
         if v == identity:
             continue
-        idx = torch.nonzero(values == v).flatten()
+        idx = torch.from_numpy(np.flatnonzero(host == v)).to(images.device)
         if out is images:
             out = images.clone()
         out[idx] = fn(images[idx], v)
@@ -64,9 +67,11 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     its kernels), with each image's taps beyond its own radius zeroed: a result never depends on
     its batch companions.
     """
-    if torch.all(sigmas == 0):
+    host = sigmas.cpu()
+    if torch.all(host == 0):
         return images
-    radius = int(math.ceil(3 * float(sigmas.max())))
+    radius = int(math.ceil(3 * float(host.max())))
+    sigmas = sigmas.to(images.device, images.dtype)
     x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     s = sigmas.clamp_min(1e-6)[:, None]
     k = torch.exp(-0.5 * (x[None, :] / s) ** 2)
@@ -84,18 +89,19 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     """Blend towards each image's mean intensity: factor 1 keeps it, 0 gives a flat grey image."""
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    f = factors[:, None, None, None]
+    f = factors.to(images.device, images.dtype)[:, None, None, None]
     return mean + f * (images - mean)
 
 
 def darken(images: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
     """Scale brightness by 1 - amount (the paper's darkening)."""
-    return images * (1.0 - amounts)[:, None, None, None]
+    return images * (1.0 - amounts.to(images.device, images.dtype))[:, None, None, None]
 
 
 def occlude(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
     """Black out a centred square whose side is `fraction` of the image side."""
     b, _, h, w = images.shape
+    fractions = fractions.to(images.device, images.dtype)
     ys = torch.arange(h, device=images.device, dtype=images.dtype)[None, :] + 0.5
     xs = torch.arange(w, device=images.device, dtype=images.dtype)[None, :] + 0.5
     half_h = (fractions * h / 2)[:, None]
