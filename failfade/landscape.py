@@ -25,10 +25,19 @@ from failfade.stats import cell_counts, weighted_cell_rates, wilson_interval
 
 
 def propensities(queries: pl.DataFrame) -> np.ndarray | None:
+    """What each query's importance weight divides by (see stats.weighted_cell_rates): its
+    propensity π(cell | input), over the cell's marginal at that step where the table records it
+    (stabilized weights; tables written before the `marginal` column use π alone). None when no
+    query has one."""
     if "propensity" not in queries.columns:
         return None
     p = queries["propensity"].to_numpy().astype(np.float64)
-    return p if np.isfinite(p).any() else None
+    if not np.isfinite(p).any():
+        return None
+    if "marginal" in queries.columns:
+        m = queries["marginal"].to_numpy().astype(np.float64)
+        p = np.where(np.isfinite(m) & (m > 0), p / np.where(m > 0, m, 1.0), p)
+    return p
 
 
 def cell_table(space: ConceptSpace, queries: pl.DataFrame, threshold: float, confidence: float = 0.95) -> pl.DataFrame:

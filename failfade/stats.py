@@ -38,6 +38,11 @@ def weighted_cell_rates(cells: np.ndarray, failures: np.ndarray, propensity: np.
     not a uniform sample: plain rates are biased (towards failures, for a failure-seeking
     policy). With each query's propensity π(cell | input), self-normalized importance weights
     w = 1/π give a consistent estimate; n_eff = (Σw)²/Σw² is the sample size it is worth.
+    Stabilized weights w = π̄_t(cell)/π(cell | input), where π̄_t is the policy's marginal for
+    the cell at the query's step, are consistent too (given the cell, the step's inputs follow
+    π(cell | input)·p(input)/π̄_t(cell)) and lose no effective size to a policy whose preference
+    over cells changes from step to step but not with the input: pass π/π̄ as `propensity`
+    (landscape.propensities does).
     Queries without a propensity (NaN: a searcher whose cell choice ignores the input) weigh 1.
     Returns (rate, n_eff, k_eff); rate is NaN for unvisited cells.
     """

@@ -375,17 +375,17 @@ def test_ppo_sampler_draws_each_cell_with_its_policy_probability():
     assert (d2[0::2] == 0).all() and (d2[1::2] == 1).all()
 
 
-# --- the default PPO: a learned residual on the level-set prior -------------------------------------
+# --- the default PPO: a learned, bounded residual on the confirm prior --------------------------------
 
 # Measured (SyntheticTask(seed=0), 4096 queries, 32 agents, seeds 0-2): share of queries that fail
-# PPO (default) 0.247-0.254, levelset 0.117-0.133; PPO's failure rate over its first two log rows
-# 0.113, last two 0.428 (levelset 0.098 -> 0.129); recall of the planted cells 1.0 for both. At
-# 2048 queries the learned part is still small (0.145 against 0.12), so the test runs longer.
+# PPO (default) 0.160/0.165/0.161, its prior alone (the confirm searcher) 0.109/0.114/0.100,
+# levelset 0.117-0.133, random 0.093-0.098; over the last two log rows PPO 0.195/0.195/0.148 against
+# confirm 0.121/0.090/0.117; recall of the planted cells 1.0 for all four.
 @pytest.fixture(scope="module")
 def prior_runs():
     task = SyntheticTask(seed=0)
     runs = {}
-    for algorithm in ("ppo", "levelset", "random"):
+    for algorithm in ("ppo", "confirm", "random"):
         for seed in SEEDS:
             q, log = explore(task, 4096, AGENTS, seed=seed, algorithm=algorithm, progress=False)
             cells = cell_table(task.space, q, threshold=0.5)
@@ -396,15 +396,16 @@ def prior_runs():
 
 
 def test_default_ppo_learns_failures_on_top_of_its_prior(prior_runs):
-    """The prior alone is the levelset searcher; what the actor learns from the failure reward must
-    show up as more failures found than the prior alone, seed by seed, and rising over the run."""
+    """The prior alone is the confirm searcher; what the actor learns from the failure reward must
+    show up as more failures found than the prior alone, seed by seed, over the whole run and
+    over its last rollouts (where the prior has settled most cells and only the actor still tilts)."""
     for seed in SEEDS:
-        ppo, prior_only = prior_runs["ppo", seed]["fails"], prior_runs["levelset", seed]["fails"]
-        assert ppo > 1.6 * prior_only, (seed, ppo, prior_only)
+        ppo, prior_only = prior_runs["ppo", seed]["fails"], prior_runs["confirm", seed]["fails"]
+        assert ppo > 1.3 * prior_only, (seed, ppo, prior_only)
         log = prior_runs["ppo", seed]["log"]
         assert log["n_updates"].drop_nulls().max() > 0
-        rate = log["failure_rate"].to_numpy()
-        assert rate[-2:].mean() > 2.5 * rate[:2].mean(), (seed, rate[:2], rate[-2:])
+        late, late_prior = (prior_runs[a, seed]["log"]["failure_rate"].to_numpy()[-2:].mean() for a in ("ppo", "confirm"))
+        assert late > 1.2 * late_prior, (seed, late, late_prior)
 
 
 def test_default_ppo_maps_the_planted_cells(prior_runs):

@@ -92,10 +92,10 @@ def test_propensity_only_for_contextual_searchers(algorithm):
 
 
 def test_ppo_propensity_starts_uniform_and_is_bounded_by_the_mix():
-    """The actor starts at zero logits: at step 0 π = 1/n for every cell; afterwards the uniform
-    mix keeps π ≥ uniform_mix / n."""
+    """The actor starts at zero logits: at step 0 π is the prior, uniform for the level-set prior
+    before any query; afterwards the uniform mix keeps π ≥ uniform_mix / n."""
     task = SyntheticTask(seed=0)
-    q, _ = _run(task, 1024, 32, 2, "ppo", params={"uniform_mix": 0.25})
+    q, _ = _run(task, 1024, 32, 2, "ppo", params={"uniform_mix": 0.25, "prior": "levelset"})
     n = task.n_cells
     p0 = q.filter(pl.col("step") == 0)["propensity"].to_numpy()
     np.testing.assert_allclose(p0, 1.0 / n, rtol=1e-5)
@@ -574,3 +574,68 @@ def test_threshold_runs_end_right_after_the_kth_success(params, k):
             else:
                 assert ids[j + 1] == ids[j], (e, j, ok, k)
     assert runs > 50
+
+
+def test_ppo_records_the_marginal_and_its_tilt_is_bounded():
+    """Each query carries the policy's marginal π̄ for its cell at its step (the mean over the
+    step's explorers); with the prior, the actor's bounded residual keeps π/π̄ within e^(±4·bound)
+    after the uniform mix, so the stabilized importance weights stay bounded."""
+    task = SyntheticTask(seed=0)
+    bound = 0.5
+    q, _ = _run(task, 4096, 64, 1, "ppo", params={"residual_bound": bound, "uniform_mix": 0.0, "learning_rate": 0.05})
+    ratio = q["propensity"].to_numpy() / q["marginal"].to_numpy()
+    assert np.isfinite(ratio).all()
+    assert ratio.max() <= np.exp(4 * bound) * (1 + 1e-4) and ratio.min() >= np.exp(-4 * bound) * (1 - 1e-4)
+    assert ratio.std() > 0.01  # the actor did learn an input-dependent tilt
+
+
+def test_stabilized_weights_cost_nothing_when_the_policy_ignores_the_input():
+    """A policy whose cell preferences change from step to step but never with the input: π/π̄ = 1,
+    so n_eff equals the raw count, whereas the plain 1/π weights lose effective size."""
+    from failfade.landscape import propensities
+    from failfade.stats import weighted_cell_rates
+
+    rng = np.random.default_rng(0)
+    steps, per_step, n_cells = 20, 50, 4
+    rows = []
+    for t in range(steps):
+        pi = rng.dirichlet(np.ones(n_cells))  # this step's preferences, the same for every input
+        cells = rng.choice(n_cells, per_step, p=pi)
+        rows.append(pl.DataFrame({"cell": cells, "failure": rng.random(per_step) < 0.3,
+                                  "propensity": pi[cells], "marginal": pi[cells]}))
+    q = pl.concat(rows)
+    n = np.bincount(q["cell"].to_numpy(), minlength=n_cells)
+    _, n_eff, _ = weighted_cell_rates(q["cell"].to_numpy(), q["failure"].to_numpy(), propensities(q), n_cells)
+    np.testing.assert_allclose(n_eff, n)
+    _, n_plain, _ = weighted_cell_rates(q["cell"].to_numpy(), q["failure"].to_numpy(), q["propensity"].to_numpy(), n_cells)
+    assert (n_plain < 0.9 * n).all()
+
+
+def test_confirm_allocation_goes_to_cheap_open_cells():
+    """LevelSet.confirm: settled cells (interval wholly above or below τ) get nothing; of two open
+    cells, the one far above τ (cheap to confirm) gets far more than one stuck at τ; a weighted
+    update settles a cell exactly when the landscape's interval (on n_eff) would."""
+    from failfade.explore.env import LevelSet
+    from failfade.stats import wilson_interval
+
+    lv = LevelSet(4, 0.5)
+    lv.update(np.repeat([0, 1, 2, 3], [40, 3, 200, 40]),
+              np.concatenate([np.ones(40), [1, 1, 1], np.arange(200) % 2 == 0, np.zeros(40)]))
+    share = lv.confirm(np.random.default_rng(0), draws=2000)
+    assert share[0] < 1e-3 and share[3] < 1e-3  # settled: 40/40 failing, 0/40 failing
+    assert share[1] > 5 * share[2]  # 3/3 failing: a few more queries confirm it; 100/200: hopeless
+    # weighted: the same 10 failures out of 10 queries, but with unequal weights n_eff < 10
+    w = np.array([5.0] + [1.0] * 9)
+    lv = LevelSet(2, 0.5)
+    lv.update(np.zeros(10, int), np.ones(10), w)
+    lv.update(np.array([1]), np.array([1.0]), np.array([1.0]))  # cell 1 stays open
+    n_eff = w.sum() ** 2 / (w ** 2).sum()
+    assert lv.n[0] == pytest.approx(n_eff) and lv.k[0] == pytest.approx(n_eff)
+    lo, _ = wilson_interval(np.array([n_eff]), np.array([n_eff]))
+    assert (lv.confirm(np.random.default_rng(0))[0] < 1e-3) == bool(lo[0] >= 0.5)
+
+
+def test_confirm_searcher_maps_a_planted_landscape():
+    task = SyntheticTask(seed=0)
+    q, _ = _run(task, 4096, 64, 0, "confirm")
+    assert np.isnan(q["propensity"].to_numpy()).all()  # it ignores the input: no weights

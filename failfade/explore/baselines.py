@@ -98,6 +98,18 @@ class LevelSetSearcher:
         return None
 
 
+class ConfirmSearcher(LevelSetSearcher):
+    """The confirm allocation (`LevelSet.confirm`): each explorer draws a cell with probability equal
+    to its share of Thompson draws in which it is the open cell cheapest to confirm as failing. The
+    prior of the default PPO on its own; it ignores the input, so no importance weights."""
+
+    name = "confirm"
+
+    def act(self, obs, input_ids):
+        p = self.levels.confirm(self.rng)
+        return self.rng.choice(len(p), len(obs), p=p / p.sum())
+
+
 class ThresholdSearcher:
     """The paper's threshold baseline: random cells, but each explorer keeps probing the same
     input until it has produced `successes` non-failures, then moves to a new input."""

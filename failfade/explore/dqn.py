@@ -80,6 +80,8 @@ class DQNSearcher:
         actions[rand] = self.rng.integers(0, self.n_cells, int(rand.sum()))
         # π(action | input) of the ε-greedy policy, for unbiased landscapes
         self.last_propensity = eps / self.n_cells + (1 - eps) * (actions == greedy)
+        share = np.bincount(greedy, minlength=self.n_cells) / len(greedy)  # the greedy choice's marginal over inputs
+        self.last_marginal = eps / self.n_cells + (1 - eps) * share[actions]
         return actions
 
     def observe(self, obs, cells, rewards, failures, next_obs, dones):

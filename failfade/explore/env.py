@@ -35,20 +35,70 @@ def exploration_bonus(kind: str, n: np.ndarray, k: np.ndarray, tau: float) -> np
 
 
 class LevelSet:
-    """Per-cell queries n and failures k, and from them the `uncertainty` bonus of every cell: the
-    level-set allocation behind the levelset searcher and PPO's prior."""
+    """Per-cell queries n and failures k, and from them the allocations behind the levelset and
+    confirm searchers and PPO's prior: `uncertainty` and `confirm`.
+
+    With importance weights (a contextual policy's π̄/π, see stats.weighted_cell_rates), n and k
+    are the effective counts n_eff = (Σw)²/Σw² and k_eff = rate·n_eff, the very numbers the
+    landscape's interval will use, so a cell counts as settled here exactly when it will show as
+    settled there. Without weights they are the plain counts."""
 
     def __init__(self, n_cells: int, tau: float):
+        self.sw = np.zeros(n_cells)
+        self.sw2 = np.zeros(n_cells)
+        self.swf = np.zeros(n_cells)
         self.n = np.zeros(n_cells)
         self.k = np.zeros(n_cells)
         self.tau = tau
 
-    def update(self, cells, failures) -> None:
-        np.add.at(self.n, cells, 1)
-        np.add.at(self.k, cells, np.asarray(failures, dtype=float))
+    def update(self, cells, failures, weights=None) -> None:
+        w = np.ones(len(cells)) if weights is None else np.asarray(weights, dtype=float)
+        np.add.at(self.sw, cells, w)
+        np.add.at(self.sw2, cells, w * w)
+        np.add.at(self.swf, cells, w * np.asarray(failures, dtype=float))
+        if weights is None:
+            self.n, self.k = self.sw, self.swf  # plain counts, exactly
+            return
+        seen = self.sw > 0
+        self.n = np.where(seen, self.sw ** 2 / np.where(seen, self.sw2, 1.0), 0.0)
+        self.k = np.where(seen, self.swf / np.where(seen, self.sw, 1.0), 0.0) * self.n
 
     def uncertainty(self) -> np.ndarray:
         return exploration_bonus("uncertainty", self.n, self.k, self.tau)
+
+    def confirm(self, rng: np.random.Generator, draws: int = 256, confidence: float = 0.95) -> np.ndarray:
+        """The confirm allocation: each cell's share of `draws` Thompson draws in which it is the
+        open cell that is cheapest to confirm as a failure cell.
+
+        The landscape shows a cell as failing when the lower bound of its interval clears τ, and
+        how many queries that takes depends on how far the cell's rate is from τ: about
+        z²·p(1−p)/(p−τ)² (4 at p = 0.99, 90 at p = 0.6, thousands at p = 0.52). Per draw, every
+        cell's rate is sampled from its Beta(k+1, n−k+1) posterior and the cell with the fewest
+        further queries to confirm wins, among cells not yet settled either way (interval entirely
+        above or below τ). So queries go to cells that are likely failures and cheap to confirm,
+        a cell near τ that no budget can settle stops absorbing queries, and posterior sampling
+        keeps trying cells whose estimate is still vague. Draws in which no open cell samples above
+        τ are spread over the open cells. Shares have a floor of 1e-6 (usable as log-weights).
+        """
+        from scipy.stats import norm
+
+        from failfade.stats import wilson_interval
+
+        n_cells, tau = len(self.n), self.tau
+        lo, hi = wilson_interval(self.k, self.n, confidence)
+        open_ = ~((self.n > 0) & ((lo >= tau) | (hi < tau)))
+        p = rng.beta(self.k + 1.0, self.n - self.k + 1.0, size=(draws, n_cells))
+        z2 = norm.ppf(0.5 + confidence / 2) ** 2
+        with np.errstate(divide="ignore"):
+            cost = z2 * p * (1.0 - p) / (p - tau) ** 2 - self.n
+        cost = np.where((p > tau) & open_, np.maximum(cost, 1.0), np.inf)
+        cost += rng.random(cost.shape) * 1e-3  # ties (every cell at one query) broken at random
+        best = cost.argmin(1)
+        hit = np.isfinite(cost.min(1))
+        share = np.bincount(best[hit], minlength=n_cells).astype(np.float64)
+        spread = open_ if open_.any() else np.ones(n_cells, bool)
+        share[spread] += (~hit).sum() / spread.sum()
+        return np.maximum(share / draws, 1e-6)
 
 
 class ConceptEnv(PufferEnv):

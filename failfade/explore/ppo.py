@@ -15,6 +15,9 @@ from torch import nn
 from failfade.explore.env import LevelSet
 
 
+PRIORS = ("confirm", "levelset", "none")
+
+
 @dataclass
 class PPOConfig:
     learning_rate: float = 3e-3  # Adam step size
@@ -28,15 +31,17 @@ class PPOConfig:
     vf_coef: float = 0.5  # value-loss weight
     max_grad_norm: float = 0.5  # gradient clip
     hidden: int = 64  # MLP width
-    uniform_mix: float = 0.5  # share of proposals drawn uniformly: bounds importance weights (π ≥ mix/n)
+    uniform_mix: float = 0.25  # share of proposals drawn uniformly: coverage, and a floor on π (≥ mix/n)
     novelty_coef: float = 1.0  # weight of the exploration bonus in the reward (see env.exploration_bonus)
     bonus: str = "uncertainty"  # exploration bonus: uncertainty (level-set), count, or none
-    prior: str = "levelset"  # levelset: logits = actor(x) + log(level-set uncertainty of each cell); none
+    residual_bound: float = 0.5  # the actor's largest tilt of the prior, in nats (0: unbounded)
+    prior: str = "confirm"  # logits = actor(x) + log(prior weight of each cell): confirm (LevelSet.confirm), levelset (its uncertainty), or none
 
 
 class Agent(nn.Module):
-    def __init__(self, obs_dim: int, n_actions: int, hidden: int):
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int, bound: float = 0.0):
         super().__init__()
+        self.bound = float(bound)
         self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
         self.actor = nn.Linear(hidden, n_actions)
         self.critic = nn.Linear(hidden, 1)
@@ -46,9 +51,16 @@ class Agent(nn.Module):
     def forward(self, obs, prior=None):
         """(log π(· | obs), V(obs)). Plain log-softmax rather than a torch.distributions.Categorical:
         with 1024 explorers its argument validation and multinomial sampling were a third of the
-        learner's time. `prior`: log-weights per action added to the actor's logits."""
+        learner's time. `prior`: log-weights per action, to which the actor adds a residual bounded
+        by ±`bound` nats (bound 0: unbounded), so that it can tilt the prior's allocation by at most
+        a factor e^bound either way, never override it."""
         h = self.body(obs)
-        logits = self.actor(h) if prior is None else self.actor(h) + prior
+        if prior is None:
+            logits = self.actor(h)
+        elif self.bound > 0:
+            logits = self.bound * torch.tanh(self.actor(h)) + prior
+        else:
+            logits = self.actor(h) + prior
         return torch.log_softmax(logits, dim=-1), self.critic(h).squeeze(-1)
 
 
@@ -74,20 +86,24 @@ class PPO:
         torch.manual_seed(seed)
         self.cfg = cfg
         self.device = torch.device(device)
-        self.agent = Agent(obs_dim, n_actions, cfg.hidden).to(self.device)
+        self.agent = Agent(obs_dim, n_actions, cfg.hidden, cfg.residual_bound if cfg.prior != "none" else 0.0).to(self.device)
         self.opt = torch.optim.Adam(self.agent.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)
         self.n_updates = 0
         self.n_actions = n_actions
         self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones", "prior")}
         self._pending = None
-        self.levels = LevelSet(n_actions, tau) if cfg.prior == "levelset" else None  # actions are cells then
+        if cfg.prior not in PRIORS:
+            raise ValueError(f"explore.ppo.prior: unknown prior {cfg.prior!r}; known: {list(PRIORS)}")
+        self.levels = LevelSet(n_actions, tau) if cfg.prior != "none" else None  # actions are cells then
+        self.prior_rng = np.random.default_rng(seed + 2)  # the confirm prior's posterior draws
 
     def _prior(self, rows: int):
         if self.levels is None:
             return None
         # log-weights with a floor, so that no logit is -inf
-        log_w = np.log(np.maximum(self.levels.uncertainty(), 1e-6))
+        w = self.levels.confirm(self.prior_rng) if self.cfg.prior == "confirm" else self.levels.uncertainty()
+        log_w = np.log(np.maximum(w, 1e-6))
         return torch.from_numpy(log_w).float().to(self.device).expand(rows, -1)
 
     def _tensor(self, array) -> torch.Tensor:
@@ -109,16 +125,19 @@ class PPO:
                                  action)
         logp = logp_all.gather(1, action[:, None]).squeeze(1)
         self._pending = (x, action, logp, value, prior)
-        # the behaviour policy's π(action | input), for importance-weighted (unbiased) landscapes
+        # the behaviour policy's π(action | input), for importance-weighted (unbiased) landscapes,
+        # and the action's marginal over this step's inputs (explorers), which stabilizes the weights
         self.last_propensity = (mix / self.n_actions + (1 - mix) * logp.exp()).cpu().numpy().astype(np.float64)
+        marginal = mix / self.n_actions + (1 - mix) * logp_all.exp().mean(0)
+        self.last_marginal = marginal[action].cpu().numpy().astype(np.float64)
         return action.cpu().numpy()
 
     def observe(self, obs, cells, rewards, failures, next_obs, dones):
         o, a, lp, v, prior = self._pending
         for key, val in zip(("obs", "actions", "logprobs", "values", "prior"), (o, a, lp, v, prior)):
             self.roll[key].append(val)
-        if self.levels is not None:
-            self.levels.update(cells, failures)
+        if self.levels is not None:  # with the landscape's own (stabilized) importance weights
+            self.levels.update(cells, failures, self.last_marginal / self.last_propensity)
         self.roll["rewards"].append(self._tensor(np.asarray(rewards, np.float32)))
         self.roll["dones"].append(self._tensor(np.asarray(dones, np.float32)))
         if len(self.roll["obs"]) < self.cfg.num_steps:

@@ -1,7 +1,8 @@
 """Run one searcher on a task for a fixed budget of model queries.
 
 Searchers (`algorithm`): ppo (default), dqn, random, epsilon_greedy, bandit (Thompson), levelset
-(sampling where a cell's side of τ is still uncertain), threshold (the paper's baseline), and
+(sampling where a cell's side of τ is still uncertain), confirm (Thompson draws of the open cell
+cheapest to confirm as failing: PPO's default prior on its own), threshold (the paper's baseline), and
 exhaustive (every cell on every input: the ground truth).
 Modes: macroscopic (one-step episodes over the whole grid) and microscopic (walks of ±1 level
 from a start cell; ppo, dqn and random only).
@@ -16,8 +17,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from failfade.explore.baselines import (EpsilonGreedySearcher, LevelSetSearcher, RandomSearcher, ThompsonSearcher,
-                                       ThresholdSearcher)
+from failfade.explore.baselines import (ConfirmSearcher, EpsilonGreedySearcher, LevelSetSearcher, RandomSearcher,
+                                       ThompsonSearcher, ThresholdSearcher)
 from failfade.explore.dqn import DQNConfig, DQNSearcher
 from failfade.explore.env import ConceptEnv
 from failfade.explore.micro_env import MicroEnv
@@ -25,7 +26,7 @@ from failfade.explore.ppo import PPO, PPOConfig
 from failfade.progress import progress as progress_bar
 from failfade.puffer import make_native
 
-ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "threshold", "exhaustive")
+ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "confirm", "threshold", "exhaustive")
 MODES = ("macroscopic", "microscopic")
 
 
@@ -106,6 +107,7 @@ SEARCHERS = {
     "epsilon_greedy": _baseline(EpsilonGreedySearcher, EpsilonParams, "epsilon_greedy"),
     "bandit": _baseline(ThompsonSearcher, NoParams, "bandit"),
     "levelset": _baseline(LevelSetSearcher, NoParams, "levelset"),
+    "confirm": _baseline(ConfirmSearcher, NoParams, "confirm"),
     "threshold": _baseline(ThresholdSearcher, ThresholdParams, "threshold"),
 }
 
@@ -117,7 +119,8 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
 
     Returns (queries, learning_log). queries has one row per model query: step, explorer,
     input_id (position in the task's input set: the held-out split), label, cell, prediction,
-    delta, failure, propensity (π(cell | input) for contextual learners, else NaN), one column per
+    delta, failure, propensity (π(cell | input) for contextual learners, else NaN), marginal (the
+    same policy's probability of the cell averaged over the step's inputs, else NaN), one column per
     concept axis (its level value), seed, algorithm.
     learning_log has one row per rollout: queries so far, failure rate, coverage, and the
     learner's statistics (update count, losses, entropy) when it updated.
@@ -150,7 +153,8 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     if chooser is not None:
         env.input_chooser = chooser
     obs, _ = env.reset(seed=s_env)
-    cols = {k: [] for k in ("step", "explorer", "input_id", "cell", "prediction", "delta", "failure", "propensity")}
+    cols = {k: [] for k in ("step", "explorer", "input_id", "cell", "prediction", "delta", "failure", "propensity",
+                            "marginal")}
     # π(cell | input) is only meaningful when the searcher picks cells directly (macroscopic mode)
     contextual = mode == "macroscopic" and algorithm in ("ppo", "dqn")
     log, row_fail, row_n = [], 0, 0
@@ -160,6 +164,7 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
         before = obs.copy()
         actions = searcher.act(before, env.input_ids)
         prop = searcher.last_propensity if contextual else np.full(num_agents, np.nan)
+        marg = searcher.last_marginal if contextual else np.full(num_agents, np.nan)
         obs, rewards, dones, *_ = env.step(actions)
         ids, cells, out = env.last
         stats = searcher.observe(before, actions, rewards.copy(), out.failure, obs, dones.copy())
@@ -169,7 +174,7 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
             obs = env.observations
         for key, val in (("step", np.full(num_agents, step)), ("explorer", np.arange(num_agents)), ("input_id", ids),
                          ("cell", cells), ("prediction", out.prediction), ("delta", out.delta), ("failure", out.failure),
-                         ("propensity", prop)):
+                         ("propensity", prop), ("marginal", marg)):
             cols[key].append(val)
         row_fail += int(out.failure.sum())
         row_n += num_agents
@@ -213,6 +218,7 @@ def _queries_frame(task, cols: dict, seed: int, algorithm: str) -> pl.DataFrame:
         "label": np.asarray(task.labels)[input_ids].astype(np.int64), "cell": cat("cell", np.int32),
         "prediction": cat("prediction", np.int64), "delta": cat("delta", np.float32), "failure": cat("failure", bool),
         "propensity": cat("propensity", np.float64) if cols.get("propensity") else np.full(len(input_ids), np.nan),
+        "marginal": cat("marginal", np.float64) if cols.get("marginal") else np.full(len(input_ids), np.nan),
     })
     coords = task.space.coords(queries["cell"].to_numpy())
     return queries.with_columns(
