@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/discovery.py [--seeds 20] [--fraction 0.2]
 
-Tasks: the default experiment (digits CNN, 125 cells x 539 held-out inputs) and a synthetic model
-with planted failure cells (known answer). The exhaustive landscape is scored once and pre-loaded
+Tasks: the default experiment (digits CNN, 125 cells x 539 held-out inputs), the summarization
+default (`reports`: tiny T5, 64 cells x 200 held-out documents, its own 32 explorers; its model is
+trained once under benchmarks/out/, as the workflow does) and a synthetic model with planted
+failure cells (known answer). The exhaustive landscape is scored once and pre-loaded
 into an outcome cache, so every searcher's queries cost a lookup and the comparison is of search
 quality at equal budgets. Writes the "discovery" section of benchmarks/RESULTS.md and
 benchmarks/out/discovery.{json,png}.
@@ -30,6 +32,8 @@ from failfade.tasks.synthetic import SyntheticTask  # noqa: E402
 
 SEARCHERS = {
     "ppo": ("ppo", {}),
+    "ppo (before: levelset prior, unbounded, mix 0.5)": ("ppo", {"prior": "levelset", "residual_bound": 0.0,
+                                                                 "uniform_mix": 0.5}),
     "ppo (failure-seeking: prior none)": ("ppo", {"prior": "none", "ent_coef": 0.01, "uniform_mix": 0.25}),
     "dqn": ("dqn", {}),
     "dqn (untrained, as the paper)": ("dqn", {"learn": False}),
@@ -37,6 +41,7 @@ SEARCHERS = {
     "epsilon_greedy": ("epsilon_greedy", {"epsilon": 0.2}),
     "bandit (Thompson)": ("bandit", {}),
     "levelset": ("levelset", {}),
+    "confirm (PPO's prior alone)": ("confirm", {}),
     "threshold (paper)": ("threshold", {"successes": 5}),
 }
 
@@ -59,9 +64,14 @@ def main(argv=None):
     OUT.mkdir(parents=True, exist_ok=True)
     exp = default_experiment()
     tau = exp["landscape"]["failure_rate_threshold"]
-    tasks = {"digits (default)": build_task(exp, digits_model(exp)), "synthetic (planted)": SyntheticTask(seed=0)}
+    from throughput import build_reports
+
+    tasks = {"digits (default)": build_task(exp, digits_model(exp)), "reports (summarization default)": build_reports("cpu"),
+             "synthetic (planted)": SyntheticTask(seed=0)}
     # the planted model is easy (10 strong cells): at 20% every searcher saturates, so it gets 3%
-    fractions = {"digits (default)": args.fraction, "synthetic (planted)": args.synthetic_fraction}
+    fractions = {"digits (default)": args.fraction, "reports (summarization default)": args.fraction,
+                 "synthetic (planted)": args.synthetic_fraction}
+    agents = {"reports (summarization default)": 32}  # as its config; the others args.num_agents
     results, curves = {}, {}
     for tname, task in tasks.items():
         cached, truth = prefilled(task)
@@ -71,7 +81,7 @@ def main(argv=None):
             runs = []
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 t0 = time.perf_counter()
-                q, log = explore(cached, budget, args.num_agents, seed, alg, params, progress=False)
+                q, log = explore(cached, budget, agents.get(tname, args.num_agents), seed, alg, params, progress=False)
                 r = scores_of(task.n_cells, q, truth, tau)
                 r["queries_to_90"] = queries_to_recall(task.n_cells, q, truth, tau)
                 r["failures_found"] = float(q["failure"].mean())  # share of proposals that made the model fail
@@ -115,8 +125,9 @@ def report(results, curves, args):
     lines = [
         "## Discovery: searchers at an equal query budget",
         "",
-        f"Budget: {args.fraction:.0%} of the exhaustive queries on digits, {args.synthetic_fraction:.0%} on the planted "
-        f"model (at 20% every searcher saturates there); {args.seeds} seeds ({args.first_seed}–{args.first_seed + args.seeds - 1}); {args.num_agents} explorers; "
+        f"Budget: {args.fraction:.0%} of the exhaustive queries on digits and reports, {args.synthetic_fraction:.0%} on the planted "
+        f"model (at 20% every searcher saturates there); {args.seeds} seeds ({args.first_seed}–{args.first_seed + args.seeds - 1}); {args.num_agents} explorers "
+        "(reports: 32, as its config); "
         "mean ± sd. *recall* and *precision* use the rule the user sees: a cell is reported failing when the landscape "
         "calls it a failure cell, i.e. the 95% Wilson lower bound of its failure rate (importance-weighted for ppo and dqn, "
         "with effective counts) is ≥ τ = 0.5. *recall (point)* and *precision (point)* use the looser rule that its point "
@@ -146,7 +157,7 @@ def report(results, curves, args):
         lines.append("")
     lines.append("Recall curves: `benchmarks/out/discovery.png`.")
     write_section("discovery", "\n".join(lines))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4))
     for ax, tname in zip(axes, dict.fromkeys(t for t, _ in results)):
         for (t, s), cs in curves.items():
             if t != tname:

@@ -80,24 +80,26 @@ class LevelSet:
         keeps trying cells whose estimate is still vague. Draws in which no open cell samples above
         τ are spread over the open cells. Shares have a floor of 1e-6 (usable as log-weights).
         """
-        from scipy.stats import norm
+        from statistics import NormalDist
 
         from failfade.stats import wilson_interval
 
         n_cells, tau = len(self.n), self.tau
         lo, hi = wilson_interval(self.k, self.n, confidence)
-        open_ = ~((self.n > 0) & ((lo >= tau) | (hi < tau)))
-        p = rng.beta(self.k + 1.0, self.n - self.k + 1.0, size=(draws, n_cells))
-        z2 = norm.ppf(0.5 + confidence / 2) ** 2
+        open_ = np.flatnonzero(~((self.n > 0) & ((lo >= tau) | (hi < tau))))
+        share = np.zeros(n_cells)
+        if len(open_) == 0:  # every cell settled: spread evenly
+            return np.full(n_cells, 1.0 / n_cells)
+        n, k = self.n[open_], self.k[open_]
+        p = rng.beta(k + 1.0, n - k + 1.0, size=(draws, len(open_)))  # settled cells need no draws
+        z2 = NormalDist().inv_cdf(0.5 + confidence / 2) ** 2
         with np.errstate(divide="ignore"):
-            cost = z2 * p * (1.0 - p) / (p - tau) ** 2 - self.n
-        cost = np.where((p > tau) & open_, np.maximum(cost, 1.0), np.inf)
+            cost = z2 * p * (1.0 - p) / (p - tau) ** 2 - n
+        cost = np.where(p > tau, np.maximum(cost, 1.0), np.inf)
         cost += rng.random(cost.shape) * 1e-3  # ties (every cell at one query) broken at random
         best = cost.argmin(1)
         hit = np.isfinite(cost.min(1))
-        share = np.bincount(best[hit], minlength=n_cells).astype(np.float64)
-        spread = open_ if open_.any() else np.ones(n_cells, bool)
-        share[spread] += (~hit).sum() / spread.sum()
+        share[open_] = np.bincount(best[hit], minlength=len(open_)) + (~hit).sum() / len(open_)
         return np.maximum(share / draws, 1e-6)
 
 
