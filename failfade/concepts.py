@@ -9,11 +9,15 @@ tasks/classification/transforms.py), which also says which transform names exist
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from failfade import FailfadeError
+
+
+WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")  # a word level: what a selector can name
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,11 @@ class Axis:
     transform: str
     levels: tuple[float, ...]
     unit: str = ""
+    words: tuple[str, ...] = ()  # word levels (e.g. a prompt slot's words); `levels` are then their positions
 
     def label(self, level_index: int) -> str:
+        if self.words:
+            return self.words[level_index]
         value = self.levels[level_index]
         text = f"{value:g}"
         return f"{text}{self.unit}" if self.unit in ("°", "%") else f"{text} {self.unit}".strip()
@@ -43,7 +50,7 @@ class Axis:
         below = any(v < vmin for v in outside)
         above = any(v > vmax for v in outside)
         ge, le = ("≥", "≤") if pretty else (">=", "<=")
-        fmt = (lambda v: self.label(self.levels.index(v))) if pretty else (lambda v: f"{v:g}")
+        fmt = (lambda v: self.label(self.levels.index(v))) if (pretty or self.words) else (lambda v: f"{v:g}")
         sep = " " if pretty else ""
         if vmin == vmax:
             return f"{self.name}{sep}={sep}{fmt(vmin)}"
@@ -77,11 +84,22 @@ class ConceptSpace:
             transform = item.get("transform", item["name"])
             if transform not in transforms:
                 raise FailfadeError(f"{key}[{i}].transform: unknown transform {transform!r}; known: {sorted(transforms)}")
-            levels = tuple(float(v) for v in item["levels"])
+            raw = list(item["levels"])
+            words: tuple[str, ...] = ()
+            if any(isinstance(v, str) for v in raw):
+                # word levels: in their listed order, addressed by position (0, 1, ...)
+                bad = [v for v in raw if not (isinstance(v, str) and WORD.match(v))]
+                if bad:
+                    raise FailfadeError(f"{key}[{i}].levels: word levels are single words (letters, digits, _, ', -), "
+                                        f"all of them; got {bad}")
+                if len(set(raw)) != len(raw):
+                    raise FailfadeError(f"{key}[{i}].levels: repeated word(s) {sorted({v for v in raw if raw.count(v) > 1})}")
+                words, raw = tuple(raw), list(range(len(raw)))
+            levels = tuple(float(v) for v in raw)
             d = np.diff(levels)
             if not (np.all(d > 0) or np.all(d < 0)):
                 raise FailfadeError(f"{key}[{i}].levels: must be strictly increasing or decreasing, got {list(item['levels'])}")
-            axes.append(Axis(item["name"], transform, levels, item.get("unit", "")))
+            axes.append(Axis(item["name"], transform, levels, item.get("unit", ""), words))
         return cls(axes)
 
     def axis(self, name: str) -> Axis:

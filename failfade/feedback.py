@@ -27,7 +27,7 @@ from failfade.concepts import ConceptSpace
 REQUIRED = ("selector", "decision")
 OPTIONAL = ("mode", "description", "weight", "note")
 DECISIONS = ("fix", "accept")
-_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|=|<|>)\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
+_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|=|<|>)\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[A-Za-z_][A-Za-z0-9_'-]*)\s*$")
 _OPS = {
     "=": np.equal, "==": np.equal, "!=": np.not_equal,
     "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
@@ -71,15 +71,25 @@ def parse_selector(text: str, space: ConceptSpace) -> np.ndarray:
             m = _COND.match(cond)
             if not m:
                 raise ValueError(f"cannot read condition {cond.strip()!r} (expected e.g. rotation>=30)")
-            name, op, value = m.group(1), m.group(2), float(m.group(3))
+            name, op, text = m.group(1), m.group(2), m.group(3)
             try:
                 k = [a.name for a in space.axes].index(name)
             except ValueError:
                 raise ValueError(f"unknown axis {name!r}; axes are {[a.name for a in space.axes]}") from None
-            levels = np.asarray(space.axes[k].levels)
-            hits = np.flatnonzero(np.isclose(levels, value))
-            if len(hits) == 0:
-                raise ValueError(f"unknown level {value:g} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}")
+            axis = space.axes[k]
+            levels = np.asarray(axis.levels)
+            if axis.words:  # word levels: named by their word, compared by their listed order
+                if text not in axis.words:
+                    raise ValueError(f"unknown level {text!r} for axis {name!r}; levels are {list(axis.words)}")
+                hits = np.array([axis.words.index(text)])
+            else:
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise ValueError(f"unknown level {text!r} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}") from None
+                hits = np.flatnonzero(np.isclose(levels, value))
+                if len(hits) == 0:
+                    raise ValueError(f"unknown level {value:g} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}")
             keep &= _OPS[op](levels[coords[:, k]], levels[hits[0]])  # compare values, whatever the level order
         matched |= keep
     return np.flatnonzero(matched)

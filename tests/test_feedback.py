@@ -87,7 +87,7 @@ def test_selector_compares_values_on_descending_axis(space):
         ("angle>=30", "unknown axis 'angle'"),
         ("rotation>=35", "unknown level 35"),
         ("rotation=>30", "cannot read condition"),
-        ("rotation>=thirty", "cannot read condition"),
+        ("rotation>=thirty", "unknown level 'thirty' for axis 'rotation'; levels are"),
         ("rotation>=30 &", "cannot read condition"),
     ],
 )

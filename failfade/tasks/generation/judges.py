@@ -1,0 +1,66 @@
+"""Judges of generated images: what decides that a text-to-image query failed.
+
+A judge is called as `judge(images, prompts, cells) -> (prediction, delta, failure)` on (B, C, H, W)
+images in [0, 1], and `judge.embed(images)` gives the features the explorer observes.
+
+  ClipJudge  CLIP image–text agreement with the full prompt (transformers `CLIPModel`, the cosine
+             computed here from its projected embeddings: torchmetrics' CLIPScore refuses local
+             folders). Δ = 1 − cos; failure when cos < threshold (the paper used 0.3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from failfade import FailfadeError
+
+
+class ClipJudge:
+    def __init__(self, model, processor, threshold: float = 0.3, batch_size: int = 64):
+        self.model, self.processor = model.eval(), processor
+        self.threshold, self.batch_size = float(threshold), int(batch_size)
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, folder: Path, key: str, threshold: float, device: torch.device = torch.device("cpu")) -> "ClipJudge":
+        from transformers import CLIPModel, CLIPProcessor
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FailfadeError(f"{key}: {folder} is not a CLIP model folder written by save_pretrained (no config.json)")
+        try:
+            model = CLIPModel.from_pretrained(str(folder), use_safetensors=True)
+            processor = CLIPProcessor.from_pretrained(str(folder))
+        except Exception as e:
+            raise FailfadeError(f"{key}: cannot load a CLIP model and processor from {folder} ({type(e).__name__}: {str(e)[:200]})") from e
+        return cls(model.to(device), processor, threshold)
+
+    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
+        x = images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1)  # grey images as RGB
+        inputs = self.processor.image_processor(images=list(x), do_rescale=False, return_tensors="pt")
+        return inputs["pixel_values"].to(self.device)
+
+    @torch.inference_mode()
+    def embed(self, images: torch.Tensor) -> np.ndarray:
+        feats = [self.model.get_image_features(pixel_values=self._pixels(images[s : s + self.batch_size]))
+                 for s in range(0, len(images), self.batch_size)]
+        return torch.cat([f if isinstance(f, torch.Tensor) else f.pooler_output for f in feats]).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def cosine(self, images: torch.Tensor, prompts: list[str]) -> np.ndarray:
+        out = []
+        for s in range(0, len(images), self.batch_size):
+            text = self.processor.tokenizer(prompts[s : s + self.batch_size], padding=True, truncation=True,
+                                            return_tensors="pt").to(self.device)
+            r = self.model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
+                           pixel_values=self._pixels(images[s : s + self.batch_size]))
+            out.append(F.cosine_similarity(r.text_embeds, r.image_embeds, dim=-1))
+        return torch.cat(out).float().cpu().numpy()
+
+    def __call__(self, images: torch.Tensor, prompts: list[str], cells=None):
+        cos = self.cosine(images, prompts)
+        return np.full(len(cos), -1, dtype=np.int64), (1.0 - cos).astype(np.float32), cos < self.threshold

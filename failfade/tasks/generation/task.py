@@ -1,0 +1,49 @@
+"""Text-to-image scoring: a cell is a prompt, an input is a generation seed, a judge decides.
+
+The concept space fills the slots of a prompt template (`a photo of a {descriptor} {profession}`)
+with the words of each axis; a query (seed, cell) generates the cell's prompt from the seed's own
+noise and asks the judge about the image. Judges (`judges.py`) return, per image, a prediction
+(a class index, or −1), Δ and whether Δ crossed the judge's threshold:
+
+  clip        Δ = 1 − cos(CLIP image embedding, CLIP embedding of the full prompt); a failure when
+              the cosine is below `threshold` (the paper: 0.3). The paper's reward was 100·Δ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from failfade.concepts import ConceptSpace
+from failfade.tasks import Outcomes, standardize
+from failfade.tasks.generation.pipeline import Sampler, seed_of
+
+
+def prompt_of(space: ConceptSpace, template: str, cell: int) -> str:
+    """The cell's prompt: every axis's word in its `{axis}` slot of the template."""
+    coords = space.coords([cell])[0]
+    return template.format(**{a.name: a.words[i] if a.words else a.label(i) for a, i in zip(space.axes, coords)})
+
+
+class GenerationTask:
+    def __init__(self, sampler: Sampler, judge, space: ConceptSpace, template: str, n_inputs: int, seed: int,
+                 model_sha256: str | None = None):
+        self.sampler, self.judge, self.space, self.template = sampler, judge, space, template
+        self.n_inputs, self.n_cells, self.seed = int(n_inputs), space.n_cells, int(seed)
+        self.model_sha256 = model_sha256
+        self.labels = np.full(self.n_inputs, -1, dtype=np.int64)  # a seed has no reference label
+        self.prompts = [prompt_of(space, template, c) for c in range(self.n_cells)]
+        self.device = sampler.device
+        # the explorer's view of a seed: the judge's embedding of what the seed gives with no prompt
+        seeds = [seed_of(self.seed, i) for i in range(self.n_inputs)]
+        self.observations = standardize(self.judge.embed(sampler.generate([""] * self.n_inputs, seeds)))
+
+    def render(self, input_ids, cells) -> torch.Tensor:
+        ids, cells = np.asarray(input_ids), np.asarray(cells)
+        return self.sampler.generate([self.prompts[int(c)] for c in cells], [seed_of(self.seed, int(i)) for i in ids])
+
+    def score(self, input_ids, cells) -> Outcomes:
+        cells = np.asarray(cells)
+        images = self.render(input_ids, cells)
+        pred, delta, fail = self.judge(images, [self.prompts[int(c)] for c in cells], cells)
+        return Outcomes(np.asarray(pred, dtype=np.int64), np.asarray(delta, dtype=np.float32), np.asarray(fail, dtype=bool))
