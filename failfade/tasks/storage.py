@@ -55,3 +55,42 @@ def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = (
     if card.get("sha256") and card["sha256"] != digest:
         raise FailfadeError(f"{weights}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")
     return card
+
+
+HF_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]  # configs, weights, tokenizer files; no .bin, Flax or fp16 copies
+
+
+def parse_source(text: str, key: str, builtins: tuple[str, ...], what: str) -> tuple[str, str, str | None]:
+    """(kind, target, revision) of `builtin:<name>` (one of `builtins`), `hf:<owner>/<name>[@rev]` or
+    `path:<dir>`; anything else is a one-line error naming `key`. `what` names the model kind."""
+    if not isinstance(text, str) or ":" not in text:
+        raise FailfadeError(f"{key}: {text!r} is not a model source; expected "
+                            f"{', '.join('builtin:' + b for b in builtins)}, hf:<owner>/<name> or path:<dir>")
+    kind, rest = text.split(":", 1)
+    if kind == "builtin":
+        if rest not in builtins:
+            raise FailfadeError(f"{key}: unknown builtin {what} {rest!r}; known: {', '.join(builtins)}")
+        return kind, rest, None
+    if kind == "hf":
+        repo, _, rev = rest.partition("@")
+        owner, _, name = repo.partition("/")
+        if not owner or not name or "/" in name:
+            raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
+        return kind, repo, rev or None
+    if kind == "path":
+        if not rest:
+            raise FailfadeError(f"{key}: path: needs a folder written by save_pretrained")
+        return kind, rest, None
+    raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, hf or path")
+
+
+def download(repo: str, revision: str | None, resources: Path, key: str) -> Path:
+    """A hub snapshot (HF_PATTERNS only) under resources/hf; no network is a one-line error naming
+    the key after a bounded wait."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=repo, revision=revision, cache_dir=str(Path(resources) / "hf"),
+                                      allow_patterns=HF_PATTERNS, etag_timeout=10))
+    except Exception as e:
+        raise FailfadeError(f"{key}: cannot download hf:{repo} ({type(e).__name__}: {str(e)[:200]})") from e

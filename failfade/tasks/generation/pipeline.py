@@ -24,39 +24,19 @@ import numpy as np
 import torch
 
 from failfade import FailfadeError
+from failfade.tasks import storage
 
 COMPONENTS = ("text_encoder", "tokenizer", "unet", "scheduler")  # plus vae/ for latent models
-HF_PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.model"]  # no .bin, fp16 or Flax copies
+
+
+BUILTINS = ("digits",)
 
 
 def parse_source(text: str, key: str) -> tuple[str, str, str | None]:
-    """(kind, target, revision) of `builtin:<name>`, `hf:<owner>/<name>[@rev]` or `path:<dir>`."""
-    if not isinstance(text, str) or ":" not in text:
-        raise FailfadeError(f"{key}: {text!r} is not a model source; expected builtin:<name>, hf:<owner>/<name> or path:<dir>")
-    kind, rest = text.split(":", 1)
-    if kind == "hf":
-        repo, _, rev = rest.partition("@")
-        owner, _, name = repo.partition("/")
-        if not owner or not name or "/" in name:
-            raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
-        return kind, repo, rev or None
-    if kind in ("path", "builtin"):
-        if not rest:
-            raise FailfadeError(f"{key}: {kind}: needs a {'folder' if kind == 'path' else 'name'}")
-        return kind, rest, None
-    raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, hf or path")
+    return storage.parse_source(text, key, BUILTINS, "text-to-image model")
 
 
-def download(repo: str, revision: str | None, resources: Path, key: str) -> Path:
-    """A hub snapshot (configs, tokenizer files and safetensors only) under resources/hf; no network
-    is a one-line error naming the key, after a bounded wait."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id=repo, revision=revision, cache_dir=str(Path(resources) / "hf"),
-                                      allow_patterns=HF_PATTERNS, etag_timeout=10))
-    except Exception as e:
-        raise FailfadeError(f"{key}: cannot download hf:{repo} ({type(e).__name__}: {str(e)[:200]})") from e
+download = storage.download
 
 
 @dataclass

@@ -22,28 +22,12 @@ import torch
 
 from failfade import FailfadeError
 
+from failfade.tasks import storage
 from failfade.tasks.storage import CARD, WEIGHTS, read_checked_card, write_card
 
 
 def parse_source(text: str, key: str) -> tuple[str, str, str | None]:
-    if not isinstance(text, str) or ":" not in text:
-        raise FailfadeError(f"{key}: {text!r} is not a model source; expected builtin:tiny-t5, hf:<owner>/<name> or path:<dir>")
-    kind, rest = text.split(":", 1)
-    if kind == "builtin":
-        if rest != "tiny-t5":
-            raise FailfadeError(f"{key}: unknown builtin summarizer {rest!r}; known: tiny-t5")
-        return kind, rest, None
-    if kind == "hf":
-        repo, _, rev = rest.partition("@")
-        owner, _, name = repo.partition("/")
-        if not owner or not name or "/" in name:
-            raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
-        return kind, repo, rev or None
-    if kind == "path":
-        if not rest:
-            raise FailfadeError(f"{key}: path: needs a folder written by save_pretrained")
-        return kind, rest, None
-    raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, hf or path")
+    return storage.parse_source(text, key, ("tiny-t5",), "summarizer")
 
 
 def load_pretrained(folder: Path, key: str, device: torch.device = torch.device("cpu")):
@@ -61,14 +45,7 @@ def load_pretrained(folder: Path, key: str, device: torch.device = torch.device(
     return model.to(device).eval(), tokenizer
 
 
-def download(repo: str, revision: str | None, resources: Path, key: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id=repo, revision=revision, cache_dir=str(Path(resources) / "hf"),
-                                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"], etag_timeout=10))
-    except Exception as e:
-        raise FailfadeError(f"{key}: cannot download hf:{repo} ({type(e).__name__}: {str(e)[:200]})") from e
+download = storage.download
 
 
 def save(model, tokenizer, card: dict, out_dir: Path) -> dict:
