@@ -364,25 +364,35 @@ class ContextGrid:
 
 
 def test_weighted_shift_rates_agree_with_the_exhaustive_truth():
+    """The region rates' 95% intervals (stabilized importance weights, a failure-seeking policy)
+    cover the exhaustive truth: over 10 seeds × 2 regions × (pre, post, change) = 60 intervals,
+    measured 0.917 (plain 1/π weights: 0.95); at least 0.85 is required, a bar that a calibrated
+    95% procedure misses with negligible probability and a biased estimator does not clear."""
     from failfade.explore.search import explore
 
     pre_task, post_task = ContextGrid(), ContextGrid(severity=(0.2, 0.3, 0.4), seed=1)
     params = {"prior": "none", "uniform_mix": 0.2}
-    pre_q, _ = explore(pre_task, 6000, 30, 0, "ppo", params, progress=False)
-    post_q, _ = explore(post_task, 6000, 30, 0, "ppo", params, progress=False)
-    assert np.isfinite(pre_q["propensity"].to_numpy()).all()
     fix = [3, 4, 5, 6, 7, 8]  # rows 1 and 2
-    res, _ = compare(SPACE3, pre_q, post_q, plan_for(fix), 0.5, 1.0, 1.0, bootstrap=0)
     targeted = np.zeros(9, dtype=bool)
     targeted[fix] = True
     true_pre, true_post = pre_task.fail.mean(0), post_task.fail.mean(0)
-    for region, mask in (("targeted", targeted), ("other", ~targeted)):
-        r = res[region]
-        for side, truth in (("pre", true_pre), ("post", true_post)):
-            lo, hi = r[f"{side}_ci"]
-            assert lo <= truth[mask].mean() <= hi, (region, side, r, truth[mask].mean())
-        lo, hi = r["change_ci"]
-        assert lo <= true_post[mask].mean() - true_pre[mask].mean() <= hi
+    hits = []
+    for seed in range(10):
+        pre_q, _ = explore(pre_task, 6000, 30, seed, "ppo", params, progress=False)
+        post_q, _ = explore(post_task, 6000, 30, seed, "ppo", params, progress=False)
+        assert np.isfinite(pre_q["propensity"].to_numpy()).all() and np.isfinite(pre_q["marginal"].to_numpy()).all()
+        res, _ = compare(SPACE3, pre_q, post_q, plan_for(fix), 0.5, 1.0, 1.0, bootstrap=0)
+        for region, mask in (("targeted", targeted), ("other", ~targeted)):
+            r = res[region]
+            for side, truth in (("pre", true_pre), ("post", true_post)):
+                lo, hi = r[f"{side}_ci"]
+                hits.append(lo <= truth[mask].mean() <= hi)
+            lo, hi = r["change_ci"]
+            hits.append(lo <= true_post[mask].mean() - true_pre[mask].mean() <= hi)
+        if seed == 0:
+            first = (pre_q, res)
+    assert np.mean(hits) >= 0.85, np.mean(hits)
+    pre_q, res = first
     # the unweighted per-cell mean (what shift.py reported before) is biased beyond that interval
     plain = pre_q.group_by("cell").agg(pl.col("failure").mean()).sort("cell")["failure"].to_numpy()
     assert plain[targeted].mean() > res["targeted"]["pre_ci"][1]
