@@ -11,9 +11,11 @@ For each model under test, in one run on the same machine:
   SB3 DQN      the paper's own stack: Stable-Baselines3 2.2.1 DQN, as the official code runs it,
                driving the same per-query work (needs the `bench` extra; skipped without it)
 Models: the default experiment's digits CNN (32 px), a torchvision ResNet-18 with random
-weights on 224-px inputs, and (`reports`) the summarization default's tiny T5, whose paper-style
-loop perturbs and summarizes one document per step (its SB3 column is left empty: the paper's
-stack took image observations). Writes the "throughput" section of benchmarks/RESULTS.md.
+weights on 224-px inputs, (`reports`) the summarization default's tiny T5, whose paper-style
+loop perturbs and summarizes one document per step, and (`t2i`) the text-to-image default's
+builtin diffusion model with its judge, whose paper-style loop generates one image per step as
+the paper's SD loop did (a query = one image; their SB3 columns are left empty: the paper's stack
+took image observations). Writes the "throughput" section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -53,9 +55,27 @@ def build_reports(device: str, precision: str = "fp32"):
     return build_task(exp, out)
 
 
+def build_t2i(device: str):
+    """The text-to-image default's task (builtin diffusion model + attribute judge; model stage once
+    under benchmarks/out/). A query generates one image (DDIM steps with guidance) and judges it."""
+    from common import ROOT, OUT
+
+    from failfade.config import load
+    from failfade.pipeline import build_task, stage_model
+
+    exp = load(ROOT / "config" / "config.yaml")["experiments"]["t2i"]
+    exp["device"] = device
+    out = OUT / "t2i-model"
+    if not (out / "model.json").is_file():
+        stage_model(exp, out, ROOT / "resources")
+    return build_task(exp, out)
+
+
 def build(name: str, exp: dict, device: str, precision: str = "fp32"):
     if name == "reports":
         return build_reports(device)
+    if name == "t2i":
+        return build_t2i(device)
     space = ConceptSpace.from_config(exp["concepts"], TRANSFORMS)
     if name == "digits":
         mut = models.load_model(digits_model(exp), device, precision)
@@ -282,9 +302,10 @@ def main(argv=None):
         if reps["sb3"][0] is None:
             reps["sb3"] = [float("nan")]
         r = {"model": name, "batch": batch, **{m: float(np.median(v)) for m, v in reps.items()}}
-        r.update(breakdown(task, n, batch))
-        print(f"{name}: per query, transforms {r['transforms_us']:.1f} µs, forward pass {r['forward_us']:.1f} µs"
-              + (f" ({r['forward_us_autotuned']:.1f} µs with cudnn.benchmark)" if "forward_us_autotuned" in r else ""), flush=True)
+        if hasattr(task, "mut"):  # image classification: where a query's time goes
+            r.update(breakdown(task, n, batch))
+            print(f"{name}: per query, transforms {r['transforms_us']:.1f} µs, forward pass {r['forward_us']:.1f} µs"
+                  + (f" ({r['forward_us_autotuned']:.1f} µs with cudnn.benchmark)" if "forward_us_autotuned" in r else ""), flush=True)
         if args.precision != "fp32":  # decisions against fp32 on the same model and queries
             reference = build(name, exp, args.device, "fp32")
             reference.mut.module.load_state_dict(task.mut.module.state_dict())
@@ -319,7 +340,7 @@ def main(argv=None):
         vs_sb3 = f"{r['failfade'] / r['sb3']:.1f}×" if has_sb3 else "—"
         lines.append(f"| {r['model']} | {r['batch']} | {r['pure']:.0f} | {r['failfade']:.0f} | {r['paper']:.1f} | {sb3_rate} | "
                      f"{r['ratio']:.2f} ({r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}) | {r['failfade'] / r['paper']:.1f}× | {vs_sb3} | "
-                     f"{r['transforms_us']:.1f} / {r['forward_us']:.1f} |")
+                     + (f"{r['transforms_us']:.1f} / {r['forward_us']:.1f} |" if "transforms_us" in r else "— |"))
     if args.precision != "fp32":
         lines += ["", f"{args.precision} autocast against fp32 on the same weights and the same random queries: the failure "
                   "decision differs on " + ", ".join(f"{r['model']} {r['differ']} of {r['checked']} "

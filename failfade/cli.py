@@ -202,6 +202,28 @@ def check_feedback(experiment, feedback_csv, configfile, results):
     click.echo(f"{feedback_csv}: valid; {len(plan['fix'])} cell(s) to fix, {len(plan['accept'])} accepted")
 
 
+@main.command("standin-ratings")
+@click.argument("experiment")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="ratings CSV to write")
+@click.option("--raters", default=3, show_default=True)
+@click.option("--configfile", default="config/config.yaml", show_default=True)
+@click.option("--results", default="results", show_default=True)
+def standin_ratings(experiment, out, raters, configfile, results):
+    """Write a ratings CSV by automatic stand-in raters (classifiers with their own seeds, not
+    people) for a text-to-image experiment's rating sheet: how the shipped example was made."""
+    from failfade import config as cfgmod
+    from failfade.tasks.generation.ratings import standin_ratings as write
+
+    try:
+        cfg = cfgmod.load(configfile)
+        if experiment not in cfg["experiments"] or cfg["experiments"][experiment]["task"] != "generation":
+            raise FailfadeError(f"{configfile}: no text-to-image experiment {experiment!r}")
+        table = write(cfg["experiments"][experiment], _results(results, experiment, "model"), Path(out), raters)
+    except FailfadeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{out}: {table.height} ratings of {table['image_id'].n_unique()} images by {raters} stand-in raters")
+
+
 @main.command()
 @click.argument("experiment")
 @click.option("--results", default="results", show_default=True)

@@ -92,6 +92,8 @@ def _check_task_keys(name: str, exp: dict, source: str) -> None:
         fam = family(exp["task"], f"{key}.task")
         ConceptSpace.from_config(exp["concepts"], fam.transforms, f"{key}.concepts")
         check_probes(exp.get("shift", {}).get("probes", []), fam.transforms, f"{key}.shift.probes")
+        if hasattr(fam, "check"):  # what else a family needs to hold together (generation: a slot per axis)
+            fam.check(exp, key)
     except FailfadeError as e:
         raise FailfadeError(f"{source}: {e}") from None
     if Path(exp["feedback"]).is_dir():

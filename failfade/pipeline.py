@@ -166,6 +166,15 @@ def feedback_plan(exp: dict, feedback_path: Path, db_path: Path) -> dict:
     space = space_of(exp)
     cells = read_table(db_path, "cells")
     explored = cells.filter(pl.col("queries") > 0)["cell"].to_list()
+    if exp.get("task") == "generation":
+        from failfade.tasks.generation import ratings
+
+        if ratings.is_ratings(feedback_path):  # people rated images: aggregate, decide per cell, compare with the judge
+            landscape_dir = Path(db_path).parent
+            table = ratings.read_ratings(feedback_path, space, exp["data"]["seeds"], ratings.sheet_ids(landscape_dir))
+            ls = exp["landscape"]
+            return ratings.ratings_plan(table, space, explored, ls["failure_rate_threshold"], ls["confidence"],
+                                        str(feedback_path), cells, ratings.read_judged(landscape_dir))
     return mitigation_plan(read_feedback(feedback_path, space, explored), space, explored, str(feedback_path))
 
 
@@ -211,7 +220,10 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
     pre_q, post_q = read_queries(pre_queries), read_queries(post_queries)
     quality = family_of(exp).quality
     clean_pre = json.loads(Path(pre_card).read_text())[f"heldout_clean_{quality}"]
-    clean_post = json.loads(Path(post_card).read_text())[f"heldout_clean_{quality}"]
+    post = json.loads(Path(post_card).read_text())
+    clean_post = post[f"heldout_clean_{quality}"]
+    if "clean_check" in post:  # the family measured clean quality where it matters (generation: untargeted prompts)
+        clean_pre, clean_post = post["clean_check"]["pre"], post["clean_check"]["post"]
     probes = None
     if probes_csv is not None:
         from failfade.probes import COLUMNS
@@ -229,8 +241,18 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
     result = {"experiment": name, **result}
     if result["guard"]["tripped"]:
         log.warning("the no-new-failures guard tripped for %s: see the top of %s", name, out["md"])
+    text = markdown(result, name)
+    plan = read_plan(plan_path)
+    if "ratings" in plan:  # the plan came from people's ratings: how the judge compares with them
+        from failfade.tasks.generation.ratings import markdown as ratings_markdown
+
+        result["ratings"] = {k: v for k, v in plan["ratings"].items() if k != "cells_table"}
+        text += ratings_markdown(plan["ratings"])
+    if "clean_check" in post:
+        text += f"\nClean quality here is {post['clean_check']['what']} ({post['clean_check']['cells']} cells, " \
+                f"{post['clean_check']['images']} images).\n"
     Path(out["json"]).write_text(json.dumps(result, indent=2) + "\n")
-    Path(out["md"]).write_text(markdown(result, name))
+    Path(out["md"]).write_text(text)
     per_cell.write_csv(out["cells"])
     from failfade.plots import before_after
 

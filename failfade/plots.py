@@ -159,3 +159,32 @@ def text_gallery(rows: list[tuple[str, list[str]]], path: Path, title: str, widt
         y -= step
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def sample_sheet(panels: dict[tuple[str, str], tuple[np.ndarray, str, bool]], rows: list[str], cols: list[str],
+                 path: Path, title: str) -> None:
+    """One panel per (row, col) cell: an image (H, W[, C]) in [0, 1], a caption, and whether to
+    outline it in red (a failure cell)."""
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.15 * len(cols) + 1.0, 1.3 * len(rows) + 0.8), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, col in enumerate(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if (row, col) not in panels:
+                ax.axis("off")
+                continue
+            img, cap, flag = panels[(row, col)]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xlabel(cap, fontsize=5.5, labelpad=1)
+            for s in ax.spines.values():
+                s.set_edgecolor("red" if flag else "0.7")
+                s.set_linewidth(2.0 if flag else 0.5)
+            if r == 0:
+                ax.set_title(col, fontsize=6.5)
+            if c == 0:
+                ax.set_ylabel(row, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

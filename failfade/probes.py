@@ -74,7 +74,8 @@ def targeted_spaces(space: ConceptSpace, plan: dict) -> list[ConceptSpace]:
     out = []
     for f in plan["fix"]:
         (coords,) = space.coords([int(f["cell"])])
-        out.append(ConceptSpace([Axis(a.name, a.transform, (a.levels[i],)) for a, i in zip(space.axes, coords)]))
+        out.append(ConceptSpace([Axis(a.name, a.transform, (0,), a.unit, (a.words[i],)) if a.words
+                                 else Axis(a.name, a.transform, (a.levels[i],)) for a, i in zip(space.axes, coords)]))
     return out
 
 

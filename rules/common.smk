@@ -25,7 +25,9 @@ def exp_cfg(wildcards, *keys):
 
 
 def model_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "data", "model")
+    # a text-to-image model's card holds the judge's pass rate on every prompt: there, the concepts too
+    generation = config["experiments"][wildcards.experiment]["task"] == "generation"
+    return exp_cfg(wildcards, "seed", "device", "data", "model", *(("concepts",) if generation else ()))
 
 
 def explore_cfg(wildcards):
@@ -40,8 +42,10 @@ def landscape_cfg(wildcards):
 
 
 def feedback_cfg(wildcards):
-    # the path too: pointing `feedback` at another file reruns the stage even if that file is older
-    return exp_cfg(wildcards, "concepts", "feedback")
+    # the path too: pointing `feedback` at another file reruns the stage even if that file is older;
+    # text-to-image ratings also need the seeds (image ids) and the landscape's threshold (the rule)
+    generation = config["experiments"][wildcards.experiment]["task"] == "generation"
+    return exp_cfg(wildcards, "concepts", "feedback", *(("data", "landscape") if generation else ()))
 
 
 def mitigate_cfg(wildcards):
@@ -114,8 +118,11 @@ def final_outputs():
         else:
             sys.stderr.write(
                 f"failfade: experiments.{e}.feedback: {exp['feedback']} does not exist yet, so this run stops at "
-                f"the landscape. Fill in {R}/{e}/landscape/feedback_template.csv (or `failfade template {e}`), "
-                "save it there and run again."
+                + (f"the landscape. Rate the images of {R}/{e}/landscape/rating_sheet.html (or fill in "
+                   f"{R}/{e}/landscape/ratings_template.csv; or give decisions as in feedback_template.csv), "
+                   if exp["task"] == "generation" else
+                   f"the landscape. Fill in {R}/{e}/landscape/feedback_template.csv (or `failfade template {e}`), ")
+                + "save it there and run again."
                 + (" The feedback, mitigate and shift results already on disk come from an earlier feedback file."
                    if Path(f"{R}/{e}/feedback/plan.json").exists() else "") + "\n")
         for stage in stages:

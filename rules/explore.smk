@@ -1,6 +1,5 @@
 rule explore:
     input:
-        weights=f"{R}/{{experiment}}/model/model.safetensors",
         card=f"{R}/{{experiment}}/model/model.json",
     output:
         queries=f"{R}/{{experiment}}/explore/queries.parquet",

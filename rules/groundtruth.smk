@@ -2,7 +2,6 @@
 # exploration recovered that landscape (recall, precision, MAE, queries to 90% recall).
 rule groundtruth:
     input:
-        weights=f"{R}/{{experiment}}/model/model.safetensors",
         card=f"{R}/{{experiment}}/model/model.json",
         queries=shard_queries("explore"),
     output:

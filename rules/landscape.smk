@@ -2,7 +2,6 @@ rule landscape:
     input:
         queries=shard_queries("explore"),
         # the gallery may show what the model said (summarization regenerates its examples' summaries)
-        weights=f"{R}/{{experiment}}/model/model.safetensors",
         card=f"{R}/{{experiment}}/model/model.json",
     output:
         db=f"{R}/{{experiment}}/landscape/landscape.duckdb",

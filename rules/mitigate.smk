@@ -1,10 +1,8 @@
 rule mitigate:
     input:
-        weights=f"{R}/{{experiment}}/model/model.safetensors",
         card=f"{R}/{{experiment}}/model/model.json",
         plan=f"{R}/{{experiment}}/feedback/plan.json",
     output:
-        weights=f"{R}/{{experiment}}/mitigate/model.safetensors",
         card=f"{R}/{{experiment}}/mitigate/model.json",
         history=f"{R}/{{experiment}}/mitigate/training.csv",
     log:

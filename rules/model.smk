@@ -1,6 +1,6 @@
+# The model folder is pinned by its card (model.json: every weight file's sha256); later stages take the card.
 rule model:
     output:
-        weights=f"{R}/{{experiment}}/model/model.safetensors",
         card=f"{R}/{{experiment}}/model/model.json",
         history=f"{R}/{{experiment}}/model/training.csv",
     log:

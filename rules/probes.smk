@@ -2,9 +2,7 @@
 # fixed, scored on every held-out input for the model before and after mitigation.
 rule probes:
     input:
-        pre_weights=f"{R}/{{experiment}}/model/model.safetensors",
         pre_card=f"{R}/{{experiment}}/model/model.json",
-        post_weights=f"{R}/{{experiment}}/mitigate/model.safetensors",
         post_card=f"{R}/{{experiment}}/mitigate/model.json",
         plan=f"{R}/{{experiment}}/feedback/plan.json",
     output:

@@ -1,7 +1,6 @@
 # The same exploration (same seed, same budget) on the mitigated model.
 use rule explore as reexplore with:
     input:
-        weights=f"{R}/{{experiment}}/mitigate/model.safetensors",
         card=f"{R}/{{experiment}}/mitigate/model.json",
     output:
         queries=f"{R}/{{experiment}}/reexplore/queries.parquet",

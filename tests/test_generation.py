@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -179,14 +180,17 @@ def test_the_attribute_judge_reads_renders_and_fails_wrong_requests():
     rng = np.random.default_rng(1)
     a = D.sample_attributes(labels[1200:], rng)
     x = D.render(imgs[1200:], np.array(D.THICKNESS)[a.thickness], np.array(D.SIZES)[a.size])
-    req = np.stack([a.digit, a.thickness, a.size], 1)
-    judge = D.AttributeJudge(net, req)
-    pred, delta, fail = judge(x, None, np.arange(len(x)))
+    prompts = [D.prompt(d, t, s) for d, t, s in zip(a.digit, a.thickness, a.size)]
+    assert D.requested(prompts[0]) == (a.digit[0], a.thickness[0], a.size[0])
+    assert D.requested("a large seven") == (7, -1, 2)  # a prompt that names no thickness: not judged on it
+    judge = D.AttributeJudge(net)
+    pred, delta, fail = judge(x, prompts)
     assert 1 - fail.mean() > 0.6  # all three right (chance: 1/90); measured 0.89 at 300 steps
-    wrong = req.copy()
-    wrong[:, 2] = (wrong[:, 2] + 1) % 3  # ask for another size than the one drawn
-    _, delta_wrong, fail_wrong = D.AttributeJudge(net, wrong)(x, None, np.arange(len(x)))
+    wrong = [D.prompt(d, t, (s + 1) % 3) for d, t, s in zip(a.digit, a.thickness, a.size)]  # another size than drawn
+    _, delta_wrong, fail_wrong = judge(x, wrong)
     assert fail_wrong.mean() > 0.9 and delta_wrong.mean() > delta.mean()
+    _, _, fail_no_size = judge(x, [f"{D.THICKNESS[t]} {D.DIGITS[d]}" for d, t in zip(a.digit, a.thickness)])
+    assert fail_no_size.mean() < fail.mean() + 0.05  # dropping the wrong word drops its check
     assert judge.embed(x[:5]).shape == (5, 128)
 
 
@@ -211,3 +215,330 @@ def test_the_builtin_diffusion_model_trains_saves_and_samples(tmp_path):
     b = Sampler(load_components(tmp_path / "builtin", "model.source"), steps=3, guidance=2.0).generate(["thin large one", ""], [1, 2])
     assert a.shape == (2, 1, 16, 16)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+# --- the family: model folder, task, LoRA mitigation, sample and rating sheets -------------------------
+
+WORDS = [{"name": "thickness", "transform": "word", "levels": ["thin", "thick"]},
+         {"name": "size", "transform": "word", "levels": ["small", "large"]},
+         {"name": "digit", "transform": "word", "levels": ["zero", "one", "eight"]}]
+
+
+def tiny_experiment(pipeline: Path, **model) -> dict:
+    import failfade.config
+
+    exp = {"task": "generation", "seed": 0, "data": {"template": "{thickness} {size} {digit}", "seeds": 4},
+           "model": {"source": f"path:{pipeline}", "steps": 2, "guidance": 1.5, "judge_steps": 30, "check_seeds": 2,
+                     **model},
+           "concepts": WORDS, "feedback": "unused.csv",
+           "explore": {"algorithm": "random", "budget": 24, "num_agents": 4},
+           "mitigate": {"steps": 4, "batch_size": 8, "rank": 2}}
+    return failfade.config.validate({"experiments": {"t2i": exp}})["experiments"]["t2i"]
+
+
+@pytest.fixture(scope="module")
+def digits_world(tmp_path_factory):
+    """A tiny attribute-digits pipeline (the builtin's architecture at width 8, untrained) and the
+    model stage's folder for it."""
+    from failfade.pipeline import stage_model
+    from failfade.tasks.generation import training as T
+    from failfade.tasks.generation.pipeline import save_components
+
+    root = tmp_path_factory.mktemp("t2i")
+    save_components(T.build(seed=0, width=8), root / "pipeline")
+    exp = tiny_experiment(root / "pipeline")
+    card = stage_model(exp, root / "model", root / "resources")
+    return {"root": root, "exp": exp, "card": card}
+
+
+def test_the_model_stage_pins_pipeline_and_judge(digits_world):
+    from failfade.tasks.generation import models
+
+    card, model_dir = digits_world["card"], digits_world["root"] / "model"
+    assert set(card["files"]) >= {"pipeline/unet/diffusion_pytorch_model.safetensors", models.JUDGE_WEIGHTS}
+    acc = card["judge"]["heldout_render_accuracy"]
+    assert set(acc) >= {"digit", "thickness", "size", "all"} and acc["renders"] == 4 * 297
+    assert 0 <= card["heldout_clean_judge_pass"] <= 1 and card["clean_check_images"] == 12 * 2
+    assert models.read_card(model_dir)["sha256"] == card["sha256"]
+    unet = model_dir / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"
+    saved = unet.read_bytes()
+    try:
+        unet.write_bytes(saved[:-8] + b"\0" * 8)
+        with pytest.raises(FailfadeError, match="diffusion_pytorch_model.safetensors: corrupt checkpoint"):
+            models.read_card(model_dir)
+    finally:
+        unet.write_bytes(saved)
+
+
+def test_the_task_scores_queries_deterministically_and_probes_fixed_cells(digits_world):
+    from failfade.concepts import ConceptSpace
+    from failfade.probes import targeted_spaces
+    from failfade.tasks.family import family
+
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    fam = family("generation")
+    task = fam.build_task(exp, model_dir)
+    assert task.n_cells == 12 and task.n_inputs == 4 and task.prompts[11] == "thick large eight"
+    a = task.score([0, 1, 2, 3], [11, 11, 11, 11])
+    b = task.score([2, 0], [11, 11])
+    np.testing.assert_allclose(b.delta, a.delta[[2, 0]], atol=1e-5)
+    assert task.settings["judge"] == "attribute" and len(task.model_sha256) == 64
+    (space,) = targeted_spaces(fam.space(exp), {"fix": [{"cell": 11}]})
+    counts, n = fam.probe_failures(exp, model_dir, [space])
+    assert n == 4 and counts == [int(a.failure.sum())]  # the fixed cell, scored on every held-out seed
+
+
+def test_lora_adapter_round_trip(tmp_path):
+    """An adapter (attention projections and convolutions) saved as a pipeline LoRA file loads back
+    onto a fresh base and gives the same output."""
+    from failfade.tasks.generation import lora
+    from failfade.tasks.generation import training as T
+    from failfade.tasks.generation.pipeline import load_components, save_components
+
+    save_components(T.build(seed=0, width=8), tmp_path / "base")
+    c = load_components(tmp_path / "base", "m")
+    x, t = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 500])
+    cond = c.text_encoder(c.tokenizer(["thin small one", "thick large zero"], padding="max_length",
+                                      max_length=8, return_tensors="pt").input_ids)[0].detach()
+    with torch.no_grad():
+        base = c.unet(x, t, encoder_hidden_states=cond).sample
+    params = lora.add_lora(c.unet, rank=2, targets=lora.TARGETS + ("conv1", "conv2"), seed=0)
+    assert sum(p.numel() for p in params) < 0.3 * sum(p.numel() for p in c.unet.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(c.unet(x, t, encoder_hidden_states=cond).sample, base)  # B = 0: unchanged
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        tuned = c.unet(x, t, encoder_hidden_states=cond).sample
+    assert (tuned - base).abs().max() > 1e-3
+    lora.save_adapter(c.unet, tmp_path / "adapter", {"rank": 2})
+    fresh = load_components(tmp_path / "base", "m")
+    lora.load_adapter(fresh.unet, tmp_path / "adapter", "m")
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.unet(x, t, encoder_hidden_states=cond).sample, tuned, atol=1e-5, rtol=1e-4)
+    with pytest.raises(FailfadeError, match="m: cannot load the LoRA adapter"):
+        (tmp_path / "empty").mkdir()
+        lora.load_adapter(load_components(tmp_path / "base", "m").unet, tmp_path / "empty", "m")
+
+
+def test_mitigation_writes_an_adapter_over_the_base_and_checks_untargeted_prompts(digits_world, tmp_path):
+    from failfade.tasks.family import family
+    from failfade.tasks.generation import models
+
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    fam = family("generation")
+    plan = {"fix": [{"cell": 1, "weight": 1.0}, {"cell": 7, "weight": 2.0}]}
+    card = fam.fine_tune(exp, model_dir, plan, tmp_path / "post")
+    post = tmp_path / "post"
+    assert (post / "adapter" / models.ADAPTER_WEIGHTS).is_file() and not (post / "pipeline").exists()
+    assert card["parent_sha256"] == digits_world["card"]["sha256"] != card["sha256"]
+    assert card["clean_check"]["cells"] == 10 and card["clean_check"]["images"] == 10 * 2
+    assert card["mitigation"]["fix_cells"] == [1, 7]
+    base_task, post_task = fam.build_task(exp, model_dir), fam.build_task(exp, post)
+    a = base_task.render([0, 1], [7, 7])
+    b = post_task.render([0, 1], [7, 7])
+    assert (a - b).abs().max() > 0  # base + adapter is another model
+    assert pl.read_csv(post / "training.csv").height == 4
+
+
+def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):
+    from failfade.landscape import summarize
+    from failfade.tasks.family import family
+    from failfade.tasks.generation import ratings
+
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    fam = family("generation")
+    task = fam.build_task(exp, model_dir)
+    ids, cells = np.repeat(np.arange(4), 12), np.tile(np.arange(12), 4)
+    out = task.score(ids, cells)
+    queries = pl.DataFrame({"input_id": ids, "cell": cells, "label": np.full(48, -1), "prediction": out.prediction,
+                            "delta": out.delta, "failure": out.failure})
+    _, modes = summarize(fam.space(exp), queries, 0.5, 0.95)
+    fam.gallery(exp, queries, modes, tmp_path / "gallery.png", 4, model_dir)
+    assert (tmp_path / "gallery.png").stat().st_size > 10_000
+    template = pl.read_csv(tmp_path / "ratings_template.csv", infer_schema=False)
+    assert template.columns == ["image_id", "cell", "bias", "quality", "rater", "prompt"]
+    assert template.height == 12 * 3 and template["image_id"][0].startswith("c")
+    page = (tmp_path / "rating_sheet.html").read_text()
+    assert page.count("<figure") == 36 and page.count("data:image/png;base64,") == 36
+    judged = pl.read_csv(tmp_path / ratings.JUDGED)
+    assert judged.height == 36
+    # the judge's verdict on a sheet image is the task's verdict on the same query
+    row = judged.filter(pl.col("image_id") == "c5-s2")
+    assert bool(row["judge_failure"][0]) == bool(task.score([2], [5]).failure[0])
+
+
+# --- ratings: read, validate, aggregate, compare with the judge ----------------------------------------
+
+def _space():
+    return ConceptSpace.from_config(WORDS, {"word"})
+
+
+def _write(path: Path, rows: list[str]) -> Path:
+    path.write_text("image_id,cell,bias,quality,rater\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_bad_ratings_are_named_by_file_and_line(tmp_path):
+    from failfade.feedback import FeedbackError
+    from failfade.tasks.generation import ratings
+
+    path = _write(tmp_path / "r.csv", ["c1-s0,1,0,4,ann", "c99-s0,99,0,4,ann", "c1-s9,1,0,4,ann", "c2-s0,2,0,7,ann",
+                                       "c2-s0,2,2,3,bob", "c1-s0,1,1,1,ann", "c3-s0,4,0,3,ann", "c3-s1,3,0,3,",
+                                       "c3-s1,3,0,x,cy"])
+    with pytest.raises(FeedbackError) as ei:
+        ratings.read_ratings(path, _space(), n_seeds=4)
+    text = str(ei.value)
+    assert str(path) in text
+    for expected in ["line 3: unknown image id 'c99-s0'", "line 4: unknown image id 'c1-s9'",
+                     "line 5: quality '7' must be an integer from 1 to 5", "line 6: bias '2' must be 0 or 1",
+                     "line 7: rater 'ann' already rated c1-s0 on line 2", "line 8: cell '4' does not match image c3-s0",
+                     "line 9: no rater named", "line 10: quality 'x'"]:
+        assert expected in text
+    with pytest.raises(FeedbackError, match="unknown image id 'c2-s0'"):  # not on the sheet that was written
+        ratings.read_ratings(_write(tmp_path / "s.csv", ["c2-s0,2,0,4,ann"]), _space(), 4, known_ids={"c1-s0"})
+    assert ratings.is_ratings(path) and not ratings.is_ratings(tmp_path / "missing.csv")
+
+
+def test_ratings_become_a_plan_by_the_documented_rule(tmp_path):
+    """Cell 1: both images fail for most raters -> fix; cell 2: a single failing rater of three -> accept."""
+    from failfade.tasks.generation import ratings
+
+    rows = ["c1-s0,1,1,4,ann", "c1-s0,1,0,2,bob", "c1-s0,1,0,5,cy",   # 2 of 3 fail it -> the image fails
+            "c1-s1,1,0,1,ann", "c1-s1,1,0,4,bob",                     # 1 of 2: a tie fails
+            "c2-s0,2,0,5,ann", "c2-s0,2,0,4,bob", "c2-s0,2,1,3,cy",   # 1 of 3 -> passes
+            "c2-s1,2,0,3,ann", "c3-s0,3,0,4,ann"]
+    table = ratings.read_ratings(_write(tmp_path / "r.csv", rows), _space(), 4)
+    cells = pl.DataFrame({"cell": [1, 2, 3], "failure_rate": [0.9, 0.2, 0.1]})
+    judged = pl.DataFrame({"image_id": ["c1-s0", "c1-s1", "c2-s0", "c2-s1"], "judge_failure": [True, True, False, True]})
+    plan = ratings.ratings_plan(table, _space(), explored=[1, 2, 3], threshold=0.5, confidence=0.95, source="r.csv",
+                                judge_cells=cells, judged=judged)
+    assert [f["cell"] for f in plan["fix"]] == [1] and plan["fix"][0]["weight"] == 1.0
+    assert plan["accept"] == [2, 3] and plan["kind"] == "ratings"
+    s = plan["ratings"]
+    assert s["raters"] == ["ann", "bob", "cy"] and s["ratings"] == 10 and s["images"] == 5
+    ja = s["judge_agreement"]
+    assert ja["images"]["n"] == 4 and ja["images"]["agreement"] == 0.75  # c2-s1: judge fails, the rater passes
+    assert ja["cells"]["n"] == 3 and ja["cells"]["spearman"] == pytest.approx(0.866, abs=1e-3)
+    assert "Judge and raters" in ratings.markdown(s) and "75.0% of 4 images" in ratings.markdown(s)
+    assert ratings.kappa([1, 1, 0, 0], [1, 1, 0, 0]) == 1.0
+
+
+def _chromium():
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    return browser, driver
+
+
+def test_a_person_rates_the_sheet_in_a_real_browser_and_the_feedback_stage_takes_it(digits_world, tmp_path):
+    """The rating sheet opened in headless chromium: rate four images, export, and the exported CSV
+    is accepted by the feedback stage (plan, agreement)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from failfade.landscape import summarize, write_database
+    from failfade.pipeline import stage_feedback
+    from failfade.tasks.family import family
+
+    browser, driver_path = _chromium()
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    fam = family("generation")
+    task = fam.build_task(exp, model_dir)
+    ids, cells = np.repeat(np.arange(4), 12), np.tile(np.arange(12), 4)
+    out = task.score(ids, cells)
+    queries = pl.DataFrame({"input_id": ids, "cell": cells, "label": np.full(48, -1), "prediction": out.prediction,
+                            "delta": out.delta, "failure": out.failure})
+    land = tmp_path / "landscape"
+    land.mkdir()
+    cell_t, modes = summarize(fam.space(exp), queries, 0.5, 0.95)
+    write_database(land / "landscape.duckdb", queries, cell_t, modes)
+    fam.gallery(exp, queries, modes, land / "gallery.png", 4, model_dir)
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads")})
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        drv.get((land / "rating_sheet.html").as_uri())
+        drv.find_element(By.ID, "export").click()
+        assert "enter your name" in drv.find_element(By.ID, "status").text
+        drv.find_element(By.ID, "rater").send_keys("ann")
+        figures = drv.find_elements(By.CSS_SELECTOR, "figure")
+        assert len(figures) == 36
+        rated = {}
+        for f, (bias, quality) in zip(figures[:4], [("1", "2"), ("0", "5"), ("0", "1"), ("0", "4")]):
+            Select(f.find_element(By.CLASS_NAME, "bias")).select_by_value(bias)
+            Select(f.find_element(By.CLASS_NAME, "quality")).select_by_value(quality)
+            rated[f.get_attribute("data-id")] = (bias, quality)
+        Select(figures[5].find_element(By.CLASS_NAME, "bias")).select_by_value("1")  # half-rated: left out, and said so
+        drv.find_element(By.ID, "export").click()
+        csv_text = drv.find_element(By.ID, "csv").get_attribute("value")
+        assert "4 image(s) rated, 1 half-rated" in drv.find_element(By.ID, "status").text
+    finally:
+        drv.quit()
+    lines = csv_text.strip().splitlines()
+    assert lines[0] == "image_id,cell,bias,quality,rater" and len(lines) == 5
+    assert {ln.split(",")[0]: tuple(ln.split(",")[2:4]) for ln in lines[1:]} == rated
+    exported = tmp_path / "ratings-ann.csv"
+    exported.write_text(csv_text)
+    plan = stage_feedback(exp, exported, land / "landscape.duckdb", tmp_path / "plan.json")
+    assert plan["kind"] == "ratings" and plan["ratings"]["raters"] == ["ann"] and plan["ratings"]["images"] == 4
+    assert plan["ratings"]["judge_agreement"]["images"]["n"] == 4
+
+
+def test_a_template_without_a_slot_for_an_axis_is_named_before_any_job_runs(tmp_path):
+    import failfade.config
+
+    exp = {"task": "generation", "data": {"template": "a {thickness} {digit}"}, "concepts": WORDS, "feedback": "f.csv"}
+    with pytest.raises(FailfadeError, match=r"experiments.t2i.data.template: .* has no slot for axis 'size'"):
+        failfade.config.validate({"experiments": {"t2i": exp}})
+    exp["data"]["template"] = "{thickness} {size} {digit} {colour}"
+    with pytest.raises(FailfadeError, match=r"slot \{colour\} is not a concept axis"):
+        failfade.config.validate({"experiments": {"t2i": exp}})
+    exp["model"] = {"judge": "sometimes"}
+    exp["data"]["template"] = "{thickness} {size} {digit}"
+    with pytest.raises(FailfadeError, match="experiments.t2i.model.judge"):
+        failfade.config.validate({"experiments": {"t2i": exp}})
+
+
+@pytest.mark.slow
+def test_the_workflow_runs_a_text_to_image_experiment_from_ratings(tmp_path, repo_root, snakemake_exe):
+    """Snakemake end to end on a tiny pipeline: landscape with sample and rating sheets, ratings as
+    feedback, LoRA mitigation, re-exploration, and a shift report with the judge–rater comparison."""
+    import subprocess
+
+    import yaml
+
+    from failfade.tasks.generation import training as T
+    from failfade.tasks.generation.pipeline import save_components
+
+    save_components(T.build(seed=0, width=8), tmp_path / "pipeline")
+    exp = {"task": "generation", "seed": 0, "data": {"template": "{thickness} {size} {digit}", "seeds": 4},
+           "model": {"source": f"path:{tmp_path / 'pipeline'}", "steps": 2, "judge_steps": 30, "check_seeds": 2},
+           "concepts": WORDS, "feedback": "ratings.csv",
+           "explore": {"algorithm": "ppo", "budget": 24, "num_agents": 4}, "mitigate": {"steps": 3, "batch_size": 8, "rank": 2}}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({"experiments": {"t2i": exp}}))
+    _write(tmp_path / "ratings.csv", ["c0-s0,0,1,2,ann", "c0-s0,0,1,1,bob", "c0-s1,0,0,2,ann", "c3-s0,3,0,5,ann",
+                                      "c3-s0,3,0,4,bob", "c3-s1,3,0,4,bob"])
+    cmd = [str(snakemake_exe), "--snakefile", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config" / "config.yaml"), "--cores", "2", "-q",
+           "--set-threads", "model=1", "explore=1", "mitigate=1", "reexplore=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "logs").rglob("*.log")))
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs
+    res = tmp_path / "results" / "t2i"
+    for f in ("landscape/gallery.png", "landscape/rating_sheet.html", "landscape/ratings_template.csv",
+              "mitigate/adapter/pytorch_lora_weights.safetensors", "reexplore/queries.parquet", "shift/shift.md"):
+        assert (res / f).is_file(), f
+    plan = (res / "feedback" / "plan.json").read_text()
+    assert '"kind": "ratings"' in plan and '"cell": 0' in plan
+    md = (res / "shift" / "shift.md").read_text()
+    assert "## Judge and raters" in md and "by 2 rater(s): ann, bob" in md and "untargeted prompts" in md

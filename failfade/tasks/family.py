@@ -33,6 +33,7 @@ from failfade import FailfadeError
 FAMILIES = {
     "classification": "failfade.tasks.classification:ClassificationFamily",
     "summarization": "failfade.tasks.summarization:SummarizationFamily",
+    "generation": "failfade.tasks.generation:GenerationFamily",
 }
 
 

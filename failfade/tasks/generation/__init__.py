@@ -1,10 +1,390 @@
-"""Text-to-image generation (diffusers): the third task family, in progress.
+"""Text-to-image generation (diffusers): the third task family.
 
 pipeline.py   sources (hf: snapshot, path: folder), the Stable Diffusion folder layout, one seeded
               DDIM sampler with classifier-free guidance
-judges.py     what decides a failure: the CLIP judge (image–prompt cosine below a threshold)
+models.py     the model folder: pipeline, judge and adapter pinned by one card
+judges.py     the CLIP judge (image–prompt cosine below a threshold)
+digits.py     the offline default's world: attribute digits, their renders and the attribute judge
+training.py   the builtin tiny pixel-space diffusion model and its training
+builtin.py    the shipped builtin (resources/builtin/) and the command that regenerates it
+lora.py       LoRA on the UNet's attention projections (peft): train, save, load
 task.py       GenerationTask: a cell is a prompt (word axes fill a template), an input is a seed
-
-Not yet registered in tasks/family.py: the builtin model, the classifier judge, the rating sheet
-and LoRA mitigation come next (see the README's "Text-to-image" section).
 """
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from failfade import FailfadeError
+from failfade.concepts import ConceptSpace
+from failfade.tasks.family import TaskFamily
+
+TRANSFORMS = frozenset({"word"})  # an axis fills the template's slot of the same name with its words
+
+
+def _device(exp: dict) -> torch.device:
+    from failfade.tasks.classification import device_of
+
+    return device_of(exp)
+
+
+class GenerationFamily(TaskFamily):
+    name = "generation"
+    quality = "judge_pass"
+    transforms = TRANSFORMS
+
+    def space(self, exp: dict) -> ConceptSpace:
+        return ConceptSpace.from_config(exp["concepts"], self.transforms)
+
+    def check(self, exp: dict, key: str = "experiment") -> None:
+        """Every concept axis has its {slot} in data.template, and the template has no other slot."""
+        import string
+
+        names = [c["name"] for c in exp["concepts"]]
+        template = exp["data"]["template"]
+        try:
+            slots = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as e:
+            raise FailfadeError(f"{key}.data.template: {template!r} is not a template ({e})") from None
+        missing = [n for n in names if n not in slots]
+        if missing:
+            raise FailfadeError(f"{key}.data.template: {template!r} has no slot for axis {missing[0]!r} (write {{{missing[0]}}})")
+        extra = [f for f in slots if f not in names]
+        if extra:
+            raise FailfadeError(f"{key}.data.template: slot {{{extra[0]}}} is not a concept axis; axes are {names}")
+
+    def prompts(self, exp: dict, space: ConceptSpace | None = None) -> list[str]:
+        from failfade.tasks.generation.task import prompt_of
+
+        space = space or self.space(exp)
+        return [prompt_of(space, exp["data"]["template"], c) for c in range(space.n_cells)]
+
+    # --- the model under test -------------------------------------------------------------------------
+
+    def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
+        from failfade.tasks.generation import builtin, models
+        from failfade.tasks.generation.pipeline import download, load_components, parse_source, save_components
+
+        m, out_dir = exp["model"], Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kind, target, rev = parse_source(m["source"], key)
+        if kind == "builtin":
+            src = builtin.folder(target)
+            builtin.check(src)
+        else:
+            src = download(target, rev, resources, key) if kind == "hf" else Path(target)
+        c = load_components(src, key)  # fails on a folder that is not a pipeline, before anything is copied
+        if (out_dir / "pipeline").exists():
+            shutil.rmtree(out_dir / "pipeline")
+        files = ["pipeline/" + f for f in save_components(c, out_dir / "pipeline")]
+        card = {"source": m["source"], "pipeline": "pipeline", "seed": exp["seed"], "unet_parameters":
+                sum(p.numel() for p in c.unet.parameters()), "latent": c.vae is not None}
+        judge_card = self.obtain_judge(exp, out_dir, resources)
+        files += judge_card.pop("files", [])
+        card["judge"] = judge_card
+        card["files"] = models.digest_files(out_dir, files)
+        # the model under test is not trained here (the builtin's training is in its own card)
+        pl.DataFrame([{"step": -1, "loss": float("nan"), "seconds": 0.0}]).write_csv(out_dir / "training.csv")
+        models.write_card(card, out_dir)  # a first card, so the clean check can load the folder
+        card.update(self.clean_check(exp, out_dir))
+        return models.write_card(card, out_dir)
+
+    def obtain_judge(self, exp: dict, out_dir: Path, resources: Path) -> dict:
+        """The attribute judge trained here (seeded) on renders of the training digits, with its
+        accuracy on renders of held-out digits; or the CLIP judge's source."""
+        from safetensors.torch import save_file
+
+        from failfade.tasks.generation import digits as D
+        from failfade.tasks.generation.models import JUDGE_WEIGHTS
+
+        m = exp["model"]
+        if m["judge"] == "clip":
+            from failfade.tasks.generation.judges import ClipJudge
+            from failfade.tasks.generation.pipeline import download, parse_source
+
+            kind, target, rev = parse_source(m["judge_source"], "model.judge_source")
+            if kind == "builtin":
+                raise FailfadeError("model.judge_source: the CLIP judge needs hf:<owner>/<name> or path:<CLIPModel folder>")
+            folder = download(target, rev, resources, "model.judge_source") if kind == "hf" else Path(target)
+            ClipJudge.load(folder, "model.judge_source", m["threshold"])  # fails here, at the model stage
+            return {"kind": "clip", "source": m["judge_source"], "folder": str(Path(folder).resolve()),
+                    "threshold": m["threshold"]}
+        imgs, labels = D.load_digits_images()
+        train, heldout = D.split(len(imgs))
+        net = D.train_judge(imgs[train], labels[train], m["judge_steps"], exp["seed"])
+        (Path(out_dir) / "judge").mkdir(exist_ok=True)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(Path(out_dir) / JUDGE_WEIGHTS))
+        accuracy = D.judge_accuracy(net, imgs[heldout], labels[heldout], exp["seed"])
+        return {"kind": "attribute", "steps": m["judge_steps"], "heldout_render_accuracy": accuracy,
+                "heldout_digits": int(len(heldout)), "files": [JUDGE_WEIGHTS]}
+
+    def load(self, exp: dict, model_dir: Path, device: torch.device | None = None):
+        """(sampler, judge, card) of a model folder: base pipeline (+ LoRA adapter) and its judge."""
+        from failfade.tasks.generation import models
+        from failfade.tasks.generation.lora import load_adapter
+        from failfade.tasks.generation.pipeline import Sampler, load_components
+
+        device = device or _device(exp)
+        model_dir = Path(model_dir)
+        card = models.read_card(model_dir)
+        c = load_components(models.pipeline_dir(model_dir, card), str(model_dir))
+        if (model_dir / models.ADAPTER).is_dir():
+            load_adapter(c.unet, model_dir / models.ADAPTER, str(model_dir))
+        if device.type == "cuda" and exp["model"].get("fp16_on_gpu", True):
+            for mod in (c.unet, c.text_encoder, c.vae):
+                if mod is not None:
+                    mod.half()
+        c.to(device)
+        m = exp["model"]
+        sampler = Sampler(c, m["steps"], m["guidance"], m["batch_size"])
+        return sampler, self.judge(exp, model_dir, card, device), card
+
+    def judge(self, exp: dict, model_dir: Path, card: dict, device: torch.device):
+        j = card["judge"]
+        if j["kind"] == "clip":
+            from failfade.tasks.generation.judges import ClipJudge
+
+            return ClipJudge.load(Path(j["folder"]), f"{model_dir}/model.json judge.folder", j["threshold"], device)
+        from safetensors.torch import load_file
+
+        from failfade.tasks.generation import digits as D
+        from failfade.tasks.generation.models import JUDGE_WEIGHTS
+
+        net = D.JudgeNet()
+        net.load_state_dict(load_file(str(Path(model_dir) / JUDGE_WEIGHTS)))
+        return D.AttributeJudge(net.to(device))
+
+    def clean_check(self, exp: dict, model_dir: Path, cells=None) -> dict:
+        """The judge's pass rate on the model's images: every cell (or `cells`) at the first
+        `model.check_seeds` held-out seeds; per attribute for the attribute judge."""
+        from failfade.tasks.generation.pipeline import seed_of
+
+        sampler, judge, _ = self.load(exp, model_dir)
+        prompts = self.prompts(exp)
+        cells = np.arange(len(prompts)) if cells is None else np.asarray(cells)
+        k = min(exp["model"]["check_seeds"], exp["data"]["seeds"])
+        ps = [prompts[int(c)] for c in cells for _ in range(k)]
+        images = sampler.generate(ps, [seed_of(exp["seed"], i) for _ in cells for i in range(k)])
+        _, _, fail = judge(images, ps)
+        out = {"heldout_clean_judge_pass": float(1 - fail.mean()), "clean_check_images": len(ps)}
+        if hasattr(judge, "verdicts"):
+            v = judge.verdicts(images, ps)
+            out["attribute_pass"] = {a: float((v[a] == 1).sum() / max((v[a] >= 0).sum(), 1)) for a in ("digit", "thickness", "size")}
+        return out
+
+    # --- scoring ---------------------------------------------------------------------------------------
+
+    def build_task(self, exp: dict, model_dir: Path):
+        from failfade.tasks.generation.task import GenerationTask
+
+        sampler, judge, card = self.load(exp, model_dir)
+        task = GenerationTask(sampler, judge, self.space(exp), exp["data"]["template"], exp["data"]["seeds"],
+                              exp["seed"], card["sha256"])
+        m = exp["model"]
+        task.settings = {k: m[k] for k in ("steps", "guidance", "judge", "threshold")}
+        return task
+
+    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
+        """Every held-out seed under each one-cell space's prompt (generation knows no off-grid
+        transforms: its probes are the fixed cells)."""
+        from failfade.tasks.generation.pipeline import seed_of
+        from failfade.tasks.generation.task import prompt_of
+
+        sampler, judge, _ = self.load(exp, model_dir)
+        n = exp["data"]["seeds"]
+        seeds = [seed_of(exp["seed"], i) for i in range(n)]
+        counts = []
+        for space in probe_spaces:
+            ps = [prompt_of(space, exp["data"]["template"], 0)] * n
+            counts.append(int(judge(sampler.generate(ps, seeds), ps)[2].sum()))
+        return counts, n
+
+    # --- restructure -------------------------------------------------------------------------------------
+
+    def fine_tune(self, exp: dict, model_dir: Path, plan: dict, out_dir: Path) -> dict:
+        """LoRA on the UNet's attention projections, trained on labelled images: for the builtin,
+        renders of the training digits with the fixed cells' attributes (a `perturb_fraction` share
+        of each batch, drawn by the feedback weights) and of every cell (the rest, which keeps the
+        untargeted prompts as they were); for other models, the image + caption pairs in
+        `mitigate.images`. The base stays where it is; the new folder holds the adapter."""
+        import polars as pl
+
+        from failfade.tasks.generation import lora, models
+        from failfade.tasks.generation.pipeline import load_components
+
+        model_dir, out_dir, m = Path(model_dir), Path(out_dir), exp["mitigate"]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        card = models.read_card(model_dir)
+        if (model_dir / models.ADAPTER).is_dir():
+            raise FailfadeError(f"{model_dir}: already carries a LoRA adapter; mitigate its base model instead")
+        space, prompts = self.space(exp), self.prompts(exp)
+        c = load_components(models.pipeline_dir(model_dir, card), str(model_dir)).to(_device(exp))
+        fix = np.array([int(f["cell"]) for f in plan["fix"]])
+        weights = np.array([f["weight"] for f in plan["fix"]], dtype=float)
+        batches = self.training_batches(exp, prompts, fix, weights / weights.sum(), m)
+        history = lora.train_lora(c, batches, m["steps"], m["lr"], m["rank"], exp["seed"], m["alpha"], m["targets"],
+                                  desc="mitigate (LoRA)")
+        if (out_dir / models.ADAPTER).exists():
+            shutil.rmtree(out_dir / models.ADAPTER)
+        adapter_card = {"rank": m["rank"], "alpha": m["alpha"] or m["rank"], "targets": list(m["targets"]),
+                        "steps": m["steps"], "lr": m["lr"], "fix_cells": fix.tolist(), "base_sha256": card["sha256"]}
+        lora.save_adapter(c.unet, out_dir / models.ADAPTER, adapter_card)
+        pl.DataFrame(history).write_csv(out_dir / "training.csv")
+        if (out_dir / "judge").exists():
+            shutil.rmtree(out_dir / "judge")
+        if (model_dir / "judge").is_dir():
+            shutil.copytree(model_dir / "judge", out_dir / "judge")
+        files = {f: d for f, d in card["files"].items() if f.startswith("pipeline/")}
+        files.update(models.digest_files(out_dir, [f for f in card["files"] if not f.startswith("pipeline/")]
+                                         + [f"{models.ADAPTER}/{models.ADAPTER_WEIGHTS}"]))
+        base = models.pipeline_dir(model_dir, card).resolve()
+        new = {k: v for k, v in card.items() if k not in ("sha256", "files", "pipeline", "written_with")}
+        new.update(pipeline=os.path.relpath(base, out_dir.resolve()), files=files, parent_sha256=card["sha256"],
+                   mitigation={**m, "fix_cells": fix.tolist()})
+        models.write_card(new, out_dir)
+        untargeted = np.setdiff1d(np.arange(space.n_cells), fix)
+        before = self.clean_check(exp, model_dir, untargeted)
+        new.update(self.clean_check(exp, out_dir))
+        after = self.clean_check(exp, out_dir, untargeted)
+        new["clean_check"] = {"what": "the judge's pass rate on the untargeted prompts", "cells": int(len(untargeted)),
+                              "images": after["clean_check_images"], "pre": before["heldout_clean_judge_pass"],
+                              "post": after["heldout_clean_judge_pass"]}
+        return models.write_card(new, out_dir)
+
+    def training_batches(self, exp: dict, prompts: list[str], fix: np.ndarray, p_fix: np.ndarray, m: dict):
+        """batches(step, rng) -> (images, prompts) for the LoRA."""
+        if m.get("images"):
+            return folder_batches(Path(m["images"]), m["batch_size"], "mitigate.images")
+        from failfade.tasks.generation import digits as D
+
+        imgs, labels = D.load_digits_images()
+        train, _ = D.split(len(imgs))
+        imgs, labels = imgs[train], labels[train]
+        by_digit = {d: np.flatnonzero(labels == d) for d in range(len(D.DIGITS))}
+        want = [D.requested(p) for p in prompts]
+        if any(min(w) < 0 for w in want):
+            raise FailfadeError("data.template: the builtin's LoRA data are renders, so every prompt must name a digit, "
+                                "a thickness and a size")
+
+        def batches(step: int, rng: np.random.Generator):
+            n_fix = int(round(m["perturb_fraction"] * m["batch_size"]))
+            cells = np.concatenate([rng.choice(fix, n_fix, p=p_fix), rng.integers(0, len(prompts), m["batch_size"] - n_fix)])
+            digit, thick, size = (np.array([want[c][h] for c in cells]) for h in range(3))
+            idx = np.array([rng.choice(by_digit[d]) for d in digit])
+            x = D.render(imgs[idx], np.array(D.THICKNESS)[thick], np.array(D.SIZES)[size])
+            return x, [prompts[c] for c in cells]
+
+        return batches
+
+    # --- what people look at ---------------------------------------------------------------------------------
+
+    def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int,
+                model_dir: Path | None = None) -> None:
+        """The sample sheet: one panel per cell (its prompt's first `per_mode` held-out seeds, tiled),
+        captioned with the cell's failure rate as the landscape estimates it and, for the attribute
+        judge, the share of its images whose digit the judge recognises (same weighting), so that an
+        immature model is not read as bias; failure cells are outlined. Beside it: the rating sheet
+        (rating_sheet.html) and its CSV template (ratings_template.csv) for people to rate images."""
+        from failfade.plots import sample_sheet
+        from failfade.stats import weighted_cell_rates
+        from failfade.landscape import cell_table, propensities
+        from failfade.tasks.generation import ratings
+        from failfade.tasks.generation.pipeline import seed_of
+
+        space, ls = self.space(exp), exp["landscape"]
+        prompts = self.prompts(exp, space)
+        cells = cell_table(space, queries, ls["failure_rate_threshold"], ls["confidence"])
+        rate, failing = cells["failure_rate"].to_numpy(), cells["is_failure"].to_numpy()
+        digit = self.digit_recognised(exp, queries, prompts, space.n_cells)
+        if model_dir is None:
+            sample_sheet({}, ["-"], ["-"], path, "The sample sheet needs the explored model")
+            return
+        sampler, judge, _ = self.load(exp, model_dir)
+        k = max(1, min(per_mode, 4, exp["data"]["seeds"]))
+        images = sampler.generate([p for p in prompts for _ in range(k)],
+                                  [seed_of(exp["seed"], i) for _ in prompts for i in range(k)])
+        images = images.permute(0, 2, 3, 1).numpy()
+        images = images[..., 0] if images.shape[-1] == 1 else images
+        rows, cols, panels = self.sheet_layout(space)
+        side = int(np.ceil(np.sqrt(k)))
+        for c in range(space.n_cells):
+            tile = tile_images(images[c * k:(c + 1) * k], side)
+            cap = "not explored" if np.isnan(rate[c]) else f"fail {rate[c]:.0%}" + ("" if digit is None else f" · digit {digit[c]:.0%}")
+            panels[(rows[c], cols[c])] = (tile, cap, bool(failing[c]))
+        sample_sheet(panels, list(dict.fromkeys(rows)), list(dict.fromkeys(cols)), path,
+                     f"One sample sheet per cell ({k} held-out seeds each): the landscape's failure rate"
+                     + ("" if digit is None else ", digit recognised by the judge") + "; failure cells in red")
+        mode_of = np.zeros(space.n_cells, dtype=np.int64)
+        for m in modes.iter_rows(named=True):
+            mode_of[[int(c) for c in m["cells"].split()]] = int(m["mode"])
+        ratings.write_sheet(exp, space, prompts, queries, modes, cells.with_columns(pl.Series("mode", mode_of)), sampler,
+                            Path(path).parent, self.rating_ids(exp), judge)
+
+    def sheet_layout(self, space: ConceptSpace):
+        """Rows: the last axis's words; columns: the other axes' combinations."""
+        coords = space.all_coords()
+        last = space.axes[-1]
+        rows = [last.label(int(c[-1])) for c in coords]
+        cols = [" ".join(a.label(int(i)) for a, i in zip(space.axes[:-1], c[:-1])) or "-" for c in coords]
+        return rows, cols, {}
+
+    def rating_ids(self, exp: dict) -> list[int]:
+        """The seeds whose images go on the rating sheet (the first few held-out inputs)."""
+        return list(range(min(3, exp["data"]["seeds"])))
+
+    def digit_recognised(self, exp: dict, queries: pl.DataFrame, prompts: list[str], n_cells: int):
+        """Per cell, the share of its queried images in which the attribute judge saw the requested
+        digit (the landscape's weighting); None for other judges or prompts that name no digit."""
+        from failfade.landscape import propensities
+        from failfade.stats import weighted_cell_rates
+        from failfade.tasks.generation import digits as D
+
+        if exp["model"]["judge"] != "attribute":
+            return None
+        want = np.array([D.requested(p)[0] for p in prompts])
+        if (want < 0).any() or queries.height == 0:
+            return None
+        cells = queries["cell"].to_numpy()
+        ok = queries["prediction"].to_numpy() == want[cells]
+        rate, _, _ = weighted_cell_rates(cells, ok, propensities(queries), n_cells)
+        return rate
+
+
+def tile_images(images: np.ndarray, side: int) -> np.ndarray:
+    """k images (H, W[, C]) tiled into a side × side square (blank where k < side²)."""
+    k, h, w = images.shape[:3]
+    out = np.zeros((side * h, side * w) + images.shape[3:], dtype=images.dtype)
+    for i in range(k):
+        r, c = divmod(i, side)
+        out[r * h:(r + 1) * h, c * w:(c + 1) * w] = images[i]
+    return out
+
+
+def folder_batches(folder: Path, batch_size: int, key: str):
+    """batches from a folder of image + caption pairs (a.png + a.txt), as in the paper's curated set."""
+    from PIL import Image
+
+    if not folder.is_dir():
+        raise FailfadeError(f"{key}: {folder} is not a folder of image + caption pairs")
+    pairs = []
+    for img in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
+        cap = img.with_suffix(".txt")
+        if not cap.is_file():
+            raise FailfadeError(f"{key}: {img} has no caption file {cap.name}")
+        pairs.append((img, cap.read_text().strip()))
+    if not pairs:
+        raise FailfadeError(f"{key}: {folder} holds no .png/.jpg images")
+    from torchvision.transforms.functional import pil_to_tensor
+
+    def batches(step: int, rng: np.random.Generator):
+        pick = rng.integers(0, len(pairs), batch_size)
+        x = [pil_to_tensor(Image.open(pairs[i][0]).convert("RGB")).float() / 255.0 for i in pick]
+        return torch.stack(x), [pairs[i][1] for i in pick]
+
+    return batches

@@ -115,31 +115,71 @@ def train_judge(images: torch.Tensor, labels: np.ndarray, steps: int, seed: int,
     return net.eval()
 
 
-class AttributeJudge:
-    """Did the image show the requested digit, thickness and size? Δ = 1 − Π p(requested attribute);
-    a failure when any head's top answer differs from the request; prediction = the judged digit."""
+HEADS = (DIGITS, THICKNESS, SIZES)
 
-    def __init__(self, net: JudgeNet, requested: np.ndarray, batch_size: int = 256):
+
+def requested(prompt_text: str) -> tuple[int, int, int]:
+    """The (digit, thickness, size) a prompt asks for, as indices; −1 where it names none."""
+    words = prompt_text.lower().replace(",", " ").split()
+    return tuple(next((vocab.index(w) for w in words if w in vocab), -1) for vocab in HEADS)
+
+
+class AttributeJudge:
+    """Did the image show the digit, thickness and size that its prompt asks for? Δ = 1 − Π p(requested
+    attribute) over the attributes the prompt names; a failure when any of those heads' top answer
+    differs from the request; prediction = the judged digit."""
+
+    def __init__(self, net: JudgeNet, batch_size: int = 256):
         self.net, self.batch_size = net.eval(), int(batch_size)
-        self.requested = np.asarray(requested)  # (n_cells, 3) digit, thickness, size index of each cell
+        self.device = next(net.parameters()).device
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> list[torch.Tensor]:
-        outs = [self.net(images[s : s + self.batch_size]) for s in range(0, len(images), self.batch_size)]
-        return [torch.cat([o[h] for o in outs]).softmax(-1) for h in range(3)]
+        outs = [self.net(images[s : s + self.batch_size].to(self.device)) for s in range(0, len(images), self.batch_size)]
+        return [torch.cat([o[h] for o in outs]).softmax(-1).float().cpu() for h in range(3)]
 
     @torch.inference_mode()
     def embed(self, images: torch.Tensor) -> np.ndarray:
-        return torch.cat([self.net.features(images[s : s + self.batch_size])
+        return torch.cat([self.net.features(images[s : s + self.batch_size].to(self.device)).float().cpu()
                           for s in range(0, len(images), self.batch_size)]).numpy()
 
-    def __call__(self, images: torch.Tensor, prompts=None, cells=None):
-        want = self.requested[np.asarray(cells)]
+    def verdicts(self, images: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
+        """Per image: whether each named attribute is right (−1 where the prompt names none), p(all)."""
+        want = np.array([requested(p) for p in prompts], dtype=np.int64).reshape(-1, 3)
         probs = self.probabilities(images)
-        p_all = np.ones(len(images))
+        out, p_all = {}, np.ones(len(images))
+        for h, name in enumerate(("digit", "thickness", "size")):
+            ph, named = probs[h].numpy(), want[:, h] >= 0
+            ok = ph.argmax(1) == np.where(named, want[:, h], 0)
+            p_all *= np.where(named, ph[np.arange(len(images)), np.clip(want[:, h], 0, None)], 1.0)
+            out[name] = np.where(named, ok.astype(np.int64), -1)
+        out["p_all"], out["digit_seen"] = p_all, probs[0].argmax(1).numpy()
+        return out
+
+    def __call__(self, images: torch.Tensor, prompts: list[str], cells=None):
+        v = self.verdicts(images, prompts)
         wrong = np.zeros(len(images), dtype=bool)
-        for h in range(3):
-            ph = probs[h].numpy()
-            p_all *= ph[np.arange(len(images)), want[:, h]]
-            wrong |= ph.argmax(1) != want[:, h]
-        return probs[0].argmax(1).numpy(), (1.0 - p_all).astype(np.float32), wrong
+        for name in ("digit", "thickness", "size"):
+            wrong |= v[name] == 0
+        return v["digit_seen"], (1.0 - v["p_all"]).astype(np.float32), wrong
+
+
+def split(n: int, heldout: int = 297) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of the digits, fixed (seed 0): the builtin and its judge train on
+    the first, the judge's accuracy is measured on the second."""
+    perm = np.random.default_rng(0).permutation(n)
+    return np.sort(perm[heldout:]), np.sort(perm[:heldout])
+
+
+def judge_accuracy(net: JudgeNet, images: torch.Tensor, labels: np.ndarray, seed: int, copies: int = 4) -> dict[str, float]:
+    """The judge's accuracy on renders of `images` (each rendered `copies` times with uniform
+    attributes): per attribute and all three together."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 31]))
+    labels = np.tile(labels, copies)
+    a = sample_attributes(labels, rng)
+    x = render(images.repeat(copies, 1, 1, 1), np.array(THICKNESS)[a.thickness], np.array(SIZES)[a.size])
+    v = AttributeJudge(net).verdicts(x, [prompt(d, t, s) for d, t, s in zip(a.digit, a.thickness, a.size)])
+    out = {k: float(v[k].mean()) for k in ("digit", "thickness", "size")}
+    out["all"] = float(((v["digit"] == 1) & (v["thickness"] == 1) & (v["size"] == 1)).mean())
+    out["renders"] = int(len(x))
+    return out

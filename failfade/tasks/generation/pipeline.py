@@ -72,6 +72,9 @@ def load_components(folder: Path, key: str, device: torch.device = torch.device(
         vae = AutoencoderKL.from_pretrained(str(folder / "vae"), use_safetensors=True) if (folder / "vae").is_dir() else None
     except Exception as e:  # transformers and diffusers raise many types for missing or broken files
         raise FailfadeError(f"{key}: cannot load a text-to-image pipeline from {folder} ({type(e).__name__}: {str(e)[:200]})") from e
+    for m in (text_encoder, unet, vae):  # weights may be stored in fp16 (the builtin); compute in fp32 here
+        if m is not None:
+            m.float()
     return Components(text_encoder, tokenizer, unet, scheduler, vae).to(device)
 
 

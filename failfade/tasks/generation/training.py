@@ -4,8 +4,8 @@ here, seeded, on attribute digits (digits.py), through the real diffusers and tr
   tokenizer     CLIPTokenizer whose merges spell every prompt word as one token (unknown words
                 fall back to bytes), 8 tokens long
   text encoder  CLIPTextModel, 2 layers, hidden 64, trained jointly
-  UNet          UNet2DConditionModel on 16×16 grey images, cross-attention at 16×16 and 8×8 (so a
-                LoRA on the attention projections reaches the resolution where thickness lives)
+  UNet          UNet2DConditionModel on 16×16 grey images, cross-attention at 8×8 (attention at
+                16×16 too cost 3.8× the time per step here: 0.69 s against 0.18 s at width 16)
   scheduler     1,000-step cosine schedule, x0-prediction ("sample": ε-prediction left the digit at
                 chance for minutes on this CPU), sampled with DDIM
 Training: MSE on the clean image, 10% empty prompts (for classifier-free guidance), AdamW with a
@@ -49,7 +49,7 @@ def word_tokenizer(words=WORDS, max_length: int = 8):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
-def build(seed: int, width: int = 32) -> Components:
+def build(seed: int, width: int = 16) -> Components:
     """The builtin's components with fresh weights (seeded)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -60,8 +60,8 @@ def build(seed: int, width: int = 32) -> Components:
                                         vocab_size=len(tok), max_position_embeddings=tok.model_max_length,
                                         bos_token_id=0, eos_token_id=1, pad_token_id=1))
     unet = UNet2DConditionModel(sample_size=D.SIDE, in_channels=1, out_channels=1, block_out_channels=(width, 2 * width),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
+                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
                                 attention_head_dim=8, norm_num_groups=8)
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
                           clip_sample=True, set_alpha_to_one=False, steps_offset=1)

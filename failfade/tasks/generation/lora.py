@@ -1,0 +1,120 @@
+"""LoRA on a UNet's attention projections (peft), trained on images for the targeted prompts, saved
+as a diffusers-format safetensors adapter and loaded back onto the base model.
+
+The loss is the diffusion loss of the pipeline's own scheduler: the clean image (x0-prediction,
+prediction_type "sample"), the noise ("epsilon") or the velocity ("v_prediction"); a latent
+pipeline encodes images with its VAE first. Only the adapter's weights train.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from failfade import FailfadeError
+from failfade.progress import progress as progress_bar
+from failfade.tasks.generation.models import ADAPTER_WEIGHTS
+from failfade.tasks.generation.pipeline import Components
+
+TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def add_lora(unet, rank: int, alpha: float | None = None, targets=TARGETS, seed: int = 0) -> list[torch.nn.Parameter]:
+    """Attach a fresh LoRA adapter (B = 0, so the model is unchanged until it trains); returns its parameters."""
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=int(rank), lora_alpha=float(alpha or rank), init_lora_weights="gaussian",
+                                target_modules=list(targets)))
+    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    if not params:
+        raise FailfadeError(f"mitigate.lora_targets: none of {list(targets)} is a module of this UNet")
+    for n, p in unet.named_parameters():
+        p.requires_grad_("lora_" in n)
+    return params
+
+
+def targets_of(c: Components, images: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, sched):
+    """(noisy model input, regression target) for the scheduler's prediction type."""
+    x0 = images * 2.0 - 1.0
+    if c.vae is not None:
+        with torch.no_grad():
+            x0 = c.vae.encode(x0).latent_dist.sample() * c.vae.config.scaling_factor
+    noisy = sched.add_noise(x0, noise, t)
+    kind = sched.config.prediction_type
+    if kind == "sample":
+        return noisy, x0
+    if kind == "epsilon":
+        return noisy, noise
+    if kind == "v_prediction":
+        return noisy, sched.get_velocity(x0, noise, t)
+    raise FailfadeError(f"scheduler prediction_type {kind!r} is not supported for fine-tuning")
+
+
+def train_lora(c: Components, batches, steps: int, lr: float, rank: int, seed: int, alpha: float | None = None,
+               targets=TARGETS, desc: str = "LoRA") -> list[dict]:
+    """Fit a LoRA adapter on `batches(step, rng) -> (images in [0, 1], prompts)`; the text encoder
+    and the base weights stay frozen."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(c.scheduler.config)
+    params = add_lora(c.unet, rank, alpha, targets, seed)
+    c.text_encoder.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 67]))
+    device = next(c.unet.parameters()).device
+    c.unet.train()
+    history, t0 = [], time.perf_counter()
+    for step in progress_bar(range(steps), desc=desc, unit="step"):
+        images, prompts = batches(step, rng)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        images = images.to(device)
+        shape = images.shape if c.vae is None else (len(images), c.unet.config.in_channels, c.unet.config.sample_size,
+                                                    c.unet.config.sample_size)
+        noise = torch.randn(shape, generator=gen).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(images),), generator=gen).to(device)
+        noisy, target = targets_of(c, images, noise, t, sched)
+        tok = c.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=c.tokenizer.model_max_length,
+                          return_tensors="pt")
+        with torch.no_grad():
+            cond = c.text_encoder(tok.input_ids.to(device))[0]
+        loss = F.mse_loss(c.unet(noisy, t, encoder_hidden_states=cond).sample.float(), target.float())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        history.append({"step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0})
+    c.unet.eval()
+    return history
+
+
+def save_adapter(unet, out_dir: Path, card: dict) -> Path:
+    """The adapter as a pipeline's LoRA file (peft keys under `unet.`, what a Stable Diffusion
+    pipeline's `load_lora_weights` reads) plus adapter.json. The peft keys are kept as they are:
+    diffusers' older key conversion drops attention layers when convolutions are adapted too."""
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True, weight_name=ADAPTER_WEIGHTS)
+    (out_dir / "adapter.json").write_text(json.dumps(card, indent=2) + "\n")
+    return out_dir / ADAPTER_WEIGHTS
+
+
+def load_adapter(unet, folder: Path, key: str) -> None:
+    """Base + adapter: the adapter's weights are loaded onto `unet` and fused (inference only)."""
+    folder = Path(folder)
+    try:
+        if not (folder / ADAPTER_WEIGHTS).is_file():
+            raise FileNotFoundError(f"no {ADAPTER_WEIGHTS}")
+        unet.load_lora_adapter(str(folder), weight_name=ADAPTER_WEIGHTS, prefix="unet", adapter_name="failfade")
+        unet.fuse_lora(lora_scale=1.0)
+    except Exception as e:
+        raise FailfadeError(f"{key}: cannot load the LoRA adapter in {folder} ({type(e).__name__}: {str(e)[:200]})") from e

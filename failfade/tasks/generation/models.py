@@ -1,0 +1,84 @@
+"""How a text-to-image model under test is stored: a folder with a card that pins every weight file.
+
+    <model dir>/
+      model.json        the card: source, settings, the sha256 of every weight file, the judge's
+                        accuracy, the clean check; `sha256` digests them all (it keys the outcome cache)
+      pipeline/         the Stable Diffusion layout (pipeline.py), for the builtin and for a `path:`
+                        or `hf:` source copied by the model stage; or the card's `pipeline` names the
+                        folder of the model it was fine-tuned from (a LoRA model does not copy its base)
+      adapter/          only after mitigation: the LoRA adapter (safetensors) and its card
+      judge/            the attribute judge's weights (judge: attribute)
+
+Loading checks every digest first, so a tampered or truncated file is refused by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from failfade import FailfadeError
+from failfade.tasks.storage import CARD, sha256_file
+
+ADAPTER = "adapter"
+ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"
+JUDGE_WEIGHTS = "judge/judge.safetensors"
+
+
+def digest_files(root: Path, files: list[str]) -> dict[str, str]:
+    return {f: sha256_file(Path(root) / f) for f in sorted(files)}
+
+
+def combined(digests: dict[str, str]) -> str:
+    """One digest of several files (their names and digests, in order)."""
+    h = hashlib.sha256()
+    for name, d in sorted(digests.items()):
+        h.update(f"{name}:{d}\n".encode())
+    return h.hexdigest()
+
+
+def write_card(card: dict, out_dir: Path) -> dict:
+    """Write the card for the files listed in card['files'] (paths relative to card['root'], or to
+    out_dir), adding their digests and the combined `sha256`."""
+    import torch
+
+    out_dir = Path(out_dir)
+    files = dict(card.get("files", {}))
+    card = dict(card, sha256=combined(files), written_with={"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
+    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def read_card(model_dir: Path) -> dict:
+    """The card of a generation model folder after checking every file it pins."""
+    model_dir = Path(model_dir)
+    path = model_dir / CARD
+    if not path.is_file():
+        raise FailfadeError(f"{path}: missing (a failfade text-to-image model folder holds {CARD}, its pipeline and judge)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FailfadeError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(card, dict) or "files" not in card or "pipeline" not in card:
+        raise FailfadeError(f"{path}: not a text-to-image model card (needs 'files' and 'pipeline')")
+    for rel, want in card["files"].items():
+        f = resolve(model_dir, card, rel)
+        if not f.is_file():
+            raise FailfadeError(f"{f}: missing (pinned by {path})")
+        got = sha256_file(f)
+        if got != want:
+            raise FailfadeError(f"{f}: corrupt checkpoint, sha256 {got[:12]}… does not match the card's {want[:12]}…")
+    return card
+
+
+def resolve(model_dir: Path, card: dict, rel: str) -> Path:
+    """A pinned file's path: pipeline files live in the card's pipeline folder, the rest in model_dir."""
+    if rel.startswith("pipeline/"):
+        return pipeline_dir(model_dir, card) / rel[len("pipeline/"):]
+    return Path(model_dir) / rel
+
+
+def pipeline_dir(model_dir: Path, card: dict) -> Path:
+    p = Path(card["pipeline"])
+    return p if p.is_absolute() else Path(model_dir) / p
