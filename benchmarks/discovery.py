@@ -64,9 +64,9 @@ def main(argv=None):
     OUT.mkdir(parents=True, exist_ok=True)
     exp = default_experiment()
     tau = exp["landscape"]["failure_rate_threshold"]
-    from throughput import build_reports
+    from throughput import build_default
 
-    tasks = {"digits (default)": build_task(exp, digits_model(exp)), "reports (summarization default)": build_reports("cpu"),
+    tasks = {"digits (default)": build_task(exp, digits_model(exp)), "reports (summarization default)": build_default("reports", "cpu"),
              "synthetic (planted)": SyntheticTask(seed=0)}
     # the planted model is easy (10 strong cells): at 20% every searcher saturates, so it gets 3%
     fractions = {"digits (default)": args.fraction, "reports (summarization default)": args.fraction,

@@ -2,8 +2,9 @@
 # GPU throughput: ResNet-50 at 224 px (random weights) and the default digits CNN, failfade's
 # exploration against pure batched inference and the paper-style one-image-per-step loop, on the
 # same GPU in one process per precision. bf16 autocast first (with its decision disagreement
-# against fp32 on the same queries), then fp32. Writes the throughput-cuda-* sections of
-# benchmarks/RESULTS.md. About 5 minutes on one H100/H200.
+# against fp32 on the same queries), then fp32; then the text-to-image default (fp16 pipeline, one
+# pipeline call per step). Writes the throughput-cuda-* sections of benchmarks/RESULTS.md. About 6
+# minutes on one H100/H200.
 #
 #   bash benchmarks/gpu.sh            # PYTHON=... to pick the interpreter; extra args go to throughput.py
 set -euo pipefail
@@ -19,3 +20,4 @@ for run in "bf16 1024" "bf16 4096" "fp32 1024"; do
   "$PY" benchmarks/throughput.py --device cuda --models resnet50,digits --precision "$precision" \
     --num-agents "$agents" --repeats 3 --threads "$THREADS" "${EXTRA[@]}"
 done
+"$PY" benchmarks/throughput.py --device cuda --models t2i --threads "$THREADS" "${EXTRA[@]}"

@@ -40,42 +40,28 @@ from failfade.tasks.classification.task import ClassificationTask  # noqa: E402
 from failfade.tasks.classification.transforms import TRANSFORMS  # noqa: E402
 
 
-def build_reports(device: str, precision: str = "fp32"):
-    """The summarization default's task (its model trained once under benchmarks/out/, as the workflow does)."""
+def build_default(name: str, device: str):
+    """A default experiment's task as the workflow builds it (`reports`: the tiny T5; `t2i`: the
+    builtin diffusion model and its judge, where a query generates one image and judges it); the
+    model stage runs once under benchmarks/out/."""
     from common import ROOT, OUT
 
     from failfade.config import load
     from failfade.pipeline import build_task, stage_model
 
-    exp = load(ROOT / "config" / "config.yaml")["experiments"]["reports"]
+    exp = load(ROOT / "config" / "config.yaml")["experiments"][name]
     exp["device"] = device
-    out = OUT / "reports-model"
-    if not (out / "model.json").is_file():
-        stage_model(exp, out, ROOT / "resources")
-    return build_task(exp, out)
-
-
-def build_t2i(device: str):
-    """The text-to-image default's task (builtin diffusion model + attribute judge; model stage once
-    under benchmarks/out/). A query generates one image (DDIM steps with guidance) and judges it."""
-    from common import ROOT, OUT
-
-    from failfade.config import load
-    from failfade.pipeline import build_task, stage_model
-
-    exp = load(ROOT / "config" / "config.yaml")["experiments"]["t2i"]
-    exp["device"] = device
-    out = OUT / "t2i-model"
+    if name == "t2i" and device != "cpu":
+        exp["model"]["batch_size"] = 4096  # on a GPU, one pipeline call takes a whole step's images
+    out = OUT / f"{name}-model"
     if not (out / "model.json").is_file():
         stage_model(exp, out, ROOT / "resources")
     return build_task(exp, out)
 
 
 def build(name: str, exp: dict, device: str, precision: str = "fp32"):
-    if name == "reports":
-        return build_reports(device)
-    if name == "t2i":
-        return build_t2i(device)
+    if name in ("reports", "t2i"):
+        return build_default(name, device)
     space = ConceptSpace.from_config(exp["concepts"], TRANSFORMS)
     if name == "digits":
         mut = models.load_model(digits_model(exp), device, precision)

@@ -271,7 +271,6 @@ def test_the_model_stage_pins_pipeline_and_judge(digits_world):
 
 
 def test_the_task_scores_queries_deterministically_and_probes_fixed_cells(digits_world):
-    from failfade.concepts import ConceptSpace
     from failfade.probes import targeted_spaces
     from failfade.tasks.family import family
 
@@ -340,19 +339,27 @@ def test_mitigation_writes_an_adapter_over_the_base_and_checks_untargeted_prompt
     assert pl.read_csv(post / "training.csv").height == 4
 
 
-def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):
+def explored_exhaustively(world: dict):
+    """(task, queries, cells, modes) of every cell on every seed of the tiny world's model."""
     from failfade.landscape import summarize
+    from failfade.tasks.family import family
+
+    fam = family("generation")
+    task = fam.build_task(world["exp"], world["root"] / "model")
+    ids, cells = np.repeat(np.arange(4), 12), np.tile(np.arange(12), 4)
+    out = task.score(ids, cells)
+    queries = pl.DataFrame({"input_id": ids, "cell": cells, "label": np.full(48, -1), "prediction": out.prediction,
+                            "delta": out.delta, "failure": out.failure})
+    return (task, queries, *summarize(fam.space(world["exp"]), queries, 0.5, 0.95))
+
+
+def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):
     from failfade.tasks.family import family
     from failfade.tasks.generation import ratings
 
     exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
     fam = family("generation")
-    task = fam.build_task(exp, model_dir)
-    ids, cells = np.repeat(np.arange(4), 12), np.tile(np.arange(12), 4)
-    out = task.score(ids, cells)
-    queries = pl.DataFrame({"input_id": ids, "cell": cells, "label": np.full(48, -1), "prediction": out.prediction,
-                            "delta": out.delta, "failure": out.failure})
-    _, modes = summarize(fam.space(exp), queries, 0.5, 0.95)
+    task, queries, _, modes = explored_exhaustively(digits_world)
     fam.gallery(exp, queries, modes, tmp_path / "gallery.png", 4, model_dir)
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
     template = pl.read_csv(tmp_path / "ratings_template.csv", infer_schema=False)
@@ -441,21 +448,16 @@ def test_a_person_rates_the_sheet_in_a_real_browser_and_the_feedback_stage_takes
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from failfade.landscape import summarize, write_database
     from failfade.pipeline import stage_feedback
+    from failfade.landscape import write_database
     from failfade.tasks.family import family
 
     browser, driver_path = _chromium()
     exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
     fam = family("generation")
-    task = fam.build_task(exp, model_dir)
-    ids, cells = np.repeat(np.arange(4), 12), np.tile(np.arange(12), 4)
-    out = task.score(ids, cells)
-    queries = pl.DataFrame({"input_id": ids, "cell": cells, "label": np.full(48, -1), "prediction": out.prediction,
-                            "delta": out.delta, "failure": out.failure})
+    _, queries, cell_t, modes = explored_exhaustively(digits_world)
     land = tmp_path / "landscape"
     land.mkdir()
-    cell_t, modes = summarize(fam.space(exp), queries, 0.5, 0.95)
     write_database(land / "landscape.duckdb", queries, cell_t, modes)
     fam.gallery(exp, queries, modes, land / "gallery.png", 4, model_dir)
 

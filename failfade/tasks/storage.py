@@ -34,14 +34,11 @@ def write_card(card: dict, out_dir: Path) -> dict:
     return card
 
 
-def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = ()) -> dict:
-    """The card of a model folder, after checking that both files exist, that the card has the
-    `required` keys, and that the weights match it."""
-    model_dir = Path(model_dir)
-    card_path, weights = model_dir / CARD, model_dir / WEIGHTS
-    for p in (card_path, weights):
-        if not p.is_file():
-            raise FailfadeError(f"{p}: missing (a failfade model folder holds {holds})")
+def read_card_json(card_path: Path, holds: str, required: tuple[str, ...] = ()) -> dict:
+    """A model card's JSON object, with the `required` keys; every problem names the file."""
+    card_path = Path(card_path)
+    if not card_path.is_file():
+        raise FailfadeError(f"{card_path}: missing (a failfade model folder holds {holds})")
     try:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -51,6 +48,17 @@ def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = (
     missing = [k for k in required if k not in card]
     if missing:
         raise FailfadeError(f"{card_path}: missing key(s) {missing} (a failfade model card has {list(required)})")
+    return card
+
+
+def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = ()) -> dict:
+    """The card of a model folder, after checking that both files exist, that the card has the
+    `required` keys, and that the weights match it."""
+    model_dir = Path(model_dir)
+    card_path, weights = model_dir / CARD, model_dir / WEIGHTS
+    if not weights.is_file() and card_path.is_file():
+        raise FailfadeError(f"{weights}: missing (a failfade model folder holds {holds})")
+    card = read_card_json(card_path, holds, required)
     digest = sha256_file(weights)
     if card.get("sha256") and card["sha256"] != digest:
         raise FailfadeError(f"{weights}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")

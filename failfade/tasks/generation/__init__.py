@@ -188,6 +188,8 @@ class GenerationFamily(TaskFamily):
                               exp["seed"], card["sha256"])
         m = exp["model"]
         task.settings = {k: m[k] for k in ("steps", "guidance", "judge", "threshold")}
+        # fp16 on a GPU can flip a borderline verdict: part of the outcome cache's key
+        task.settings["precision"] = "fp16" if next(sampler.c.unet.parameters()).dtype == torch.float16 else "fp32"
         return task
 
     def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
@@ -291,9 +293,8 @@ class GenerationFamily(TaskFamily):
         judge, the share of its images whose digit the judge recognises (same weighting), so that an
         immature model is not read as bias; failure cells are outlined. Beside it: the rating sheet
         (rating_sheet.html) and its CSV template (ratings_template.csv) for people to rate images."""
+        from failfade.landscape import cell_table
         from failfade.plots import sample_sheet
-        from failfade.stats import weighted_cell_rates
-        from failfade.landscape import cell_table, propensities
         from failfade.tasks.generation import ratings
         from failfade.tasks.generation.pipeline import seed_of
 

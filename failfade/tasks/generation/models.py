@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from failfade import FailfadeError
-from failfade.tasks.storage import CARD, sha256_file
+from failfade.tasks.storage import CARD, read_card_json, sha256_file
 
 ADAPTER = "adapter"
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -54,14 +54,7 @@ def read_card(model_dir: Path) -> dict:
     """The card of a generation model folder after checking every file it pins."""
     model_dir = Path(model_dir)
     path = model_dir / CARD
-    if not path.is_file():
-        raise FailfadeError(f"{path}: missing (a failfade text-to-image model folder holds {CARD}, its pipeline and judge)")
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FailfadeError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(card, dict) or "files" not in card or "pipeline" not in card:
-        raise FailfadeError(f"{path}: not a text-to-image model card (needs 'files' and 'pipeline')")
+    card = read_card_json(path, f"{CARD}, its pipeline and judge", ("files", "pipeline"))
     for rel, want in card["files"].items():
         f = resolve(model_dir, card, rel)
         if not f.is_file():

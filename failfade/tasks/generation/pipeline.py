@@ -130,7 +130,8 @@ class Sampler:
             if self._empty is None:
                 self._empty = self.encode([""])
             cond = torch.cat([cond, self._empty.expand(len(prompts), -1, -1)])
-        x = self.noise(seeds).to(self.device) * sched.init_noise_sigma
+        dtype = next(self.c.unet.parameters()).dtype  # fp16 on a GPU: the noise follows the UNet
+        x = self.noise(seeds).to(self.device, dtype) * sched.init_noise_sigma
         for t in sched.timesteps:
             inp = torch.cat([x, x]) if guided else x
             inp = sched.scale_model_input(inp, t)

@@ -217,7 +217,6 @@ def ratings_plan(ratings: pl.DataFrame, space: ConceptSpace, explored, threshold
                  source: str, judge_cells: pl.DataFrame, judged: pl.DataFrame | None) -> dict:
     """The plan (same shape as feedback.mitigation_plan) from ratings, with the ratings summary and
     the judge-rater comparison."""
-    from scipy import stats as sps
 
     from failfade.stats import wilson_interval
 
