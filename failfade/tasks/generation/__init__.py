@@ -7,7 +7,9 @@ judges.py     the CLIP judge (image–prompt cosine below a threshold)
 digits.py     the offline default's world: attribute digits, their renders and the attribute judge
 training.py   the builtin tiny pixel-space diffusion model and its training
 builtin.py    the shipped builtin (resources/builtin/) and the command that regenerates it
-lora.py       LoRA on the UNet's attention projections (peft): train, save, load
+lora.py       LoRA on the UNet (peft; attention projections by default): train, save, load
+ratings.py    the rating sheet, the ratings CSV, the rule that turns ratings into a plan, the
+              judge-rater comparison, and the automatic stand-in raters of the shipped example
 task.py       GenerationTask: a cell is a prompt (word axes fill a template), an input is a seed
 """
 
