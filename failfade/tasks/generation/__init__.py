@@ -162,22 +162,26 @@ class GenerationFamily(TaskFamily):
         net.load_state_dict(load_file(str(Path(model_dir) / JUDGE_WEIGHTS)))
         return D.AttributeJudge(net.to(device))
 
-    def clean_check(self, exp: dict, model_dir: Path, cells=None) -> dict:
-        """The judge's pass rate on the model's images: every cell (or `cells`) at the first
-        `model.check_seeds` held-out seeds; per attribute for the attribute judge."""
+    def clean_check(self, exp: dict, model_dir: Path, untargeted=None) -> dict:
+        """The judge's pass rate on the model's images of every cell at the first `model.check_seeds`
+        held-out seeds (per attribute for the attribute judge); with `untargeted`, also the rate
+        on those cells alone (`untargeted_pass`), from the same images."""
         from failfade.tasks.generation.pipeline import seed_of
 
         sampler, judge, _ = self.load(exp, model_dir)
         prompts = self.prompts(exp)
-        cells = np.arange(len(prompts)) if cells is None else np.asarray(cells)
         k = min(exp["model"]["check_seeds"], exp["data"]["seeds"])
-        ps = [prompts[int(c)] for c in cells for _ in range(k)]
-        images = sampler.generate(ps, [seed_of(exp["seed"], i) for _ in cells for i in range(k)])
+        cell_of = np.repeat(np.arange(len(prompts)), k)
+        ps = [prompts[int(c)] for c in cell_of]
+        images = sampler.generate(ps, [seed_of(exp["seed"], i) for _ in prompts for i in range(k)])
         _, _, fail = judge(images, ps)
         out = {"heldout_clean_judge_pass": float(1 - fail.mean()), "clean_check_images": len(ps)}
         if hasattr(judge, "verdicts"):
             v = judge.verdicts(images, ps)
             out["attribute_pass"] = {a: float((v[a] == 1).sum() / max((v[a] >= 0).sum(), 1)) for a in ("digit", "thickness", "size")}
+        if untargeted is not None:
+            keep = np.isin(cell_of, np.asarray(untargeted))
+            out["untargeted_pass"], out["untargeted_images"] = float(1 - fail[keep].mean()), int(keep.sum())
         return out
 
     # --- scoring ---------------------------------------------------------------------------------------
@@ -254,11 +258,11 @@ class GenerationFamily(TaskFamily):
         models.write_card(new, out_dir)
         untargeted = np.setdiff1d(np.arange(space.n_cells), fix)
         before = self.clean_check(exp, model_dir, untargeted)
-        new.update(self.clean_check(exp, out_dir))
         after = self.clean_check(exp, out_dir, untargeted)
+        new.update({k: v for k, v in after.items() if not k.startswith("untargeted_")})
         new["clean_check"] = {"what": "the judge's pass rate on the untargeted prompts", "cells": int(len(untargeted)),
-                              "images": after["clean_check_images"], "pre": before["heldout_clean_judge_pass"],
-                              "post": after["heldout_clean_judge_pass"]}
+                              "images": after["untargeted_images"], "pre": before["untargeted_pass"],
+                              "post": after["untargeted_pass"]}
         return models.write_card(new, out_dir)
 
     def training_batches(self, exp: dict, prompts: list[str], fix: np.ndarray, p_fix: np.ndarray, m: dict):
