@@ -144,25 +144,37 @@ def run(configfile, cores, profile, snakemake_args):
 @click.option("--results", default="results", show_default=True)
 @click.option("--top", default=10, show_default=True, help="How many modes to show.")
 def modes(experiment, results, top):
-    """Print an experiment's top failure modes as a table."""
+    """Print an experiment's failure modes: each a slice (a conjunction of level ranges) with its
+    failure rate and interval, size, how much of the failure it covers, words and selector."""
     from rich.console import Console
     from rich.table import Table
 
     path = _results(results, experiment, "landscape", "failure_modes.csv")
     try:
         df = pl.read_csv(path)
-        df.select("mode", "n_cells", "queries", "failure_rate", "rate_lo", "rate_hi", "description", "selector")
+        df.select("mode", "n_cells", "failing_cells", "failure_rate", "rate_lo", "rate_hi", "cum_failing_cells",
+                  "cum_failures", "description", "selector")
     except Exception as e:  # truncated, not UTF-8, or not the table failfade wrote
         from failfade import unreadable
 
         raise unreadable(path, e, "a failure-mode table (CSV)") from None
     table = Table(title=f"{experiment}: {df.height} failure mode(s)")
-    for col in ("mode", "cells", "queries", "failure rate (95% CI)", "description", "selector"):
+    for col in ("mode", "failure rate (95% CI)", "cells (failing)", "covers, with those above: failing cells / failing queries",
+                "description", "selector (for the feedback CSV)"):
         table.add_column(col, overflow="fold")
-    for r in df.head(top).iter_rows(named=True):
-        table.add_row(str(r["mode"]), str(r["n_cells"]), str(r["queries"]),
-                      f"{r['failure_rate']:.0%} [{r['rate_lo']:.0%}, {r['rate_hi']:.0%}]", r["description"], r["selector"])
-    Console().print(table)
+    shown = df.head(top)
+    for r in shown.iter_rows(named=True):
+        table.add_row(str(r["mode"]), f"{r['failure_rate']:.0%} [{r['rate_lo']:.0%}, {r['rate_hi']:.0%}]",
+                      f"{r['n_cells']} ({r['failing_cells']})", f"{r['cum_failing_cells']:.0%} / {r['cum_failures']:.0%}",
+                      r["description"], r["selector"])
+    console = Console()
+    console.print(table)
+    if shown.height:
+        last = shown.row(-1, named=True)
+        console.print(f"These {shown.height} mode(s) cover {last['cum_failing_cells']:.0%} of the failure cells and "
+                      f"{last['cum_failures']:.0%} of the failing queries; the rest is in cells.csv.")
+    else:
+        console.print("No failure mode: no slice fails confidently at or above the threshold.")
 
 
 @main.command()

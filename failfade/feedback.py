@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +103,7 @@ class Row:
     weight: float
     note: str
     cells: np.ndarray
+    overlaps: list = field(default_factory=list)  # partial overlaps with rows that decide the other way
 
 
 def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
@@ -181,20 +182,30 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
             problems.append(f"line {r.line}: duplicate of line {seen[key]} (selects the same cells)")
         else:
             seen[key] = r.line
-    # contradictions in one pass: per cell, the first line that decided it each way
-    first = {d: np.zeros(space.n_cells, dtype=np.int64) for d in DECISIONS}
-    line_of = {r.line: r for r in rows}
-    for b in rows:
-        other = first["accept" if b.decision == "fix" else "fix"][b.cells]
-        clash = b.cells[other > 0]
-        if len(clash):
-            a = line_of[int(other[other > 0].min())]
-            problems.append(
-                f"line {b.line}: contradicts line {a.line}: both select {space.describe_cell(int(clash[0]))}"
-                f" ({len(clash)} shared cell(s)) but decide {b.decision!r} vs {a.decision!r}"
-            )
-        own = first[b.decision]
-        own[b.cells[own[b.cells] == 0]] = b.line
+    # Overlapping rows that decide differently. Failure modes are slices and may share cells, so
+    # "fix mode 1, accept mode 2" is a normal file: on the cells both select, fix wins (the plan
+    # lists each overlap). One row inside the other ("rotation>=30 fix, rotation=40 accept") is an
+    # exception that a flat list cannot express: that is an error, as is the same cell set twice.
+    overlaps = []
+    for i, b in enumerate(rows):
+        mine = set(b.cells.tolist())
+        for a in rows[:i]:
+            if a.decision == b.decision:
+                continue
+            shared = mine.intersection(a.cells.tolist())
+            if not shared:
+                continue
+            if len(shared) == len(mine) or len(shared) == len(a.cells):
+                problems.append(
+                    f"line {b.line}: contradicts line {a.line}: both select {space.describe_cell(min(shared))}"
+                    f" ({len(shared)} shared cell(s)) and one lies inside the other, but they decide {b.decision!r} vs "
+                    f"{a.decision!r}; to fix all but a part, list the parts to fix"
+                )
+                break
+            fix_line, accept_line = (a.line, b.line) if a.decision == "fix" else (b.line, a.line)
+            overlaps.append({"fix_line": fix_line, "accept_line": accept_line, "cells": len(shared)})
+    for r in rows:
+        r.overlaps = [o for o in overlaps if r.line in (o["fix_line"], o["accept_line"])]
     if rows and not problems and not any(r.decision == "fix" for r in rows):
         problems.append(f"line {last_line}: no row says `fix` (lines 2-{last_line} all accept): there is nothing to mitigate")
     if problems:
@@ -215,8 +226,11 @@ def mitigation_plan(rows: list[Row], space: ConceptSpace, explored_cells, source
                 weights[c] = max(weights.get(c, 0.0), r.weight)
             else:
                 accept.add(c)
+    accept -= set(weights)  # on cells that a fix row and an accept row share, fix wins
+    overlaps = {(o["fix_line"], o["accept_line"]): o for r in rows for o in getattr(r, "overlaps", [])}
     return {
         "feedback": source,
+        "overlaps": [{**o, "resolved": "fix"} for o in overlaps.values()],
         "fix": [
             {"cell": c, "weight": w, "levels": {a.name: a.levels[i] for a, i in zip(space.axes, space.coords([c])[0])},
              "description": space.describe_cell(c)}

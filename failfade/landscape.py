@@ -1,15 +1,21 @@
 """Summarize: the failure landscape, owned by one DuckDB file.
 
 Tables in landscape.duckdb:
-  queries        every model query of the exploration (from queries.parquet)
-  cells          one row per cell: levels, queries, failures, failure_rate, rate_lo, rate_hi,
-                 mean_delta, is_failure, mode
-  failure_modes  one row per mode: its cells, counts, rate, description and selector
+  queries        every model query of the exploration (copied from the query shards by DuckDB)
+  cells          one row per cell: levels, queries, failures, effective_queries, failure_rate,
+                 rate_lo, rate_hi, rate_var, mean_delta, is_failure, mode (the first mode that holds it)
+  failure_modes  one row per mode, best first: a slice (failfade.slices), its rate with interval,
+                 size, coverage, words and selector
+  mode_cells     (mode, cell) for every mode: a cell may belong to several
+  components     the connected components of failure cells (the older view; see components())
 
 A *failure cell* is a cell whose whole 95% Wilson interval lies at or above the failure-rate
 threshold τ (`landscape.failure_rate_threshold`): we are confident that at least a fraction τ of
-inputs fail there. A *failure mode* is a connected component of failure cells on the grid, where
-two cells are adjacent when they differ by one level along exactly one axis.
+inputs fail there. A *failure mode* is a slice: a conjunction of at most `landscape.max_terms`
+level-range predicates whose rate is confidently ≥ τ (failfade.slices).
+
+The per-cell statistics are aggregated by DuckDB straight from the query shards (Parquet), so a
+landscape of millions of queries is never held in memory: only per-cell sums come back.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from failfade.concepts import ConceptSpace
-from failfade.stats import cell_counts, weighted_cell_rates, wilson_interval
+from failfade.stats import cell_counts, rates_from_sums, variance_from_sums, weight_sums, wilson_interval
 
 
 def propensities(queries: pl.DataFrame) -> np.ndarray | None:
@@ -41,12 +47,20 @@ def propensities(queries: pl.DataFrame) -> np.ndarray | None:
 
 
 def cell_table(space: ConceptSpace, queries: pl.DataFrame, threshold: float, confidence: float = 0.95) -> pl.DataFrame:
-    """Per-cell statistics. `failure_rate` estimates the rate over the input distribution
-    (importance-weighted when a contextual searcher chose the cells; see stats.weighted_cell_rates);
-    its Wilson interval uses the effective sample size. `queries`/`failures` are raw counts."""
+    """Per-cell statistics of an in-memory query table (see cell_table_from_sums)."""
     cells, fails = queries["cell"].to_numpy(), queries["failure"].to_numpy()
     n, k, mean_delta = cell_counts(cells, fails, queries["delta"].to_numpy(), space.n_cells)
-    rate, n_eff, k_eff = weighted_cell_rates(cells, fails, propensities(queries), space.n_cells)
+    sums = weight_sums(cells, fails, propensities(queries), space.n_cells)
+    return cell_table_from_sums(space, {"n": n, "k": k, "mean_delta": mean_delta, **sums}, threshold, confidence)
+
+
+def cell_table_from_sums(space: ConceptSpace, sums: dict, threshold: float, confidence: float = 0.95) -> pl.DataFrame:
+    """Per-cell statistics from per-cell sums (n, k, mean_delta, sw, sw2, swf, sw2f). `failure_rate`
+    estimates the rate over the input distribution (importance-weighted when a contextual searcher
+    chose the cells; see stats.weighted_cell_rates); its Wilson interval uses the effective sample
+    size, `rate_var` is its variance (stats.variance_from_sums). `queries`/`failures` are raw counts."""
+    n, k = np.asarray(sums["n"], dtype=np.int64), np.asarray(sums["k"], dtype=np.int64)
+    rate, n_eff, k_eff = rates_from_sums(sums["sw"], sums["sw2"], sums["swf"])
     lo, hi = wilson_interval(k_eff, n_eff, confidence)
     coords = space.all_coords()
     return pl.DataFrame(
@@ -54,9 +68,46 @@ def cell_table(space: ConceptSpace, queries: pl.DataFrame, threshold: float, con
         | {a.name: np.asarray(a.levels)[coords[:, j]] for j, a in enumerate(space.axes)}
         | {
             "queries": n, "failures": k, "effective_queries": n_eff, "failure_rate": rate, "rate_lo": lo, "rate_hi": hi,
-            "mean_delta": mean_delta, "is_failure": (n > 0) & (lo >= threshold),
+            "rate_var": variance_from_sums(sums["sw"], sums["sw2"], sums["swf"], sums["sw2f"]),
+            "mean_delta": np.asarray(sums["mean_delta"], dtype=np.float64), "is_failure": (n > 0) & (lo >= threshold),
         }
     )
+
+
+def _parquet_columns(con, paths: list[str]) -> set[str]:
+    return {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name = true)", [paths]).fetchall()}
+
+
+def cell_sums_sql(con: duckdb.DuckDBPyConnection, paths: list[str], n_cells: int) -> dict:
+    """The per-cell sums of cell_table_from_sums, aggregated by DuckDB from the query files (the
+    same weights as propensities() and stats.query_weights: 1/(π/π̄) where the marginal π̄ is
+    recorded, 1/π where only π is, 1 where neither). Only n_cells rows come back."""
+    cols = _parquet_columns(con, paths)
+    missing = {"cell", "failure", "delta"} - cols
+    if missing:
+        raise ValueError(f"the query files lack column(s) {sorted(missing)}")
+    p = "propensity" if "propensity" in cols else "NULL::DOUBLE"
+    if "marginal" in cols:
+        p = f"CASE WHEN isfinite(marginal) AND marginal > 0 THEN {p} / marginal ELSE {p} END"
+    rows = con.execute(f"""
+        WITH q AS (
+            SELECT cell::BIGINT AS cell, failure::DOUBLE AS f, delta::DOUBLE AS delta, ({p})::DOUBLE AS p
+            FROM read_parquet(?, union_by_name = true)),
+        w AS (SELECT cell, f, delta, CASE WHEN p IS NULL OR NOT isfinite(p) THEN 1.0 ELSE 1.0 / greatest(p, 1e-12) END AS w FROM q)
+        SELECT cell, count(*) AS n, sum(f) AS k, sum(delta) AS sd, sum(w) AS sw, sum(w * w) AS sw2, sum(w * f) AS swf,
+               sum(w * w * f) AS sw2f
+        FROM w GROUP BY cell ORDER BY cell""", [paths]).fetchnumpy()
+    cell = np.asarray(rows["cell"], dtype=np.int64)
+    if len(cell) and (cell.min() < 0 or cell.max() >= n_cells):
+        raise ValueError(f"cell ids outside 0..{n_cells - 1}: the query files belong to another concept space")
+    out = {}
+    for key in ("n", "k", "sd", "sw", "sw2", "swf", "sw2f"):
+        full = np.zeros(n_cells)
+        full[cell] = np.asarray(rows[key], dtype=np.float64)
+        out[key] = full
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["mean_delta"] = np.where(out["n"] > 0, out.pop("sd") / np.maximum(out["n"], 1), np.nan)
+    return out
 
 
 def connected_modes(space: ConceptSpace, failing: np.ndarray) -> list[list[int]]:
@@ -87,52 +138,88 @@ def selector_for(space: ConceptSpace, cells: list[int]) -> str:
     )
 
 
-def summarize(space: ConceptSpace, queries: pl.DataFrame, threshold: float, confidence: float = 0.95):
-    """Return (cells, modes) tables; mode ids rank modes by total failures, largest first."""
-    cells = cell_table(space, queries, threshold, confidence)
+def components(space: ConceptSpace, cells: pl.DataFrame) -> pl.DataFrame:
+    """The connected components of failure cells, largest (by failures) first: where the failure
+    region touches itself. A secondary view: one component may need a union of boxes to say."""
     comps = connected_modes(space, cells["is_failure"].to_numpy())
-    n, k = cells["queries"].to_numpy(), cells["failures"].to_numpy()
-    n_eff = cells["effective_queries"].to_numpy()
-    k_eff = np.nan_to_num(cells["failure_rate"].to_numpy()) * n_eff
-    dl = cells["mean_delta"].to_numpy()
+    k = cells["failures"].to_numpy()
     comps.sort(key=lambda c: (-int(k[c].sum()), c[0]))
-    rows, mode_of = [], np.zeros(space.n_cells, dtype=np.int32)
-    for i, comp in enumerate(comps, start=1):
-        mode_of[comp] = i
-        # pooled over the mode's cells with effective counts (unbiased under a contextual searcher)
-        lo, hi = wilson_interval(k_eff[comp].sum(), n_eff[comp].sum(), confidence)
-        rows.append({
-            "mode": i, "n_cells": len(comp), "queries": int(n[comp].sum()), "failures": int(k[comp].sum()),
-            "failure_rate": float(k_eff[comp].sum() / n_eff[comp].sum()), "rate_lo": float(lo), "rate_hi": float(hi),
-            "mean_delta": float(np.average(dl[comp], weights=n[comp])),
-            "description": space.describe_cells(comp), "selector": selector_for(space, comp),
-            "cells": " ".join(str(c) for c in comp),
-        })
-    schema = {"mode": pl.Int32, "n_cells": pl.Int64, "queries": pl.Int64, "failures": pl.Int64, "failure_rate": pl.Float64,
-              "rate_lo": pl.Float64, "rate_hi": pl.Float64, "mean_delta": pl.Float64, "description": pl.Utf8,
-              "selector": pl.Utf8, "cells": pl.Utf8}
-    modes = pl.DataFrame(rows, schema=schema)
-    return cells.with_columns(pl.Series("mode", mode_of)), modes
+    # an exact box cover tries every box of the grid: fine on a few axes, not on 15^6 boxes
+    boxes = int(np.prod([n * (n + 1) // 2 for n in space.shape], dtype=np.float64))
+    return pl.DataFrame({"component": np.arange(1, len(comps) + 1, dtype=np.int32),
+                         "n_cells": [len(c) for c in comps], "failures": [int(k[c].sum()) for c in comps],
+                         "selector": [selector_for(space, c) if boxes <= 20_000 else "" for c in comps],
+                         "cells": [" ".join(map(str, c)) for c in comps]},
+                        schema={"component": pl.Int32, "n_cells": pl.Int64, "failures": pl.Int64, "selector": pl.Utf8,
+                                "cells": pl.Utf8})
 
 
-def write_database(db_path: Path, queries: pl.DataFrame | Path, cells: pl.DataFrame, modes: pl.DataFrame) -> None:
-    """(Re)build the landscape database from the (merged) query log, the cells and the modes."""
+def _query_paths(queries) -> list[str] | None:
+    if isinstance(queries, (str, Path)):
+        return [str(queries)]
+    if isinstance(queries, (list, tuple)):
+        return [str(q) for q in queries]
+    return None
+
+
+def summarize(space: ConceptSpace, queries, threshold: float, confidence: float = 0.95, ls: dict | None = None,
+              con: duckdb.DuckDBPyConnection | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Return (cells, modes, search): the cell table (with each cell's first mode) and the failure
+    modes as slices (failfade.slices; `ls` is the config's `landscape` section, defaults otherwise).
+    `queries` is a query table in memory or the query files (Parquet), which DuckDB aggregates
+    without loading them."""
+    from failfade.slices import SliceParams, find_slices
+
+    paths = _query_paths(queries)
+    own = con is None
+    con = con or duckdb.connect()
+    try:
+        if paths is None:
+            cells = cell_table(space, queries, threshold, confidence)
+        else:
+            cells = cell_table_from_sums(space, cell_sums_sql(con, paths, space.n_cells), threshold, confidence)
+        params = SliceParams.from_config({**(ls or {}), "failure_rate_threshold": threshold, "confidence": confidence})
+        modes, search = find_slices(space, cells, params, con)
+    finally:
+        if own:
+            con.close()
+    mode_of = np.zeros(space.n_cells, dtype=np.int32)
+    for m, text in zip(modes["mode"].to_list()[::-1], modes["cells"].to_list()[::-1]):  # the best mode wins
+        mode_of[[int(c) for c in text.split()]] = m
+    return cells.with_columns(pl.Series("mode", mode_of)), modes, search
+
+
+def write_database(db_path: Path, queries: pl.DataFrame | Path | list, cells: pl.DataFrame, modes: pl.DataFrame,
+                   comps: pl.DataFrame | None = None) -> None:
+    """(Re)build the landscape database from the query log (a table, or the shard files in shard
+    order, which DuckDB copies without loading them: a `shard` column numbers them), the cells and
+    the modes."""
     db_path = Path(db_path)
     db_path.unlink(missing_ok=True)
     with duckdb.connect(str(db_path)) as con:
-        if isinstance(queries, pl.DataFrame):
+        paths = _query_paths(queries)
+        if paths is None:
             con.register("queries_df", queries.to_arrow())
             con.execute("CREATE TABLE queries AS SELECT * FROM queries_df")
+        elif len(paths) == 1 and not isinstance(queries, (list, tuple)):
+            con.execute("CREATE TABLE queries AS SELECT * FROM read_parquet(?)", [paths[0]])
         else:
-            con.execute("CREATE TABLE queries AS SELECT * FROM read_parquet(?)", [str(queries)])
+            con.execute("CREATE TABLE queries AS SELECT * EXCLUDE (filename), (list_position(?, filename) - 1)::INTEGER "
+                        "AS shard FROM read_parquet(?, union_by_name = true, filename = true)", [paths, paths])
         con.register("cells_df", cells.to_arrow())
         con.register("modes_df", modes.to_arrow())
         con.execute("CREATE TABLE cells AS SELECT * FROM cells_df")
         con.execute("CREATE TABLE failure_modes AS SELECT * FROM modes_df")
+        pairs = [(int(m), int(c)) for m, text in zip(modes["mode"], modes["cells"]) for c in text.split()]
+        con.register("mode_cells_df", pl.DataFrame(pairs, schema={"mode": pl.Int32, "cell": pl.Int32}, orient="row").to_arrow())
+        con.execute("CREATE TABLE mode_cells AS SELECT * FROM mode_cells_df")
+        if comps is not None:
+            con.register("comps_df", comps.to_arrow())
+            con.execute("CREATE TABLE components AS SELECT * FROM comps_df")
 
 
 def read_table(db_path: Path, table: str) -> pl.DataFrame:
-    if table not in {"queries", "cells", "failure_modes"}:
+    if table not in {"queries", "cells", "failure_modes", "mode_cells", "components"}:
         raise ValueError(f"unknown landscape table {table!r}")
     from failfade import unreadable
 
@@ -147,9 +234,12 @@ def read_table(db_path: Path, table: str) -> pl.DataFrame:
 
 
 def feedback_template(modes: pl.DataFrame) -> pl.DataFrame:
-    """One row per mode for a person to fill in: decision `fix` or `accept`, optional weight and note."""
+    """One row per mode for a person to fill in: decision `fix` or `accept`, optional weight and note.
+    The selector is the mode's own (one box), so the row can be kept as it is."""
+    notes = [f"failure rate {r:.0%} [{lo:.0%}, {hi:.0%}] over {n} cells" for r, lo, hi, n in
+             zip(modes["failure_rate"], modes["rate_lo"], modes["rate_hi"], modes["n_cells"])]
     return pl.DataFrame({
         "mode": modes["mode"], "description": modes["description"], "selector": modes["selector"],
-        "decision": [""] * modes.height, "weight": [1.0] * modes.height,
-        "note": [f"failure rate {r:.0%} over {n} queries" for r, n in zip(modes["failure_rate"], modes["queries"])],
-    })
+        "decision": [""] * modes.height, "weight": [1.0] * modes.height, "note": notes,
+    }, schema={"mode": pl.Int32, "description": pl.Utf8, "selector": pl.Utf8, "decision": pl.Utf8, "weight": pl.Float64,
+               "note": pl.Utf8})

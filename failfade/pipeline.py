@@ -12,12 +12,14 @@ import json
 import logging
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import polars as pl
 
 from failfade.concepts import ConceptSpace
 from failfade.explore.search import exhaustive, explore, substream
 from failfade.feedback import mitigation_plan, read_feedback, read_plan, write_plan
-from failfade.landscape import feedback_template, read_table, summarize, write_database
+from failfade.landscape import components, feedback_template, read_table, summarize, write_database
 from failfade.shift import compare, markdown
 from failfade.tasks.cache import CachedTask, fingerprint
 from failfade.tasks.family import TaskFamily, family
@@ -138,9 +140,34 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str
         "mae": sc["mae"], "coverage": sc["coverage"],
         "queries_to_90pct_recall": queries_to_recall(task.n_cells, q, truth, tau, confidence=conf),
         "queries_to_90pct_recall_point": queries_to_recall(task.n_cells, q, truth, tau, rule="point", confidence=conf),
+        "slices": slices_against_truth(exp, truth_q, q),
     }
     Path(out["json"]).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def slices_against_truth(exp: dict, truth_q: pl.DataFrame, explored: pl.DataFrame) -> dict:
+    """The failure modes (slices) of the exhaustive landscape beside those of the exploration: which
+    the exploration shows, which it misses, and what each list covers of the true failure cells."""
+    from failfade.slices import coverage
+
+    space, ls = space_of(exp), exp["landscape"]
+    truth_cells, truth_modes, _ = summarize(space, truth_q, ls["failure_rate_threshold"], ls["confidence"], ls)
+    _, modes, _ = summarize(space, explored, ls["failure_rate_threshold"], ls["confidence"], ls)
+    true_sel, got_sel = truth_modes["selector"].to_list(), modes["selector"].to_list()
+    inside = np.zeros(space.n_cells, dtype=bool)
+    for text in modes["cells"]:
+        inside[[int(c) for c in text.split()]] = True
+    failing = truth_cells["is_failure"].to_numpy()
+    return {
+        "truth": [{"selector": s, "description": d, "failure_rate": r} for s, d, r in
+                  zip(true_sel, truth_modes["description"], truth_modes["failure_rate"])],
+        "explored": got_sel,
+        "precision": len(set(true_sel) & set(got_sel)) / len(got_sel) if got_sel else float("nan"),
+        "recall": len(set(true_sel) & set(got_sel)) / len(true_sel) if true_sel else float("nan"),
+        "truth_covers_true_failure_cells": coverage(truth_cells, truth_modes)["failing_cell_share"],
+        "explored_cover_true_failure_cells": float((failing & inside).sum() / failing.sum()) if failing.any() else float("nan"),
+    }
 
 
 def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], model_dir: Path | None = None) -> pl.DataFrame:
@@ -148,17 +175,47 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], model_dir: P
     gallery. With the explored model's folder, the gallery can show what the model said."""
     from failfade.plots import heatmaps
 
+    from failfade.slices import coverage
+
     space = space_of(exp)
     ls = exp["landscape"]
-    queries = read_queries(queries_paths)
-    cells, modes = summarize(space, queries, ls["failure_rate_threshold"], ls["confidence"])
-    write_database(out["db"], queries, cells, modes)
+    paths = [str(q) for q in ([queries_paths] if isinstance(queries_paths, (str, Path)) else queries_paths)]
+    try:  # DuckDB aggregates the shards where they lie: only per-cell sums come into memory
+        cells, modes, search = summarize(space, paths, ls["failure_rate_threshold"], ls["confidence"], ls)
+    except (duckdb.Error, ValueError) as e:
+        raise _unreadable_shard(paths, e) from None
+    write_database(out["db"], paths, cells, modes, components(space, cells))
     modes.write_csv(out["modes"])
     feedback_template(modes).write_csv(out["template"])
     cells.write_csv(out["cells"])
-    heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({queries.height} queries)")
-    family_of(exp).gallery(exp, queries, modes, out["gallery"], ls["gallery_per_mode"], model_dir)
+    cov = coverage(cells, modes)
+    log.info("landscape: %d queries, %d failure cells; %d modes (slices of <= %d terms; %s candidates evaluated per level) "
+             "cover %d of them and %.0f%% of the failing queries", int(cells["queries"].sum()), cov["failing_cells"],
+             modes.height, ls["max_terms"], search["evaluated"], cov["failing_cells_covered"], 100 * (cov["failure_share"] or 0))
+    heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({int(cells['queries'].sum())} queries)")
+    family_of(exp).gallery(exp, scan_queries(paths), modes, out["gallery"], ls["gallery_per_mode"], model_dir)
     return modes
+
+
+def scan_queries(paths) -> pl.LazyFrame:
+    """The query shards as one lazy table (polars reads only what a filter keeps), `shard` numbered."""
+    return pl.concat([pl.scan_parquet(p).with_columns(pl.lit(k, dtype=pl.Int32).alias("shard")) for k, p in enumerate(paths)],
+                     how="vertical")
+
+
+def _unreadable_shard(paths: list[str], error: Exception):
+    """The error for a query shard DuckDB could not read: the first file that does not open, named."""
+    from failfade import unreadable
+
+    for path in paths:
+        try:
+            pl.read_parquet_schema(path)
+        except FileNotFoundError:
+            return FileNotFoundError(path)
+        except Exception as e:  # polars raises several kinds for a truncated or foreign file
+            return unreadable(path, e, "a query log (Parquet)")
+    return unreadable(paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more shards)", error,
+                      "a query log (Parquet)")
 
 
 def feedback_plan(exp: dict, feedback_path: Path, db_path: Path) -> dict:

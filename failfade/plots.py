@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -28,8 +29,19 @@ def _panel_title(space: ConceptSpace, combo) -> str:
     return ", ".join(f"{space.axes[2 + i].name}={space.axes[2 + i].label(j)}" for i, j in enumerate(combo)) or "all"
 
 
+MAX_PANELS = 25  # beyond this (e.g. 6 axes x 5 levels: 625 panels), one panel per pair of axes
+
+
+def _pairs(space: ConceptSpace) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(space.axes)) for j in range(i + 1, len(space.axes))]
+
+
+def _too_many(space: ConceptSpace) -> bool:
+    return len(space.shape) > 2 and int(np.prod(space.shape[2:])) > MAX_PANELS
+
+
 def heatmap_size(space: ConceptSpace) -> tuple[float, float]:
-    n = int(np.prod(space.shape[2:])) if len(space.shape) > 2 else 1
+    n = len(_pairs(space)) if _too_many(space) else int(np.prod(space.shape[2:])) if len(space.shape) > 2 else 1
     cols = min(n, 5)
     return 3.0 * cols + 0.8, 2.9 * int(np.ceil(n / cols)) + 0.6
 
@@ -37,8 +49,12 @@ def heatmap_size(space: ConceptSpace) -> tuple[float, float]:
 def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title: str, column: str = "failure_rate",
              cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0, outline: str | None = "is_failure",
              outline_label: str = "failure cell", fig=None) -> None:
-    """Failure-rate panels over the grid; saved to `path`, or drawn into `fig` (e.g. a subfigure)."""
+    """Failure-rate panels over the grid; saved to `path`, or drawn into `fig` (e.g. a subfigure).
+    A grid with more than MAX_PANELS panels gets one panel per pair of axes instead: the mean over
+    the other axes' levels (each cell weighing the same)."""
     values = cells[column].to_numpy().astype(float)
+    if _too_many(space):
+        return _pair_heatmaps(space, values, path, title, column, cmap, vmin, vmax, fig)
     grid, combos = _panels(space, values)
     counts, _ = _panels(space, cells["queries"].to_numpy().astype(float)) if "queries" in cells.columns else (None, None)
     marks, _ = _panels(space, cells[outline].to_numpy()) if outline and outline in cells.columns else (None, None)
@@ -73,6 +89,39 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title:
         ax.axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=column)
     fig.suptitle(title + (f"  (cyan outline: {outline_label})" if marks is not None else ""), fontsize=10)
+    if own:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+
+def _pair_heatmaps(space: ConceptSpace, values: np.ndarray, path, title: str, column: str, cmap: str, vmin: float,
+                   vmax: float, fig=None) -> None:
+    grid = values.reshape(space.shape)
+    pairs = _pairs(space)
+    cols = min(len(pairs), 5)
+    own = fig is None
+    if own:
+        fig = plt.figure(figsize=heatmap_size(space))
+    axes = fig.subplots(int(np.ceil(len(pairs) / cols)), cols, squeeze=False)
+    im = None
+    for ax, (i, j) in zip(axes.flat, pairs):
+        other = tuple(k for k in range(grid.ndim) if k not in (i, j))
+        with warnings.catch_warnings():  # an all-unvisited pair of levels is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            img = np.nanmean(grid, axis=other)
+        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+        for (r, c), v in np.ndenumerate(img):
+            ax.text(c, r, "·" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if (np.isnan(v) or v < (vmin + vmax) / 2) else "black")
+        ai, aj = space.axes[i], space.axes[j]
+        ax.set_yticks(range(len(ai.levels)), [ai.label(k) for k in range(len(ai.levels))], fontsize=7)
+        ax.set_xticks(range(len(aj.levels)), [aj.label(k) for k in range(len(aj.levels))], fontsize=7)
+        ax.set_ylabel(ai.name, fontsize=8)
+        ax.set_xlabel(aj.name, fontsize=8)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=f"{column}, mean over the other axes")
+    fig.suptitle(title + f"  ({space.n_cells} cells: one panel per pair of axes)", fontsize=10)
     if own:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)

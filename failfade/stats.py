@@ -46,14 +46,46 @@ def weighted_cell_rates(cells: np.ndarray, failures: np.ndarray, propensity: np.
     Queries without a propensity (NaN: a searcher whose cell choice ignores the input) weigh 1.
     Returns (rate, n_eff, k_eff); rate is NaN for unvisited cells.
     """
-    w = np.ones(len(cells)) if propensity is None else np.where(np.isfinite(propensity), 1.0 / np.maximum(propensity, 1e-12), 1.0)
-    sw = np.bincount(cells, weights=w, minlength=n_cells)
-    sw2 = np.bincount(cells, weights=w * w, minlength=n_cells)
-    swf = np.bincount(cells, weights=w * failures.astype(np.float64), minlength=n_cells)
+    sums = weight_sums(cells, failures, propensity, n_cells)
+    return rates_from_sums(sums["sw"], sums["sw2"], sums["swf"])
+
+
+def query_weights(propensity: np.ndarray | None, n: int) -> np.ndarray:
+    """Each query's importance weight 1/π (1 where a query has no propensity)."""
+    if propensity is None:
+        return np.ones(n)
+    return np.where(np.isfinite(propensity), 1.0 / np.maximum(propensity, 1e-12), 1.0)
+
+
+def weight_sums(cells: np.ndarray, failures: np.ndarray, propensity: np.ndarray | None, n_cells: int) -> dict:
+    """Per cell Σw, Σw², Σw·f, Σw²·f: all that the weighted rate, its effective size and its variance
+    need (the landscape computes the same sums in SQL straight from the query files)."""
+    w = query_weights(propensity, len(cells))
+    f = failures.astype(np.float64)
+    return {"sw": np.bincount(cells, weights=w, minlength=n_cells), "sw2": np.bincount(cells, weights=w * w, minlength=n_cells),
+            "swf": np.bincount(cells, weights=w * f, minlength=n_cells),
+            "sw2f": np.bincount(cells, weights=w * w * f, minlength=n_cells)}
+
+
+def rates_from_sums(sw, sw2, swf):
+    """(rate, n_eff, k_eff) from per-cell weight sums; rate is NaN where a cell has no query."""
+    sw, sw2, swf = (np.asarray(v, dtype=np.float64) for v in (sw, sw2, swf))
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(sw > 0, swf / np.maximum(sw, 1e-300), np.nan)
         n_eff = np.where(sw2 > 0, sw**2 / np.maximum(sw2, 1e-300), 0.0)
     return rate, n_eff, np.nan_to_num(rate) * n_eff
+
+
+def variance_from_sums(sw, sw2, swf, sw2f):
+    """weighted_rate_variance from the per-cell sums: Σ(w(f − r))² = Σw²f·(1 − 2r) + r²·Σw² for f in {0, 1}."""
+    rate, n_eff, k_eff = rates_from_sums(sw, sw2, swf)
+    sw, sw2, sw2f = (np.asarray(v, dtype=np.float64) for v in (sw, sw2, sw2f))
+    r = np.nan_to_num(rate)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sandwich = np.maximum(sw2f * (1 - 2 * r) + r * r * sw2, 0.0) / sw**2
+        shrunk = (k_eff + 0.5) / (n_eff + 1)
+        binom = shrunk * (1 - shrunk) / n_eff
+    return np.where(n_eff > 0, np.maximum(sandwich, binom), np.nan)
 
 
 def newcombe_interval(p1, l1, u1, p2, l2, u2):
@@ -72,13 +104,5 @@ def weighted_rate_variance(cells: np.ndarray, failures: np.ndarray, propensity: 
     (k_eff + ½)/(n_eff + 1), which keeps a cell that never (or always) failed uncertain.
     NaN for unvisited cells.
     """
-    rate, n_eff, k_eff = weighted_cell_rates(cells, failures, propensity, n_cells)
-    w = np.ones(len(cells)) if propensity is None else np.where(np.isfinite(propensity), 1.0 / np.maximum(propensity, 1e-12), 1.0)
-    resid = failures.astype(np.float64) - np.nan_to_num(rate)[cells]
-    num = np.bincount(cells, weights=(w * resid) ** 2, minlength=n_cells)
-    den = np.bincount(cells, weights=w, minlength=n_cells)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sandwich = num / den**2
-        shrunk = (k_eff + 0.5) / (n_eff + 1)
-        binom = shrunk * (1 - shrunk) / n_eff
-    return np.where(n_eff > 0, np.maximum(sandwich, binom), np.nan)
+    s = weight_sums(cells, failures, propensity, n_cells)
+    return variance_from_sums(s["sw"], s["sw2"], s["swf"], s["sw2f"])

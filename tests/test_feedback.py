@@ -199,7 +199,7 @@ BAD = {
         "selector,decision\nrotation>=30,fix\nrotation>20,fix\n", 3, "duplicate of line 2 (selects the same cells)"
     ),
     "contradiction": (
-        "selector,decision\nrotation>=30,fix\ncontrast<=0.2,accept\n", 3, "contradicts line 2"
+        "selector,decision\nrotation>=30,fix\nrotation=40 & contrast<=0.2,accept\n", 3, "contradicts line 2"
     ),
     "too_many_fields": ("selector,decision\nrotation>=30,fix,extra\n", 2, "more fields than header columns"),
     "matches_no_cell": ("selector,decision\nrotation>40,fix\n", 2, "matches no cell of the concept space"),
@@ -220,11 +220,11 @@ def test_bad_file_names_path_line_and_reason(space, tmp_path, case):
 
 
 def test_contradiction_message_names_a_shared_cell(space, tmp_path):
-    path = write(tmp_path, "selector,decision\nrotation>=30,fix\ncontrast<=0.2,accept\n")
+    path = write(tmp_path, "selector,decision\nrotation>=30,fix\nrotation>=30 & contrast<=0.2,accept\n")
     with pytest.raises(FeedbackError) as ei:
         read_feedback(path, space, ALL)
-    # rotation>=30 and contrast<=0.2 share 2 * 5 * 1 = 10 cells
-    assert "(10 shared cell(s))" in str(ei.value)
+    # the accept row lies inside the fix row: 2 * 5 * 1 = 10 cells
+    assert "(10 shared cell(s))" in str(ei.value) and "one lies inside the other" in str(ei.value)
     assert "'accept' vs 'fix'" in str(ei.value)
 
 
@@ -297,7 +297,7 @@ def test_several_problems_reported_together(space, tmp_path):
         "blur=2,fix,-1\n"            # 5: bad weight
         "rotation=>3,fix,\n"         # 6: malformed condition
         "rotation>20,fix,2\n"        # 7: duplicate of line 2
-        "contrast=0.2,accept,\n"     # 8: contradicts line 2 (reported once, against the first line)
+        "rotation=40 & contrast=0.2,accept,\n"  # 8: inside line 2, deciding the other way
         "rotation=15,fix,\n"         # 9: unknown level
     )
     path = write(tmp_path, text)
@@ -320,3 +320,17 @@ def test_header_with_missing_and_unknown_columns_reports_both(space, tmp_path):
     assert len(ei.value.problems) == 2
     assert all(p.startswith("line 1:") for p in ei.value.problems)
     assert "['decision']" in str(ei.value) and "['verdict']" in str(ei.value)
+
+
+def test_partly_overlapping_fix_and_accept_rows_fix_the_shared_cells(space, tmp_path):
+    # failure modes are slices and may share cells: fix one, accept the other
+    path = tmp_path / "feedback.csv"
+    path.write_text("selector,decision\nrotation>=30,fix\ncontrast<=0.2,accept\n")
+    rows = read_feedback(path, space, ALL)
+    plan = mitigation_plan(rows, space, ALL, str(path))
+    fixed = {f["cell"] for f in plan["fix"]}
+    shared = set(rows[0].cells.tolist()) & set(rows[1].cells.tolist())
+    assert shared and shared <= fixed and not shared & set(plan["accept"])
+    assert fixed == set(rows[0].cells.tolist())
+    assert set(plan["accept"]) == set(rows[1].cells.tolist()) - shared
+    assert plan["overlaps"] == [{"fix_line": 2, "accept_line": 3, "cells": len(shared), "resolved": "fix"}]

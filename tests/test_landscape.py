@@ -12,6 +12,7 @@ from failfade.concepts import Axis, ConceptSpace
 from failfade.feedback import parse_selector
 from failfade.landscape import (
     cell_table,
+    components,
     connected_modes,
     feedback_template,
     read_table,
@@ -166,32 +167,52 @@ def test_connected_modes_diagonal_is_separate():
     assert sorted(connected_modes(SPACE3, failing)) == [[0, 1, 2, 5], [6]]
 
 
-def test_summarize_modes_ranked_by_failures():
-    cells, modes = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
-    assert modes.height == 3
+def test_summarize_modes_are_slices_ranked_by_score():
+    cells, modes, search = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    # "contrast = 1" (cells 0, 3, 6 failing 90%, 60%, 90%) says in one predicate what the lone cell
+    # 6 would; "rotation = 0°" alone (cells 0-2, rate 0.63) is confidently above τ too, but the cell
+    # it adds to the modes above it fails 10% of the time: not a mode
+    assert modes["cells"].to_list() == ["5", "0 1", "0 3 6"]
     assert modes["mode"].to_list() == [1, 2, 3]
-    assert modes["cells"].to_list() == ["5", "0 1", "6"]
-    assert modes["failures"].to_list() == [38, 36, 27]
-    assert modes["queries"].to_list() == [40, 40, 30]
-    assert modes["n_cells"].to_list() == [1, 2, 1]
-    assert modes["failure_rate"].to_list() == pytest.approx([38 / 40, 36 / 40, 27 / 30])
-    lo, hi = wilson_by_hand(36, 40)
-    assert modes.row(1, named=True)["rate_lo"] == pytest.approx(lo, abs=1e-6)
-    assert modes.row(1, named=True)["rate_hi"] == pytest.approx(hi, abs=1e-6)
+    assert modes["terms"].to_list() == [2, 2, 1]
+    assert modes["failures"].to_list() == [38, 36, 57]
+    assert modes["queries"].to_list() == [40, 40, 70]
+    assert modes["n_cells"].to_list() == [1, 2, 3]
+    assert modes["failing_cells"].to_list() == [1, 2, 2]
+    # a slice's rate weighs its cells equally; its interval is the normal one from the cells' variances
+    assert modes["failure_rate"].to_list() == pytest.approx([38 / 40, (18 / 20 + 18 / 20) / 2, (18 / 20 + 12 / 20 + 27 / 30) / 3])
+    var = [0.9 * 0.1 / 20, 0.9 * 0.1 / 20]  # each cell: the larger of the sandwich and shrunk binomial variances
+    shrunk = (18 + 0.5) / 21
+    var = [max(v, shrunk * (1 - shrunk) / 20) for v in var]
+    half = Z * math.sqrt(sum(var)) / 2
+    assert modes.row(1, named=True)["rate_lo"] == pytest.approx(0.9 - half, abs=1e-6)
+    assert modes.row(1, named=True)["rate_hi"] == pytest.approx(min(0.9 + half, 1.0), abs=1e-6)
+    assert (modes["rate_lo"] >= 0.5).all()
     # mean delta of mode 2 weights its cells by queries: (0.00 + 0.9) and (0.01 + 0.9), 20 each
     assert modes.row(1, named=True)["mean_delta"] == pytest.approx(0.905, rel=1e-5)
-    assert cells["mode"].to_list() == [2, 2, 0, 0, 0, 1, 3, 0, 0]
+    assert cells["mode"].to_list() == [2, 2, 0, 3, 0, 1, 3, 0, 0]
     assert modes["description"].to_list() == [
         "rotation = 10° and contrast = 0.2",
         "rotation = 0° and contrast ≥ 0.5",
-        "rotation = 20° and contrast = 1",
+        "contrast = 1",
     ]
+    assert modes["cum_failing_cells"].to_list() == pytest.approx([0.25, 0.75, 1.0])
+    assert modes["cum_failures"].to_list() == pytest.approx([38 / 117, 74 / 117, 113 / 117])
+    assert search["evaluated"][0] == len(__import__("failfade.slices").slices.predicates(SPACE3)) == 10
 
 
-def test_mode_selectors_select_exactly_the_mode_cells():
-    _, modes = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
+def test_mode_selectors_are_one_box_and_select_exactly_the_mode_cells():
+    _, modes, _ = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
     for sel, cells in zip(modes["selector"], modes["cells"]):
+        assert "|" not in sel
         assert parse_selector(sel, SPACE3).tolist() == [int(c) for c in cells.split()]
+
+
+def test_connected_components_stay_as_a_secondary_view():
+    cells, _, _ = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    comps = components(SPACE3, cells)
+    assert comps["cells"].to_list() == ["5", "0 1", "6"]  # by failures: 38 > 36 > 27
+    assert comps["failures"].to_list() == [38, 36, 27]
 
 
 # --- a 4 x 4 x 2 landscape with an L-shaped mode ------------------------------------------------
@@ -207,28 +228,34 @@ def idx442(i, j, k):
     return 8 * i + 2 * j + k
 
 
-def test_l_shaped_mode_and_isolated_cell():
-    # L: rotation 30° (all blur, contrast 0.2) plus blur 3 px (all rotation, contrast 0.2)
-    l_cells = sorted({idx442(3, j, 1) for j in range(4)} | {idx442(i, 3, 1) for i in range(4)})
+def test_l_shaped_region_is_two_overlapping_slices_and_a_lone_cell():
+    # L: rotation 30° (all blur, contrast 0.2) plus blur 3 px (all rotation, contrast 0.2): one
+    # connected component, two statements that share their corner cell
+    arm_rot = [idx442(3, j, 1) for j in range(4)]
+    arm_blur = [idx442(i, 3, 1) for i in range(4)]
     lone = idx442(0, 0, 0)
     counts = {c: (10, 0) for c in range(SPACE442.n_cells)}
-    for c in l_cells:
+    for c in arm_rot + arm_blur:
         counts[c] = (10, 10)
-    counts[l_cells[0]] = (30, 30)
+    counts[arm_rot[0]] = (30, 30)
     counts[lone] = (25, 25)
-    cells, modes = summarize(SPACE442, build_queries(counts, seed=3), threshold=0.5)
-    assert modes.height == 2
-    assert modes["cells"].to_list() == [" ".join(map(str, l_cells)), str(lone)]
-    assert modes["failures"].to_list() == [90, 25]
+    cells, modes, _ = summarize(SPACE442, build_queries(counts, seed=3), threshold=0.5)
+    assert sorted(modes["selector"].to_list()) == sorted(["rotation=30 & contrast=0.2", "blur=3 & contrast=0.2",
+                                                          "rotation=0 & blur=0 & contrast=1"])
+    by_sel = {r["selector"]: r for r in modes.iter_rows(named=True)}
+    assert by_sel["rotation=30 & contrast=0.2"]["cells"] == " ".join(map(str, sorted(arm_rot)))
+    assert by_sel["blur=3 & contrast=0.2"]["cells"] == " ".join(map(str, sorted(arm_blur)))
+    assert by_sel["rotation=0 & blur=0 & contrast=1"]["cells"] == str(lone)
+    assert by_sel["rotation=30 & contrast=0.2"]["failures"] == 60
     # every query there fails, so delta = 0.01 * cell + 1; the mode's mean weights cells by queries
-    n_l = [counts[c][0] for c in l_cells]
-    expected = sum(n * (0.01 * c + 1) for n, c in zip(n_l, l_cells)) / sum(n_l)
-    assert modes["mean_delta"][0] == pytest.approx(expected, rel=1e-5)
-    sel = modes["selector"][0]
-    assert "|" in sel  # an L needs two boxes
-    assert parse_selector(sel, SPACE442).tolist() == l_cells
-    assert parse_selector(modes["selector"][1], SPACE442).tolist() == [lone]
-    assert np.flatnonzero(cells["mode"].to_numpy() == 1).tolist() == l_cells
+    n_r = [counts[c][0] for c in sorted(arm_rot)]
+    expected = sum(n * (0.01 * c + 1) for n, c in zip(n_r, sorted(arm_rot))) / sum(n_r)
+    assert by_sel["rotation=30 & contrast=0.2"]["mean_delta"] == pytest.approx(expected, rel=1e-5)
+    assert modes["cum_failing_cells"][-1] == 1.0
+    for sel, text in zip(modes["selector"], modes["cells"]):
+        assert parse_selector(sel, SPACE442).tolist() == [int(c) for c in text.split()]
+    # the shared corner belongs to both; cells' `mode` names the better one
+    assert cells["mode"][idx442(3, 3, 1)] in set(modes["mode"].to_list())
 
 
 def test_selector_for_random_sets_round_trip():
@@ -241,7 +268,7 @@ def test_selector_for_random_sets_round_trip():
 
 def test_no_failures_gives_no_modes():
     counts = {c: (10, 1) for c in range(9)}
-    cells, modes = summarize(SPACE3, build_queries(counts), threshold=0.5)
+    cells, modes, _ = summarize(SPACE3, build_queries(counts), threshold=0.5)
     assert modes.height == 0
     assert cells["mode"].to_list() == [0] * 9
     assert feedback_template(modes).height == 0
@@ -253,9 +280,9 @@ def test_database_round_trip(tmp_path):
     queries = build_queries(COUNTS3)
     qpath = tmp_path / "queries.parquet"
     queries.write_parquet(qpath)
-    cells, modes = summarize(SPACE3, queries, threshold=0.5)
+    cells, modes, _ = summarize(SPACE3, queries, threshold=0.5)
     db = tmp_path / "landscape.duckdb"
-    write_database(db, qpath, cells, modes)
+    write_database(db, qpath, cells, modes, components(SPACE3, cells))
     q = read_table(db, "queries")
     c = read_table(db, "cells")
     m = read_table(db, "failure_modes")
@@ -267,7 +294,9 @@ def test_database_round_trip(tmp_path):
     assert c["is_failure"].to_list() == cells["is_failure"].to_list()
     assert c["mode"].to_list() == cells["mode"].to_list()
     assert m["selector"].to_list() == modes["selector"].to_list()
-    assert m["failures"].to_list() == [38, 36, 27]
+    assert m["failures"].to_list() == [38, 36, 57]
+    assert read_table(db, "mode_cells").sort("mode", "cell").rows() == [(1, 5), (2, 0), (2, 1), (3, 0), (3, 3), (3, 6)]
+    assert read_table(db, "components")["cells"].to_list() == ["5", "0 1", "6"]
     # rebuilding replaces the old database rather than appending to it
     write_database(db, qpath, cells, modes)
     assert read_table(db, "cells").height == 9
@@ -276,18 +305,18 @@ def test_database_round_trip(tmp_path):
 
 
 def test_feedback_template_one_row_per_mode(tmp_path):
-    _, modes = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
+    _, modes, _ = summarize(SPACE3, build_queries(COUNTS3), threshold=0.5)
     tpl = feedback_template(modes)
     assert tpl.height == modes.height == 3
     assert tpl["decision"].to_list() == ["", "", ""]
     assert tpl["mode"].to_list() == [1, 2, 3]
     assert tpl["selector"].to_list() == modes["selector"].to_list()
     assert tpl["weight"].to_list() == [1.0, 1.0, 1.0]
-    assert "40 queries" in tpl["note"][0] and "95%" in tpl["note"][0]
+    assert tpl["note"][1].startswith("failure rate 90% [") and "over 2 cells" in tpl["note"][1]
     # once a person fills in the decisions it is a valid feedback file
     from failfade.feedback import read_feedback
 
     path = tmp_path / "feedback.csv"
-    tpl.with_columns(pl.Series("decision", ["fix", "accept", "fix"])).write_csv(path)
+    tpl.with_columns(pl.Series("decision", ["fix", "fix", "accept"])).write_csv(path)
     rows = read_feedback(path, SPACE3, range(9))
-    assert [r.cells.tolist() for r in rows] == [[5], [0, 1], [6]]
+    assert [r.cells.tolist() for r in rows] == [[5], [0, 1], [0, 3, 6]]

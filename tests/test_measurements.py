@@ -50,7 +50,7 @@ def test_interval_rule_recall_is_what_the_landscape_shows():
     assert s["recall_point"] == pytest.approx(1.0)  # every true failure cell has a point estimate >= 0.5
     assert s["recall"] == pytest.approx(1 / 3)  # only cell 0 is a failure cell of the landscape
     assert s["precision"] == 1.0 and s["precision_point"] == 1.0
-    cells, _ = summarize(LINE, q, 0.5)
+    cells, _, _ = summarize(LINE, q, 0.5)
     shown = set(cells.filter(pl.col("is_failure"))["cell"].to_list())
     assert s["recall"] == len(shown & {0, 1, 2}) / 3
     # a point-estimate false positive: 3/5 at a truly safe cell

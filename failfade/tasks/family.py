@@ -52,6 +52,8 @@ class TaskFamily:
         raise NotImplementedError
 
     def gallery(self, exp: dict, queries, modes, path, per_mode: int, model_dir=None) -> None:
+        """Draw the gallery of `modes` at `path`. `queries` is a polars LazyFrame over the query
+        shards (or a DataFrame): filter it before collecting, since a landscape may hold millions."""
         raise NotImplementedError
 
     def probe_failures(self, exp: dict, model_dir, probe_spaces) -> tuple[list[int], int]:

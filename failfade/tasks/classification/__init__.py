@@ -154,7 +154,7 @@ class ClassificationFamily(TaskFamily):
         rows = []
         for m in modes.head(8).iter_rows(named=True):
             mode_cells = [int(c) for c in m["cells"].split()]
-            fails = queries.filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(per_mode)
+            fails = queries.lazy().filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(per_mode).collect()
             if fails.height == 0:
                 continue
             idx = torch.as_tensor(fails["input_id"].to_numpy())  # input_id = position in the held-out split

@@ -306,6 +306,7 @@ class GenerationFamily(TaskFamily):
 
         space, ls = self.space(exp), exp["landscape"]
         prompts = self.prompts(exp, space)
+        queries = queries.lazy().collect()  # a generation landscape is small: thousands of images
         cells = cell_table(space, queries, ls["failure_rate_threshold"], ls["confidence"])
         rate, failing = cells["failure_rate"].to_numpy(), cells["is_failure"].to_numpy()
         digit = self.digit_recognised(exp, queries, prompts, space.n_cells)

@@ -164,7 +164,7 @@ class SummarizationFamily(TaskFamily):
         rows = []
         for m in modes.head(6).iter_rows(named=True):
             mode_cells = [int(c) for c in m["cells"].split()]
-            fails = queries.filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(1)
+            fails = queries.lazy().filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(1).collect()
             for q in fails.iter_rows(named=True):
                 r = reports[q["input_id"]]
                 doc = perturb_cell(space, r, q["cell"], exp["seed"], q["input_id"])

@@ -1,0 +1,313 @@
+"""Failure modes as slices: conjunctions of range predicates that a person can read and act on.
+
+Anchor: SliceLine (Sagadeeva & Boehm, SIGMOD 2021). A *slice* is a conjunction of at most
+`max_terms` predicates, one per axis: a level range on an ordered (numeric) axis, `rotation >= 30`,
+`0.2 <= contrast <= 0.4`, or one word on a word axis, `digit = eight`. Every slice is therefore one
+box of the grid, and its selector is what the feedback CSV accepts, unchanged.
+
+The data are the landscape's cells (a grid, not a table of queries): each cell has its estimated
+failure rate e_c (importance-weighted, the rate the heat map shows) and that estimate's variance.
+A slice's failure rate is the mean of e_c over its visited cells: every cell of the slice weighs the
+same, as the grid does (the rate over the slice's inputs and perturbation levels, whatever the
+explorer's sampling); its interval is the normal one from the cells' variances. The score is
+SliceLine's, with cells as rows:
+
+    score(S) = α (e_S / ē − 1) − (1 − α) (M / |S| − 1),
+
+with ē the mean rate over all M visited cells and |S| the slice's visited cells: error against size.
+
+Search, level by level in SQL (DuckDB): level 1 evaluates every single predicate; level l + 1
+extends the surviving level-l slices by one predicate on a later axis, and only when *every* parent
+(the slice less one predicate) survived. A slice survives when it has at least `min_cells` cells and
+could still lead to a failure mode: the largest cell rate inside it reaches τ (a child's rate cannot
+exceed it) and SliceLine's upper bound on its children's score reaches the pool's current cut.
+Each level's statistics are one join of the candidate boxes with the cells' marginal table over the
+candidate's axes (at most ∏ levels rows), so the lattice is never enumerated in full.
+
+A slice is a *failure mode* candidate when the lower end of its rate's interval is at or above
+τ (`landscape.failure_rate_threshold`, the rule failure cells follow), and, when it adds a
+predicate, its rate beats every parent's by `landscape.slice_margin` (else the parent says it
+already). The modes are then chosen greedily by score: a candidate is kept when the cells it adds to
+the modes kept so far fail at a rate of at least τ; a kept slice that a later, larger one contains
+is replaced by it. Up to `landscape.top_k` modes; a cell may belong to several.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import polars as pl
+from scipy.stats import norm
+
+from failfade.concepts import ConceptSpace
+
+
+@dataclass(frozen=True)
+class SliceParams:
+    threshold: float = 0.5  # τ
+    confidence: float = 0.95
+    max_terms: int = 3
+    top_k: int = 8
+    alpha: float = 0.99
+    min_cells: int = 1
+    margin: float = 0.05
+    pool: int = 200  # candidates kept for the greedy choice (SliceLine's K, before redundancy)
+    prune: bool = True  # off: every slice of the lattice up to max_terms (tests: pruning changes nothing)
+
+    @classmethod
+    def from_config(cls, ls: dict) -> "SliceParams":
+        return cls(ls["failure_rate_threshold"], ls["confidence"], ls.get("max_terms", 3), ls.get("top_k", 8),
+                   ls.get("slice_alpha", 0.99), ls.get("min_cells", 1), ls.get("slice_margin", 0.05),
+                   max(ls.get("top_k", 8) * 25, 100))
+
+
+def predicates(space: ConceptSpace) -> list[tuple[int, int, int]]:
+    """(axis, lo, hi) level-position ranges: every contiguous range short of the whole axis on a
+    numeric axis, one level on a word axis."""
+    out = []
+    for j, a in enumerate(space.axes):
+        n = len(a.levels)
+        if a.words:
+            out += [(j, i, i) for i in range(n)] if n > 1 else []
+        else:
+            out += [(j, lo, hi) for lo in range(n) for hi in range(lo, n) if (lo, hi) != (0, n - 1)]
+    return out
+
+
+def _cells_table(con, space: ConceptSpace, cells: pl.DataFrame) -> None:
+    coords = space.all_coords()
+    rate = cells["failure_rate"].to_numpy().astype(np.float64)
+    var = cells["rate_var"].to_numpy().astype(np.float64)
+    frame = pl.DataFrame(
+        {"cell": np.arange(space.n_cells, dtype=np.int64)}
+        | {f"a{j}": coords[:, j].astype(np.int32) for j in range(len(space.axes))}
+        | {"e": pl.Series(rate).fill_nan(None), "v": pl.Series(var).fill_nan(None),
+           "fail": cells["is_failure"].to_numpy().astype(np.int32), "k": cells["failures"].to_numpy().astype(np.int64)}
+    )
+    con.register("cells_in", frame.to_arrow())
+    con.execute("CREATE OR REPLACE TEMP TABLE sl_cells AS SELECT * FROM cells_in")
+    con.unregister("cells_in")
+
+
+def _stats_sql(axes: tuple[int, ...]) -> str:
+    """Statistics of every candidate box on `axes` (table sl_cand: sid, lo{j}, hi{j}), from the
+    cells' marginal over those axes. Column names come from axis positions, never from user text."""
+    cols = ", ".join(f"a{j}" for j in axes)
+    on = " AND ".join(f"m.a{j} BETWEEN c.lo{j} AND c.hi{j}" for j in axes)
+    return f"""
+        WITH m AS (SELECT {cols}, count(*) AS size, count(e) AS vis, sum(e) AS se, max(e) AS me, sum(v) AS sv,
+                          sum(fail) AS nf, sum(k) AS kq
+                   FROM sl_cells GROUP BY {cols})
+        SELECT c.sid, sum(m.size)::BIGINT AS size, sum(m.vis)::BIGINT AS vis, coalesce(sum(m.se), 0) AS se,
+               max(m.me) AS me, coalesce(sum(m.sv), 0) AS sv, sum(m.nf)::BIGINT AS nf, sum(m.kq)::BIGINT AS kq
+        FROM sl_cand c JOIN m ON {on} GROUP BY c.sid"""
+
+
+def find_slices(space: ConceptSpace, cells: pl.DataFrame, params: SliceParams,
+                con: duckdb.DuckDBPyConnection | None = None) -> tuple[pl.DataFrame, dict]:
+    """The failure modes as slices (see the module docstring) and the search's own counts.
+
+    `cells` is the landscape's cell table (failure_rate, rate_var, is_failure, failures).
+    Returns (modes, search) where modes has one row per slice, best first."""
+    own = con is None
+    con = con or duckdb.connect()
+    try:
+        return _find(con, space, cells, params)
+    finally:
+        if own:
+            con.close()
+
+
+def _find(con, space: ConceptSpace, cells: pl.DataFrame, p: SliceParams):
+    d = len(space.axes)
+    shape = space.shape
+    _cells_table(con, space, cells)
+    rate = cells["failure_rate"].to_numpy().astype(np.float64)
+    visited = np.isfinite(rate)
+    M = int(visited.sum())
+    ebar = float(np.nanmean(rate)) if M else 0.0
+    z = float(norm.ppf(0.5 + p.confidence / 2))
+    search = {"visited_cells": M, "mean_rate": ebar, "evaluated": [], "kept": []}
+    if M == 0 or ebar <= 0:
+        return _modes_frame([], space), search
+
+    preds = predicates(space)
+    evaluated: dict[tuple, dict] = {}  # box (tuple of (lo, hi) per axis) -> stats
+    survivors: list[set] = [set()]  # per level: boxes that may be extended
+
+    def box_of(terms):
+        b = [(0, n - 1) for n in shape]
+        for j, lo, hi in terms:
+            b[j] = (lo, hi)
+        return tuple(b)
+
+    def terms_of(box):
+        return [(j, lo, hi) for j, (lo, hi) in enumerate(box) if (lo, hi) != (0, shape[j] - 1)]
+
+    def ub_score(s):
+        """SliceLine's bound on the score of any sub-slice with at least min_cells visited cells."""
+        if s["vis"] < max(p.min_cells, 1) or s["me"] is None or s["me"] <= 0:
+            return -np.inf
+        sizes = np.unique(np.clip([p.min_cells, s["vis"], s["se"] / max(s["me"], 1e-12)], max(p.min_cells, 1), s["vis"]))
+        best = -np.inf
+        for n in sizes:
+            e = min(s["se"], n * s["me"]) / n
+            best = max(best, p.alpha * (e / ebar - 1) - (1 - p.alpha) * (M / n - 1))
+        return best
+
+    cut = -np.inf
+    for level in range(1, min(p.max_terms, d) + 1):
+        if level == 1:
+            cands = [box_of([t]) for t in preds]
+        else:
+            prev = survivors[level - 1]
+            singles = [t for t in preds if box_of([t]) in survivors[1]]
+            cands = set()
+            for box in prev:
+                last = max(j for j, _, _ in terms_of(box))
+                for j, lo, hi in singles:
+                    if j <= last:
+                        continue
+                    child = list(box)
+                    child[j] = (lo, hi)
+                    child = tuple(child)
+                    parents = [box_of([t for t in terms_of(child) if t[0] != drop]) for drop, _, _ in terms_of(child)]
+                    if all(q in prev for q in parents):
+                        cands.add(child)
+            cands = sorted(cands)
+        search["evaluated"].append(len(cands))
+        by_axes: dict[tuple, list] = {}
+        for box in cands:
+            by_axes.setdefault(tuple(j for j, _, _ in terms_of(box)), []).append(box)
+        for axes, boxes in by_axes.items():
+            frame = pl.DataFrame({"sid": np.arange(len(boxes), dtype=np.int64)}
+                                 | {f"lo{j}": [b[j][0] for b in boxes] for j in axes}
+                                 | {f"hi{j}": [b[j][1] for b in boxes] for j in axes})
+            con.register("cand_in", frame.to_arrow())
+            con.execute("CREATE OR REPLACE TEMP TABLE sl_cand AS SELECT * FROM cand_in")
+            con.unregister("cand_in")
+            cur = con.execute(_stats_sql(axes))
+            names = [c[0] for c in cur.description]
+            for row in cur.fetchall():
+                s = dict(zip(names, row))
+                box = boxes[int(s.pop("sid"))]
+                s["terms"] = level
+                if s["vis"]:
+                    s["rate"] = s["se"] / s["vis"]
+                    half = z * np.sqrt(max(s["sv"], 0.0)) / s["vis"]
+                    s["rate_lo"], s["rate_hi"] = max(s["rate"] - half, 0.0), min(s["rate"] + half, 1.0)
+                    s["score"] = p.alpha * (s["rate"] / ebar - 1) - (1 - p.alpha) * (M / s["vis"] - 1)
+                else:
+                    s["rate"] = s["rate_lo"] = np.nan
+                    s["rate_hi"], s["score"] = np.nan, -np.inf
+                parents = [box_of([t for t in terms_of(box) if t[0] != drop]) for drop, _, _ in terms_of(box)] if level > 1 else []
+                beats = all(s["rate"] >= evaluated[q]["rate"] + p.margin for q in parents if q in evaluated)
+                s["candidate"] = bool(s["vis"] >= p.min_cells and s["rate_lo"] >= p.threshold and beats)
+                evaluated[box] = s
+        # the pool's cut: the pool-th best candidate's score so far
+        scores = sorted((s["score"] for s in evaluated.values() if s["candidate"]), reverse=True)
+        cut = scores[p.pool - 1] if len(scores) >= p.pool else -np.inf
+        keep = {box for box in cands if not p.prune or (evaluated[box]["vis"] >= p.min_cells
+                and (evaluated[box]["me"] or 0) >= p.threshold and ub_score(evaluated[box]) >= cut)}
+        survivors.append(keep)
+        search["kept"].append(len(keep))
+
+    chosen = _choose(space, rate, [(b, s) for b, s in evaluated.items() if s["candidate"]], p, terms_of)
+    search["candidates"] = int(sum(s["candidate"] for s in evaluated.values()))
+    return _modes_frame([(b, evaluated[b], terms_of(b)) for b in chosen], space, cells), search
+
+
+def box_mask(space: ConceptSpace, box) -> np.ndarray:
+    coords = space.all_coords()
+    return np.all([(coords[:, j] >= lo) & (coords[:, j] <= hi) for j, (lo, hi) in enumerate(box)], axis=0)
+
+
+def _choose(space: ConceptSpace, rate: np.ndarray, cands, p: SliceParams, terms_of) -> list:
+    """Greedy by score: keep a candidate when the visited cells it adds fail at ≥ τ on average; a
+    kept slice inside a later one is replaced by it."""
+    cands = sorted(cands, key=lambda bs: (-bs[1]["score"], len(terms_of(bs[0])), bs[0]))[: p.pool]
+    chosen: list = []
+    masks: dict = {}
+    covered = np.zeros(space.n_cells, dtype=bool)
+    for box, s in cands:
+        if len(chosen) >= p.top_k:
+            break
+        m = masks.setdefault(box, box_mask(space, box))
+        new = m & ~covered & np.isfinite(rate)
+        if not new.any() or np.nanmean(rate[new]) < p.threshold or not _tight(space, rate, box, m, p.threshold, terms_of):
+            continue
+        chosen = [b for b in chosen if not (masks[b] <= m).all()] + [box]
+        covered = np.any([masks[b] for b in chosen], axis=0)
+    return chosen
+
+
+def _tight(space: ConceptSpace, rate: np.ndarray, box, mask: np.ndarray, threshold: float, terms_of) -> bool:
+    """Each range's end levels fail at ≥ τ inside the slice: "x4 >= 20" is not said when only
+    x4 >= 30 fails (its x4 = 20 slab would ride along on the others' rate)."""
+    coords = space.all_coords()
+    for j, lo, hi in terms_of(box):
+        if lo == hi:
+            continue
+        for end in (lo, hi):
+            slab = mask & (coords[:, j] == end) & np.isfinite(rate)
+            if slab.any() and rate[slab].mean() < threshold:
+                return False
+    return True
+
+
+MODE_SCHEMA = {"mode": pl.Int32, "terms": pl.Int32, "n_cells": pl.Int64, "visited_cells": pl.Int64,
+               "failing_cells": pl.Int64, "queries": pl.Int64, "failures": pl.Int64, "failure_rate": pl.Float64,
+               "rate_lo": pl.Float64, "rate_hi": pl.Float64, "mean_delta": pl.Float64, "score": pl.Float64,
+               "cum_failing_cells": pl.Float64, "cum_failures": pl.Float64, "description": pl.Utf8,
+               "selector": pl.Utf8, "cells": pl.Utf8}
+
+
+def _modes_frame(found, space: ConceptSpace, cells: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per slice, ranked by score. cum_failing_cells / cum_failures: the share of the
+    landscape's failure cells / failing queries that this slice and those above it cover."""
+    if not found:
+        return pl.DataFrame([], schema=MODE_SCHEMA)
+    n, k = cells["queries"].to_numpy(), cells["failures"].to_numpy()
+    failing = cells["is_failure"].to_numpy()
+    dl = cells["mean_delta"].to_numpy()
+    total_fail_cells, total_failures = max(int(failing.sum()), 1), max(int(k.sum()), 1)
+    covered = np.zeros(space.n_cells, dtype=bool)
+    rows = []
+    for i, (box, s, terms) in enumerate(sorted(found, key=lambda f: -f[1]["score"]), start=1):
+        m = box_mask(space, box)
+        covered |= m
+        idx = np.flatnonzero(m)
+        seen = idx[n[idx] > 0]
+        words = [space.axes[j].range_condition(lo, hi, pretty=True) for j, lo, hi in terms]
+        rows.append({
+            "mode": i, "terms": len(terms), "n_cells": int(m.sum()), "visited_cells": int(s["vis"]),
+            "failing_cells": int(failing[m].sum()), "queries": int(n[m].sum()), "failures": int(k[m].sum()),
+            "failure_rate": float(s["rate"]), "rate_lo": float(s["rate_lo"]), "rate_hi": float(s["rate_hi"]),
+            "mean_delta": float(np.average(dl[seen], weights=n[seen])) if len(seen) else float("nan"),
+            "score": float(s["score"]),
+            "cum_failing_cells": float(failing[covered].sum() / total_fail_cells),
+            "cum_failures": float(k[covered].sum() / total_failures),
+            "description": " and ".join(words),
+            "selector": " & ".join(space.axes[j].range_condition(lo, hi) for j, lo, hi in terms),
+            "cells": " ".join(str(c) for c in idx),
+        })
+    return pl.DataFrame(rows, schema=MODE_SCHEMA)
+
+
+def coverage(cells: pl.DataFrame, modes: pl.DataFrame) -> dict:
+    """What the modes leave out: the share of failure cells and of failing queries inside them."""
+    failing = cells["is_failure"].to_numpy().astype(bool)
+    k = cells["failures"].to_numpy()
+    inside = np.zeros(cells.height, dtype=bool)
+    for text in modes["cells"]:
+        inside[[int(c) for c in text.split()]] = True
+    return {
+        "modes": modes.height, "failing_cells": int(failing.sum()), "failing_cells_covered": int((failing & inside).sum()),
+        "failing_cell_share": float((failing & inside).sum() / failing.sum()) if failing.any() else float("nan"),
+        "failures": int(k.sum()), "failures_covered": int(k[inside].sum()),
+        "failure_share": float(k[inside].sum() / k.sum()) if k.sum() else float("nan"),
+        "cells_covered": int(inside.sum()), "cells_covered_not_failing": int((inside & ~failing).sum()),
+    }
