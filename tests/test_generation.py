@@ -339,6 +339,26 @@ def test_mitigation_writes_an_adapter_over_the_base_and_checks_untargeted_prompt
     assert pl.read_csv(post / "training.csv").height == 4
 
 
+def test_preserved_rows_regress_onto_the_base_model(digits_world, tmp_path):
+    """Prior preservation: a batch with no fixed-cell rows asks the adapter to reproduce the frozen
+    base, which it already does at initialisation (B = 0), so nothing moves; without preservation
+    the same batches (renders) change the model."""
+    import copy
+
+    from failfade.tasks.family import family
+
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    fam = family("generation")
+    plan = {"fix": [{"cell": 1, "weight": 1.0}]}
+    base = fam.build_task(exp, model_dir).render([0, 1, 2], [3, 5, 7])
+    for preserve, moves in ((True, False), (False, True)):
+        e = copy.deepcopy(exp)
+        e["mitigate"].update(perturb_fraction=0.0, preserve=preserve, preserve_near=0.5)
+        fam.fine_tune(e, model_dir, plan, tmp_path / f"post-{preserve}")
+        after = fam.build_task(e, tmp_path / f"post-{preserve}").render([0, 1, 2], [3, 5, 7])
+        assert bool((after - base).abs().max() > 0) == moves
+
+
 def explored_exhaustively(world: dict):
     """(task, queries, cells, modes) of every cell on every seed of the tiny world's model."""
     from failfade.landscape import summarize

@@ -236,8 +236,12 @@ class GenerationFamily(TaskFamily):
         fix = np.array([int(f["cell"]) for f in plan["fix"]])
         weights = np.array([f["weight"] for f in plan["fix"]], dtype=float)
         batches = self.training_batches(exp, prompts, fix, weights / weights.sum(), m)
+        timesteps = None
+        if m["timesteps"] == "sampler":  # the noise levels the fixed-step sampler asks the UNet at
+            c.scheduler.set_timesteps(exp["model"]["steps"])
+            timesteps = c.scheduler.timesteps.tolist()
         history = lora.train_lora(c, batches, m["steps"], m["lr"], m["rank"], exp["seed"], m["alpha"], m["targets"],
-                                  desc="mitigate (LoRA)")
+                                  desc="mitigate (LoRA)", timesteps=timesteps)
         if (out_dir / models.ADAPTER).exists():
             shutil.rmtree(out_dir / models.ADAPTER)
         adapter_card = {"rank": m["rank"], "alpha": m["alpha"] or m["rank"], "targets": list(m["targets"]),
@@ -280,13 +284,29 @@ class GenerationFamily(TaskFamily):
             raise FailfadeError("data.template: the builtin's LoRA data are renders, so every prompt must name a digit, "
                                 "a thickness and a size")
 
+        others = np.setdiff1d(np.arange(len(prompts)), fix) if m["preserve"] else np.arange(len(prompts))
+        # the other cells the adapter is likeliest to move: one word away from a fixed prompt
+        space = self.space(exp)
+        near = np.setdiff1d(np.unique([nb for c in fix for nb in space.neighbours(int(c))]), fix)
+        p_other = np.full(len(others), 1.0 / len(others))
+        if m["preserve"] and len(near) and m["preserve_near"] > 0:
+            p_other = (1 - m["preserve_near"]) * p_other + m["preserve_near"] * np.isin(others, near) / len(near)
+
         def batches(step: int, rng: np.random.Generator):
             n_fix = int(round(m["perturb_fraction"] * m["batch_size"]))
-            cells = np.concatenate([rng.choice(fix, n_fix, p=p_fix), rng.integers(0, len(prompts), m["batch_size"] - n_fix)])
+            cells = np.concatenate([rng.choice(fix, n_fix, p=p_fix), rng.choice(others, m["batch_size"] - n_fix, p=p_other)])
             digit, thick, size = (np.array([want[c][h] for c in cells]) for h in range(3))
             idx = np.array([rng.choice(by_digit[d]) for d in digit])
             x = D.render(imgs[idx], np.array(D.THICKNESS)[thick], np.array(D.SIZES)[size])
-            return x, [prompts[c] for c in cells]
+            ps = [prompts[c] for c in cells]
+            if not m["preserve"]:
+                return x, ps
+            # the rest keep the base model's answers, for their prompts and (one in ten) the empty
+            # prompt, which classifier-free guidance also asks
+            preserve = np.arange(len(cells)) >= n_fix
+            for i in np.flatnonzero(preserve & (rng.random(len(cells)) < 0.1)):
+                ps[i] = ""
+            return x, ps, preserve
 
         return batches
 

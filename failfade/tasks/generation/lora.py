@@ -57,12 +57,20 @@ def targets_of(c: Components, images: torch.Tensor, noise: torch.Tensor, t: torc
 
 
 def train_lora(c: Components, batches, steps: int, lr: float, rank: int, seed: int, alpha: float | None = None,
-               targets=TARGETS, desc: str = "LoRA") -> list[dict]:
-    """Fit a LoRA adapter on `batches(step, rng) -> (images in [0, 1], prompts)`; the text encoder
-    and the base weights stay frozen."""
+               targets=TARGETS, desc: str = "LoRA", timesteps=None) -> list[dict]:
+    """Fit a LoRA adapter on `batches(step, rng) -> (images in [0, 1], prompts[, preserve])`; the
+    text encoder and the base weights stay frozen.
+
+    `timesteps`: the noise levels to train at (default: all of the training schedule); a sampler
+    with a fixed step count only ever asks the UNet at its own few, so training there spends the
+    adapter's capacity where it is used. `preserve` (a bool per row): those rows regress onto the
+    frozen base model's own prediction for the same noisy input and prompt instead of the image
+    (prior preservation by distillation), which holds the untargeted prompts where they were.
+    """
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler.from_config(c.scheduler.config)
+    ts = None if timesteps is None else torch.as_tensor(np.asarray(timesteps), dtype=torch.long)
     params = add_lora(c.unet, rank, alpha, targets, seed)
     c.text_encoder.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -71,18 +79,30 @@ def train_lora(c: Components, batches, steps: int, lr: float, rank: int, seed: i
     c.unet.train()
     history, t0 = [], time.perf_counter()
     for step in progress_bar(range(steps), desc=desc, unit="step"):
-        images, prompts = batches(step, rng)
+        images, prompts, *rest = batches(step, rng)
+        preserve = torch.as_tensor(rest[0], dtype=torch.bool) if rest else torch.zeros(len(images), dtype=torch.bool)
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         images = images.to(device)
         shape = images.shape if c.vae is None else (len(images), c.unet.config.in_channels, c.unet.config.sample_size,
                                                     c.unet.config.sample_size)
         noise = torch.randn(shape, generator=gen).to(device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(images),), generator=gen).to(device)
+        if ts is None:
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(images),), generator=gen)
+        else:
+            t = ts[torch.randint(0, len(ts), (len(images),), generator=gen)]
+        t = t.to(device)
         noisy, target = targets_of(c, images, noise, t, sched)
         tok = c.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=c.tokenizer.model_max_length,
                           return_tensors="pt")
         with torch.no_grad():
             cond = c.text_encoder(tok.input_ids.to(device))[0]
+            if preserve.any():  # the frozen base's answer: the adapter switched off
+                keep = preserve.to(device)
+                c.unet.disable_adapters()
+                base = c.unet(noisy[keep], t[keep], encoder_hidden_states=cond[keep]).sample
+                c.unet.enable_adapters()
+                target = target.clone()
+                target[keep] = base.to(target.dtype)
         loss = F.mse_loss(c.unet(noisy, t, encoder_hidden_states=cond).sample.float(), target.float())
         opt.zero_grad()
         loss.backward()
