@@ -104,6 +104,7 @@ def child_failfade(paths: list[str], threads: int, db: str) -> dict:
     from failfade.slices import coverage
 
     sp = space()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after the imports
     t0 = time.perf_counter()
     with duckdb.connect() as con:
         con.execute(f"SET threads = {int(threads)}")
@@ -120,7 +121,7 @@ def child_failfade(paths: list[str], threads: int, db: str) -> dict:
             "slices": modes["selector"].to_list(), "rates": modes["failure_rate"].round(3).to_list(),
             "precision": len(got & want) / max(len(got), 1), "recall": len(got & want) / len(want),
             "evaluated": search["evaluated"], "failing_cell_share": cov["failing_cell_share"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "imports_rss_mb": rss0}
 
 
 def _conditions(selector: str) -> frozenset:
@@ -133,11 +134,12 @@ def child_memory(paths: list[str]) -> dict:
     from failfade.pipeline import read_queries
 
     sp = space()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     queries = read_queries(paths)
     cells = cell_table(sp, queries, 0.5)
     return {"seconds_cells": time.perf_counter() - t0, "queries": int(cells["queries"].sum()),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "imports_rss_mb": rss0}
 
 
 def run_child(kind: str, paths, threads: int, db: Path) -> dict:
@@ -178,14 +180,14 @@ def main() -> None:
     if base:
         print("in-memory:", base, flush=True)
     db_mb = Path(a.db).stat().st_size / 1e6
-    rows = ["| run | cells + slices (s) | database (s) | peak RSS (MB) | slices (rate) | planted recovered (precision / recall) | slices evaluated per level |",
+    rows = ["| run | cells + slices (s) | database (s) | peak RSS (MB; after imports) | slices (rate) | planted recovered (precision / recall) | slices evaluated per level |",
             "|---|---|---|---|---|---|---|"]
     for i, r in enumerate(runs, 1):
         sl = "; ".join(f"`{s}` ({x:.2f})" for s, x in zip(r["slices"], r["rates"]))
-        rows.append(f"| failfade {i} | {r['seconds_cells_and_slices']:.1f} | {r['seconds_database']:.1f} | {r['peak_rss_mb']:.0f} | "
+        rows.append(f"| failfade {i} | {r['seconds_cells_and_slices']:.1f} | {r['seconds_database']:.1f} | {r['peak_rss_mb']:.0f} ({r['imports_rss_mb']:.0f}) | "
                     f"{sl} | {r['precision']:.2f} / {r['recall']:.2f} | {r['evaluated']} |")
     if base:
-        rows.append(f"| in-memory (previous path, cells only) | {base['seconds_cells']:.1f} | - | {base['peak_rss_mb']:.0f} | - | - | - |")
+        rows.append(f"| in-memory (previous path, cells only) | {base['seconds_cells']:.1f} | - | {base['peak_rss_mb']:.0f} ({base['imports_rss_mb']:.0f}) | - | - | - |")
     text = (f"## Landscape at scale: {a.queries:,} queries over 15,625 cells ({platform.machine()}, {a.threads} threads)\n\n"
             f"`.venv/bin/python benchmarks/landscape_scale.py --queries {a.queries} --shards {a.shards} --threads {a.threads}`: "
             f"{a.shards} Parquet shards ({sum(p.stat().st_size for p in paths) / 1e6:.0f} MB) of a failure-seeking contextual "
