@@ -48,9 +48,15 @@ class ClassificationFamily(TaskFamily):
     def splits(self, exp: dict):
         from failfade.tasks.classification.data import load_splits
 
+        from failfade.tasks.classification.models import weights_crop
+
         d = exp["data"]
+        crop = d.get("crop")
+        if crop is None and d["source"].startswith(("imagefolder:", "torchvision:")):
+            crop = weights_crop(exp["model"]["source"])  # the weights' own resize-then-crop ratio
         return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"],
-                           validation_fraction=d.get("validation_fraction", 0.0))
+                           validation_fraction=d.get("validation_fraction", 0.0),
+                           cache_dir=Path(d["cache_dir"]) if d.get("cache_dir") else None, crop=crop)
 
     def space(self, exp: dict) -> ConceptSpace:
         return ConceptSpace.from_config(exp["concepts"], self.transforms)

@@ -20,9 +20,70 @@ import torch.nn.functional as F
 from failfade import FailfadeError
 
 
+class ImageArray:
+    """(N, C, H, W) images kept on disk as uint8 (a .npy file) and read a batch at a time:
+    indexing (an int array, a tensor or a slice) returns float32 in [0, 1], like a tensor of the
+    whole set would, but memory holds only the batch. Rows are read with pread (runs of adjacent
+    rows in one call), not memory-mapped, so the pages read stay in the OS's cache and out of the
+    process's resident memory. `subset` makes a view, copying nothing."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, path: Path, index: np.ndarray | None = None):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self._offset = f.tell()
+        if fortran or np.dtype(dtype) != np.uint8 or len(shape) != 4:
+            raise ValueError(f"{self.path}: not a C-ordered uint8 (N, C, H, W) array")
+        self._full = tuple(int(v) for v in shape)
+        self._row = int(np.prod(self._full[1:]))
+        self._index = np.arange(self._full[0]) if index is None else np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self._index),) + self._full[1:]
+
+    def subset(self, idx) -> "ImageArray":
+        return ImageArray(self.path, self._index[np.asarray(idx, dtype=np.int64)])
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """uint8 rows in the order given; the file is read in ascending runs of adjacent rows."""
+        import os
+
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(uniq), self._row), dtype=np.uint8)
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(uniq)]):
+                n = (b - a) * self._row
+                buf = os.pread(fd, n, self._offset + int(uniq[a]) * self._row)
+                if len(buf) != n:
+                    raise OSError(f"{self.path}: truncated (wanted {n} bytes at row {int(uniq[a])})")
+                out[a:b] = np.frombuffer(buf, dtype=np.uint8).reshape(b - a, self._row)
+        finally:
+            os.close(fd)
+        return out[inverse.reshape(-1)].reshape((len(rows),) + self._full[1:])
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, slice):
+            rows = self._index[key]
+        else:
+            rows = self._index[np.asarray(key.cpu() if isinstance(key, torch.Tensor) else key, dtype=np.int64)]
+        if rows.ndim == 0:
+            return torch.from_numpy(self._read(rows[None])[0]).float().div_(255.0)
+        return torch.from_numpy(self._read(rows)).float().div_(255.0)
+
+
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    images: torch.Tensor | ImageArray  # (N, C, H, W) float32 in [0, 1] (in memory, or read from disk per batch)
     labels: torch.Tensor  # (N,) int64 class indices
     ids: np.ndarray  # (N,) stable input ids
 
@@ -39,14 +100,24 @@ class Splits:
 
 
 def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int, key: str = "data.source",
-                validation_fraction: float = 0.0) -> Splits:
-    """Fractions are of the whole data set; validation inputs come out of the training side."""
+                validation_fraction: float = 0.0, cache_dir: Path | None = None, crop: float | None = None) -> Splits:
+    """Fractions are of the whole data set; validation inputs come out of the training side.
+
+    An image folder is decoded once into a uint8 memory map under `cache_dir` (default: in memory,
+    for small folders and tests) and read a batch at a time. `crop`: resize the shorter side to
+    image_size / crop, then centre-crop image_size (torchvision's evaluation preprocessing, e.g.
+    224 / 256); None stretches the whole image to image_size."""
     if source == "builtin:digits":
         images, labels, classes = _digits(image_size)
     elif source.startswith("imagefolder:"):
-        images, labels, classes = _image_folder(Path(source.split(":", 1)[1]), image_size, key)
+        root = Path(source.split(":", 1)[1])
+        images, labels, classes = _image_set(root, *_folder_files(root, key), image_size, key, cache_dir, crop)
+    elif source.startswith("torchvision:"):
+        root, files, labels, classes = _torchvision_files(source, key)
+        images, labels, classes = _image_set(root, files, labels, classes, image_size, key, cache_dir, crop)
     else:
-        raise FailfadeError(f"{key}: unknown data source {source!r}; use builtin:digits or imagefolder:<dir>")
+        raise FailfadeError(f"{key}: unknown data source {source!r}; use builtin:digits, imagefolder:<dir> or "
+                            "torchvision:ImageNet:<root>[:val|train]")
     ids = np.arange(len(labels))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
@@ -56,7 +127,9 @@ def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int
         raise FailfadeError(f"data: heldout_fraction + validation_fraction leave no training inputs "
                             f"({n_held} + {n_val} of {len(labels)})")
     held, val, train = np.sort(order[:n_held]), np.sort(order[n_held:n_held + n_val]), np.sort(order[n_held + n_val:])
-    pick = lambda idx: ImageSet(images[idx], labels[idx], ids[idx])  # noqa: E731
+    def pick(idx):
+        return ImageSet(images.subset(idx) if isinstance(images, ImageArray) else images[idx], labels[idx], ids[idx])
+
     return Splits(pick(train), pick(held), classes, pick(val) if n_val else None)
 
 
@@ -69,27 +142,100 @@ def _digits(image_size: int):
     return x, torch.tensor(d.target, dtype=torch.long), [str(i) for i in range(10)]
 
 
-def _image_folder(root: Path, image_size: int, key: str):
-    """A folder per class (sorted names = class indices), RGB images resized to image_size."""
-    from PIL import Image
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
+
+def _folder_files(root: Path, key: str) -> tuple[list[Path], list[int], list[str]]:
     if not root.is_dir():
         raise FailfadeError(f"{key}: image folder {root} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise FailfadeError(f"{key}: {root} needs a sub-folder per class (two or more), found {classes or 'none'}")
-    xs, ys = [], []
+    files, labels = [], []
     for ci, name in enumerate(classes):
         for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}:
-                continue
-            try:
-                img = Image.open(f).convert("RGB").resize((image_size, image_size))
-            except (OSError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated file
-                raise FailfadeError(f"{f}: cannot be read as an image ({type(e).__name__}); fix or remove it "
-                                    f"({key})") from None
-            xs.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
-            ys.append(ci)
-    if not xs:
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(ci)
+    if not files:
         raise FailfadeError(f"{key}: no images found under {root}")
-    return torch.stack(xs), torch.tensor(ys), classes
+    return files, labels, classes
+
+
+def _decode(f: Path, image_size: int, crop: float | None, key: str) -> np.ndarray:
+    """(3, size, size) uint8: stretched to size, or (crop) shorter side to size / crop, centre crop."""
+    from PIL import Image
+
+    try:
+        img = Image.open(f).convert("RGB")
+        if crop:
+            w, h = img.size
+            short = max(1, int(round(image_size / crop)))
+            img = img.resize((max(short, round(w * short / h)), max(short, round(h * short / w))), Image.BILINEAR)
+            w, h = img.size
+            left, top = (w - image_size) // 2, (h - image_size) // 2
+            img = img.crop((left, top, left + image_size, top + image_size))
+        else:
+            img = img.resize((image_size, image_size))
+    except (OSError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated file
+        raise FailfadeError(f"{f}: cannot be read as an image ({type(e).__name__}); fix or remove it ({key})") from None
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _torchvision_files(source: str, key: str):
+    """torchvision:ImageNet:<root>[:<split>]: the files and labels torchvision's ImageNet dataset
+    finds (its devkit's meta.bin and the split's wnid folders; nothing is downloaded). Class
+    indices follow the sorted wnids, as the torchvision weights' categories do."""
+    parts = source.split(":")
+    if len(parts) not in (3, 4) or parts[1] != "ImageNet" or not parts[2]:
+        raise FailfadeError(f"{key}: expected torchvision:ImageNet:<root>[:val|train], got {source!r}")
+    root, split = Path(parts[2]), (parts[3] if len(parts) == 4 else "val")
+    if split not in ("val", "train"):
+        raise FailfadeError(f"{key}: ImageNet split {split!r} is not val or train")
+    from torchvision.datasets import ImageNet
+
+    try:
+        ds = ImageNet(str(root), split=split)
+    except (RuntimeError, OSError, FileNotFoundError, ValueError) as e:
+        raise FailfadeError(f"{key}: cannot open ImageNet at {root} ({type(e).__name__}: {str(e)[:200]}); it needs the "
+                            f"devkit (meta.bin or ILSVRC2012_devkit_t12.tar.gz) and the {split} images") from None
+    files = [Path(f) for f, _ in ds.samples]
+    if not files:
+        raise FailfadeError(f"{key}: no images found in ImageNet's {split} split under {root}")
+    return root, files, [int(c) for _, c in ds.samples], [names[0] for names in ds.classes]
+
+
+def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[str], image_size: int, key: str,
+               cache_dir: Path | None = None, crop: float | None = None):
+    """RGB images at image_size. With a cache_dir, decoded once into a uint8 array file there
+    (keyed by every file's path, size and modification time and the preprocessing), then read per
+    batch: memory follows the batch, not the folder."""
+    import hashlib
+    import json
+    import os
+
+    from failfade.progress import progress
+
+    y = torch.tensor(labels)
+    if cache_dir is None:
+        return torch.stack([torch.from_numpy(_decode(f, image_size, crop, key).astype(np.float32) / 255.0)
+                            for f in files]), y, classes
+    h = hashlib.sha256(json.dumps({"size": image_size, "crop": crop, "version": 1}).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"images-{h.hexdigest()[:20]}.npy"
+    if not path.is_file():
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        try:  # written row by row with plain writes: memory holds one image, not the file
+            with open(tmp, "wb") as out:
+                header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), 3, image_size, image_size)}
+                np.lib.format.write_array_header_2_0(out, header)
+                for f in progress(files, desc=f"decode {root.name}", unit="img"):
+                    out.write(np.ascontiguousarray(_decode(f, image_size, crop, key)).tobytes())
+            os.replace(tmp, path)  # complete or absent: a killed run leaves no half cache behind
+        finally:
+            tmp.unlink(missing_ok=True)
+    return ImageArray(path), y, classes

@@ -206,6 +206,21 @@ def resolve_source(source: ModelSource, resources: Path, key: str = "model.sourc
     raise FailfadeError(f"{key}: {source.kind}: sources are built by the workflow, not resolved")
 
 
+def weights_crop(source_text: str) -> float | None:
+    """crop_size / resize_size of a torchvision: source's weights (e.g. 224 / 232), from the
+    weights enum's metadata (no download); None for any other source or for random weights."""
+    if not isinstance(source_text, str) or not source_text.startswith("torchvision:"):
+        return None
+    import torchvision
+
+    try:
+        source = ModelSource.parse(source_text)
+        t = torchvision.models.get_model_weights(source.target)[source.detail].transforms()
+        return float(t.crop_size[0]) / float(t.resize_size[0])
+    except (KeyError, ValueError, AttributeError, IndexError, FailfadeError):
+        return None
+
+
 def _torchvision(source: ModelSource, resources: Path, key: str):
     import torchvision
 

@@ -35,8 +35,10 @@ class ClassificationTask:
         # on a GPU the held-out images live there (one copy, from pinned memory), so the concept
         # transforms run on the GPU and a scoring call moves only indices in and decisions out
         self._images = inputs.images
-        if mut.device.type != "cpu":
+        if mut.device.type != "cpu" and isinstance(inputs.images, torch.Tensor):
             self._images = inputs.images.pin_memory().to(mut.device, non_blocking=True)
+        # an ImageArray (a folder decoded to a memory map) stays on disk: each batch is read, then
+        # moved to the model's device for the transforms
         self._labels_dev = torch.as_tensor(self.labels, device=mut.device)
         # The explorer's observation: the model's own penultimate features of the clean input.
         feats = [mut.logits_and_features(inputs.images[s : s + batch_size])[1] for s in range(0, self.n_inputs, batch_size)]
@@ -44,7 +46,8 @@ class ClassificationTask:
 
     def render(self, input_ids, cells) -> torch.Tensor:
         idx = torch.as_tensor(np.asarray(input_ids))
-        return apply(self.space, self._images[idx.to(self._images.device)], cells)
+        x = self._images[idx.to(self._images.device)]
+        return apply(self.space, x.to(self.device, non_blocking=True) if x.device != self.device else x, cells)
 
     @torch.inference_mode()
     def score(self, input_ids, cells) -> Outcomes:
