@@ -74,6 +74,8 @@ def validate(config: dict, source: str = "config") -> dict:
         if len(set(axes)) != len(axes):
             raise FailfadeError(f"{source}: experiments.{name}.concepts: axis names must be unique, got {axes}")
         _check_task_keys(name, exp, source)
+        if exp["task"] == "classification" and exp["data"].get("cache_dir") is None:  # beside the other caches
+            exp["data"]["cache_dir"] = f"{config['resources']}/cache/images"
         ex = exp["explore"]
         if ex["budget"] < ex["num_agents"]:
             raise FailfadeError(f"{source}: experiments.{name}.explore.budget ({ex['budget']}) is below num_agents ({ex['num_agents']})")

@@ -103,7 +103,7 @@ def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int
                 validation_fraction: float = 0.0, cache_dir: Path | None = None, crop: float | None = None) -> Splits:
     """Fractions are of the whole data set; validation inputs come out of the training side.
 
-    An image folder is decoded once into a uint8 memory map under `cache_dir` (default: in memory,
+    An image folder is decoded once into a uint8 array file under `cache_dir` (default: in memory,
     for small folders and tests) and read a batch at a time. `crop`: resize the shorter side to
     image_size / crop, then centre-crop image_size (torchvision's evaluation preprocessing, e.g.
     224 / 256); None stretches the whole image to image_size."""

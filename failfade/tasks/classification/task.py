@@ -37,7 +37,7 @@ class ClassificationTask:
         self._images = inputs.images
         if mut.device.type != "cpu" and isinstance(inputs.images, torch.Tensor):
             self._images = inputs.images.pin_memory().to(mut.device, non_blocking=True)
-        # an ImageArray (a folder decoded to a memory map) stays on disk: each batch is read, then
+        # an ImageArray (a folder decoded to a uint8 file) stays on disk: each batch is read, then
         # moved to the model's device for the transforms
         self._labels_dev = torch.as_tensor(self.labels, device=mut.device)
         # The explorer's observation: the model's own penultimate features of the clean input.
