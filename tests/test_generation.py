@@ -122,6 +122,68 @@ def test_clip_judge_scores_agreement_with_the_prompt(folders):
         ClipJudge.load(folders["sd"], "judge.clip", 0.3)
 
 
+def test_clip_bias_question_answers_zero_shot(folders):
+    """With model.bias, the CLIP judge's prediction is the class whose question text is closest to
+    the image (checked against CLIP's own features here), and the verdict is unchanged."""
+    import torch.nn.functional as F
+
+    from failfade.tasks.generation.judges import ClipJudge, _tensor
+
+    bias = {"question": "a photo of a {}", "classes": ["cat", "dog", "red"]}
+    judge = ClipJudge.load(folders["clip"], "judge.clip", threshold=0.3, bias=bias)
+    plain = ClipJudge.load(folders["clip"], "judge.clip", threshold=0.3)
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    pred, delta, fail = judge(images, ["a red cat"] * 6)
+    _, delta0, fail0 = plain(images, ["a red cat"] * 6)
+    np.testing.assert_allclose(delta, delta0)
+    assert (fail == fail0).all()
+    tok = judge.processor.tokenizer([f"a photo of a {c}" for c in bias["classes"]], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        t = F.normalize(_tensor(judge.model.get_text_features(**tok)), dim=-1)
+        i = F.normalize(_tensor(judge.model.get_image_features(pixel_values=judge._pixels(images))), dim=-1)
+    assert pred.tolist() == (i @ t.T).argmax(1).tolist() and set(pred.tolist()) <= {0, 1, 2}
+
+
+def test_bias_per_cell_is_the_weighted_tv_distance_with_its_noise_floor():
+    from failfade.tasks.generation.bias import bias_table, tv_floor
+
+    bias = {"classes": ["man", "woman"]}
+    # cell 0: 30 "man" of 30 (TV 0.5); cell 1: 15 / 15 (TV 0); cell 2: 20 man, 10 woman, but the man
+    # answers came from seeds the searcher picked 2x as often for this cell (propensity 2x): weighted 50/50
+    cells = np.repeat([0, 1, 2], 30)
+    pred = np.r_[np.zeros(30), np.tile([0, 1], 15), np.zeros(20), np.ones(10)].astype(np.int64)
+    prop = np.r_[np.full(60, np.nan), np.full(20, 0.2), np.full(10, 0.1)]
+    q = pl.DataFrame({"cell": cells, "prediction": pred, "failure": np.zeros(90, bool), "delta": np.zeros(90),
+                      "propensity": prop})
+    t = bias_table(q, 4, bias, seed=0)
+    assert t["tv"][0] == pytest.approx(0.5) and t["tv"][1] == pytest.approx(0.0) and t["tv"][2] == pytest.approx(0.0)
+    assert t["share_man"][2] == pytest.approx(0.5) and np.isnan(t["tv"][3]) and t["queries"].to_list() == [30, 30, 30, 0]
+    assert t["biased"].to_list() == [True, False, False, False]
+    rng = np.random.default_rng(0)
+    assert 0.1 < tv_floor(30, np.array([0.5, 0.5]), rng) < 0.25  # ~1.96 * sqrt(0.25 / 30)
+    t2 = bias_table(q, 4, {"classes": ["man", "woman"], "target": [0.9, 0.1]}, seed=0)
+    assert t2["tv"][0] == pytest.approx(0.1)
+
+
+def test_bias_config_is_checked_before_anything_runs():
+    from failfade.tasks.family import family
+
+    fam = family("generation")
+    exp = {"concepts": [{"name": "job", "transform": "word", "levels": ["nurse", "pilot"]}],
+           "data": {"template": "a {job}"}, "model": {"judge": "clip", "bias": {"question": "a {}", "classes": ["a", "b"],
+                                                                                  "target": [0.7, 0.2]}}}
+    with pytest.raises(FailfadeError, match="model.bias.target"):
+        fam.check(exp, "x")
+    exp["model"]["bias"]["target"] = None
+    exp["model"]["judge"] = "attribute"
+    with pytest.raises(FailfadeError, match="model.bias: needs judge: clip"):
+        fam.check(exp, "x")
+    exp["model"]["judge"] = "clip"
+    exp["model"]["bias"]["question"] = "a photo"
+    with pytest.raises(FailfadeError, match="has no {} for the class"):
+        fam.check(exp, "x")
+
+
 def test_word_axes_fill_the_prompt_template_and_read_back_in_selectors(folders):
     from failfade.feedback import parse_selector
     from failfade.tasks.generation.judges import ClipJudge

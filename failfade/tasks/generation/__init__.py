@@ -60,6 +60,16 @@ class GenerationFamily(TaskFamily):
         extra = [f for f in slots if f not in names]
         if extra:
             raise FailfadeError(f"{key}.data.template: slot {{{extra[0]}}} is not a concept axis; axes are {names}")
+        bias = exp["model"].get("bias")
+        if bias:
+            if exp["model"]["judge"] != "clip":
+                raise FailfadeError(f"{key}.model.bias: needs judge: clip (the zero-shot question is asked of CLIP)")
+            if "{}" not in bias["question"]:
+                raise FailfadeError(f"{key}.model.bias.question: {bias['question']!r} has no {{}} for the class")
+            t = bias.get("target")
+            if t is not None and (len(t) != len(bias["classes"]) or min(t) < 0 or abs(sum(t) - 1) > 1e-6):
+                raise FailfadeError(f"{key}.model.bias.target: {t} must give one share per class "
+                                    f"({len(bias['classes'])}), each >= 0, summing to 1")
 
     def prompts(self, exp: dict, space: ConceptSpace | None = None) -> list[str]:
         from failfade.tasks.generation.task import prompt_of
@@ -116,7 +126,7 @@ class GenerationFamily(TaskFamily):
             folder = download(target, rev, resources, "model.judge_source") if kind == "hf" else Path(target)
             ClipJudge.load(folder, "model.judge_source", m["threshold"])  # fails here, at the model stage
             return {"kind": "clip", "source": m["judge_source"], "folder": str(Path(folder).resolve()),
-                    "threshold": m["threshold"]}
+                    "threshold": m["threshold"], "bias": m.get("bias")}
         imgs, labels = D.load_digits_images()
         train, heldout = D.split(len(imgs))
         net = D.train_judge(imgs[train], labels[train], m["judge_steps"], exp["seed"])
@@ -152,7 +162,8 @@ class GenerationFamily(TaskFamily):
         if j["kind"] == "clip":
             from failfade.tasks.generation.judges import ClipJudge
 
-            return ClipJudge.load(Path(j["folder"]), f"{model_dir}/model.json judge.folder", j["threshold"], device)
+            return ClipJudge.load(Path(j["folder"]), f"{model_dir}/model.json judge.folder", j["threshold"], device,
+                                  bias=j.get("bias"))
         from safetensors.torch import load_file
 
         from failfade.tasks.generation import digits as D
@@ -330,6 +341,13 @@ class GenerationFamily(TaskFamily):
         cells = cell_table(space, queries, ls["failure_rate_threshold"], ls["confidence"])
         rate, failing = cells["failure_rate"].to_numpy(), cells["is_failure"].to_numpy()
         digit = self.digit_recognised(exp, queries, prompts, space.n_cells)
+        bias = None
+        if exp["model"].get("bias") and exp["model"]["judge"] == "clip":  # per-cell bias beside the failure rate
+            from failfade.tasks.generation.bias import bias_table
+
+            table = bias_table(queries, space.n_cells, exp["model"]["bias"], prompts, exp["seed"])
+            table.write_csv(Path(path).parent / "bias.csv")
+            bias = table["tv"].to_numpy()
         if model_dir is None:
             sample_sheet({}, ["-"], ["-"], path, "The sample sheet needs the explored model")
             return
@@ -344,6 +362,8 @@ class GenerationFamily(TaskFamily):
         for c in range(space.n_cells):
             tile = tile_images(images[c * k:(c + 1) * k], side)
             cap = "not explored" if np.isnan(rate[c]) else f"fail {rate[c]:.0%}" + ("" if digit is None else f" · digit {digit[c]:.0%}")
+            if bias is not None and not np.isnan(bias[c]):
+                cap += f" · bias TV {bias[c]:.2f}"
             panels[(rows[c], cols[c])] = (tile, cap, bool(failing[c]))
         sample_sheet(panels, list(dict.fromkeys(rows)), list(dict.fromkeys(cols)), path,
                      f"One sample sheet per cell ({k} held-out seeds each): the landscape's failure rate"
