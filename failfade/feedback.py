@@ -187,23 +187,38 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
     # lists each overlap). One row inside the other ("rotation>=30 fix, rotation=40 accept") is an
     # exception that a flat list cannot express: that is an error, as is the same cell set twice.
     overlaps = []
-    for i, b in enumerate(rows):
-        mine = set(b.cells.tolist())
-        for a in rows[:i]:
-            if a.decision == b.decision:
-                continue
-            shared = mine.intersection(a.cells.tolist())
-            if not shared:
-                continue
-            if len(shared) == len(mine) or len(shared) == len(a.cells):
+    unique, seen_sets = [], set()  # a repeated cell set is already a duplicate: check each set once
+    for r in rows:
+        k = tuple(r.cells.tolist())
+        if k not in seen_sets:
+            seen_sets.add(k)
+            unique.append(r)
+    by_cell: dict[str, dict[int, list[int]]] = {d: {} for d in DECISIONS}
+    for i, r in enumerate(unique):
+        for c in r.cells.tolist():
+            by_cell[r.decision].setdefault(c, []).append(i)
+    shared_count: dict[tuple[int, int], int] = {}  # (earlier row, later row) deciding differently -> shared cells
+    first_shared: dict[tuple[int, int], int] = {}
+    for c, fixers in by_cell["fix"].items():
+        for a in fixers:
+            for b in by_cell["accept"].get(c, ()):
+                pair = (min(a, b), max(a, b))
+                shared_count[pair] = shared_count.get(pair, 0) + 1
+                first_shared.setdefault(pair, c)
+    reported = set()
+    for (i, j), n in sorted(shared_count.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        a, b = unique[i], unique[j]
+        if n == len(a.cells) or n == len(b.cells):
+            if j not in reported:  # one problem per later line, against the first line it contradicts
+                reported.add(j)
                 problems.append(
-                    f"line {b.line}: contradicts line {a.line}: both select {space.describe_cell(min(shared))}"
-                    f" ({len(shared)} shared cell(s)) and one lies inside the other, but they decide {b.decision!r} vs "
+                    f"line {b.line}: contradicts line {a.line}: both select {space.describe_cell(first_shared[(i, j)])}"
+                    f" ({n} shared cell(s)) and one lies inside the other, but they decide {b.decision!r} vs "
                     f"{a.decision!r}; to fix all but a part, list the parts to fix"
                 )
-                break
-            fix_line, accept_line = (a.line, b.line) if a.decision == "fix" else (b.line, a.line)
-            overlaps.append({"fix_line": fix_line, "accept_line": accept_line, "cells": len(shared)})
+            continue
+        fix_line, accept_line = (a.line, b.line) if a.decision == "fix" else (b.line, a.line)
+        overlaps.append({"fix_line": fix_line, "accept_line": accept_line, "cells": n})
     for r in rows:
         r.overlaps = [o for o in overlaps if r.line in (o["fix_line"], o["accept_line"])]
     if rows and not problems and not any(r.decision == "fix" for r in rows):
