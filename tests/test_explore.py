@@ -422,3 +422,23 @@ def test_ppo_prior_is_macroscopic_only():
     q, _ = explore(task, 64, 8, seed=0, algorithm="ppo", mode="microscopic", progress=False,
                    micro={"step_cap": 4, "alpha": 0.05, "start": "origin"})
     assert q.height == 64
+
+
+def test_confirm_draws_shrink_on_large_grids_only():
+    """The confirm allocation draws draws × open cells posterior samples per step: past 2^18 the
+    draws shrink (to no fewer than 16), so a 15,625-cell grid stays cheap; small grids keep every
+    draw and the same result."""
+    from failfade.explore.env import LevelSet
+
+    small = LevelSet(125, 0.5)
+    rng = np.random.default_rng(3)
+    small.update(rng.integers(0, 125, 2000), rng.random(2000) < 0.3)
+    a = small.confirm(np.random.default_rng(7))
+    b = small.confirm(np.random.default_rng(7), max_samples=2 ** 40)
+    assert np.array_equal(a, b) and abs(a.sum() - 1) < 1e-3
+
+    big = LevelSet(15_625, 0.5)  # all unvisited: every cell open, every draw finds a winner
+    share = big.confirm(np.random.default_rng(0))
+    won = share > 1e-6
+    assert 1 <= won.sum() <= 16 and abs(share[won].sum() - 1) < 1e-9
+    assert np.allclose(share[won] * 16, np.round(share[won] * 16))  # whole draws out of 16
