@@ -111,6 +111,7 @@ class ClassificationFamily(TaskFamily):
         return ClassificationTask(self.load(exp, model_dir), self.splits(exp).heldout, self.space(exp))
 
     def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
+        from failfade.tasks.classification.data import batch_rows
         from failfade.tasks.classification.transforms import apply
 
         mut, inputs = self.load(exp, model_dir), self.splits(exp).heldout
@@ -119,9 +120,10 @@ class ClassificationFamily(TaskFamily):
         with torch.no_grad():
             for space in probe_spaces:
                 wrong = 0
-                for s in range(0, len(inputs), 512):
-                    x = apply(space, inputs.images[s:s + 512], np.zeros(min(512, len(inputs) - s), dtype=np.int64))
-                    wrong += int((mut.logits(x).argmax(1).cpu().numpy() != labels[s:s + 512]).sum())
+                b = batch_rows(inputs.images, 512)
+                for s in range(0, len(inputs), b):
+                    x = apply(space, inputs.images[s:s + b], np.zeros(min(b, len(inputs) - s), dtype=np.int64))
+                    wrong += int((mut.logits(x).argmax(1).cpu().numpy() != labels[s:s + b]).sum())
                 counts.append(wrong)
         return counts, len(inputs)
 

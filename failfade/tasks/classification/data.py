@@ -81,6 +81,14 @@ class ImageArray:
         return torch.from_numpy(self._read(rows)).float().div_(255.0)
 
 
+def batch_rows(images, cap: int, budget_bytes: int = 64 << 20) -> int:
+    """Images per batch: at most `cap`, and few enough that one float32 batch stays within
+    `budget_bytes` (64 MiB: 512 digits at 32 px, 111 images at 224 px), so that evaluating a
+    large-image split costs a bounded batch (its activations included) whatever the split's size."""
+    per = 4 * int(np.prod(tuple(images.shape[1:])))
+    return max(1, min(int(cap), budget_bytes // max(per, 1)))
+
+
 @dataclass
 class ImageSet:
     images: torch.Tensor | ImageArray  # (N, C, H, W) float32 in [0, 1] (in memory, or read from disk per batch)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from failfade.concepts import ConceptSpace
-from failfade.tasks.classification.data import ImageSet
+from failfade.tasks.classification.data import ImageSet, batch_rows
 from failfade.tasks.classification.models import ModelUnderTest
 from failfade.tasks.classification.training import fit
 from failfade.tasks.classification.transforms import apply
@@ -43,19 +43,20 @@ def validation_scorer(mut: ModelUnderTest, validation: ImageSet, space: ConceptS
     def score() -> dict:
         clean = _errors(mut, validation.images, labels, np.arange(len(validation)))
         wrong = 0
-        for s in range(0, len(ii), 512):
-            x = apply(space, validation.images[torch.as_tensor(ii[s:s + 512])], cc[s:s + 512])
-            wrong += _errors(mut, x, labels, ii[s:s + 512])
+        b = batch_rows(validation.images, 512)
+        for s in range(0, len(ii), b):
+            x = apply(space, validation.images[torch.as_tensor(ii[s:s + b])], cc[s:s + b])
+            wrong += _errors(mut, x, labels, ii[s:s + b])
         return {"val_clean_accuracy": 1 - clean / len(validation), "val_targeted_failure_rate": wrong / len(ii)}
 
     return score
 
 
 def _errors(mut: ModelUnderTest, images: torch.Tensor, labels: np.ndarray, ids: np.ndarray) -> int:
-    wrong = 0
-    for s in range(0, len(images), 512):
-        pred = mut.logits(images[s:s + 512]).argmax(1).cpu().numpy()
-        wrong += int((pred != labels[ids[s:s + 512]]).sum())
+    wrong, b = 0, batch_rows(images, 512)
+    for s in range(0, len(images), b):
+        pred = mut.logits(images[s:s + b]).argmax(1).cpu().numpy()
+        wrong += int((pred != labels[ids[s:s + b]]).sum())
     return wrong
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from failfade.concepts import ConceptSpace
-from failfade.tasks.classification.data import ImageSet
+from failfade.tasks.classification.data import ImageSet, batch_rows
 from failfade.tasks.classification.models import ModelUnderTest
 from failfade.tasks import Outcomes, standardize
 from failfade.tasks.classification.transforms import apply
@@ -25,7 +25,8 @@ class ClassificationTask:
         self.model_sha256 = mut.card.get("sha256")
         self.inputs = inputs
         self.space = space
-        self.batch_size = batch_size
+        # on a CPU the scoring chunk also keeps within a bounded batch of large images (host memory)
+        self.batch_size = batch_rows(inputs.images, batch_size) if mut.device.type == "cpu" else batch_size
         self.n_inputs = len(inputs)
         self.n_cells = space.n_cells
         self.labels = inputs.labels.numpy()
@@ -41,7 +42,8 @@ class ClassificationTask:
         # moved to the model's device for the transforms
         self._labels_dev = torch.as_tensor(self.labels, device=mut.device)
         # The explorer's observation: the model's own penultimate features of the clean input.
-        feats = [mut.logits_and_features(inputs.images[s : s + batch_size])[1] for s in range(0, self.n_inputs, batch_size)]
+        fb = batch_rows(inputs.images, batch_size)
+        feats = [mut.logits_and_features(inputs.images[s : s + fb])[1] for s in range(0, self.n_inputs, fb)]
         self.observations = standardize(torch.cat(feats).cpu().numpy())
 
     def render(self, input_ids, cells) -> torch.Tensor:

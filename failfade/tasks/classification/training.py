@@ -89,7 +89,10 @@ def fit(
 
 @torch.no_grad()
 def accuracy(mut: ModelUnderTest, data: ImageSet, batch_size: int = 512) -> float:
+    from failfade.tasks.classification.data import batch_rows
+
     correct = 0
+    batch_size = batch_rows(data.images, batch_size)
     for start in range(0, len(data), batch_size):
         logits = mut.logits(data.images[start : start + batch_size])
         correct += int((logits.argmax(1).cpu() == data.labels[start : start + batch_size]).sum())
