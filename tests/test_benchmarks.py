@@ -104,3 +104,32 @@ def test_paired_difference_against_random():
     assert discovery._paired([0.9, 0.8], [0.9, 0.8]) == "—"
     text = discovery._paired([1.0, 0.9, 0.95], [0.9, 0.9, 0.9])
     assert text.startswith("+0.050 (")  # mean of 0.1, 0.0, 0.05
+
+
+def test_scalability_planted_conjunctions_and_report(monkeypatch, task):
+    """The scalability benchmark: its planted conjunctions are the cells the rules say, the timing
+    loop runs on a small grid (on the fixture's model), and a short discovery run fills its table."""
+    import scalability
+    from failfade.concepts import ConceptSpace
+    from failfade.tasks.classification.task import ClassificationTask
+    from failfade.tasks.classification.transforms import TRANSFORMS
+
+    cells, rules = scalability.planted_cells()
+    c = np.indices((5,) * 6).reshape(6, -1)[:, cells]
+    assert len(rules) == 3 and len(cells) == 992  # 500 + 250 + 250, less the 8 cells in two rules
+    ok = ((c[0] >= 3) & (c[1] >= 3) & (c[2] == 4)) | ((c[3] == 0) & (c[4] == 4) & (c[5] >= 3)) | ((c[1] == 0) & (c[5] == 0) & (c[2] <= 1))
+    assert ok.all()
+
+    def small(model, axes, exp, n_inputs=None):
+        return ClassificationTask(task.mut, task.inputs, ConceptSpace.from_config(axes, TRANSFORMS), batch_size=64)
+
+    monkeypatch.setattr(scalability, "image_task", small)
+    rows, disc = scalability.main(["--quick", "--models", "digits", "--max-axes", "2", "--timing-queries", "256",
+                                   "--repeats", "1", "--seeds", "3", "--planted-fraction", "0.001", "--num-agents", "256"])
+    assert [r["cells"] for r in rows] == [5, 25]
+    assert all(r[m] > 0 and math.isfinite(r[m]) for r in rows for m in ("failfade", "pure", "paper-style"))
+    res = disc["planted"]
+    assert res["failing"] == 992 and set(res["runs"]) == set(scalability.SEARCHERS)
+    assert all(len(runs) == 3 for runs in res["runs"].values())
+    text = scalability.report(scalability.main.__globals__["argparse"].Namespace(threads=2, seeds=3, num_agents=256), rows, disc)
+    assert "| ppo |" in text and "| digits | 2 | 25 |" in text
