@@ -176,7 +176,8 @@ def _q90(runs) -> str:
 def report(args, rows, disc) -> str:
     dev = f"{platform.processor() or platform.machine()}, {args.threads} threads"
     lines = [f"## Scalability: 5 to 15,625 cells ({dev})", "",
-             f"Command: `.venv/bin/python benchmarks/scalability.py{' --seeds ' + str(args.seeds) if args.seeds != 10 else ''}`"
+             f"Command: `.venv/bin/python benchmarks/scalability.py{' --seeds ' + str(args.seeds) if args.seeds != 10 else ''}"
+             f"{' --skip-discovery' if getattr(args, 'skip_discovery', False) else ''}{' --section ' + args.section if getattr(args, 'section', 'scalability') != 'scalability' else ''}`"
              f" ({time.strftime('%Y-%m-%d')}).", ""]
     if rows:
         lines += ["### Seconds per 1,000 model queries", "",
@@ -228,6 +229,7 @@ def main(argv=None):
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-discovery", action="store_true")
     ap.add_argument("--quick", action="store_true", help="the planted landscape only, nothing written (tests)")
+    ap.add_argument("--section", default="scalability", help="RESULTS.md section (a second run: e.g. scalability-rerun)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     exp = default_experiment()
@@ -236,8 +238,8 @@ def main(argv=None):
     text = report(args, rows, disc)
     if not args.quick:
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "scalability.json").write_text(json.dumps({"timing": rows, "discovery": disc}, indent=2, default=float))
-        write_section("scalability", text)
+        (OUT / f"{args.section}.json").write_text(json.dumps({"timing": rows, "discovery": disc}, indent=2, default=float))
+        write_section(args.section, text)
     print(text)
     return rows, disc
 
