@@ -7,7 +7,7 @@ resizes them) under benchmarks/out/, then runs the workflow's own model and expl
 (pipeline.stage_model, pipeline.stage_explore) in a fresh process on it: `imagefolder:` data at
 `--size` px, half of it held out, a torchvision MobileNetV3-small with random weights (the
 model does not matter to memory; a small one keeps the run short), PPO over the default 125-cell
-grid. Reports that process's peak RSS (ru_maxrss) beside what the held-out split would take as
+grid. Reports that process's peak RSS after its imports (VmHWM, reset after the imports) beside what the held-out split would take as
 one float tensor, and the time of each stage. Writes the "folder-memory" section of
 benchmarks/RESULTS.md.
 """
@@ -28,16 +28,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, write_section  # noqa: E402
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss(key="VmHWM"):  # MB, from /proc/self/status
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":")) / 1024
 import torch
 from failfade.config import load
 from failfade.pipeline import stage_explore, stage_model
 cfg, work = Path(sys.argv[1]), Path(sys.argv[2])
 exp = load(cfg)["experiments"]["folder"]
 torch.set_num_threads(int(sys.argv[3]))
-imports = rss()
+# the peak from here on: reset to the current RSS (Linux >= 4.0), so the imports' transient peak,
+# which differs between machines, does not count
+open("/proc/self/clear_refs", "w").write("5")
+imports = rss("VmRSS")
 t0 = time.perf_counter()
 stage_model(exp, work / "model", work / "resources")
 t1 = time.perf_counter()
@@ -117,7 +121,7 @@ def main(argv=None):
              f"Command: `.venv/bin/python benchmarks/folder_memory.py --images {args.images} --size {args.size}` "
              f"({time.strftime('%Y-%m-%d')}). The workflow's model and explore stages in a fresh process on a generated "
              f"folder of {args.images:,} PNGs, half held out ({runs[0]['heldout']:,} inputs), MobileNetV3-small with random "
-             f"weights, PPO, {args.budget:,} queries over 125 cells. Peak RSS is the process's ru_maxrss; the held-out split "
+             f"weights, PPO, {args.budget:,} queries over 125 cells. Peak RSS is the process's VmHWM, reset to its RSS after the imports; the held-out split "
              f"as one float tensor, as `imagefolder:` held it before, would be {runs[0]['heldout_float_mb'] / 1024:.1f} GiB "
              f"(the uint8 cache file on disk: {runs[0]['cache_mb'] / 1024:.1f} GiB).", "",
              "| run | peak RSS | after imports | model stage | explore stage |", "|---|---|---|---|---|"]
