@@ -7,6 +7,7 @@ benchmarks themselves, never to tests.
 
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
 import sys
@@ -131,5 +132,5 @@ def test_scalability_planted_conjunctions_and_report(monkeypatch, task):
     res = disc["planted"]
     assert res["failing"] == 992 and set(res["runs"]) == set(scalability.SEARCHERS)
     assert all(len(runs) == 3 for runs in res["runs"].values())
-    text = scalability.report(scalability.main.__globals__["argparse"].Namespace(threads=2, seeds=3, num_agents=256), rows, disc)
+    text = scalability.report(argparse.Namespace(threads=2, seeds=3, num_agents=256), rows, disc)
     assert "| ppo |" in text and "| digits | 2 | 25 |" in text

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from failfade.progress import progress
-from failfade.tasks.classification.data import ImageSet
+from failfade.tasks.classification.data import ImageSet, batch_rows
 from failfade.tasks.classification.models import ModelUnderTest
 
 
@@ -89,8 +89,6 @@ def fit(
 
 @torch.no_grad()
 def accuracy(mut: ModelUnderTest, data: ImageSet, batch_size: int = 512) -> float:
-    from failfade.tasks.classification.data import batch_rows
-
     correct = 0
     batch_size = batch_rows(data.images, batch_size)
     for start in range(0, len(data), batch_size):
