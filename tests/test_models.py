@@ -217,6 +217,49 @@ def test_logits_and_features_penultimate_width(saved):
     assert len(mut.head._forward_hooks) == 0
 
 
+def test_scoring_forward_is_a_frozen_snapshot_with_the_eager_decisions(saved):
+    _, _, out = saved
+    mut = load_model(out)
+    x = _images(300, seed=3)
+    fast = mut.scoring_forward(x[:2])
+    assert isinstance(fast, torch.jit.ScriptModule)  # not a silent fall-back to the eager module
+    with torch.inference_mode():
+        got, want = fast(mut.preprocess(x)), mut.logits(x)
+        assert torch.allclose(got, want, atol=1e-5)
+        assert torch.equal(got.argmax(1), want.argmax(1))
+        assert fast(mut.preprocess(x[:7])).shape == (7, 10)  # any batch size, not the traced one
+        # a snapshot: training the module afterwards does not reach it
+        for p in mut.module.parameters():
+            p.add_(1.0)
+        assert torch.allclose(fast(mut.preprocess(x[:5])), got[:5], atol=1e-5)
+
+
+def test_scoring_forward_is_eager_off_cpu_fp32(saved):
+    _, _, out = saved
+    mut = load_model(out, precision="bf16")
+    assert mut.scoring_forward(_images(2)) is mut.module
+
+
+class _Branchy(DigitsCNN):
+    def forward(self, x):
+        if float(x.mean()) > 0.5:  # data-dependent Python control flow: tracing keeps one branch
+            return super().forward(x)
+        return -super().forward(x)
+
+
+class _Untraceable(DigitsCNN):
+    def forward(self, x):
+        return {"logits": super().forward(x), "name": "not a tensor"}  # the tracer refuses str outputs
+
+
+@pytest.mark.parametrize("cls,reason", [(_Branchy, "disagrees"), (_Untraceable, "tracing failed")])
+def test_scoring_forward_falls_back_to_the_module(cls, reason):
+    mut = ModelUnderTest(cls(), dict(CARD_DIGITS))
+    x = torch.cat([_images(1, seed=1) * 0.1, _images(2, seed=2) * 0.1 + 0.9])  # means on both sides of 0.5
+    with pytest.warns(UserWarning, match=reason):
+        assert mut.scoring_forward(x) is mut.module
+
+
 def test_preprocess_normalises_resizes_and_expands():
     card = {"arch": "digits-cnn", "classes": ["a", "b"],
             "input": {"channels": 3, "size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}}

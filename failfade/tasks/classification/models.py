@@ -130,6 +130,40 @@ class ModelUnderTest:
         with self.autocast():
             return self.module(x).float()
 
+    def scoring_forward(self, sample: torch.Tensor):
+        """The forward pass that exploration's scoring calls, given ≥ 2 inputs to build it on.
+
+        On a CPU in fp32: a snapshot of the module traced, frozen and optimised for inference
+        (oneDNN with convolution + ReLU fused and weights pre-packed): the digits CNN runs 89 -> 29
+        µs per image at batch 256 on 2 cores; torchvision models at 224 px gain 0-25%. Logits agree
+        with the eager module to ~1e-8 (tests compare every decision). Elsewhere (a GPU, bf16/fp16)
+        or if tracing fails: the module itself. The snapshot does not follow later changes to
+        `module`, so only a model that is no longer trained may be scored through it. This is the
+        one place that uses TorchScript (deprecated upstream): a move to torch.export touches only it.
+        """
+        if self.device.type != "cpu" or self.precision != "fp32":
+            return self.module
+        import copy
+        import warnings
+
+        x = self.preprocess(sample)
+        try:
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer notices
+                # a copy: frozen constants would otherwise alias some of the module's parameters
+                traced = torch.jit.trace(copy.deepcopy(self.module), x[:1], check_trace=False)
+                graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+                # checked on another batch size than the traced one: a graph that baked in the
+                # batch size or one branch of data-dependent control flow is not used
+                same = torch.allclose(graph(x), self.module(x), rtol=1e-4, atol=1e-4)
+        except Exception as err:  # an architecture TorchScript cannot trace: score it eagerly
+            warnings.warn(f"scoring {self.card.get('arch')} eagerly, tracing failed: {err}")
+            return self.module
+        if not same:
+            warnings.warn(f"scoring {self.card.get('arch')} eagerly: its traced graph disagrees with the module")
+            return self.module
+        return graph
+
 
 def last_linear(module: nn.Module) -> nn.Linear:
     last = None

@@ -45,11 +45,19 @@ class ClassificationTask:
         fb = batch_rows(inputs.images, batch_size)
         feats = [mut.logits_and_features(inputs.images[s : s + fb])[1] for s in range(0, self.n_inputs, fb)]
         self.observations = standardize(torch.cat(feats).cpu().numpy())
+        # the model is fixed while it is explored: score through its frozen inference graph
+        self._forward = mut.scoring_forward(inputs.images[: min(3, self.n_inputs)])
 
     def render(self, input_ids, cells) -> torch.Tensor:
         idx = torch.as_tensor(np.asarray(input_ids))
         x = self._images[idx.to(self._images.device)]
         return apply(self.space, x.to(self.device, non_blocking=True) if x.device != self.device else x, cells)
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits on rendered images, through the scoring forward pass."""
+        with self.mut.autocast():
+            return self._forward(self.mut.preprocess(images)).float()
 
     @torch.inference_mode()
     def score(self, input_ids, cells) -> Outcomes:
@@ -58,7 +66,7 @@ class ClassificationTask:
         ids_dev = torch.as_tensor(input_ids).to(self._labels_dev.device)
         for s in range(0, len(input_ids), self.batch_size):
             x = self.render(input_ids[s : s + self.batch_size], cells[s : s + self.batch_size])
-            probs = torch.softmax(self.mut.logits(x), dim=1)
+            probs = torch.softmax(self.logits(x), dim=1)
             y = self._labels_dev[ids_dev[s : s + self.batch_size]]
             preds.append(probs.argmax(1))
             deltas.append(1.0 - probs.gather(1, y[:, None])[:, 0])
