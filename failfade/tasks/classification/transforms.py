@@ -47,14 +47,28 @@ def _per_level(images: torch.Tensor, values: torch.Tensor, fn, identity: float) 
     return out
 
 
+_GRIDS: dict[tuple, torch.Tensor] = {}
+
+
+def _rotation_grid(deg: float, h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The sampling grid of one rotation at one image size, (1, H, W, 2): built once, then shared
+    by every batch (building it was a third of the digits transforms' time)."""
+    key = (deg, h, w, dtype, device)
+    if key not in _GRIDS:
+        if len(_GRIDS) > 256:
+            _GRIDS.clear()
+        theta = math.radians(deg)
+        mat = torch.tensor([[[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]]],
+                           dtype=dtype, device=device)
+        _GRIDS[key] = F.affine_grid(mat, [1, 1, h, w], align_corners=False)
+    return _GRIDS[key]
+
+
 def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """Rotate about the centre, filling with black (the digits' background)."""
 
     def one(x, deg):
-        theta = math.radians(deg)
-        mat = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]],
-                           dtype=x.dtype, device=x.device).expand(len(x), 2, 3)
-        grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+        grid = _rotation_grid(deg, x.shape[-2], x.shape[-1], x.dtype, x.device).expand(len(x), -1, -1, -1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     return _per_level(images, degrees, one, 0.0)
