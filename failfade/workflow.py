@@ -11,6 +11,11 @@ import traceback
 import torch
 
 from failfade import FailfadeError
+from failfade.tasks.family import family
+from failfade.threads import usable_threads
+
+# stages that only score a fixed model (no training): their thread count may follow the free cores
+SCORING_STAGES = frozenset({"explore", "explore_shard", "reexplore", "reexplore_shard", "groundtruth", "probes"})
 
 
 @contextlib.contextmanager
@@ -18,10 +23,16 @@ def stage(snakemake, name: str):
     """Log to the rule's log file, pin torch threads to the rule's threads, turn user errors into one clear line."""
     log_path = snakemake.log[0]
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
-    torch.set_num_threads(max(1, int(snakemake.threads)))
+    threads = max(1, int(snakemake.threads))
+    if name in SCORING_STAGES and family(snakemake.params.cfg["task"]).thread_invariant:
+        # scoring whose outcomes do not depend on the thread count follows the free cores
+        # (training stages keep the rule's threads: their weights depend on it)
+        threads = usable_threads(threads)
+    torch.set_num_threads(threads)
     with open(log_path, "w") as fh, contextlib.redirect_stderr(fh):
         logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
-        logging.getLogger("failfade").info("stage %s, wildcards %s", name, dict(snakemake.wildcards))
+        logging.getLogger("failfade").info("stage %s, wildcards %s, torch threads %d of the rule's %s", name,
+                                           dict(snakemake.wildcards), threads, snakemake.threads)
         try:
             yield snakemake.params.cfg
         except FailfadeError as e:

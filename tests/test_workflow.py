@@ -136,6 +136,8 @@ def test_every_expected_output_exists(finished_run):
     empty = [p for p in EXPECTED_OUTPUTS if (res / p).stat().st_size == 0]
     assert not empty, empty
     assert (finished_run / "logs" / EXP / "feedback.log").is_file()
+    # every stage logs the torch threads it used; scoring ones may use fewer than the rule gave
+    assert re.search(r"torch threads [12] of the rule's 1", (finished_run / "logs" / EXP / "explore.log").read_text())
     # the query logs hold the whole (tiny) budget, on the same concept axes as the config
     for stage in ("explore", "reexplore"):
         q = pl.read_parquet(res / stage / "queries.parquet")

@@ -20,6 +20,7 @@ what differs between, say, image classification and summarization, and do the re
                              given, is the explored model, for families that show its outputs)
   probe_failures(exp, model_dir, probe_spaces) -> (failures per probe, inputs)
                              off-grid probes: every held-out input under each one-cell probe space
+  thread_invariant           True when scoring does not depend on the torch thread count
 
 A new family is one folder under tasks/, one schema branch and one line in FAMILIES.
 """
@@ -41,6 +42,10 @@ class TaskFamily:
     name: str = ""
     quality: str = ""
     transforms: frozenset[str] = frozenset()
+    # scoring gave bit-identical outcomes on 1 and 2 threads (tests/test_threads.py; generation's
+    # Δ moved by 3e-7, so it keeps its threads): its scoring stages may then use fewer threads than
+    # the rule's while other processes hold cores
+    thread_invariant: bool = False
 
     def obtain_model(self, exp: dict, out_dir, resources, key: str = "model.source") -> dict:
         raise NotImplementedError

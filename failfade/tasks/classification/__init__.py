@@ -36,6 +36,7 @@ def device_of(exp: dict) -> torch.device:
 class ClassificationFamily(TaskFamily):
     name = "classification"
     quality = "accuracy"
+    thread_invariant = True  # 1 vs 2 threads: identical outcomes (tests/test_threads.py)
 
     @property
     def transforms(self) -> frozenset[str]:

@@ -30,6 +30,7 @@ def _device(exp: dict) -> torch.device:
 class SummarizationFamily(TaskFamily):
     name = "summarization"
     quality = "rouge_l"
+    thread_invariant = True  # 1 vs 2 threads: identical outcomes (tests/test_threads.py)
     transforms = frozenset(TRANSFORMS)
 
     def splits(self, exp: dict):

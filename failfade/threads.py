@@ -1,0 +1,61 @@
+"""How many threads a torch job may use: what it was given, or fewer while other processes hold cores.
+
+On 2 cores a torch job with more threads than free cores collapses (its threads wait on each other
+at every parallel region while one of them is descheduled): with one core busy elsewhere the digits
+CNN scored 6,400-7,400 queries/s on 2 threads and 11,300-12,600 on 1 (benchmarks/RESULTS.md). The
+free cores are measured from /proc/stat over a short window on the CPUs this process may run on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """(busy, total) jiffies per allowed CPU from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            name, *vals = line.split()
+            cpu = int(name[3:])
+            if cpu in cpus:
+                v = [int(x) for x in vals[:8]]
+                idle = v[3] + v[4]  # idle + iowait
+                out[cpu] = (sum(v) - idle, sum(v))
+    return out
+
+
+def busy_cores(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
+    """Cores' worth of work done by every process between two /proc/stat samples."""
+    busy = 0.0
+    for cpu, (b1, t1) in after.items():
+        b0, t0 = before.get(cpu, (b1, t1))
+        if t1 > t0:
+            busy += (b1 - b0) / (t1 - t0)
+    return busy
+
+
+def allowed_cpus() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
+def usable_threads(requested: int, window: float = 0.25) -> int:
+    """min(requested, cores free of other work, rounded), at least 1. The caller sleeps for
+    `window` seconds while it measures, so what it sees busy is other processes' work. Without
+    /proc/stat (not Linux) it returns `requested`."""
+    requested = max(1, int(requested))
+    cpus = allowed_cpus()
+    try:
+        before = _cpu_times(cpus)
+        time.sleep(window)
+        after = _cpu_times(cpus)
+    except OSError:
+        return requested
+    free = len(cpus) - busy_cores(before, after)
+    return max(1, min(requested, int(free + 0.5)))
