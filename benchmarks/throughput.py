@@ -21,7 +21,9 @@ took image observations). Writes the "throughput" section of benchmarks/RESULTS.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,7 @@ from failfade.tasks.classification import models  # noqa: E402
 from failfade.tasks.classification.data import load_splits  # noqa: E402
 from failfade.tasks.classification.task import ClassificationTask  # noqa: E402
 from failfade.tasks.classification.transforms import TRANSFORMS  # noqa: E402
+from failfade.threads import usable_threads  # noqa: E402
 
 
 def build_default(name: str, device: str):
@@ -96,14 +99,14 @@ def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
     ids, cells = rng.integers(0, task.n_inputs, n), rng.integers(0, task.n_cells, n)
     chunks = [(ids[s : s + batch], cells[s : s + batch]) for s in range(0, n, batch)]
     with torch.inference_mode():
-        task.mut.logits(task.render(*chunks[0]))  # warm-up
+        task.logits(task.render(*chunks[0]))  # warm-up
         _sync(task)
         t0 = time.perf_counter()
         xs = [task.render(i, c) for i, c in chunks]
         _sync(task)
         t1 = time.perf_counter()
         for x in xs:
-            task.mut.logits(x)
+            task.logits(x)
         _sync(task)
         t2 = time.perf_counter()
         out = {"transforms_us": 1e6 * (t1 - t0) / n, "forward_us": 1e6 * (t2 - t1) / n}
@@ -111,11 +114,11 @@ def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
             # what cuDNN's autotuner would give (failfade leaves it off: its choice can vary by run)
             torch.backends.cudnn.benchmark = True
             for x in xs[:2]:
-                task.mut.logits(x)
+                task.logits(x)
             _sync(task)
             t3 = time.perf_counter()
             for x in xs:
-                task.mut.logits(x)
+                task.logits(x)
             _sync(task)
             out["forward_us_autotuned"] = 1e6 * (time.perf_counter() - t3) / n
             torch.backends.cudnn.benchmark = False
@@ -259,13 +262,28 @@ def main(argv=None):
     ap.add_argument("--models", default="digits,resnet18")
     ap.add_argument("--num-agents", type=int, default=1024, help="explorers per env step = scoring batch")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2", help="torch threads, or `auto`: as many as cores are free of other "
+                    "work when the run starts (failfade's scoring stages do the same, failfade/threads.py)")
+    ap.add_argument("--busy", type=int, default=0, help="start this many busy-loop processes for the run: the "
+                    "benchmark under load")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                     help="forward-pass autocast for failfade and pure (config `precision`); the paper-style "
                          "loops stay fp32, as the official code ran")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repetitions; medians are reported")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        threads = usable_threads(os.cpu_count() or 1) if args.threads == "auto" else int(args.threads)
+        print(f"torch threads: {threads}" + (f" (auto, {args.busy} busy process(es) running)" if args.threads == "auto" else ""),
+              flush=True)
+        torch.set_num_threads(threads)
+        run_models(args, threads)
+    finally:
+        for p in busy:
+            p.kill()
+
+
+def run_models(args, threads: int):
     exp = default_experiment()
     rows = []
     for name in args.models.split(","):
@@ -304,12 +322,16 @@ def main(argv=None):
         print(f"{name}: pure {r['pure']:.0f} q/s, failfade {r['failfade']:.0f} q/s, paper-style {r['paper']:.1f} q/s, "
               f"SB3 {r['sb3']:.1f} q/s; failfade/pure {r['ratio']:.2f} (per repetition {np.round(paired, 2).tolist()}), "
               f"failfade/paper-style {r['failfade'] / r['paper']:.1f}x, failfade/SB3 {r['failfade'] / r['sb3']:.1f}x", flush=True)
-    dev = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
+    dev = torch.cuda.get_device_name() if args.device == "cuda" else (
+        f"CPU ({platform.processor() or platform.machine()}, {threads} threads"
+        + (" chosen by --threads auto" if args.threads == "auto" else "")
+        + (f", {args.busy} busy-loop process(es) beside it" if args.busy else "") + ")")
     dev += f", {args.precision}" if args.precision != "fp32" else ""
     lines = [f"## Throughput: model queries per second ({dev})", "",
              f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}"
              f"{'' if args.models == 'digits,resnet18' else ' --models ' + args.models}{'' if args.repeats == 5 else f' --repeats {args.repeats}'}"
-             f"{'' if args.precision == 'fp32' else ' --precision ' + args.precision}{'' if args.threads == 2 else f' --threads {args.threads}'}"
+             f"{'' if args.precision == 'fp32' else ' --precision ' + args.precision}{'' if args.threads == '2' else f' --threads {args.threads}'}"
+             f"{'' if not args.busy else f' --busy {args.busy}'}"
              f"{'' if args.num_agents == 1024 else f' --num-agents {args.num_agents}'}`. All methods measured in one "
              f"process after a warm-up each, interleaved, {args.repeats} repetitions; q/s are medians; failfade / pure is "
              "the median over repetitions of failfade's rate over the pure run just before it (range in brackets). "
@@ -334,6 +356,7 @@ def main(argv=None):
     suffix = "" if args.models == "digits,resnet18" else "-" + args.models.replace(",", "-")
     suffix += "" if args.precision == "fp32" else "-" + args.precision
     suffix += "" if args.num_agents == 1024 else f"-{args.num_agents}"
+    suffix += "" if not args.busy else f"-busy{args.busy}-threads{args.threads}"
     write_section(f"throughput-{args.device}{suffix}", "\n".join(lines))
 
 
