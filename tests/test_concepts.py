@@ -10,7 +10,8 @@ import torch
 
 from failfade import FailfadeError
 from failfade.concepts import Axis, ConceptSpace
-from failfade.tasks.classification.transforms import TRANSFORMS, apply, contrast, darken, gaussian_blur, occlude, rotate
+from failfade.tasks.classification.transforms import (TRANSFORMS, apply, contrast, darken, gaussian_blur, occlude, rotate,
+                                                      saturation)
 
 CONFIG_CONCEPTS = [
     {"name": "rotation", "transform": "rotate", "levels": [0, 10, 20, 30, 40], "unit": "°"},
@@ -229,6 +230,19 @@ def test_darken_scales_by_one_minus_amount():
     out = darken(x, torch.tensor([0.0, 0.3]))
     assert torch.allclose(out[0], x[0])
     assert torch.allclose(out[1], 0.7 * x[1], atol=1e-7)
+
+
+def test_saturation_matches_torchvision_and_leaves_grey_images():
+    import torchvision.transforms.v2.functional as TF
+
+    x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    f = torch.tensor([1.0, 0.5, 0.0])
+    out = saturation(x, f)
+    for b in range(3):
+        assert torch.allclose(out[b], TF.adjust_saturation(x[b], float(f[b])).clamp(0, 1), atol=1e-6)
+    assert torch.allclose(out[2, 0], out[2, 1]) and torch.allclose(out[2, 1], out[2, 2])  # 0: grey
+    g = torch.rand(2, 1, 8, 8)
+    assert saturation(g, torch.tensor([0.5, 0.7])) is g
 
 
 @pytest.mark.parametrize("size,fraction,side", [(32, 0.25, 8), (32, 0.5, 16), (10, 0.4, 4), (9, 1 / 3, 3), (20, 0.5, 10)])

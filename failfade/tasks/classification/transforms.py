@@ -107,6 +107,18 @@ def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     return mean + f * (images - mean)
 
 
+def saturation(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Blend each RGB image towards its own grey (torchvision's luma weights: the same result as
+    adjust_saturation, which the paper used): factor 1 keeps it, 0 gives greyscale, the paper's
+    0.5-0.7 desaturate. A one-channel image has no colour to take away and is returned unchanged."""
+    if images.shape[1] != 3:
+        return images
+    luma = torch.tensor([0.2989, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    grey = (images * luma).sum(1, keepdim=True)
+    f = factors.to(images.device, images.dtype)[:, None, None, None]
+    return grey + f * (images - grey)
+
+
 def darken(images: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
     """Scale brightness by 1 - amount (the paper's darkening)."""
     return images * (1.0 - amounts.to(images.device, images.dtype))[:, None, None, None]
@@ -133,6 +145,8 @@ TRANSFORMS = {
     "blur": gaussian_blur,
     "contrast": contrast,
     "darken": darken,
+    "saturation": saturation,
+    "saturate": saturation,
     "occlude": occlude,
     "occlusion": occlude,
 }
