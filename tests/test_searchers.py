@@ -639,3 +639,25 @@ def test_confirm_searcher_maps_a_planted_landscape():
     task = SyntheticTask(seed=0)
     q, _ = _run(task, 4096, 64, 0, "confirm")
     assert np.isnan(q["propensity"].to_numpy()).all()  # it ignores the input: no weights
+
+
+def test_weighted_inputs_draws_the_failing_inputs_more():
+    """The paper's ε-weighted input sampler: an input's weight rises by ε per failure, falls by ε per
+    success (floor 0.01), and inputs are drawn in proportion to it."""
+    from failfade.explore.baselines import WeightedInputSearcher
+
+    s = WeightedInputSearcher(n_cells=4, seed=0, num_agents=3, n_inputs=5, epsilon=0.1)
+    s.act(np.zeros((3, 2)), np.array([0, 0, 1]))
+    s.observe(None, None, None, np.array([True, True, False]))
+    np.testing.assert_allclose(s.weights, [1.2, 0.9, 1, 1, 1])
+    for _ in range(20):
+        s.act(np.zeros((1, 2)), np.array([1]))
+        s.observe(None, None, None, np.array([False]))
+    assert s.weights[1] == pytest.approx(0.01)
+    draws = np.concatenate([s.choose_inputs(None, 1000) for _ in range(5)])
+    assert (draws == 0).mean() > (draws == 2).mean() > 30 * (draws == 1).mean()
+    # through explore(): a task where input 0 always fails and the others never do
+    task = SyntheticTask(shape=(2, 2), n_inputs=8, seed=0, p_fail=0.0, p_base=0.0)
+    task._u[0] = -1.0  # u < p for every cell of input 0
+    q, _ = explore(task, 1600, 16, 0, "weighted_inputs", {}, progress=False)
+    assert (q["input_id"] == 0).mean() > 0.5

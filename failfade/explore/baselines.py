@@ -134,3 +134,31 @@ class ThresholdSearcher:
         self.current[done] = self.rng.integers(0, self.n_inputs, int(done.sum()))
         self.ok[done] = 0
         return None
+
+
+class WeightedInputSearcher:
+    """The paper's "ε-greedy" baseline, which is not ε-greedy in the RL sense: uniformly random
+    cells, with each explorer's input drawn by weights that start at 1, rise by ε after a failure on
+    that input and fall by ε after a success, never below `floor` (its classification script:
+    ε = 0.1, floor 0.01)."""
+
+    name = "weighted_inputs"
+
+    def __init__(self, n_cells: int, seed: int, num_agents: int, n_inputs: int, epsilon: float = 0.1,
+                 floor: float = 0.01, **_):
+        self.rng = np.random.default_rng(seed)
+        self.n_cells, self.epsilon, self.floor = n_cells, epsilon, floor
+        self.weights = np.ones(n_inputs)
+        self.inputs = np.zeros(num_agents, dtype=np.int64)
+
+    def choose_inputs(self, rng, n):
+        return self.rng.choice(len(self.weights), n, p=self.weights / self.weights.sum())
+
+    def act(self, obs, input_ids):
+        self.inputs = np.asarray(input_ids).copy()
+        return self.rng.integers(0, self.n_cells, len(obs))
+
+    def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
+        np.add.at(self.weights, self.inputs, np.where(failures, self.epsilon, -self.epsilon))
+        np.maximum(self.weights, self.floor, out=self.weights)
+        return None

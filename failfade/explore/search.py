@@ -2,8 +2,9 @@
 
 Searchers (`algorithm`): ppo (default), dqn, random, epsilon_greedy, bandit (Thompson), levelset
 (sampling where a cell's side of τ is still uncertain), confirm (Thompson draws of the open cell
-cheapest to confirm as failing: PPO's default prior on its own), threshold (the paper's baseline), and
-exhaustive (every cell on every input: the ground truth).
+cheapest to confirm as failing: PPO's default prior on its own), threshold and weighted_inputs (the
+paper's threshold and "ε-greedy" input-weighting baselines), and exhaustive (every cell on every
+input: the ground truth).
 Modes: macroscopic (one-step episodes over the whole grid) and microscopic (walks of ±1 level
 from a start cell; ppo, dqn and random only).
 """
@@ -18,7 +19,7 @@ import polars as pl
 import torch
 
 from failfade.explore.baselines import (ConfirmSearcher, EpsilonGreedySearcher, LevelSetSearcher, RandomSearcher,
-                                       ThompsonSearcher, ThresholdSearcher)
+                                       ThompsonSearcher, ThresholdSearcher, WeightedInputSearcher)
 from failfade.explore.dqn import DQNConfig, DQNSearcher
 from failfade.explore.env import ConceptEnv
 from failfade.explore.micro_env import MicroEnv
@@ -26,7 +27,8 @@ from failfade.explore.ppo import PPO, PPOConfig
 from failfade.progress import progress as progress_bar
 from failfade.puffer import make_native
 
-ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "confirm", "threshold", "exhaustive")
+ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "confirm", "threshold", "weighted_inputs",
+              "exhaustive")
 MODES = ("macroscopic", "microscopic")
 
 
@@ -75,6 +77,12 @@ class ThresholdParams:
 
 
 @dataclass
+class WeightedInputParams:
+    epsilon: float = 0.1  # weight step per outcome (the paper's classification script)
+    floor: float = 0.01  # lowest input weight
+
+
+@dataclass
 class NoParams:
     pass
 
@@ -109,6 +117,7 @@ SEARCHERS = {
     "levelset": _baseline(LevelSetSearcher, NoParams, "levelset"),
     "confirm": _baseline(ConfirmSearcher, NoParams, "confirm"),
     "threshold": _baseline(ThresholdSearcher, ThresholdParams, "threshold"),
+    "weighted_inputs": _baseline(WeightedInputSearcher, WeightedInputParams, "weighted_inputs"),
 }
 
 
