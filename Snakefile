@@ -24,6 +24,7 @@ include: "rules/reexplore.smk"
 include: "rules/probes.smk"
 include: "rules/shift.smk"
 include: "rules/groundtruth.smk"
+include: "rules/paper.smk"
 
 
 rule all:

@@ -79,7 +79,31 @@ def validate(config: dict, source: str = "config") -> dict:
         ex = exp["explore"]
         if ex["budget"] < ex["num_agents"]:
             raise FailfadeError(f"{source}: experiments.{name}.explore.budget ({ex['budget']}) is below num_agents ({ex['num_agents']})")
+    _check_paper(config, source)
     return config
+
+
+def _check_paper(config: dict, source: str) -> None:
+    """The `paper:` section names experiments that exist, and its scalability axes are valid ones."""
+    from failfade.concepts import ConceptSpace
+    from failfade.tasks.family import family
+
+    paper = config.get("paper")
+    if paper is None:
+        return
+    names = list(config["experiments"])
+    for name in paper["rows"]:
+        if name not in names:
+            raise FailfadeError(f"{source}: paper.rows: unknown experiment {name!r}; defined: {names}")
+    sc = paper["scalability"]
+    if sc["experiment"] is not None:
+        if sc["experiment"] not in names:
+            raise FailfadeError(f"{source}: paper.scalability.experiment: unknown experiment {sc['experiment']!r}; "
+                                f"defined: {names}")
+        if not sc["axes"]:
+            raise FailfadeError(f"{source}: paper.scalability.axes: give the axes to time (1 ... 6 of them)")
+        fam = family(config["experiments"][sc["experiment"]]["task"])
+        ConceptSpace.from_config(sc["axes"], fam.transforms, f"{source}: paper.scalability.axes")
 
 
 def _check_task_keys(name: str, exp: dict, source: str) -> None:

@@ -130,4 +130,32 @@ def final_outputs():
             if stage in SHARDED and exp["explore"]["shards"] > 1:
                 out += expand(list(getattr(rules, SHARDED[stage]).output), experiment=e,
                               shard=range(1, exp["explore"]["shards"]))
+    if config.get("paper") is not None:  # the paper's artifacts, from the experiments finished so far
+        out.append(f"{R}/paper/index.html")
     return out
+
+
+# --- the paper target (rules/paper.smk) ---
+
+def paper_cfg(wildcards):
+    return config["paper"]
+
+
+def paper_experiments():
+    """The experiments the paper target collects: those `rule all` builds whose feedback exists."""
+    return [e for e in EXPERIMENTS if feedback_ready(e)]
+
+
+def paper_inputs(wildcards):
+    ins = []
+    for e in paper_experiments():
+        exp = config["experiments"][e]
+        ins += [f"{R}/{e}/shift/shift.json", f"{R}/{e}/feedback/plan.json"]
+        # the figures the page shows
+        ins += [f"{R}/{e}/{p}.png" for p in ("landscape/heatmap", "landscape/gallery", "explore/learning_curve",
+                                              "shift/before_after")]
+        if exp["explore"]["groundtruth"]:
+            ins.append(f"{R}/{e}/paper/strategies.csv")
+    if config["paper"]["scalability"]["experiment"] is not None:
+        ins.append(f"{R}/paper/scalability.csv")
+    return ins
