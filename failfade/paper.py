@@ -127,12 +127,7 @@ def prefilled_task(task, truth: pl.DataFrame):
     the model's real outcomes without calling it again (bit-identical to scoring)."""
     from failfade.tasks.cache import CachedTask
 
-    cached = CachedTask(task)
-    i, c = truth["input_id"].to_numpy(), truth["cell"].to_numpy()
-    cached.prediction[i, c] = truth["prediction"].to_numpy()
-    cached.delta[i, c] = truth["delta"].to_numpy()
-    cached.failure[i, c] = truth["failure"].to_numpy()
-    cached.known[i, c] = True
+    cached = CachedTask(task).fill(*(truth[k].to_numpy() for k in ("input_id", "cell", "prediction", "delta", "failure")))
     if not cached.known.all():
         raise ValueError("the exhaustive table does not cover every (input, cell) pair")
     return cached

@@ -67,6 +67,13 @@ class CachedTask:
         self.hits += int(len(input_ids) - miss.sum())
         return Outcomes(self.prediction[input_ids, cells], self.delta[input_ids, cells], self.failure[input_ids, cells])
 
+    def fill(self, input_ids, cells, prediction, delta, failure) -> "CachedTask":
+        """Take outcomes already scored elsewhere (e.g. an exhaustive truth table) as known."""
+        i, c = np.asarray(input_ids), np.asarray(cells)
+        self.prediction[i, c], self.delta[i, c], self.failure[i, c] = prediction, delta, failure
+        self.known[i, c] = True
+        return self
+
     def save(self) -> None:
         if not self.path:
             return
