@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import discovery  # noqa: E402
+import learner_cost  # noqa: E402
 import throughput  # noqa: E402
 
 from failfade.config import validate  # noqa: E402
@@ -93,6 +94,20 @@ def test_time_breakdown_and_the_gpu_script(task):
     script = ROOT / "benchmarks" / "gpu.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert "throughput.py --device cuda" in script.read_text()
+
+
+def test_learner_cost_parts_add_up_and_the_timers_come_off(task):
+    """Every part of a step is timed once (they add up to the run's total), and the timing wrappers
+    leave PPO and the task as they were."""
+    from failfade.explore.ppo import PPO
+
+    before = {name: PPO.__dict__[name] for name in ("_prior", "act", "observe", "update")}
+    parts = learner_cost.breakdown(task, 8 * 64, 64)
+    assert all(parts[k] >= 0 for k in learner_cost.PARTS) and parts["scoring"] > 0 and parts["update"] > 0
+    assert math.isclose(sum(parts[k] for k in learner_cost.PARTS), parts["total"], rel_tol=1e-9)
+    assert {name: PPO.__dict__[name] for name in before} == before and "score" not in vars(task)
+    scoring, learner, wall = learner_cost.concurrent(task, 4, 64, learner_threads=None)
+    assert 0 < scoring <= wall and 0 < learner <= wall
 
 
 def test_the_papers_stack_runs(task):

@@ -1,0 +1,188 @@
+"""Where failfade's exploration time goes beyond scoring, and whether running the learner beside
+the scoring (overlap) buys anything on this machine.
+
+    .venv/bin/python benchmarks/learner_cost.py [--repeats 5] [--num-agents 1024]
+
+The default experiment's digits CNN, as `benchmarks/throughput.py` runs it: 1,024 explorers, 16
+env steps per repetition (4 PPO updates of 4 epochs x 4 minibatches), 2 torch threads.
+
+1. Breakdown of `explore()` per 1,024-query step, timed inside the run: scoring (the task's
+   batched `score`, transforms and forward pass), the PPO prior (the confirm allocation's
+   posterior draws), the policy (forward pass on the step's observations, sampling,
+   propensities), the update (GAE and the 16 gradient steps, run every 4th step; shown per step),
+   the learner's bookkeeping (level-set counts, the rollout), and the rest (the env's counts and
+   bonus, the query log), beside pure batched scoring of the same number of queries.
+   `ceiling` is what failfade / pure would be if the learner cost nothing: pure / (scoring + rest).
+2. Overlap: pure batched scoring of 16 steps alone; the learner's work for 16 steps alone (act
+   and observe on real observations with Bernoulli outcomes, so the same 4 updates); one after
+   the other; and both at once, the learner in a second Python thread (with the process's 2
+   torch threads, or set to 1 in its thread). If a core were idle during scoring, the
+   concurrent wall time would be closer to the longer of the two than to their sum.
+Writes the "learner-cost" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import platform
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import default_experiment, write_section  # noqa: E402
+from throughput import build, pure  # noqa: E402
+
+from failfade.explore.ppo import PPO, PPOConfig  # noqa: E402
+from failfade.explore.search import explore  # noqa: E402
+
+PARTS = ("scoring", "prior", "policy", "update", "bookkeeping", "rest")
+
+
+class Timed:
+    """Wall time spent in methods of the PPO class and in the task's `score`, while installed."""
+
+    def __init__(self, task):
+        self.task, self.t, self.saved = task, defaultdict(float), []
+
+    def _wrap(self, owner, name: str, key: str):
+        orig = getattr(owner, name)
+        self.saved.append((owner, name, owner.__dict__.get(name)))
+
+        @functools.wraps(orig)
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return orig(*args, **kwargs)
+            finally:
+                self.t[key] += time.perf_counter() - t0
+
+        setattr(owner, name, timed)
+
+    def __enter__(self):
+        self._wrap(self.task, "score", "score")
+        for name in ("_prior", "act", "observe", "update"):
+            self._wrap(PPO, name, name)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, old in reversed(self.saved):
+            if old is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)
+
+
+def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
+    """Seconds per env step of each part of one explore() run, and its total."""
+    with Timed(task) as tm:
+        t0 = time.perf_counter()
+        q, _ = explore(task, n, batch, seed, "ppo", {}, progress=False)
+        total = time.perf_counter() - t0
+    steps, t = q.height / batch, tm.t
+    parts = {"scoring": t["score"], "prior": t["_prior"], "policy": t["act"] - t["_prior"], "update": t["update"],
+             "bookkeeping": t["observe"] - t["update"]}
+    parts["rest"] = total - sum(parts.values())
+    return {**{k: v / steps for k, v in parts.items()}, "total": total / steps}
+
+
+def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | None = None) -> float:
+    """The learner's work for `steps` env steps without scoring: act on real observations, observe
+    Bernoulli(0.3) outcomes; a fresh PPO with the default config. Returns seconds."""
+    if threads:
+        torch.set_num_threads(threads)
+    obs = task.observations
+    rng = np.random.default_rng(seed)
+    agent = PPO(obs.shape[1], task.n_cells, PPOConfig(), seed)
+    o = obs[rng.integers(0, len(obs), batch)]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        a = agent.act(o)
+        fail = rng.random(batch) < 0.3
+        nxt = obs[rng.integers(0, len(obs), batch)]
+        agent.observe(o, a, fail.astype(np.float32), fail, nxt, np.ones(batch, np.float32))
+        o = nxt
+    return time.perf_counter() - t0
+
+
+def concurrent(task, steps: int, batch: int, learner_threads: int | None) -> tuple[float, float, float]:
+    """Pure scoring in this thread and the learner's work in another, started together:
+    (scoring seconds, learner seconds, wall seconds until both are done)."""
+    out: list[float] = []
+    th = threading.Thread(target=lambda: out.append(learner_work(task, steps, batch, threads=learner_threads)))
+    t0 = time.perf_counter()
+    th.start()
+    scoring = steps * batch / pure(task, steps * batch, batch)
+    th.join()
+    return scoring, out[0], time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--num-agents", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=16, help="env steps per repetition")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--section", default="learner-cost")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task = build("digits", default_experiment(), "cpu")
+    b, n = args.num_agents, args.steps * args.num_agents
+    pure(task, 4 * b, b), breakdown(task, 4 * b, b), learner_work(task, 4, b)  # warm-up
+    rows, pures = defaultdict(list), []
+    over = {k: [] for k in ("pure", "learner", "sequential", "conc2", "conc1", "conc2_pure", "conc1_pure")}
+    for _ in range(args.repeats):  # interleaved
+        pures.append(n / pure(task, n, b) / args.steps)
+        for k, v in breakdown(task, n, b).items():
+            rows[k].append(v)
+        p, lw = n / pure(task, n, b), learner_work(task, args.steps, b)
+        over["pure"].append(p)
+        over["learner"].append(lw)
+        over["sequential"].append(p + lw)
+        for k, lt in (("conc2", None), ("conc1", 1)):
+            s, _, wall = concurrent(task, args.steps, b, lt)
+            torch.set_num_threads(args.threads)  # in case the learner thread's setting reached this one
+            over[k].append(wall)
+            over[k + "_pure"].append(s)
+    med = {k: float(np.median(v)) for k, v in rows.items()}
+    pure_step = float(np.median(pures))
+    ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
+    ceiling = pure_step / (med["scoring"] + med["rest"])
+    print("per step (ms): pure " + ms(pure_step) + ", failfade " + ms(med["total"]) + " = "
+          + ", ".join(f"{k} {ms(med[k])}" for k in PARTS) + f"; failfade/pure {pure_step / med['total']:.2f}, "
+          f"ceiling without the learner {ceiling:.2f}", flush=True)
+    o = {k: float(np.median(v)) for k, v in over.items()}
+    print(f"overlap ({args.steps} steps, s): pure {o['pure']:.3f}, learner {o['learner']:.3f}, sequential "
+          f"{o['sequential']:.3f}, concurrent (learner 2 threads) {o['conc2']:.3f} [its scoring {o['conc2_pure']:.3f}], "
+          f"concurrent (learner 1 thread) {o['conc1']:.3f} [its scoring {o['conc1_pure']:.3f}]", flush=True)
+    per_q = lambda s: f"{1e6 * s / b:.1f}"  # noqa: E731
+    lines = [f"## Learner cost and overlap: digits CNN, {b} explorers ({platform.machine()}, {args.threads} threads)", "",
+             f"Command: `.venv/bin/python benchmarks/learner_cost.py{'' if args.repeats == 5 else f' --repeats {args.repeats}'}"
+             f"{'' if args.steps == 16 else f' --steps {args.steps}'}{'' if args.num_agents == 1024 else f' --num-agents {b}'}"
+             f"{'' if args.section == 'learner-cost' else f' --section {args.section}'}`"
+             f". Medians of {args.repeats} interleaved repetitions of {args.steps} env steps ({n:,} queries, "
+             f"{args.steps // PPOConfig.num_steps} PPO updates). Per {b}-query step, timed inside `explore()`:", "",
+             "| part | ms per step | µs per query |", "|---|---|---|",
+             f"| pure batched scoring (separate run) | {ms(pure_step)} | {per_q(pure_step)} |"]
+    lines += [f"| failfade: {k} | {ms(med[k])} | {per_q(med[k])} |" for k in PARTS]
+    lines += [f"| failfade: total | {ms(med['total'])} | {per_q(med['total'])} |", "",
+              f"failfade / pure {pure_step / med['total']:.2f}; with the learner free (prior, policy, update and "
+              f"bookkeeping at zero) it would be {ceiling:.2f}.", "",
+              f"Overlap, {args.steps} steps (seconds): pure scoring alone {o['pure']:.3f}; the learner's work alone "
+              f"{o['learner']:.3f}; one after the other {o['sequential']:.3f}; both at once with the learner in a second "
+              f"thread: {o['conc2']:.3f} (the learner on the process's {args.threads} torch threads; scoring itself took "
+              f"{o['conc2_pure']:.3f}) and {o['conc1']:.3f} (the learner's thread set to 1 torch thread; scoring "
+              f"{o['conc1_pure']:.3f}). Concurrent / sequential: {o['conc2'] / o['sequential']:.2f} and "
+              f"{o['conc1'] / o['sequential']:.2f} (1.00: nothing gained; {max(o['pure'], o['learner']) / o['sequential']:.2f}"
+              f": the learner entirely hidden)."]
+    write_section(args.section, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
