@@ -6,6 +6,8 @@ the scoring (overlap) buys anything on this machine.
 The default experiment's digits CNN, as `benchmarks/throughput.py` runs it: 1,024 explorers, 16
 env steps per repetition (4 PPO updates of 4 epochs x 4 minibatches), 2 torch threads.
 
+`--ppo KEY=VALUE` (repeatable) measures another PPO setting, e.g. `--ppo update_epochs=1`.
+
 1. Breakdown of `explore()` per 1,024-query step, timed inside the run: scoring (the task's
    batched `score`, transforms and forward pass), the PPO prior (the confirm allocation's
    posterior draws), the policy (forward pass on the step's observations, sampling,
@@ -34,13 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import default_experiment, write_section  # noqa: E402
 from throughput import build, pure  # noqa: E402
 
-from failfade.explore.ppo import PPO, PPOConfig  # noqa: E402
-from failfade.explore.search import explore  # noqa: E402
+from failfade.explore.ppo import PPO  # noqa: E402
+from failfade.explore.search import explore, ppo_config  # noqa: E402
 
 PARTS = ("scoring", "prior", "policy", "update", "bookkeeping", "rest")
 
@@ -79,11 +82,11 @@ class Timed:
                 setattr(owner, name, old)
 
 
-def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
-    """Seconds per env step of each part of one explore() run, and its total."""
+def breakdown(task, n: int, batch: int, seed: int = 0, params: dict | None = None) -> dict:
+    """Seconds per env step of each part of one explore() run (PPO with `params`), and its total."""
     with Timed(task) as tm:
         t0 = time.perf_counter()
-        q, _ = explore(task, n, batch, seed, "ppo", {}, progress=False)
+        q, _ = explore(task, n, batch, seed, "ppo", params or {}, progress=False)
         total = time.perf_counter() - t0
     steps, t = q.height / batch, tm.t
     parts = {"scoring": t["score"], "prior": t["_prior"], "policy": t["act"] - t["_prior"], "update": t["update"],
@@ -92,14 +95,15 @@ def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
     return {**{k: v / steps for k, v in parts.items()}, "total": total / steps}
 
 
-def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | None = None) -> float:
+def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | None = None,
+                 params: dict | None = None) -> float:
     """The learner's work for `steps` env steps without scoring: act on real observations, observe
-    Bernoulli(0.3) outcomes; a fresh PPO with the default config. Returns seconds."""
+    Bernoulli(0.3) outcomes; a fresh PPO with `params` (default: the default config). Returns seconds."""
     if threads:
         torch.set_num_threads(threads)
     obs = task.observations
     rng = np.random.default_rng(seed)
-    agent = PPO(obs.shape[1], task.n_cells, PPOConfig(), seed)
+    agent = PPO(obs.shape[1], task.n_cells, ppo_config(params or {}), seed)
     o = obs[rng.integers(0, len(obs), batch)]
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -111,11 +115,12 @@ def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | Non
     return time.perf_counter() - t0
 
 
-def concurrent(task, steps: int, batch: int, learner_threads: int | None) -> tuple[float, float, float]:
+def concurrent(task, steps: int, batch: int, learner_threads: int | None,
+               params: dict | None = None) -> tuple[float, float, float]:
     """Pure scoring in this thread and the learner's work in another, started together:
     (scoring seconds, learner seconds, wall seconds until both are done)."""
     out: list[float] = []
-    th = threading.Thread(target=lambda: out.append(learner_work(task, steps, batch, threads=learner_threads)))
+    th = threading.Thread(target=lambda: out.append(learner_work(task, steps, batch, threads=learner_threads, params=params)))
     t0 = time.perf_counter()
     th.start()
     scoring = steps * batch / pure(task, steps * batch, batch)
@@ -130,23 +135,27 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--section", default="learner-cost")
+    ap.add_argument("--ppo", action="append", default=[], metavar="KEY=VALUE",
+                    help="a PPO setting other than the default (explore.ppo keys), e.g. update_epochs=1; repeatable")
     args = ap.parse_args(argv)
+    params = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.ppo)}
+    cfg = ppo_config(params)  # an unknown key is an error here, before anything runs
     torch.set_num_threads(args.threads)
     task = build("digits", default_experiment(), "cpu")
     b, n = args.num_agents, args.steps * args.num_agents
-    pure(task, 4 * b, b), breakdown(task, 4 * b, b), learner_work(task, 4, b)  # warm-up
+    pure(task, 4 * b, b), breakdown(task, 4 * b, b, params=params), learner_work(task, 4, b, params=params)  # warm-up
     rows, pures = defaultdict(list), []
     over = {k: [] for k in ("pure", "learner", "sequential", "conc2", "conc1", "conc2_pure", "conc1_pure")}
     for _ in range(args.repeats):  # interleaved
         pures.append(n / pure(task, n, b) / args.steps)
-        for k, v in breakdown(task, n, b).items():
+        for k, v in breakdown(task, n, b, params=params).items():
             rows[k].append(v)
-        p, lw = n / pure(task, n, b), learner_work(task, args.steps, b)
+        p, lw = n / pure(task, n, b), learner_work(task, args.steps, b, params=params)
         over["pure"].append(p)
         over["learner"].append(lw)
         over["sequential"].append(p + lw)
         for k, lt in (("conc2", None), ("conc1", 1)):
-            s, _, wall = concurrent(task, args.steps, b, lt)
+            s, _, wall = concurrent(task, args.steps, b, lt, params)
             torch.set_num_threads(args.threads)  # in case the learner thread's setting reached this one
             over[k].append(wall)
             over[k + "_pure"].append(s)
@@ -162,12 +171,15 @@ def main(argv=None):
           f"{o['sequential']:.3f}, concurrent (learner 2 threads) {o['conc2']:.3f} [its scoring {o['conc2_pure']:.3f}], "
           f"concurrent (learner 1 thread) {o['conc1']:.3f} [its scoring {o['conc1_pure']:.3f}]", flush=True)
     per_q = lambda s: f"{1e6 * s / b:.1f}"  # noqa: E731
-    lines = [f"## Learner cost and overlap: digits CNN, {b} explorers ({platform.machine()}, {args.threads} threads)", "",
+    setting = ", ".join(f"{k} {v}" for k, v in params.items()) or "the default PPO"
+    lines = [f"## Learner cost and overlap: digits CNN, {b} explorers, {setting} ({platform.machine()}, {args.threads} threads)",
+             "",
              f"Command: `.venv/bin/python benchmarks/learner_cost.py{'' if args.repeats == 5 else f' --repeats {args.repeats}'}"
              f"{'' if args.steps == 16 else f' --steps {args.steps}'}{'' if args.num_agents == 1024 else f' --num-agents {b}'}"
-             f"{'' if args.section == 'learner-cost' else f' --section {args.section}'}`"
+             f"{'' if args.section == 'learner-cost' else f' --section {args.section}'}"
+             + "".join(f" --ppo {item}" for item in args.ppo) + "`"
              f". Medians of {args.repeats} interleaved repetitions of {args.steps} env steps ({n:,} queries, "
-             f"{args.steps // PPOConfig.num_steps} PPO updates). Per {b}-query step, timed inside `explore()`:", "",
+             f"{args.steps // cfg.num_steps} PPO updates of {cfg.update_epochs} x {cfg.num_minibatches} gradient steps). Per {b}-query step, timed inside `explore()`:", "",
              "| part | ms per step | µs per query |", "|---|---|---|",
              f"| pure batched scoring (separate run) | {ms(pure_step)} | {per_q(pure_step)} |"]
     lines += [f"| failfade: {k} | {ms(med[k])} | {per_q(med[k])} |" for k in PARTS]

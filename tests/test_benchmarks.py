@@ -106,8 +106,10 @@ def test_learner_cost_parts_add_up_and_the_timers_come_off(task):
     assert all(parts[k] >= 0 for k in learner_cost.PARTS) and parts["scoring"] > 0 and parts["update"] > 0
     assert math.isclose(sum(parts[k] for k in learner_cost.PARTS), parts["total"], rel_tol=1e-9)
     assert {name: PPO.__dict__[name] for name in before} == before and "score" not in vars(task)
-    scoring, learner, wall = learner_cost.concurrent(task, 4, 64, learner_threads=None)
+    scoring, learner, wall = learner_cost.concurrent(task, 4, 64, learner_threads=None, params={"update_epochs": 1})
     assert 0 < scoring <= wall and 0 < learner <= wall
+    with pytest.raises(ValueError, match="explore.ppo"):  # --ppo takes explore.ppo keys only
+        learner_cost.main(["--ppo", "epochs=1"])
 
 
 def test_the_papers_stack_runs(task):
