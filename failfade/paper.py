@@ -338,20 +338,19 @@ def figure_pair(png: Path, out_dir: Path, name: str) -> Path:
     return dst
 
 
-def scalability_figure(table: list[dict], out_dir: Path) -> Path | None:
+def scalability_figure(scal: pl.DataFrame | None, out_dir: Path) -> Path | None:
+    """failfade's seconds per 1,000 queries (the scalability() frame) against the paper's, by grid size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(int(r["cells"].replace(",", "")), float(r["failfade_s_per_1000"].split()[0]), float(r["paper_s_per_1000"]))
-           for r in table if r["failfade_s_per_1000"] != "not run"]
-    if not pts:
+    if scal is None or scal.is_empty():
         return None
-    c, f, p = zip(*pts)
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(c, p, "o--", label="paper (47–54 s, its hardware)")
-    ax.plot(c, f, "o-", label="failfade (this run)")
+    ax.plot(list(PAPER_SCALABILITY), [p.value for p in PAPER_SCALABILITY.values()], "o--",
+            label="paper (47–54 s, its hardware)")
+    ax.plot(scal["cells"].to_list(), scal["seconds_per_1000"].to_list(), "o-", label="failfade (this run)")
     ax.set(xscale="log", yscale="log", xlabel="cells in the concept grid", ylabel="seconds per 1,000 queries")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -439,12 +438,12 @@ def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: 
             if plan.get("kind") == "ratings":
                 plans[e] = plan
     scal_csv = out_dir / "scalability.csv"
+    scal = pl.read_csv(scal_csv) if scal_csv.is_file() else None
     scal_exp = paper["scalability"]["experiment"]
     sources = {e: x["model"]["source"] + (f" ({x['model']['epochs']} epochs)" if x["model"]["source"] == "builtin:digits-cnn"
                                            else "") for e, x in exps.items()}
     tables = {"A": table_a(runs, rows, sources), "B": table_b(shifts, rows, {e: x["task"] for e, x in exps.items()}, sources),
-              "C": table_c(pl.read_csv(scal_csv) if scal_csv.is_file() else None,
-                           rows.get(scal_exp, scal_exp or "—"), sources.get(scal_exp, "—")),
+              "C": table_c(scal, rows.get(scal_exp, scal_exp or "—"), sources.get(scal_exp, "—")),
               "D": table_d(plans, rows, sources)}
     figs_dir = out_dir / "figures"
     figures = []
@@ -456,7 +455,7 @@ def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: 
             png = results / e / stage / f"{name}.png"
             if png.is_file():
                 figures.append((f"{rows.get(e, e)} ({e}): {caption}", figure_pair(png, figs_dir, f"{e}_{name}")))
-    scal_png = scalability_figure(tables["C"], figs_dir)
+    scal_png = scalability_figure(scal, figs_dir)
     if scal_png is not None:
         figures.append(("seconds per 1,000 queries against grid size, beside the paper's", scal_png))
     write(out_dir, tables, figures)

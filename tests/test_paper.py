@@ -72,8 +72,7 @@ def _tables():
                                      "recall": [0.9, 0.8, 0.5, float("nan"), 0.6], "true_failure_cells": [10] * 5,
                                      "cells": [125] * 5})}
     rows = {"alexnet": "AlexNet", "sd14": "SD v1.4"}
-    scal = pl.DataFrame({"axes": [1, 2], "cells": [5, 25], "queries": [100, 100], "seconds_per_1000": [0.2, 0.25],
-                         "min": [0.19, 0.2], "max": [0.3, 0.3]})
+    scal = _scalability()
     plan = {"kind": "ratings", "ratings": {"raters": ["a", "b"], "images": 40, "judge_agreement": {
         "images": {"n": 40, "agreement": 0.85, "cohen_kappa": 0.6}, "cells": {"n": 12, "spearman": 0.4, "p_value": 0.2}}}}
     return {"A": paper.table_a(runs, rows, {"alexnet": "builtin:digits-cnn"}),
@@ -81,6 +80,11 @@ def _tables():
                                {"alexnet": "builtin:digits-cnn"}),
             "C": paper.table_c(scal, "AlexNet", "torchvision:alexnet:IMAGENET1K_V1"),
             "D": paper.table_d({"sd14": plan}, rows, {"sd14": "builtin:digits"})}
+
+
+def _scalability() -> pl.DataFrame:
+    return pl.DataFrame({"axes": [1, 2], "cells": [5, 25], "queries": [100, 100], "seconds_per_1000": [0.2, 0.25],
+                         "min": [0.19, 0.2], "max": [0.3, 0.3]})
 
 
 def test_tables_put_the_paper_beside_failfade():
@@ -119,7 +123,7 @@ def test_writers_markdown_booktabs_html(tmp_path):
     out = tmp_path / "paper"
     pair = paper.figure_pair(fig, out / "figures", "alexnet_heatmap")
     assert pair.is_file() and (out / "figures" / "alexnet_heatmap.pdf").read_bytes().startswith(b"%PDF")
-    scal = paper.scalability_figure(t["C"], out / "figures")
+    scal = paper.scalability_figure(_scalability(), out / "figures")
     assert scal.is_file() and (out / "figures" / "scalability.pdf").is_file()
     page = paper.write(out, t, [("heat map", pair), ("scalability", scal)])
     for k in "abcd":
