@@ -19,7 +19,9 @@ env steps per repetition (4 PPO updates of 4 epochs x 4 minibatches), 2 torch th
    and observe on real observations with Bernoulli outcomes, so the same 4 updates); one after
    the other; and both at once, the learner in a second Python thread (with the process's 2
    torch threads, or set to 1 in its thread). If a core were idle during scoring, the
-   concurrent wall time would be closer to the longer of the two than to their sum.
+   concurrent wall time would be closer to the longer of the two than to their sum. Last, one
+   core each: scoring and the learner both on 1 torch thread at once (the issue's "one core
+   scores the next rollout while the other updates"), beside scoring alone on one thread.
 Writes the "learner-cost" section of benchmarks/RESULTS.md.
 """
 
@@ -116,16 +118,24 @@ def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | Non
 
 
 def concurrent(task, steps: int, batch: int, learner_threads: int | None,
-               params: dict | None = None) -> tuple[float, float, float]:
+               params: dict | None = None, scoring_threads: int | None = None) -> tuple[float, float, float]:
     """Pure scoring in this thread and the learner's work in another, started together:
-    (scoring seconds, learner seconds, wall seconds until both are done)."""
+    (scoring seconds, learner seconds, wall seconds until both are done). `scoring_threads`: the
+    scoring thread's torch threads (default: as set); with `learner_threads` 1 and `scoring_threads`
+    1, each gets one core of two: the issue's "one core scores while the other updates"."""
     out: list[float] = []
     th = threading.Thread(target=lambda: out.append(learner_work(task, steps, batch, threads=learner_threads, params=params)))
-    t0 = time.perf_counter()
-    th.start()
-    scoring = steps * batch / pure(task, steps * batch, batch)
-    th.join()
-    return scoring, out[0], time.perf_counter() - t0
+    before = torch.get_num_threads()
+    if scoring_threads:
+        torch.set_num_threads(scoring_threads)
+    try:
+        t0 = time.perf_counter()
+        th.start()
+        scoring = steps * batch / pure(task, steps * batch, batch)
+        th.join()
+        return scoring, out[0], time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(before)  # whichever thread's setting reached this one
 
 
 def main(argv=None):
@@ -145,7 +155,8 @@ def main(argv=None):
     b, n = args.num_agents, args.steps * args.num_agents
     pure(task, 4 * b, b), breakdown(task, 4 * b, b, params=params), learner_work(task, 4, b, params=params)  # warm-up
     rows, pures = defaultdict(list), []
-    over = {k: [] for k in ("pure", "learner", "sequential", "conc2", "conc1", "conc2_pure", "conc1_pure")}
+    over = {k: [] for k in ("pure", "pure1", "learner", "sequential", "conc2", "conc1", "split", "conc2_pure",
+                            "conc1_pure", "split_pure")}
     for _ in range(args.repeats):  # interleaved
         pures.append(n / pure(task, n, b) / args.steps)
         for k, v in breakdown(task, n, b, params=params).items():
@@ -154,9 +165,11 @@ def main(argv=None):
         over["pure"].append(p)
         over["learner"].append(lw)
         over["sequential"].append(p + lw)
-        for k, lt in (("conc2", None), ("conc1", 1)):
-            s, _, wall = concurrent(task, args.steps, b, lt, params)
-            torch.set_num_threads(args.threads)  # in case the learner thread's setting reached this one
+        torch.set_num_threads(1)
+        over["pure1"].append(n / pure(task, n, b))  # scoring given one core
+        torch.set_num_threads(args.threads)
+        for k, lt, st in (("conc2", None, None), ("conc1", 1, None), ("split", 1, 1)):
+            s, _, wall = concurrent(task, args.steps, b, lt, params, scoring_threads=st)
             over[k].append(wall)
             over[k + "_pure"].append(s)
     med = {k: float(np.median(v)) for k, v in rows.items()}
@@ -169,7 +182,8 @@ def main(argv=None):
     o = {k: float(np.median(v)) for k, v in over.items()}
     print(f"overlap ({args.steps} steps, s): pure {o['pure']:.3f}, learner {o['learner']:.3f}, sequential "
           f"{o['sequential']:.3f}, concurrent (learner 2 threads) {o['conc2']:.3f} [its scoring {o['conc2_pure']:.3f}], "
-          f"concurrent (learner 1 thread) {o['conc1']:.3f} [its scoring {o['conc1_pure']:.3f}]", flush=True)
+          f"concurrent (learner 1 thread) {o['conc1']:.3f} [its scoring {o['conc1_pure']:.3f}], one core each "
+          f"{o['split']:.3f} [its scoring {o['split_pure']:.3f}; scoring alone on one thread {o['pure1']:.3f}]", flush=True)
     per_q = lambda s: f"{1e6 * s / b:.1f}"  # noqa: E731
     setting = ", ".join(f"{k} {v}" for k, v in params.items()) or "the default PPO"
     lines = [f"## Learner cost and overlap: digits CNN, {b} explorers, {setting} ({platform.machine()}, {args.threads} threads)",
@@ -192,7 +206,12 @@ def main(argv=None):
               f"{o['conc2_pure']:.3f}) and {o['conc1']:.3f} (the learner's thread set to 1 torch thread; scoring "
               f"{o['conc1_pure']:.3f}). Concurrent / sequential: {o['conc2'] / o['sequential']:.2f} and "
               f"{o['conc1'] / o['sequential']:.2f} (1.00: nothing gained; {max(o['pure'], o['learner']) / o['sequential']:.2f}"
-              f": the learner entirely hidden)."]
+              f": the learner entirely hidden).", "",
+              f"One core each (scoring and the learner each on 1 torch thread, at once): {o['split']:.3f} s "
+              f"(scoring {o['split_pure']:.3f}), {o['split'] / o['sequential']:.2f} of sequential. Scoring alone on one "
+              f"thread took {o['pure1']:.3f} s against {o['pure']:.3f} on {args.threads}: the second core speeds it "
+              f"{o['pure1'] / o['pure']:.2f}x, so a loop that gives the learner a core of its own scores at most "
+              f"{o['pure'] / o['pure1']:.2f} as fast as pure batched scoring, however little the learner costs."]
     write_section(args.section, "\n".join(lines))
 
 

@@ -108,6 +108,10 @@ def test_learner_cost_parts_add_up_and_the_timers_come_off(task):
     assert {name: PPO.__dict__[name] for name in before} == before and "score" not in vars(task)
     scoring, learner, wall = learner_cost.concurrent(task, 4, 64, learner_threads=None, params={"update_epochs": 1})
     assert 0 < scoring <= wall and 0 < learner <= wall
+    threads = torch.get_num_threads()  # the scoring thread's own setting, put back afterwards
+    scoring, learner, wall = learner_cost.concurrent(task, 4, 64, learner_threads=1, scoring_threads=2,
+                                                     params={"update_epochs": 1})
+    assert 0 < scoring <= wall and 0 < learner <= wall and torch.get_num_threads() == threads
     with pytest.raises(ValueError, match="explore.ppo"):  # --ppo takes explore.ppo keys only
         learner_cost.main(["--ppo", "epochs=1"])
 
