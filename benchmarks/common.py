@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import shlex
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +48,27 @@ def write_section(name: str, text: str) -> None:
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
     doc = pattern.sub(lambda _: block, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(doc)
+
+
+def command(script: str, ap: argparse.ArgumentParser, args: argparse.Namespace, keep: tuple[str, ...] = ()) -> str:
+    """The command line that reruns this benchmark as it ran: `script` (its `__file__`) and every
+    option whose value differs from its default, plus the options named in `keep` (their `dest`)
+    always; positional arguments are left out. A section's `Command:` is built from it, so it
+    names every flag that shaped the numbers and reruns into the same section."""
+    parts = [".venv/bin/python", f"benchmarks/{Path(script).name}"]
+    for action in ap._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default and action.dest not in keep:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            parts.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            parts += [x for item in value for x in (flag, shlex.quote(str(item)))]
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, *(shlex.quote(str(v)) for v in value)]
+        else:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)

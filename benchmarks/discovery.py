@@ -1,6 +1,7 @@
 """Discovery benchmark: every searcher at the same query budget, against the exhaustive truth.
 
-    .venv/bin/python benchmarks/discovery.py [--seeds 20] [--fraction 0.2]
+    .venv/bin/python benchmarks/discovery.py [--seeds 20] [--first-seed 0] [--fraction 0.2] [--synthetic-fraction 0.03]
+        [--num-agents 64]
 
 Tasks: the default experiment (digits CNN, 125 cells x 539 held-out inputs), the summarization
 default (`reports`: tiny T5, 64 cells x 200 held-out documents, its own 32 explorers; its model is
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import OUT, default_experiment, digits_model, write_section  # noqa: E402
+from common import OUT, command, default_experiment, digits_model, write_section  # noqa: E402
 
 from failfade.tasks.cache import CachedTask  # noqa: E402
 from failfade.explore.search import exhaustive, explore  # noqa: E402
@@ -94,7 +95,7 @@ def main(argv=None):
             found = np.mean([r["failures_found"] for r in runs])
             print(f"  {sname:32s} recall {m['recall']:.3f} (point {np.mean([r['recall_point'] for r in runs]):.3f}) precision {m['precision']:.3f} mae {m['mae']:.3f} "
                   f"failures found {found:.3f}", flush=True)
-    report(results, curves, args)
+    report(results, curves, args, command(__file__, ap, args))
 
 
 def _fmt(vals, digits=3):
@@ -116,7 +117,7 @@ def _paired(vals, base) -> str:
     return f"{d.mean():+.3f} ({d.mean() - half:+.3f}, {d.mean() + half:+.3f})"
 
 
-def report(results, curves, args):
+def report(results, curves, args, cmd: str = ".venv/bin/python benchmarks/discovery.py"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +137,7 @@ def report(results, curves, args):
         "*failures found* is the share of a searcher's queries that made the model fail (what the paper's agents are "
         "rewarded for).",
         "",
-        "Command: `.venv/bin/python benchmarks/discovery.py`",
+        f"Command: `{cmd}`",
         "",
     ]
     for tname in dict.fromkeys(t for t, _ in results):

@@ -1,6 +1,6 @@
 """Peak memory of exploring a large image folder: the held-out split is read a batch at a time.
 
-    .venv/bin/python benchmarks/folder_memory.py [--images 35000] [--size 224] [--budget 4096]
+    .venv/bin/python benchmarks/folder_memory.py [--images 35000] [--size 224] [--budget 4096] [--threads 2]
 
 Generates a folder of `--images` PNGs (three classes, 64-96 px noise images, so that decoding
 resizes them) under benchmarks/out/, then runs the workflow's own model and explore stages
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ROOT, write_section  # noqa: E402
+from common import OUT, ROOT, command, write_section  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -110,6 +111,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     root = make_folder(OUT / f"folder-{args.images}", args.images)
     work = OUT / f"folder-{args.images}-work"
+    shutil.rmtree(work, ignore_errors=True)  # the first run must decode the folder, not find an earlier cache
     runs = []
     for label in ("first run: decodes the folder into the cache", "second run: reads the cache"):
         t0 = time.perf_counter()
@@ -118,7 +120,7 @@ def main(argv=None):
         runs.append(r)
         print(json.dumps(r), flush=True)
     lines = [f"## Exploring a {args.images:,}-image folder at {args.size} px ({platform.machine()}, {args.threads} threads)", "",
-             f"Command: `.venv/bin/python benchmarks/folder_memory.py --images {args.images} --size {args.size}` "
+             f"Command: `{command(__file__, ap, args, keep=('images', 'size'))}` "
              f"({time.strftime('%Y-%m-%d')}). The workflow's model and explore stages in a fresh process on a generated "
              f"folder of {args.images:,} PNGs, half held out ({runs[0]['heldout']:,} inputs), MobileNetV3-small with random "
              f"weights, PPO, {args.budget:,} queries over 125 cells. Peak RSS is the process's VmHWM, reset to its RSS after the imports; the held-out split "

@@ -1,6 +1,7 @@
 """Landscape at scale: 10 million queries over 15,625 cells (6 axes x 5 levels), from Parquet shards.
 
-    .venv/bin/python benchmarks/landscape_scale.py [--queries 10000000] [--shards 10] [--threads 2]
+    .venv/bin/python benchmarks/landscape_scale.py [--queries 10000000] [--shards 10] [--threads 2] [--repeats 2]
+        [--no-baseline]
 
 Synthetic query shards (written once under benchmarks/out/landscape-scale/) come from a
 failure-seeking contextual searcher on a grid with three planted failing conjunctions (the test
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, write_section  # noqa: E402
+from common import OUT, command, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve()
 PLANTED = [[(0, 3, 4), (1, 0, 1)], [(3, 4, 4)], [(2, 1, 2), (4, 3, 4), (5, 0, 0)]]
@@ -189,7 +190,7 @@ def main() -> None:
     if base:
         rows.append(f"| in-memory (previous path, cells only) | {base['seconds_cells']:.1f} | - | {base['peak_rss_mb']:.0f} ({base['imports_rss_mb']:.0f}) | - | - | - |")
     text = (f"## Landscape at scale: {a.queries:,} queries over 15,625 cells ({platform.machine()}, {a.threads} threads)\n\n"
-            f"`.venv/bin/python benchmarks/landscape_scale.py --queries {a.queries} --shards {a.shards} --threads {a.threads}`: "
+            f"Command: `{command(__file__, ap, a, keep=('queries', 'shards', 'threads'))}`: "
             f"{a.shards} Parquet shards ({sum(p.stat().st_size for p in paths) / 1e6:.0f} MB) of a failure-seeking contextual "
             "searcher's queries (propensities and marginals logged) on a 6-axis x 5-level grid with three planted failing "
             "conjunctions. Each row is a fresh process; peak RSS is its own ru_maxrss. \"cells + slices\": DuckDB aggregates "

@@ -1,7 +1,8 @@
 """Where failfade's exploration time goes beyond scoring, and whether running the learner beside
 the scoring (overlap) buys anything on this machine.
 
-    .venv/bin/python benchmarks/learner_cost.py [--repeats 5] [--num-agents 1024]
+    .venv/bin/python benchmarks/learner_cost.py [--repeats 5] [--num-agents 1024] [--steps 16] [--threads 2]
+        [--ppo KEY=VALUE ...] [--section learner-cost]
 
 The default experiment's digits CNN, as `benchmarks/throughput.py` runs it: 1,024 explorers, 16
 env steps per repetition (4 PPO updates of 4 epochs x 4 minibatches), 2 torch threads.
@@ -22,7 +23,7 @@ env steps per repetition (4 PPO updates of 4 epochs x 4 minibatches), 2 torch th
    concurrent wall time would be closer to the longer of the two than to their sum. Last, one
    core each: scoring and the learner both on 1 torch thread at once (the issue's "one core
    scores the next rollout while the other updates"), beside scoring alone on one thread.
-Writes the "learner-cost" section of benchmarks/RESULTS.md.
+Writes the `--section` section of benchmarks/RESULTS.md (default "learner-cost").
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import default_experiment, write_section  # noqa: E402
+from common import command, default_experiment, write_section  # noqa: E402
 from throughput import build, pure  # noqa: E402
 
 from failfade.explore.ppo import PPO  # noqa: E402
@@ -188,10 +189,7 @@ def main(argv=None):
     setting = ", ".join(f"{k} {v}" for k, v in params.items()) or "the default PPO"
     lines = [f"## Learner cost and overlap: digits CNN, {b} explorers, {setting} ({platform.machine()}, {args.threads} threads)",
              "",
-             f"Command: `.venv/bin/python benchmarks/learner_cost.py{'' if args.repeats == 5 else f' --repeats {args.repeats}'}"
-             f"{'' if args.steps == 16 else f' --steps {args.steps}'}{'' if args.num_agents == 1024 else f' --num-agents {b}'}"
-             f"{'' if args.section == 'learner-cost' else f' --section {args.section}'}"
-             + "".join(f" --ppo {item}" for item in args.ppo) + "`"
+             f"Command: `{command(__file__, ap, args)}`"
              f". Medians of {args.repeats} interleaved repetitions of {args.steps} env steps ({n:,} queries, "
              f"{args.steps // cfg.num_steps} PPO updates of {cfg.update_epochs} x {cfg.num_minibatches} gradient steps). Per {b}-query step, timed inside `explore()`:", "",
              "| part | ms per step | µs per query |", "|---|---|---|",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import OUT, ROOT, default_experiment, write_section  # noqa: E402
+from common import OUT, ROOT, command, default_experiment, write_section  # noqa: E402
 
 from failfade.feedback import mitigation_plan, read_feedback  # noqa: E402
 from failfade.pipeline import family_of, stage_model  # noqa: E402
@@ -108,7 +108,7 @@ def main(argv=None):
     lines = [
         "## Mitigation settings on the validation split",
         "",
-        f"Command: `.venv/bin/python benchmarks/mitigation.py --seeds {' '.join(map(str, args.seeds))}`. "
+        f"Command: `{command(__file__, ap, args, keep=('seeds',))}`. "
         "Each setting fine-tunes the default model (per seed) away from the shipped feedback's `fix` cells, with early "
         f"stopping on validation; every number is on the {len(splits.validation)} validation inputs, scored exhaustively "
         "(the held-out split is never used to choose). Mean over seeds (min to max in brackets); *worst probe* is the "

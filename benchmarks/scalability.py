@@ -1,6 +1,7 @@
 """Scalability: the paper's experiment (1 to 6 concept axes) done properly, and discovery on sparse landscapes.
 
     .venv/bin/python benchmarks/scalability.py [--seeds 10] [--models digits,alexnet] [--skip-timing] [--skip-discovery]
+        [--section scalability] [--max-axes 6] [--repeats 3] [--num-agents 256] [--threads 2]
 
 (a) Time per 1,000 model queries for 1 to 6 axes of 5 levels (5 to 15,625 cells): failfade's
     exploration (PPO, batched scoring), pure batched scoring of the same queries (the hardware's
@@ -16,7 +17,8 @@
       digits    the default digits CNN on a 5-axis grid of mild perturbations (3,125 cells, 2.9%
                 failing on its first 128 held-out digits), its truth scored exhaustively once
                 (cached under benchmarks/out/).
-Writes the "scalability" section of benchmarks/RESULTS.md and benchmarks/out/scalability.json.
+Writes the `--section` section of benchmarks/RESULTS.md (default "scalability"; a second run: e.g.
+`--section scalability-rerun`) and benchmarks/out/<section>.json.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, default_experiment, digits_model, write_section  # noqa: E402
+from common import OUT, command, default_experiment, digits_model, write_section  # noqa: E402
 from discovery import _paired  # noqa: E402
 from throughput import failfade_explore, paper_style, pure  # noqa: E402
 
@@ -173,12 +175,10 @@ def _q90(runs) -> str:
     return f"{np.median(v):,.0f} ({len(v)}/{len(runs)})" if v else f"— (0/{len(runs)})"
 
 
-def report(args, rows, disc) -> str:
+def report(args, rows, disc, cmd: str = ".venv/bin/python benchmarks/scalability.py") -> str:
     dev = f"{platform.processor() or platform.machine()}, {args.threads} threads"
     lines = [f"## Scalability: 5 to 15,625 cells ({dev})", "",
-             f"Command: `.venv/bin/python benchmarks/scalability.py{' --seeds ' + str(args.seeds) if args.seeds != 10 else ''}"
-             f"{' --skip-discovery' if getattr(args, 'skip_discovery', False) else ''}{' --section ' + args.section if getattr(args, 'section', 'scalability') != 'scalability' else ''}`"
-             f" ({time.strftime('%Y-%m-%d')}).", ""]
+             f"Command: `{cmd}` ({time.strftime('%Y-%m-%d')}).", ""]
     if rows:
         lines += ["### Seconds per 1,000 model queries", "",
                   "Median of interleaved repetitions (range in brackets), one process, this machine. *failfade*: PPO "
@@ -235,7 +235,7 @@ def main(argv=None):
     exp = default_experiment()
     rows = [] if args.skip_timing else timing(args, exp)
     disc = {} if args.skip_discovery else discovery(args, exp)
-    text = report(args, rows, disc)
+    text = report(args, rows, disc, command(__file__, ap, args))
     if not args.quick:
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / f"{args.section}.json").write_text(json.dumps({"timing": rows, "discovery": disc}, indent=2, default=float))

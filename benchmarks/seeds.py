@@ -1,12 +1,12 @@
 """The default experiment on several seeds, end to end through the workflow.
 
-    .venv/bin/python benchmarks/seeds.py [--seeds 0 1 2]
+    .venv/bin/python benchmarks/seeds.py [--seeds 0 1 2] [--set KEY=VALUE ...] [--label default] [--cores 2]
 
 For each seed, runs `snakemake` on config/config.yaml with only `seed` changed (results under
-benchmarks/out/seeds/seed<k>/), then collects per seed: held-out clean accuracy change, the
+benchmarks/out/seeds/<label>/seed<k>/), then collects per seed: held-out clean accuracy change, the
 targeted reduction with its interval, the other cells' change, the failure-mass change, the grid
 EMD against its noise floor, every off-grid probe's change (and whether it is significantly
-worse), and recall by both rules. Writes the "seeds" section of benchmarks/RESULTS.md and
+worse), and recall by both rules. Writes the "seeds-<label>" section of benchmarks/RESULTS.md and
 benchmarks/out/seeds-<label>.json. `--set KEY=VALUE` changes experiment keys (e.g. the previous
 defaults, for a comparison measured the same way).
 """
@@ -22,7 +22,7 @@ import time
 import yaml
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import OUT, ROOT, write_section  # noqa: E402
+from common import OUT, ROOT, command, write_section  # noqa: E402
 
 
 def apply_override(exp: dict, text: str) -> None:
@@ -70,13 +70,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     runs = [run_seed(s, args.cores, args.overrides, args.label) for s in args.seeds]
     (OUT / f"seeds-{args.label}.json").write_text(json.dumps(runs, indent=2) + "\n")
-    sets = "".join(f" --set {o}" for o in args.overrides)
     lines = [
         f"## {args.label}: the default experiment on seeds " + ", ".join(map(str, args.seeds)),
         "",
-        f"Command: `.venv/bin/python benchmarks/seeds.py --seeds {' '.join(map(str, args.seeds))}"
-        f"{sets}{'' if args.label == 'default' else ' --label ' + args.label}` (the whole workflow, "
-        f"`config/config.yaml` with only `seed`{' and the keys set' if sets else ''} changed; the seed sets the data split, the model's training, exploration "
+        f"Command: `{command(__file__, ap, args, keep=('seeds',))}` (the whole workflow, "
+        f"`config/config.yaml` with only `seed`{' and the keys set' if args.overrides else ''} changed; the seed sets the data split, the model's training, exploration "
         "and fine-tuning). Every number is on the held-out split; intervals are 95%. *Targeted reduction* is the relative "
         "drop of the failure rate on the cells the feedback marks `fix`; *mass* is the failure rate over the whole grid; "
         "*EMD* is the grid earth mover's distance between the landscapes (failure mass × level steps) beside its noise "

@@ -1,6 +1,7 @@
 """Throughput benchmark: model queries per second of failfade's exploration vs two baselines.
 
-    .venv/bin/python benchmarks/throughput.py [--models digits,resnet18] [--num-agents 1024]
+    .venv/bin/python benchmarks/throughput.py [--device cpu|cuda] [--models digits,resnet18] [--num-agents 1024]
+        [--threads 2|auto] [--busy N] [--precision fp32|bf16|fp16] [--repeats 5]
 
 For each model under test, in one run on the same machine:
   failfade     explore(): native PufferEnv + PPO learner + one batched scoring call per step
@@ -15,7 +16,9 @@ weights on 224-px inputs, (`reports`) the summarization default's tiny T5, whose
 loop perturbs and summarizes one document per step, and (`t2i`) the text-to-image default's
 builtin diffusion model with its judge, whose paper-style loop generates one image per step as
 the paper's SD loop did (a query = one image; their SB3 columns are left empty: the paper's stack
-took image observations). Writes the "throughput" section of benchmarks/RESULTS.md.
+took image observations). Writes the section `throughput-<device>` of benchmarks/RESULTS.md,
+suffixed by every setting that differs from the default (`-<models>`, `-<precision>`, `-<explorers>`,
+`-busy<N>-threads<T>`), under a `Command:` line that reruns it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import default_experiment, digits_model, write_section  # noqa: E402
+from common import command, default_experiment, digits_model, write_section  # noqa: E402
 
 from failfade.concepts import ConceptSpace  # noqa: E402
 from failfade.explore.search import explore  # noqa: E402
@@ -94,10 +97,13 @@ def _sync(task):
 
 def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
     """Where a batched query's time goes: the concept transforms alone, then the model's forward
-    pass alone on the transformed batches (µs per query, device synchronised around each)."""
+    pass alone on the transformed batches (µs per query, device synchronised around each), in the
+    chunks that `score` renders and scores (the task's batch_size when below `batch`): the digits
+    CNN's forward pass costs 2.4x more per image in chunks of 1,024 than in score's 256."""
     rng = np.random.default_rng(seed)
     ids, cells = rng.integers(0, task.n_inputs, n), rng.integers(0, task.n_cells, n)
-    chunks = [(ids[s : s + batch], cells[s : s + batch]) for s in range(0, n, batch)]
+    step = min(batch, getattr(task, "batch_size", batch))
+    chunks = [(ids[s : s + step], cells[s : s + step]) for s in range(0, n, step)]
     with torch.inference_mode():
         task.logits(task.render(*chunks[0]))  # warm-up
         _sync(task)
@@ -277,13 +283,13 @@ def main(argv=None):
         print(f"torch threads: {threads}" + (f" (auto, {args.busy} busy process(es) running)" if args.threads == "auto" else ""),
               flush=True)
         torch.set_num_threads(threads)
-        run_models(args, threads)
+        run_models(args, threads, command(__file__, ap, args, keep=("device",)))
     finally:
         for p in busy:
             p.kill()
 
 
-def run_models(args, threads: int):
+def run_models(args, threads: int, cmd: str):
     exp = default_experiment()
     rows = []
     for name in args.models.split(","):
@@ -328,11 +334,7 @@ def run_models(args, threads: int):
         + (f", {args.busy} busy-loop process(es) beside it" if args.busy else "") + ")")
     dev += f", {args.precision}" if args.precision != "fp32" else ""
     lines = [f"## Throughput: model queries per second ({dev})", "",
-             f"Command: `.venv/bin/python benchmarks/throughput.py --device {args.device}"
-             f"{'' if args.models == 'digits,resnet18' else ' --models ' + args.models}{'' if args.repeats == 5 else f' --repeats {args.repeats}'}"
-             f"{'' if args.precision == 'fp32' else ' --precision ' + args.precision}{'' if args.threads == '2' else f' --threads {args.threads}'}"
-             f"{'' if not args.busy else f' --busy {args.busy}'}"
-             f"{'' if args.num_agents == 1024 else f' --num-agents {args.num_agents}'}`. All methods measured in one "
+             f"Command: `{cmd}`. All methods measured in one "
              f"process after a warm-up each, interleaved, {args.repeats} repetitions; q/s are medians; failfade / pure is "
              "the median over repetitions of failfade's rate over the pure run just before it (range in brackets). "
              "*pure* = the same concept transforms and scoring in plain batches (no env, no learner); *paper-style* = "

@@ -88,9 +88,13 @@ def test_low_precision_scoring_on_cpu_keeps_the_decisions(task):
         ModelUnderTest(copy.deepcopy(task.mut.module), task.mut.card, torch.device("cpu"), "fp8")
 
 
-def test_time_breakdown_and_the_gpu_script(task):
+def test_time_breakdown_and_the_gpu_script(task, monkeypatch):
     b = throughput.breakdown(task, 512, 256)
     assert b["transforms_us"] > 0 and b["forward_us"] > 0
+    sizes, logits = [], task.logits  # timed in the chunks that score uses, not whole env steps
+    monkeypatch.setattr(task, "logits", lambda x: sizes.append(len(x)) or logits(x))
+    throughput.breakdown(task, 8 * task.batch_size, 4 * task.batch_size)
+    assert set(sizes) == {task.batch_size}
     script = ROOT / "benchmarks" / "gpu.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert "throughput.py --device cuda" in script.read_text()
