@@ -52,19 +52,20 @@ def write_section(name: str, text: str) -> None:
 
 def command(script: str, ap: argparse.ArgumentParser, args: argparse.Namespace, keep: tuple[str, ...] = ()) -> str:
     """The command line that reruns this benchmark as it ran: `script` (its `__file__`) and every
-    option whose value differs from its default, plus the options named in `keep` (their `dest`)
-    always; positional arguments are left out. A section's `Command:` is built from it, so it
-    names every flag that shaped the numbers and reruns into the same section."""
+    option whose value differs from its default, after the options named in `keep` (their `dest`:
+    defaults that depend on the machine, such as throughput's --device), which are always given;
+    positional arguments are left out. A section's `Command:` is built from it, so it names every
+    flag that shaped the numbers and reruns into the same section."""
     parts = [".venv/bin/python", f"benchmarks/{Path(script).name}"]
-    for action in ap._actions:
-        if not action.option_strings or isinstance(action, argparse._HelpAction):
-            continue
+    actions = [a for a in ap._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    for action in sorted(actions, key=lambda a: a.dest not in keep):  # stable: keep first, then as defined
         value = getattr(args, action.dest)
         if value == action.default and action.dest not in keep:
             continue
         flag = max(action.option_strings, key=len)
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            parts.append(flag)
+            if value != action.default:  # a flag states a change; at its default there is nothing to write
+                parts.append(flag)
         elif isinstance(action, argparse._AppendAction):
             parts += [x for item in value for x in (flag, shlex.quote(str(item)))]
         elif isinstance(value, (list, tuple)):

@@ -117,7 +117,7 @@ def _paired(vals, base) -> str:
     return f"{d.mean():+.3f} ({d.mean() - half:+.3f}, {d.mean() + half:+.3f})"
 
 
-def report(results, curves, args, cmd: str = ".venv/bin/python benchmarks/discovery.py"):
+def report(results, curves, args, cmd: str):
     import matplotlib
 
     matplotlib.use("Agg")

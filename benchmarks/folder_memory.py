@@ -120,7 +120,7 @@ def main(argv=None):
         runs.append(r)
         print(json.dumps(r), flush=True)
     lines = [f"## Exploring a {args.images:,}-image folder at {args.size} px ({platform.machine()}, {args.threads} threads)", "",
-             f"Command: `{command(__file__, ap, args, keep=('images', 'size'))}` "
+             f"Command: `{command(__file__, ap, args)}` "
              f"({time.strftime('%Y-%m-%d')}). The workflow's model and explore stages in a fresh process on a generated "
              f"folder of {args.images:,} PNGs, half held out ({runs[0]['heldout']:,} inputs), MobileNetV3-small with random "
              f"weights, PPO, {args.budget:,} queries over 125 cells. Peak RSS is the process's VmHWM, reset to its RSS after the imports; the held-out split "

@@ -190,7 +190,7 @@ def main() -> None:
     if base:
         rows.append(f"| in-memory (previous path, cells only) | {base['seconds_cells']:.1f} | - | {base['peak_rss_mb']:.0f} ({base['imports_rss_mb']:.0f}) | - | - | - |")
     text = (f"## Landscape at scale: {a.queries:,} queries over 15,625 cells ({platform.machine()}, {a.threads} threads)\n\n"
-            f"Command: `{command(__file__, ap, a, keep=('queries', 'shards', 'threads'))}`: "
+            f"Command: `{command(__file__, ap, a)}`: "
             f"{a.shards} Parquet shards ({sum(p.stat().st_size for p in paths) / 1e6:.0f} MB) of a failure-seeking contextual "
             "searcher's queries (propensities and marginals logged) on a 6-axis x 5-level grid with three planted failing "
             "conjunctions. Each row is a fresh process; peak RSS is its own ru_maxrss. \"cells + slices\": DuckDB aggregates "

@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,24 +99,36 @@ def breakdown(task, n: int, batch: int, seed: int = 0, params: dict | None = Non
     return {**{k: v / steps for k, v in parts.items()}, "total": total / steps}
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads set to `n` (None: left as they are) for the block, then put back:
+    set in one Python thread, the setting can reach the others."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | None = None,
                  params: dict | None = None) -> float:
     """The learner's work for `steps` env steps without scoring: act on real observations, observe
     Bernoulli(0.3) outcomes; a fresh PPO with `params` (default: the default config). Returns seconds."""
-    if threads:
-        torch.set_num_threads(threads)
     obs = task.observations
     rng = np.random.default_rng(seed)
     agent = PPO(obs.shape[1], task.n_cells, ppo_config(params or {}), seed)
     o = obs[rng.integers(0, len(obs), batch)]
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        a = agent.act(o)
-        fail = rng.random(batch) < 0.3
-        nxt = obs[rng.integers(0, len(obs), batch)]
-        agent.observe(o, a, fail.astype(np.float32), fail, nxt, np.ones(batch, np.float32))
-        o = nxt
-    return time.perf_counter() - t0
+    with torch_threads(threads):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            a = agent.act(o)
+            fail = rng.random(batch) < 0.3
+            nxt = obs[rng.integers(0, len(obs), batch)]
+            agent.observe(o, a, fail.astype(np.float32), fail, nxt, np.ones(batch, np.float32))
+            o = nxt
+        return time.perf_counter() - t0
 
 
 def concurrent(task, steps: int, batch: int, learner_threads: int | None,
@@ -126,17 +139,12 @@ def concurrent(task, steps: int, batch: int, learner_threads: int | None,
     1, each gets one core of two: the issue's "one core scores while the other updates"."""
     out: list[float] = []
     th = threading.Thread(target=lambda: out.append(learner_work(task, steps, batch, threads=learner_threads, params=params)))
-    before = torch.get_num_threads()
-    if scoring_threads:
-        torch.set_num_threads(scoring_threads)
-    try:
+    with torch_threads(scoring_threads):
         t0 = time.perf_counter()
         th.start()
         scoring = steps * batch / pure(task, steps * batch, batch)
         th.join()
         return scoring, out[0], time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(before)  # whichever thread's setting reached this one
 
 
 def main(argv=None):
@@ -166,9 +174,8 @@ def main(argv=None):
         over["pure"].append(p)
         over["learner"].append(lw)
         over["sequential"].append(p + lw)
-        torch.set_num_threads(1)
-        over["pure1"].append(n / pure(task, n, b))  # scoring given one core
-        torch.set_num_threads(args.threads)
+        with torch_threads(1):
+            over["pure1"].append(n / pure(task, n, b))  # scoring given one core
         for k, lt, st in (("conc2", None, None), ("conc1", 1, None), ("split", 1, 1)):
             s, _, wall = concurrent(task, args.steps, b, lt, params, scoring_threads=st)
             over[k].append(wall)

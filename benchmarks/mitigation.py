@@ -108,7 +108,7 @@ def main(argv=None):
     lines = [
         "## Mitigation settings on the validation split",
         "",
-        f"Command: `{command(__file__, ap, args, keep=('seeds',))}`. "
+        f"Command: `{command(__file__, ap, args)}`. "
         "Each setting fine-tunes the default model (per seed) away from the shipped feedback's `fix` cells, with early "
         f"stopping on validation; every number is on the {len(splits.validation)} validation inputs, scored exhaustively "
         "(the held-out split is never used to choose). Mean over seeds (min to max in brackets); *worst probe* is the "

@@ -73,7 +73,7 @@ def main(argv=None):
     lines = [
         f"## {args.label}: the default experiment on seeds " + ", ".join(map(str, args.seeds)),
         "",
-        f"Command: `{command(__file__, ap, args, keep=('seeds',))}` (the whole workflow, "
+        f"Command: `{command(__file__, ap, args)}` (the whole workflow, "
         f"`config/config.yaml` with only `seed`{' and the keys set' if args.overrides else ''} changed; the seed sets the data split, the model's training, exploration "
         "and fine-tuning). Every number is on the held-out split; intervals are 95%. *Targeted reduction* is the relative "
         "drop of the failure rate on the cells the feedback marks `fix`; *mass* is the failure rate over the whole grid; "

@@ -17,8 +17,10 @@ loop perturbs and summarizes one document per step, and (`t2i`) the text-to-imag
 builtin diffusion model with its judge, whose paper-style loop generates one image per step as
 the paper's SD loop did (a query = one image; their SB3 columns are left empty: the paper's stack
 took image observations). Writes the section `throughput-<device>` of benchmarks/RESULTS.md,
-suffixed by every setting that differs from the default (`-<models>`, `-<precision>`, `-<explorers>`,
-`-busy<N>-threads<T>`), under a `Command:` line that reruns it.
+suffixed by `--models`, `--precision` and `--num-agents` where they differ from the default
+(`-<models>`, `-<precision>`, `-<explorers>`) and by `-busy<N>-threads<T>` under `--busy` (a run that
+changes only `--threads` or `--repeats` rewrites the unsuffixed section), under a `Command:` line
+that reruns it.
 """
 
 from __future__ import annotations
@@ -98,12 +100,14 @@ def _sync(task):
 def breakdown(task, n: int, batch: int, seed: int = 0) -> dict:
     """Where a batched query's time goes: the concept transforms alone, then the model's forward
     pass alone on the transformed batches (µs per query, device synchronised around each), in the
-    chunks that `score` renders and scores (the task's batch_size when below `batch`): the digits
-    CNN's forward pass costs 2.4x more per image in chunks of 1,024 than in score's 256."""
+    chunks that `score` renders and scores: each call of `batch` queries cut at the task's
+    batch_size (on a 2-core CPU the digits CNN's forward pass costs over twice as much per image in
+    chunks of 1,024 as in score's 256)."""
     rng = np.random.default_rng(seed)
     ids, cells = rng.integers(0, task.n_inputs, n), rng.integers(0, task.n_cells, n)
-    step = min(batch, getattr(task, "batch_size", batch))
-    chunks = [(ids[s : s + step], cells[s : s + step]) for s in range(0, n, step)]
+    bounds = [(t, min(t + task.batch_size, s + batch, n))
+              for s in range(0, n, batch) for t in range(s, min(s + batch, n), task.batch_size)]
+    chunks = [(ids[a:b], cells[a:b]) for a, b in bounds]
     with torch.inference_mode():
         task.logits(task.render(*chunks[0]))  # warm-up
         _sync(task)

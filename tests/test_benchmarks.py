@@ -91,10 +91,31 @@ def test_low_precision_scoring_on_cpu_keeps_the_decisions(task):
 def test_time_breakdown_and_the_gpu_script(task, monkeypatch):
     b = throughput.breakdown(task, 512, 256)
     assert b["transforms_us"] > 0 and b["forward_us"] > 0
-    sizes, logits = [], task.logits  # timed in the chunks that score uses, not whole env steps
-    monkeypatch.setattr(task, "logits", lambda x: sizes.append(len(x)) or logits(x))
-    throughput.breakdown(task, 8 * task.batch_size, 4 * task.batch_size)
-    assert set(sizes) == {task.batch_size}
+    # timed in the chunks that score uses: each call's batch cut at the task's batch_size
+    sizes, forward, bs = [], task._forward, task.batch_size
+    monkeypatch.setattr(task, "_forward", lambda x: sizes.append(len(x)) or forward(x))
+    throughput.breakdown(task, 2 * (bs + bs // 2), bs + bs // 2)
+    assert sizes == [bs] + [bs, bs // 2] * 2  # the warm-up chunk, then two calls of 1.5 chunks each
+
+
+def test_a_sections_command_names_every_option_that_shaped_it():
+    from common import command
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("paths", nargs="*")
+    script = "/somewhere/benchmarks/x.py"
+    assert command(script, ap, ap.parse_args([])) == ".venv/bin/python benchmarks/x.py"
+    args = ap.parse_args(["--repeats", "3", "--set", "a.b=1", "--set", "c=two words", "--seeds", "4", "5",
+                          "--skip-timing", "p1"])
+    assert command(script, ap, args, keep=("device",)) == (
+        ".venv/bin/python benchmarks/x.py --device cpu --seeds 4 5 --set a.b=1 --set 'c=two words' --skip-timing "
+        "--repeats 3")
+    assert command(script, ap, ap.parse_args(["--repeats", "5"]), keep=("skip_timing",)) == ".venv/bin/python benchmarks/x.py"
     script = ROOT / "benchmarks" / "gpu.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     assert "throughput.py --device cuda" in script.read_text()
