@@ -71,7 +71,8 @@ def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
     task = family_of(exp).build_task(exp, Path(model_dir))
     if cache_dir is None:
         return task
-    parts = [task.model_sha256, exp["data"], exp["seed"], exp["concepts"]]
+    # the data's config and its content: a file edited under the same path must not reuse old outcomes
+    parts = [task.model_sha256, exp["data"], getattr(task, "data_digest", None), exp["seed"], exp["concepts"]]
     if getattr(task, "settings", None) is not None:  # what else decides an outcome (e.g. generation settings)
         parts.append(task.settings)
     key = fingerprint(*parts)

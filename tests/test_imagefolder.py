@@ -91,6 +91,85 @@ def test_a_broken_image_names_its_file_and_leaves_no_half_cache(tmp_path):
     assert not list((tmp_path / "cache").glob("*"))
 
 
+def test_replaced_pictures_change_the_outcome_key(tmp_path):
+    """The outcome cache is keyed by the held-out inputs' digest: pictures replaced under the same
+    names (the image cache is rebuilt from their new modification times) must not reuse outcomes."""
+    import os
+
+    root = make_folder(tmp_path / "d", 30)
+    src = f"imagefolder:{root}"
+    lazy = load_splits(src, 16, 0.3, seed=0, cache_dir=tmp_path / "c").heldout.digest()
+    eager = load_splits(src, 16, 0.3, seed=0).heldout.digest()
+    assert load_splits(src, 16, 0.3, seed=0, cache_dir=tmp_path / "c").heldout.digest() == lazy  # unchanged: reused
+    assert load_splits(src, 16, 0.3, seed=0).heldout.digest() == eager
+    make_folder(root, 30, seed=1)  # same names, same count, other pictures
+    for f in root.rglob("*.png"):
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert load_splits(src, 16, 0.3, seed=0, cache_dir=tmp_path / "c").heldout.digest() != lazy
+    assert load_splits(src, 16, 0.3, seed=0).heldout.digest() != eager
+
+
+def test_the_outcome_cache_key_follows_the_tasks_data_digest(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from failfade import pipeline
+
+    task = SimpleNamespace(model_sha256="m", data_digest="a", space=None, n_inputs=2, n_cells=3,
+                           labels=np.zeros(2), observations=np.zeros((2, 1)))
+    monkeypatch.setattr(pipeline, "family_of", lambda exp: SimpleNamespace(build_task=lambda exp, model_dir: task))
+    exp = {"data": {"source": "imagefolder:/same/path"}, "seed": 0, "concepts": []}
+    first = pipeline.build_task(exp, tmp_path, tmp_path).path
+    assert pipeline.build_task(exp, tmp_path, tmp_path).path == first
+    task.data_digest = "b"
+    assert pipeline.build_task(exp, tmp_path, tmp_path).path != first
+
+
+def test_hidden_folders_are_not_classes_and_skipped_files_are_said(tmp_path, caplog):
+    root = make_folder(tmp_path / "d", 9)
+    before = load_splits(f"imagefolder:{root}", 16, 0.3, seed=0)
+    (root / ".ipynb_checkpoints").mkdir()  # what Jupyter leaves behind
+    (root / "cat" / ".DS_Store").write_bytes(b"x")
+    (root / "cat" / "notes.txt").write_text("x")
+    (root / "dog" / "nested").mkdir()
+    with caplog.at_level("WARNING", logger="failfade"):
+        after = load_splits(f"imagefolder:{root}", 16, 0.3, seed=0)
+    assert after.classes == before.classes == ["cat", "dog", "fox"]
+    assert after.heldout.labels.tolist() == before.heldout.labels.tolist()
+    assert after.train.labels.tolist() == before.train.labels.tolist()
+    assert "2 entries in the class folders are not read" in caplog.text and ".DS_Store" not in caplog.text
+
+
+def test_sixteen_bit_and_oversized_images(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root = make_folder(tmp_path / "d", 6)
+    grey = root / "cat" / "00000.png"
+    Image.fromarray(np.full((20, 20), 51400, dtype=np.uint16)).save(grey)  # 16-bit grey, 51400 / 257 = 200
+    assert Image.open(grey).mode.startswith("I")
+    x = D._decode(grey, 8, None, "data.source")
+    assert x.dtype == np.uint8 and int(x.min()) == int(x.max()) == 51400 >> 8  # scaled, not clipped at 255
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # any image over 2x this is a decompression bomb
+    with pytest.raises(FailfadeError, match=r"cat/00000.png: cannot be read as an image \(DecompressionBombError\)"):
+        load_splits(f"imagefolder:{root}", 16, 0.3, seed=0)
+
+
+def test_a_killed_decoders_partial_file_is_removed_on_this_host_only(tmp_path):
+    import os
+
+    path = tmp_path / "images-abc.npy"
+    host = D._host()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that has exited
+    dead = tmp_path / f"images-abc.tmp{host}-{gone}.npy"
+    alive = tmp_path / f"images-abc.tmp{host}-{os.getpid()}.npy"
+    other = tmp_path / f"images-abc.tmpsomeotherhost-{gone}.npy"
+    unrelated = tmp_path / f"images-xyz.tmp{host}-{gone}.npy"
+    for f in (dead, alive, other, unrelated):
+        f.write_bytes(b"partial")
+    D._remove_orphans(path)
+    assert not dead.exists() and alive.exists() and other.exists() and unrelated.exists()
+
+
 PROBE = """
 import json, sys, time
 import torch

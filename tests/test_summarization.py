@@ -112,6 +112,23 @@ def test_jsonl_and_csv_sources(tmp_path):
     assert len(s.heldout) == 2 and s.heldout[0].document.startswith("doc ")
 
 
+def test_a_data_file_edited_in_place_gets_a_new_digest(tmp_path):
+    """The outcome cache is keyed by the held-out documents' digest (SummarizationTask.data_digest),
+    not only by the config's path: an edited file must not reuse outcomes scored on the old text."""
+    from failfade.tasks.summarization.data import digest
+
+    rows = [{"document": f"doc {i} says something .", "summary": f"sum {i} ."} for i in range(20)]
+    jl = tmp_path / "d.jsonl"
+    data = {"source": f"jsonl:{jl}", "heldout_fraction": 0.2}
+    jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    before = digest(load_splits(data, 0).heldout)
+    assert digest(load_splits(data, 0).heldout) == before  # same file: same key, the cache is reused
+    held = load_splits(data, 0).heldout[0].document
+    rows = [dict(r, summary="another summary .") if r["document"] == held else r for r in rows]
+    jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert digest(load_splits(data, 0).heldout) != before
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("bad.jsonl", '{"document": "a", "summary": "b"}\n{"document": 3}\n', r"bad.jsonl:2: needs string fields"),
     ("broken.jsonl", '{"document": "a", "summary": "b"}\nnot json\n', r"broken.jsonl:2: not valid JSON"),

@@ -8,6 +8,8 @@ unchanged across tasks:
   score(input_ids, cells) -> Outcomes  one batched evaluation of the model under test
   model_sha256                       (tasks built by a family) the model's weights digest, which keys
                                      the outcome cache (tasks/cache.py)
+  data_digest                        (optional) a digest of the held-out inputs' content, which keys
+                                     it too: a data file edited under the same path is scored anew
 
 Task families (tasks/family.py) build tasks from an experiment's config: one folder each
 (tasks/classification/, ...), registered by name in `FAMILIES`.

@@ -3,7 +3,8 @@ by any searcher, in any stage, or on rerun (it persists next to the experiment's
 
 It wraps a task and keeps the task's interface, so searchers and envs do not know it is there.
 The cache is keyed by a fingerprint of everything that determines an outcome: the model's
-weights (sha256), the data split and the concept space.
+weights (sha256), the data split (its config and, through the task's `data_digest`, its content) and the
+concept space.
 """
 
 from __future__ import annotations

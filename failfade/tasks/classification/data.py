@@ -98,6 +98,22 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def digest(self) -> str:
+        """What these inputs are, for the outcome cache's key: the pixels of an in-memory set, or the
+        decoded file's name (itself keyed by every image file's path, size and modification time and
+        the preprocessing) and the rows taken from it; and the labels. A folder whose pictures were
+        replaced, added or relabelled gets a new digest, so no outcome scored on the old one is reused."""
+        import hashlib
+
+        h = hashlib.sha256()
+        if isinstance(self.images, ImageArray):
+            h.update(self.images.path.name.encode())
+            h.update(self.images._index.tobytes())
+        else:
+            h.update(self.images.detach().cpu().contiguous().numpy().tobytes())
+        h.update(self.labels.cpu().numpy().astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
 
 @dataclass
 class Splits:
@@ -156,17 +172,29 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 def _folder_files(root: Path, key: str) -> tuple[list[Path], list[int], list[str]]:
     if not root.is_dir():
         raise FailfadeError(f"{key}: image folder {root} does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    # hidden folders (.ipynb_checkpoints, .git) are not classes: one would shift every label
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise FailfadeError(f"{key}: {root} needs a sub-folder per class (two or more), found {classes or 'none'}")
-    files, labels = [], []
+    files, labels, skipped = [], [], []
     for ci, name in enumerate(classes):
         for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
+            if f.name.startswith("."):
+                continue
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(f)
                 labels.append(ci)
+            else:
+                skipped.append(f)
     if not files:
         raise FailfadeError(f"{key}: no images found under {root}")
+    if skipped:  # nested folders, other formats: said, not silently dropped
+        import logging
+
+        logging.getLogger("failfade").warning(
+            "%s: %d entr%s in the class folders %s not read (only %s files directly inside a class folder are), "
+            "e.g. %s", root, len(skipped), "y" if len(skipped) == 1 else "ies", "is" if len(skipped) == 1 else "are",
+            "/".join(sorted(IMAGE_SUFFIXES)), skipped[0])
     return files, labels, classes
 
 
@@ -175,7 +203,10 @@ def _decode(f: Path, image_size: int, crop: float | None, key: str) -> np.ndarra
     from PIL import Image
 
     try:
-        img = Image.open(f).convert("RGB")
+        img = Image.open(f)
+        if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: scale to 8 bits, not clip at 255
+            img = Image.fromarray((np.asarray(img, dtype=np.int64).clip(0, 65535) >> 8).astype(np.uint8))
+        img = img.convert("RGB")
         if crop:
             w, h = img.size
             short = max(1, int(round(image_size / crop)))
@@ -185,7 +216,7 @@ def _decode(f: Path, image_size: int, crop: float | None, key: str) -> np.ndarra
             img = img.crop((left, top, left + image_size, top + image_size))
         else:
             img = img.resize((image_size, image_size))
-    except (OSError, ValueError) as e:  # PIL: UnidentifiedImageError, truncated file
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable, truncated, or > ~179 MP
         raise FailfadeError(f"{f}: cannot be read as an image ({type(e).__name__}); fix or remove it ({key})") from None
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
@@ -236,7 +267,8 @@ def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[s
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"images-{h.hexdigest()[:20]}.npy"
     if not path.is_file():
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        _remove_orphans(path)
+        tmp = path.with_suffix(f".tmp{_host()}-{os.getpid()}.npy")
         try:  # written row by row with plain writes: memory holds one image, not the file
             with open(tmp, "wb") as out:
                 header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), 3, image_size, image_size)}
@@ -247,3 +279,29 @@ def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[s
         finally:
             tmp.unlink(missing_ok=True)
     return ImageArray(path), y, classes
+
+
+def _host() -> str:
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete the partial files that decoding runs on this host left behind when killed (SIGKILL,
+    a scheduler's time limit, the OOM killer skip the cleanup): `images-<key>.tmp<host>-<pid>.npy`
+    whose process is gone. Another host's file is left alone: it may be a live run on a shared disk."""
+    import os
+
+    prefix = f"{path.stem}.tmp{_host()}-"
+    for f in path.parent.glob(f"{path.stem}.tmp*.npy"):
+        pid = f.name[len(prefix):-len(".npy")] if f.name.startswith(prefix) else ""
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass

@@ -30,6 +30,7 @@ class ClassificationTask:
         self.n_inputs = len(inputs)
         self.n_cells = space.n_cells
         self.labels = inputs.labels.numpy()
+        self.data_digest = inputs.digest()  # what the held-out inputs are (the outcome cache's key)
         # what besides model, data and concepts decides an outcome (the outcome cache's key): a
         # low-precision forward pass can flip a borderline decision
         self.settings = None if mut.precision == "fp32" else {"precision": mut.precision}

@@ -10,6 +10,7 @@ Sources (`data.source`):
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,16 @@ class Splits:
     train: list[Report]
     heldout: list[Report]
     validation: list[Report]
+
+
+def digest(reports: list[Report]) -> str:
+    """What these documents are, for the outcome cache's key: their text, references and facts, so
+    that a jsonl/csv file edited under the same path is scored anew rather than read from the cache."""
+    h = hashlib.sha256()
+    for r in reports:
+        h.update(json.dumps([r.document, r.reference, r.facts], sort_keys=True, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
 
 
 def _from_pairs(pairs: list[tuple[str, str]]) -> list[Report]:

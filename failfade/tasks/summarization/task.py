@@ -17,6 +17,7 @@ from rouge_score import rouge_scorer
 from failfade.concepts import ConceptSpace
 from failfade.tasks import Outcomes, standardize
 from failfade.tasks.summarization.corpus import Report, facts_kept
+from failfade.tasks.summarization.data import digest
 from failfade.tasks.summarization.transforms import perturb_cell
 
 
@@ -74,6 +75,7 @@ class SummarizationTask:
         self.n_inputs, self.n_cells = len(reports), space.n_cells
         self.labels = np.full(self.n_inputs, -1, dtype=np.int64)
         self.references = [r.reference for r in reports]
+        self.data_digest = digest(reports)  # what the held-out documents are (the outcome cache's key)
         self.clean_outputs = summarizer.summarize([r.document for r in reports])
         self.clean_rouge = rouge_l(self.clean_outputs, self.references)
         self.observations = standardize(summarizer.embed([r.document for r in reports]))
