@@ -32,7 +32,8 @@ from failfade.stats import cell_counts, rates_from_sums, variance_from_sums, wei
 
 def propensities(queries: pl.DataFrame) -> np.ndarray | None:
     """What each query's importance weight divides by (see stats.weighted_cell_rates): its
-    propensity π(cell | input), over the cell's marginal at that step where the table records it
+    propensity π(cell | input), over the cell's marginal at that step (over the step's other inputs:
+    stats.others_marginal) where the table records it
     (stabilized weights; tables written before the `marginal` column use π alone). None when no
     query has one."""
     if "propensity" not in queries.columns:

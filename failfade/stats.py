@@ -39,15 +39,37 @@ def weighted_cell_rates(cells: np.ndarray, failures: np.ndarray, propensity: np.
     policy). With each query's propensity π(cell | input), self-normalized importance weights
     w = 1/π give a consistent estimate; n_eff = (Σw)²/Σw² is the sample size it is worth.
     Stabilized weights w = π̄_t(cell)/π(cell | input), where π̄_t is the policy's marginal for
-    the cell at the query's step, are consistent too (given the cell, the step's inputs follow
-    π(cell | input)·p(input)/π̄_t(cell)) and lose no effective size to a policy whose preference
-    over cells changes from step to step but not with the input: pass π/π̄ as `propensity`
-    (landscape.propensities does).
+    the cell at the query's step over the step's *other* inputs (`others_marginal`), are consistent
+    too (π̄_t is then independent of the query's input) and lose no effective size to a policy
+    whose preference over cells changes from step to step but not with the input: pass π/π̄ as
+    `propensity` (landscape.propensities does).
     Queries without a propensity (NaN: a searcher whose cell choice ignores the input) weigh 1.
     Returns (rate, n_eff, k_eff); rate is NaN for unvisited cells.
     """
     sums = weight_sums(cells, failures, propensity, n_cells)
     return rates_from_sums(sums["sw"], sums["sw2"], sums["swf"])
+
+
+def others_marginal(marginal: np.ndarray, propensity: np.ndarray) -> np.ndarray:
+    """Each query's cell marginal over the step's other explorers' inputs, from the marginal over
+    all N of them, π̄(a) = mean_j π(a | x_j), and the query's own π(a | x_i): (N·π̄ − π_i)/(N − 1).
+
+    Averaged over the step's inputs including the query's own, π̄ is high exactly where the policy
+    favours the cell for this very input, so the stabilized weight π̄/π leans towards the inputs the
+    policy picked the cell for: a failure-seeking policy's rates come out too high by O(1/N), and at
+    N = 1 every weight is 1, the plain rate. Leaving the query's input out makes π̄ independent of it.
+    NaN when N = 1 (the weight falls back to 1/π)."""
+    m, p = np.asarray(marginal, dtype=np.float64), np.asarray(propensity, dtype=np.float64)
+    n = len(p)
+    if n < 2:
+        return np.full(n, np.nan)
+    return np.maximum((n * m - p) / (n - 1), 0.0)
+
+
+def stabilized_weights(marginal: np.ndarray, propensity: np.ndarray) -> np.ndarray:
+    """π̄/π per query, or 1/π where the query has no usable marginal (NaN or 0)."""
+    m = np.asarray(marginal, dtype=np.float64)
+    return np.where(np.isfinite(m) & (m > 0), m, 1.0) / np.asarray(propensity, dtype=np.float64)
 
 
 def query_weights(propensity: np.ndarray | None, n: int) -> np.ndarray:

@@ -578,7 +578,7 @@ def test_threshold_runs_end_right_after_the_kth_success(params, k):
 
 def test_ppo_records_the_marginal_and_its_tilt_is_bounded():
     """Each query carries the policy's marginal π̄ for its cell at its step (the mean over the
-    step's explorers); with the prior, the actor's bounded residual keeps π/π̄ within e^(±4·bound)
+    step's other explorers); with the prior, the actor's bounded residual keeps π/π̄ within e^(±4·bound)
     after the uniform mix, so the stabilized importance weights stay bounded."""
     task = SyntheticTask(seed=0)
     bound = 0.5
@@ -587,6 +587,36 @@ def test_ppo_records_the_marginal_and_its_tilt_is_bounded():
     assert np.isfinite(ratio).all()
     assert ratio.max() <= np.exp(4 * bound) * (1 + 1e-4) and ratio.min() >= np.exp(-4 * bound) * (1 - 1e-4)
     assert ratio.std() > 0.01  # the actor did learn an input-dependent tilt
+
+
+def test_the_marginal_leaves_the_querys_own_input_out():
+    """π̄ over the step's explorers including the query's own input correlates with that input, so
+    π̄/π leans towards the inputs a failure-seeking policy picked the cell for (at N = 1 every weight
+    is 1: the plain rate). Left out, the estimate is unbiased; the old one is measurably not."""
+    from failfade.stats import others_marginal, stabilized_weights
+
+    np.testing.assert_allclose(others_marginal(np.array([0.3, 0.3, 0.5]), np.array([0.1, 0.5, 0.2])),
+                               [(0.9 - 0.1) / 2, (0.9 - 0.5) / 2, (1.5 - 0.2) / 2])
+    assert np.isnan(others_marginal(np.array([0.4]), np.array([0.4]))).all()
+    np.testing.assert_allclose(stabilized_weights(np.array([np.nan, 0.2]), np.array([0.5, 0.4])), [2.0, 0.5])
+
+    task = ContextTask()
+    truth = task.true_rate()
+    rng = np.random.default_rng(3)
+    steps, n_agents = 100_000, 2
+    pi = 0.05 + task.p  # a failure-seeking contextual policy: π(c | i) ∝ 0.05 + p[i, c]
+    pi /= pi.sum(1, keepdims=True)
+    ids = rng.integers(0, task.n_inputs, (steps, n_agents))
+    cells = (rng.random((steps, n_agents))[..., None] > np.cumsum(pi[ids], -1)).sum(-1)
+    prop = pi[ids, cells]
+    with_own = pi[ids].mean(1)[np.arange(steps)[:, None], cells]  # the step's marginal, own input included
+    others = np.stack([others_marginal(with_own[t], prop[t]) for t in range(steps)])
+    c, f = cells.ravel(), task.score(ids.ravel(), cells.ravel()).failure
+    old, _, _ = weighted_cell_rates(c, f, (prop / with_own).ravel(), task.n_cells)
+    new, _, _ = weighted_cell_rates(c, f, (prop / others).ravel(), task.n_cells)
+    se = _snis_se(c, f, (others / prop).ravel(), new, task.n_cells)
+    assert (np.abs(new - truth) < 5 * se).all(), (new, truth, se)
+    assert (old - truth)[[0, 1, 3]].min() > 5 * se.max(), (old, truth, se)  # too high where failure follows the input
 
 
 def test_stabilized_weights_cost_nothing_when_the_policy_ignores_the_input():

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from failfade.stats import others_marginal
+
 
 @dataclass
 class DQNConfig:
@@ -81,7 +83,7 @@ class DQNSearcher:
         # π(action | input) of the ε-greedy policy, for unbiased landscapes
         self.last_propensity = eps / self.n_cells + (1 - eps) * (actions == greedy)
         share = np.bincount(greedy, minlength=self.n_cells) / len(greedy)  # the greedy choice's marginal over inputs
-        self.last_marginal = eps / self.n_cells + (1 - eps) * share[actions]
+        self.last_marginal = others_marginal(eps / self.n_cells + (1 - eps) * share[actions], self.last_propensity)
         return actions
 
     def observe(self, obs, cells, rewards, failures, next_obs, dones):

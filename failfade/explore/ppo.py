@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from failfade.explore.env import LevelSet
+from failfade.stats import others_marginal, stabilized_weights
 
 
 PRIORS = ("confirm", "levelset", "none")
@@ -126,10 +127,10 @@ class PPO:
         logp = logp_all.gather(1, action[:, None]).squeeze(1)
         self._pending = (x, action, logp, value, prior)
         # the behaviour policy's π(action | input), for importance-weighted (unbiased) landscapes,
-        # and the action's marginal over this step's inputs (explorers), which stabilizes the weights
+        # and the action's marginal over this step's other inputs (explorers), which stabilizes the weights
         self.last_propensity = (mix / self.n_actions + (1 - mix) * logp.exp()).cpu().numpy().astype(np.float64)
         marginal = mix / self.n_actions + (1 - mix) * logp_all.exp().mean(0)
-        self.last_marginal = marginal[action].cpu().numpy().astype(np.float64)
+        self.last_marginal = others_marginal(marginal[action].cpu().numpy(), self.last_propensity)
         return action.cpu().numpy()
 
     def observe(self, obs, cells, rewards, failures, next_obs, dones):
@@ -137,7 +138,7 @@ class PPO:
         for key, val in zip(("obs", "actions", "logprobs", "values", "prior"), (o, a, lp, v, prior)):
             self.roll[key].append(val)
         if self.levels is not None:  # with the landscape's own (stabilized) importance weights
-            self.levels.update(cells, failures, self.last_marginal / self.last_propensity)
+            self.levels.update(cells, failures, stabilized_weights(self.last_marginal, self.last_propensity))
         self.roll["rewards"].append(self._tensor(np.asarray(rewards, np.float32)))
         self.roll["dones"].append(self._tensor(np.asarray(dones, np.float32)))
         if len(self.roll["obs"]) < self.cfg.num_steps:
