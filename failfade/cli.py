@@ -32,6 +32,13 @@ def _results(results: str, experiment: str, *parts: str) -> Path:
     return p
 
 
+def _out_file(ctx, param, value):
+    """An output file's folder must exist: said as such, not as a missing result."""
+    if value is not None and not Path(value).resolve().parent.is_dir():
+        raise click.BadParameter(f"the folder {Path(value).parent} does not exist; create it or write elsewhere")
+    return value
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
@@ -142,7 +149,7 @@ def run(configfile, cores, profile, snakemake_args):
 @main.command()
 @click.argument("experiment")
 @click.option("--results", default="results", show_default=True)
-@click.option("--top", default=10, show_default=True, help="How many modes to show.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many modes to show.")
 def modes(experiment, results, top):
     """Print an experiment's failure modes: each a slice (a conjunction of level ranges) with its
     failure rate and interval, size, how much of the failure it covers, words and selector."""
@@ -180,7 +187,8 @@ def modes(experiment, results, top):
 @main.command()
 @click.argument("experiment")
 @click.option("--results", default="results", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Where to write (default: stdout).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_out_file,
+              help="Where to write (default: stdout).")
 def template(experiment, results, out):
     """Write a feedback template for an experiment's failure modes (fill in `decision`)."""
     from failfade.landscape import feedback_template, read_table
@@ -216,8 +224,8 @@ def check_feedback(experiment, feedback_csv, configfile, results):
 
 @main.command("standin-ratings")
 @click.argument("experiment")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="ratings CSV to write")
-@click.option("--raters", default=3, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), callback=_out_file, help="ratings CSV to write")
+@click.option("--raters", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--configfile", default="config/config.yaml", show_default=True)
 @click.option("--results", default="results", show_default=True)
 def standin_ratings(experiment, out, raters, configfile, results):

@@ -96,6 +96,8 @@ class ConceptSpace:
                     raise FailfadeError(f"{key}[{i}].levels: repeated word(s) {sorted({v for v in raw if raw.count(v) > 1})}")
                 words, raw = tuple(raw), list(range(len(raw)))
             levels = tuple(float(v) for v in raw)
+            if not np.isfinite(levels).all():
+                raise FailfadeError(f"{key}[{i}].levels: must be finite numbers, got {list(item['levels'])}")
             d = np.diff(levels)
             if not (np.all(d > 0) or np.all(d < 0)):
                 raise FailfadeError(f"{key}[{i}].levels: must be strictly increasing or decreasing, got {list(item['levels'])}")

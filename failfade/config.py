@@ -79,6 +79,15 @@ def validate(config: dict, source: str = "config") -> dict:
         ex = exp["explore"]
         if ex["budget"] < ex["num_agents"]:
             raise FailfadeError(f"{source}: experiments.{name}.explore.budget ({ex['budget']}) is below num_agents ({ex['num_agents']})")
+        if ex.get("mode", "macroscopic") == "microscopic":
+            from failfade.explore.search import MICRO_ALGORITHMS
+
+            if ex["algorithm"] not in MICRO_ALGORITHMS:
+                raise FailfadeError(f"{source}: experiments.{name}.explore.mode: microscopic exploration supports "
+                                    f"{', '.join(MICRO_ALGORITHMS)}, not algorithm {ex['algorithm']!r}")
+            if ex["algorithm"] == "ppo" and ex.get("ppo", {}).get("prior", "none") != "none":
+                raise FailfadeError(f"{source}: experiments.{name}.explore.ppo.prior: {ex['ppo']['prior']!r} weighs cells, "
+                                    "macroscopic mode only (set prior: none, or leave it out, for microscopic mode)")
     _check_paper(config, source)
     return config
 

@@ -14,6 +14,7 @@ Selector grammar (over the concept space's axes and levels):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -87,7 +88,10 @@ def parse_selector(text: str, space: ConceptSpace) -> np.ndarray:
                     value = float(text)
                 except ValueError:
                     raise ValueError(f"unknown level {text!r} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}") from None
-                hits = np.flatnonzero(np.isclose(levels, value))
+                # the nearest level, if it is this value as written (selectors print levels with 6
+                # significant digits): never the first of several levels within tolerance
+                near = int(np.argmin(np.abs(levels - value)))
+                hits = np.array([near]) if np.isclose(levels[near], value, rtol=1e-5, atol=0.0) else np.array([], int)
                 if len(hits) == 0:
                     raise ValueError(f"unknown level {value:g} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}")
             keep &= _OPS[op](levels[coords[:, k]], levels[hits[0]])  # compare values, whatever the level order
@@ -106,6 +110,21 @@ class Row:
     overlaps: list = field(default_factory=list)  # partial overlaps with rows that decide the other way
 
 
+def _records(reader: csv.DictReader, path: Path):
+    """The reader's rows; a CSV syntax error (an unclosed quote, a field over the csv module's size
+    limit) names the line where its record starts."""
+    start = reader.line_num + 1
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise FeedbackError(path, [f"line {start}: not readable as CSV ({e}); a quoted field must close its quote"]) from None
+        yield raw
+        start = reader.line_num + 1
+
+
 def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
     """Validate every row; collect all problems, then raise one FeedbackError naming file and lines."""
     path = Path(path)
@@ -120,8 +139,16 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
                                    "UTF-8 CSV (a spreadsheet's 'CSV UTF-8' format)"]) from None
     if not text.strip():
         raise FeedbackError(path, ["line 1: empty file: expected a header line with columns selector,decision[,weight,note]"])
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    # strict: an unclosed quote is an error, not a field that swallows the rows after it; newline="":
+    # quoted line breaks stay in their field and only \r, \n end a line (not U+2028 or a form feed)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as e:
+        raise FeedbackError(path, [f"line 1: not readable as CSV ({e})"]) from None
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise FeedbackError(path, [f"line 1: column(s) {repeated} appear more than once"])
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
     if missing or unknown:
@@ -133,7 +160,7 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
         raise FeedbackError(path, problems)
     explored = set(int(c) for c in explored_cells)
     problems, rows, parsed = [], [], {}
-    for raw in reader:
+    for raw in _records(reader, path):
         line = reader.line_num
         if None in raw:  # csv puts surplus fields under the key None
             problems.append(f"line {line}: more fields than header columns")

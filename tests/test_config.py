@@ -129,6 +129,32 @@ def test_budget_below_num_agents():
     validate(minimal(explore={"budget": 64}))  # equal is fine
 
 
+def test_a_microscopic_explore_is_checked_before_any_job():
+    msg = error_of(minimal(explore={"algorithm": "levelset", "mode": "microscopic"}), "cfg.yaml")
+    assert msg.startswith("cfg.yaml: experiments.x.explore.mode: microscopic exploration supports ppo, dqn, random")
+    msg = error_of(minimal(explore={"algorithm": "ppo", "mode": "microscopic", "ppo": {"prior": "confirm"}}))
+    assert "experiments.x.explore.ppo.prior: 'confirm' weighs cells" in msg
+    validate(minimal(explore={"algorithm": "ppo", "mode": "microscopic"}))
+    validate(minimal(explore={"algorithm": "random", "mode": "microscopic"}))
+
+
+def test_levels_must_be_finite():
+    msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": [0, 10, float("inf")]}]))
+    assert "experiments.x.concepts[0].levels: must be finite numbers" in msg
+
+
+@pytest.mark.parametrize("axes, where", [
+    (["rotation"], "paper.scalability.axes[0]: 'rotation' is not of type 'object'"),
+    ([{"name": "rotation"}], "paper.scalability.axes[0]: 'levels' is a required property"),
+    ([{"name": "rotation", "levels": 5}], "paper.scalability.axes[0].levels: 5 is not of type 'array'"),
+    ([{"name": f"a{i}", "transform": "rotate", "levels": [0, 1]} for i in range(7)], "paper.scalability.axes: "),
+])
+def test_bad_scalability_axes_are_named(axes, where):
+    raw = minimal()
+    raw["paper"] = {"rows": ["x"], "scalability": {"experiment": "x", "axes": axes}}
+    assert where in error_of(raw)
+
+
 def test_run_names_unknown_experiment():
     raw = minimal()
     raw["run"] = ["x", "nope"]

@@ -203,6 +203,11 @@ BAD = {
     ),
     "too_many_fields": ("selector,decision\nrotation>=30,fix,extra\n", 2, "more fields than header columns"),
     "matches_no_cell": ("selector,decision\nrotation>40,fix\n", 2, "matches no cell of the concept space"),
+    # an unclosed quote used to swallow every row after it into one note
+    "unclosed_quote": ('selector,decision,note\nrotation>=30,fix,"tilted\nrotation=0 & blur=2.5,accept,ok\n'
+                       'blur>=2,fix,x\n', 2, "not readable as CSV"),
+    "repeated_column": ("selector,decision,decision\nrotation>=30,accept,fix\n", 1,
+                        "column(s) ['decision'] appear more than once"),
 }
 
 
@@ -217,6 +222,31 @@ def test_bad_file_names_path_line_and_reason(space, tmp_path, case):
     assert f"line {line}:" in msg
     assert reason in msg
     assert isinstance(ei.value, FailfadeError)
+
+
+def test_quoted_line_breaks_and_unusual_separators_stay_in_the_note(space, tmp_path):
+    path = write(tmp_path, 'selector,decision,note\nrotation>=30,fix,"two\nlines"\nblur=2.5 & rotation=0,accept,a\u2028b\fc\n')
+    rows = read_feedback(path, space, ALL)
+    assert [r.note for r in rows] == ["two\nlines", "a\u2028b\fc"] and [r.line for r in rows] == [3, 4]
+
+
+def test_a_field_over_the_csv_limit_names_its_line(space, tmp_path):
+    path = write(tmp_path, "selector,decision,note\nrotation>=30,fix,ok\nblur=2.5,accept," + "x" * 200_000 + "\n")
+    with pytest.raises(FeedbackError, match="line 3: not readable as CSV"):
+        read_feedback(path, space, ALL)
+
+
+def test_a_level_is_matched_to_the_nearest_not_the_first_close_one():
+    """np.isclose's default tolerance took the first level within 1e-8 (absolute) or 1e-5 (relative)."""
+    tiny = ConceptSpace.from_config([{"name": "noise", "transform": "contrast", "levels": [1e-9, 2e-9, 5e-9]}], TRANSFORMS)
+    assert parse_selector("noise=5e-9", tiny).tolist() == [2] and parse_selector("noise=2e-09", tiny).tolist() == [1]
+    big = ConceptSpace.from_config([{"name": "big", "transform": "contrast", "levels": [1000000, 1000005, 1000010]}],
+                                   TRANSFORMS)
+    assert parse_selector("big=1000010", big).tolist() == [2]
+    with pytest.raises(ValueError, match="unknown level"):
+        parse_selector("big=1000100", big)
+    third = ConceptSpace.from_config([{"name": "t", "transform": "contrast", "levels": [1 / 3, 2 / 3, 1.0]}], TRANSFORMS)
+    assert parse_selector(f"t={2 / 3:g}", third).tolist() == [1]  # as selectors print it: 6 significant digits
 
 
 def test_contradiction_message_names_a_shared_cell(space, tmp_path):

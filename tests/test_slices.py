@@ -232,6 +232,23 @@ def test_failfade_modes_shows_rates_coverage_and_selectors(tmp_path):
     assert tpl["selector"].to_list() == modes["selector"].to_list() and tpl.height == 3
 
 
+def test_cli_refuses_a_top_below_one_and_an_out_folder_that_does_not_exist(tmp_path):
+    from click.testing import CliRunner
+
+    from failfade.cli import main
+
+    _, modes, _ = summarize(SPACE6, uniform_queries(16, seed=0), threshold=0.5)
+    land = tmp_path / "results" / "planted" / "landscape"
+    land.mkdir(parents=True)
+    modes.write_csv(land / "failure_modes.csv")
+    for top in ("0", "-1"):
+        r = CliRunner().invoke(main, ["modes", "planted", "--results", str(tmp_path / "results"), "--top", top])
+        assert r.exit_code == 2 and "--top" in r.output and "No failure mode" not in r.output, r.output
+    r = CliRunner().invoke(main, ["template", "planted", "--results", str(tmp_path / "results"),
+                                  "--out", str(tmp_path / "nosuchdir" / "fb.csv")])
+    assert r.exit_code == 2 and "the folder" in r.output and "does not exist" in r.output and "run `failfade run`" not in r.output
+
+
 def test_groundtruth_compares_the_explored_slices_with_the_exhaustive_ones():
     from pathlib import Path
 

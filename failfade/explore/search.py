@@ -30,6 +30,7 @@ from failfade.puffer import make_native
 ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "confirm", "threshold", "weighted_inputs",
               "exhaustive")
 MODES = ("macroscopic", "microscopic")
+MICRO_ALGORITHMS = ("ppo", "dqn", "random")  # the searchers that walk ±1 level (microscopic mode)
 
 
 def substream(seed: int, component: int) -> int:
@@ -142,8 +143,8 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
         raise ValueError(f"unknown exploration mode {mode!r}; known: {MODES}")
     if algorithm == "exhaustive":
         return exhaustive(task, seed, progress)
-    if mode == "microscopic" and algorithm not in ("ppo", "dqn", "random"):
-        raise ValueError(f"microscopic exploration supports ppo, dqn and random, not {algorithm!r}")
+    if mode == "microscopic" and algorithm not in MICRO_ALGORITHMS:
+        raise ValueError(f"microscopic exploration supports {', '.join(MICRO_ALGORITHMS)}, not {algorithm!r}")
     params = dict(params or {})
     torch.manual_seed(seed)
     total_steps = budget // num_agents
