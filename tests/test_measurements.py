@@ -156,6 +156,28 @@ def test_pooled_targeted_change_keeps_an_interval_when_nothing_fails_after():
     assert -1 < p["relative_change_ci"][0] < p["relative_change_ci"][1] < -0.8  # finite, near −100%
 
 
+def test_pooled_targeted_intervals_cover_when_the_cells_share_hard_inputs():
+    """The fixed cells are scored on the same inputs, and a hard input fails in every cell: Wilson on
+    all K x n outcomes as if independent covered the pooled rate 66% of the time here."""
+    from failfade.probes import pooled_change
+
+    rng = np.random.default_rng(0)
+    k_cells, n, reps = 6, 100, 600
+    t_pre = np.array([.5, .55, .6, .5, .45, .6])
+    t_post = t_pre - .2
+    cover = {"pre": 0, "post": 0, "change": 0}
+    for _ in range(reps):
+        hard = rng.random(n)  # each input's difficulty, shared by every cell
+        z = np.where(rng.random((k_cells, n)) < 0.8, hard, rng.random((k_cells, n)))
+        table = pl.DataFrame({"inputs": [n] * k_cells, "failures_pre": (z < t_pre[:, None]).sum(1),
+                              "failures_post": (z < t_post[:, None]).sum(1)})
+        p = pooled_change(table)
+        for key, truth in (("pre", t_pre.mean()), ("post", t_post.mean()), ("change", (t_post - t_pre).mean())):
+            lo, hi = p[f"{key}_ci"]
+            cover[key] += lo <= truth <= hi
+    assert all(c / reps >= 0.93 for c in cover.values()), cover
+
+
 def test_probe_errors_name_the_key():
     with pytest.raises(FailfadeError, match=r"shift.probes\[1\].apply.sharpen: unknown transform"):
         check_probes([{"name": "a", "apply": {"darken": 0.5}}, {"name": "b", "apply": {"sharpen": 2}}], TRANSFORMS)
