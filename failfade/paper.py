@@ -90,7 +90,8 @@ NOTES = {
          "samples: permuting the cells leaves it unchanged (a defect), so failfade recomputes it only for comparison. "
          "failfade's grid EMD moves failure mass over the concept grid (creating or removing mass costs half the grid's "
          "diameter), with a 95% bootstrap interval and its noise floor (what two explorations of the same landscape "
-         "read); sampling noise adds distance, so the interval can sit above the point estimate. Targeted and other "
+         "read); sampling noise adds distance, so the point estimate reads high and the interval (the basic bootstrap "
+         "interval, reflected about it) lies mostly below it. Targeted and other "
          "rates and clean quality are on the held-out split.",
     "C": "The paper timed 1,000 AlexNet episodes of one image each through Stable-Baselines3 on its own hardware. "
          "failfade times PPO exploration with one batched scoring call per step, learner included, on this run's "
