@@ -90,14 +90,22 @@ def cell_sums_sql(con: duckdb.DuckDBPyConnection, paths: list[str], n_cells: int
     p = "propensity" if "propensity" in cols else "NULL::DOUBLE"
     if "marginal" in cols:
         p = f"CASE WHEN isfinite(marginal) AND marginal > 0 THEN {p} / marginal ELSE {p} END"
-    rows = con.execute(f"""
-        WITH q AS (
-            SELECT cell::BIGINT AS cell, failure::DOUBLE AS f, delta::DOUBLE AS delta, ({p})::DOUBLE AS p
-            FROM read_parquet(?, union_by_name = true)),
-        w AS (SELECT cell, f, delta, CASE WHEN p IS NULL OR NOT isfinite(p) THEN 1.0 ELSE 1.0 / greatest(p, 1e-12) END AS w FROM q)
-        SELECT cell, count(*) AS n, sum(f) AS k, sum(delta) AS sd, sum(w) AS sw, sum(w * w) AS sw2, sum(w * f) AS swf,
-               sum(w * w * f) AS sw2f
-        FROM w GROUP BY cell ORDER BY cell""", [paths]).fetchnumpy()
+    # one thread: DuckDB's parallel sums add the rows in whatever order its threads finish, so the
+    # same query files gave sums that differed in their last bits from run to run (and a failure
+    # table that was not the same, against the seed's promise); one thread adds them in file order
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    con.execute("SET threads = 1")
+    try:
+        rows = con.execute(f"""
+            WITH q AS (
+                SELECT cell::BIGINT AS cell, failure::DOUBLE AS f, delta::DOUBLE AS delta, ({p})::DOUBLE AS p
+                FROM read_parquet(?, union_by_name = true)),
+            w AS (SELECT cell, f, delta, CASE WHEN p IS NULL OR NOT isfinite(p) THEN 1.0 ELSE 1.0 / greatest(p, 1e-12) END AS w FROM q)
+            SELECT cell, count(*) AS n, sum(f) AS k, sum(delta) AS sd, sum(w) AS sw, sum(w * w) AS sw2, sum(w * f) AS swf,
+                   sum(w * w * f) AS sw2f
+            FROM w GROUP BY cell ORDER BY cell""", [paths]).fetchnumpy()
+    finally:
+        con.execute(f"SET threads = {threads}")
     cell = np.asarray(rows["cell"], dtype=np.int64)
     if len(cell) and (cell.min() < 0 or cell.max() >= n_cells):
         raise ValueError(f"cell ids outside 0..{n_cells - 1}: the query files belong to another concept space")
