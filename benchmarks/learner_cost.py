@@ -22,7 +22,10 @@ env steps per repetition (4 PPO updates of 4 epochs x 4 minibatches), 2 torch th
    torch threads, or set to 1 in its thread). If a core were idle during scoring, the
    concurrent wall time would be closer to the longer of the two than to their sum. Last, one
    core each: scoring and the learner both on 1 torch thread at once (the issue's "one core
-   scores the next rollout while the other updates"), beside scoring alone on one thread.
+   scores the next rollout while the other updates"), beside scoring alone on one thread. And
+   the learner's thread at Linux's SCHED_IDLE priority beside scoring on 2 threads: it then runs
+   only on core time scoring leaves idle, so how much of its work it gets done before scoring
+   ends measures that idle time directly.
 Writes the `--section` section of benchmarks/RESULTS.md (default "learner-cost").
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import platform
 import sys
 import threading
@@ -132,13 +136,22 @@ def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | Non
 
 
 def concurrent(task, steps: int, batch: int, learner_threads: int | None,
-               params: dict | None = None, scoring_threads: int | None = None) -> tuple[float, float, float]:
+               params: dict | None = None, scoring_threads: int | None = None,
+               idle: bool = False) -> tuple[float, float, float]:
     """Pure scoring in this thread and the learner's work in another, started together:
     (scoring seconds, learner seconds, wall seconds until both are done). `scoring_threads`: the
     scoring thread's torch threads (default: as set); with `learner_threads` 1 and `scoring_threads`
-    1, each gets one core of two: the issue's "one core scores while the other updates"."""
+    1, each gets one core of two: the issue's "one core scores while the other updates". `idle`:
+    the learner's thread runs at Linux's SCHED_IDLE priority, so it gets a core only when scoring
+    leaves one idle: what the learner gets done during scoring is the idle core time there is."""
     out: list[float] = []
-    th = threading.Thread(target=lambda: out.append(learner_work(task, steps, batch, threads=learner_threads, params=params)))
+
+    def learner():
+        if idle:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # this thread only (Linux)
+        out.append(learner_work(task, steps, batch, threads=learner_threads, params=params))
+
+    th = threading.Thread(target=learner)
     with torch_threads(scoring_threads):
         t0 = time.perf_counter()
         th.start()
@@ -162,10 +175,11 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     task = build("digits", default_experiment(), "cpu")
     b, n = args.num_agents, args.steps * args.num_agents
+    idle_ok = hasattr(os, "SCHED_IDLE")
     pure(task, 4 * b, b), breakdown(task, 4 * b, b, params=params), learner_work(task, 4, b, params=params)  # warm-up
     rows, pures = defaultdict(list), []
     over = {k: [] for k in ("pure", "pure1", "learner", "sequential", "conc2", "conc1", "split", "conc2_pure",
-                            "conc1_pure", "split_pure")}
+                            "conc1_pure", "split_pure", "idle", "idle_pure", "idle_learner")}
     for _ in range(args.repeats):  # interleaved
         pures.append(n / pure(task, n, b) / args.steps)
         for k, v in breakdown(task, n, b, params=params).items():
@@ -176,10 +190,12 @@ def main(argv=None):
         over["sequential"].append(p + lw)
         with torch_threads(1):
             over["pure1"].append(n / pure(task, n, b))  # scoring given one core
-        for k, lt, st in (("conc2", None, None), ("conc1", 1, None), ("split", 1, 1)):
-            s, _, wall = concurrent(task, args.steps, b, lt, params, scoring_threads=st)
+        for k, lt, st in (("conc2", None, None), ("conc1", 1, None), ("split", 1, 1)) + ((("idle", 1, None),) if idle_ok else ()):
+            s, learner_s, wall = concurrent(task, args.steps, b, lt, params, scoring_threads=st, idle=k == "idle")
             over[k].append(wall)
             over[k + "_pure"].append(s)
+            if k == "idle":
+                over["idle_learner"].append(learner_s)
     med = {k: float(np.median(v)) for k, v in rows.items()}
     pure_step = float(np.median(pures))
     ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
@@ -187,7 +203,7 @@ def main(argv=None):
     print("per step (ms): pure " + ms(pure_step) + ", failfade " + ms(med["total"]) + " = "
           + ", ".join(f"{k} {ms(med[k])}" for k in PARTS) + f"; failfade/pure {pure_step / med['total']:.2f}, "
           f"ceiling without the learner {ceiling:.2f}", flush=True)
-    o = {k: float(np.median(v)) for k, v in over.items()}
+    o = {k: float(np.median(v)) for k, v in over.items() if v}
     print(f"overlap ({args.steps} steps, s): pure {o['pure']:.3f}, learner {o['learner']:.3f}, sequential "
           f"{o['sequential']:.3f}, concurrent (learner 2 threads) {o['conc2']:.3f} [its scoring {o['conc2_pure']:.3f}], "
           f"concurrent (learner 1 thread) {o['conc1']:.3f} [its scoring {o['conc1_pure']:.3f}], one core each "
@@ -217,6 +233,13 @@ def main(argv=None):
               f"thread took {o['pure1']:.3f} s against {o['pure']:.3f} on {args.threads}: the second core speeds it "
               f"{o['pure1'] / o['pure']:.2f}x, so a loop that gives the learner a core of its own scores at most "
               f"{o['pure'] / o['pure1']:.2f} as fast as pure batched scoring, however little the learner costs."]
+    if idle_ok:
+        # the learner's work done while scoring ran, in seconds of its solo run: all of it if idle time sufficed
+        done = max(0.0, o["learner"] - max(0.0, o["idle_learner"] - o["idle_pure"]))
+        lines += ["", f"Idle core time (the learner's thread at SCHED_IDLE, 1 torch thread, so it runs only when scoring "
+                  f"leaves a core idle): scoring took {o['idle_pure']:.3f} s (alone {o['pure']:.3f}), the learner ended "
+                  f"{max(0.0, o['idle_learner'] - o['idle_pure']):.3f} s after it, against {o['learner']:.3f} s of work alone: "
+                  f"about {done:.3f} s of the learner's work ({done / o['learner']:.0%}) fitted into scoring's idle core time."]
     write_section(args.section, "\n".join(lines))
 
 
