@@ -27,7 +27,8 @@ import numpy as np
 import polars as pl
 
 from failfade.concepts import ConceptSpace
-from failfade.stats import cell_counts, rates_from_sums, variance_from_sums, weight_sums, wilson_interval
+from failfade.stats import (cell_counts, rates_from_sums, stabilized_propensity, variance_from_sums, weight_sums,
+                            wilson_interval)
 
 
 def propensities(queries: pl.DataFrame) -> np.ndarray | None:
@@ -41,10 +42,7 @@ def propensities(queries: pl.DataFrame) -> np.ndarray | None:
     p = queries["propensity"].to_numpy().astype(np.float64)
     if not np.isfinite(p).any():
         return None
-    if "marginal" in queries.columns:
-        m = queries["marginal"].to_numpy().astype(np.float64)
-        p = np.where(np.isfinite(m) & (m > 0), p / np.where(m > 0, m, 1.0), p)
-    return p
+    return stabilized_propensity(p, queries["marginal"].to_numpy() if "marginal" in queries.columns else None)
 
 
 def cell_table(space: ConceptSpace, queries: pl.DataFrame, threshold: float, confidence: float = 0.95) -> pl.DataFrame:

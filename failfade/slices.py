@@ -34,7 +34,6 @@ is replaced by it. Up to `landscape.top_k` modes; a cell may belong to several.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import duckdb

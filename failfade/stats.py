@@ -66,10 +66,16 @@ def others_marginal(marginal: np.ndarray, propensity: np.ndarray) -> np.ndarray:
     return np.maximum((n * m - p) / (n - 1), 0.0)
 
 
-def stabilized_weights(marginal: np.ndarray, propensity: np.ndarray) -> np.ndarray:
-    """π̄/π per query, or 1/π where the query has no usable marginal (NaN or 0)."""
+def stabilized_propensity(propensity: np.ndarray, marginal: np.ndarray | None) -> np.ndarray:
+    """What a query's importance weight divides by: π/π̄ where its marginal π̄ is usable (finite,
+    > 0), π where not (no marginal recorded, or a step of one explorer). The weight is
+    `query_weights` of this, for the landscape (landscape.propensities) and for PPO's level set
+    alike; landscape.cell_sums_sql applies the same rule in SQL."""
+    p = np.asarray(propensity, dtype=np.float64)
+    if marginal is None:
+        return p
     m = np.asarray(marginal, dtype=np.float64)
-    return np.where(np.isfinite(m) & (m > 0), m, 1.0) / np.asarray(propensity, dtype=np.float64)
+    return np.where(np.isfinite(m) & (m > 0), p / np.where(m > 0, m, 1.0), p)
 
 
 def query_weights(propensity: np.ndarray | None, n: int) -> np.ndarray:

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 import yaml

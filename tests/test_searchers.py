@@ -593,12 +593,12 @@ def test_the_marginal_leaves_the_querys_own_input_out():
     """π̄ over the step's explorers including the query's own input correlates with that input, so
     π̄/π leans towards the inputs a failure-seeking policy picked the cell for (at N = 1 every weight
     is 1: the plain rate). Left out, the estimate is unbiased; the old one is measurably not."""
-    from failfade.stats import others_marginal, stabilized_weights
+    from failfade.stats import others_marginal, query_weights, stabilized_propensity
 
     np.testing.assert_allclose(others_marginal(np.array([0.3, 0.3, 0.5]), np.array([0.1, 0.5, 0.2])),
                                [(0.9 - 0.1) / 2, (0.9 - 0.5) / 2, (1.5 - 0.2) / 2])
     assert np.isnan(others_marginal(np.array([0.4]), np.array([0.4]))).all()
-    np.testing.assert_allclose(stabilized_weights(np.array([np.nan, 0.2]), np.array([0.5, 0.4])), [2.0, 0.5])
+    np.testing.assert_allclose(query_weights(stabilized_propensity(np.array([0.5, 0.4]), np.array([np.nan, 0.2])), 2), [2.0, 0.5])
 
     task = ContextTask()
     truth = task.true_rate()
@@ -617,6 +617,34 @@ def test_the_marginal_leaves_the_querys_own_input_out():
     se = _snis_se(c, f, (others / prop).ravel(), new, task.n_cells)
     assert (np.abs(new - truth) < 5 * se).all(), (new, truth, se)
     assert (old - truth)[[0, 1, 3]].min() > 5 * se.max(), (old, truth, se)  # too high where failure follows the input
+
+
+def test_ppo_level_set_holds_the_landscapes_effective_counts():
+    """PPO's prior settles a cell when the landscape will show it settled: its level set must hold
+    the very n_eff and k_eff the landscape computes from the logged propensity and marginal."""
+    from failfade.explore.ppo import PPO, PPOConfig
+    from failfade.landscape import propensities
+
+    task = SyntheticTask(shape=(4, 4), n_inputs=64, obs_dim=8)
+    agent = PPO(8, task.n_cells, PPOConfig(num_steps=2), seed=0)
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(12):
+        ids = rng.integers(0, task.n_inputs, 16)
+        obs = task.observations[ids]
+        cells = agent.act(obs)
+        out = task.score(ids, cells)
+        rows.append(pl.DataFrame({"cell": cells, "failure": out.failure, "propensity": agent.last_propensity,
+                                  "marginal": agent.last_marginal}))
+        agent.observe(obs, cells, out.failure.astype(np.float32), out.failure, obs, np.ones(16, np.float32))
+    q = pl.concat(rows)
+    _, n_eff, k_eff = weighted_cell_rates(q["cell"].to_numpy(), q["failure"].to_numpy(), propensities(q), task.n_cells)
+    seen = np.isfinite(n_eff) & (n_eff > 0)
+    assert seen.sum() > task.n_cells // 2
+    assert agent.n_updates > 0  # the policy moved, so π and π̄ differ from step to step
+    np.testing.assert_allclose(agent.levels.n[seen], n_eff[seen], rtol=1e-12)
+    np.testing.assert_allclose(agent.levels.k[seen], k_eff[seen], rtol=1e-12, atol=1e-12)
+    assert (agent.levels.n[~seen] == 0).all()
 
 
 def test_stabilized_weights_cost_nothing_when_the_policy_ignores_the_input():

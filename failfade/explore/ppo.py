@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from failfade.explore.env import LevelSet
-from failfade.stats import others_marginal, stabilized_weights
+from failfade.stats import others_marginal, query_weights, stabilized_propensity
 
 
 PRIORS = ("confirm", "levelset", "none")
@@ -138,7 +138,8 @@ class PPO:
         for key, val in zip(("obs", "actions", "logprobs", "values", "prior"), (o, a, lp, v, prior)):
             self.roll[key].append(val)
         if self.levels is not None:  # with the landscape's own (stabilized) importance weights
-            self.levels.update(cells, failures, stabilized_weights(self.last_marginal, self.last_propensity))
+            p = stabilized_propensity(self.last_propensity, self.last_marginal)
+            self.levels.update(cells, failures, query_weights(p, len(cells)))
         self.roll["rewards"].append(self._tensor(np.asarray(rewards, np.float32)))
         self.roll["dones"].append(self._tensor(np.asarray(dones, np.float32)))
         if len(self.roll["obs"]) < self.cfg.num_steps:
