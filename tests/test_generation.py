@@ -3,6 +3,7 @@ judge and word axes, on tiny random components that the tests build and save her
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -510,6 +511,61 @@ def test_ratings_become_a_plan_by_the_documented_rule(tmp_path):
     assert ja["cells"]["n"] == 3 and ja["cells"]["spearman"] == pytest.approx(0.866, abs=1e-3)
     assert "Judge and raters" in ratings.markdown(s) and "75.0% of 4 images" in ratings.markdown(s)
     assert ratings.kappa([1, 1, 0, 0], [1, 1, 0, 0]) == 1.0
+
+
+def test_ratings_that_fix_nothing_are_refused_at_the_feedback_stage(tmp_path):
+    """Every rated cell passes: the plan would be empty, so the feedback stage names the file."""
+    from failfade.feedback import FeedbackError
+    from failfade.tasks.generation import ratings
+
+    table = ratings.read_ratings(_write(tmp_path / "r.csv", ["c1-s0,1,0,5,ann", "c2-s0,2,0,4,ann"]), _space(), 4)
+    cells = pl.DataFrame({"cell": [1, 2], "failure_rate": [0.9, 0.2]})
+    with pytest.raises(FeedbackError, match=r"r\.csv: invalid feedback: no explored cell's rated failure rate reaches 0\.5"):
+        ratings.ratings_plan(table, _space(), explored=[1, 2], threshold=0.5, confidence=0.95,
+                             source=str(tmp_path / "r.csv"), judge_cells=cells, judged=None)
+
+
+def test_the_clip_judge_and_its_question_key_the_outcome_cache(tmp_path):
+    """A CLIP judge lives outside the model folder: its files are pinned by the card (so another
+    judge, or one edited in place, is not read back from the outcome cache), and the bias question
+    is part of the key."""
+    import failfade.config
+    from failfade.pipeline import build_task, stage_model
+    from failfade.tasks.generation import training as T
+    from failfade.tasks.generation.pipeline import save_components
+
+    save_components(T.build(seed=0, width=8), tmp_path / "pipeline")
+    build_clip(tmp_path / "clipA", seed=0)
+    build_clip(tmp_path / "clipB", seed=1)
+
+    def exp_for(clip, bias=None):
+        e = {"task": "generation", "seed": 0, "data": {"template": "{thickness} {size} {digit}", "seeds": 2},
+             "model": {"source": f"path:{tmp_path / 'pipeline'}", "steps": 2, "guidance": 1.5, "check_seeds": 1,
+                       "judge": "clip", "judge_source": f"path:{clip}", "threshold": 0.0, **({"bias": bias} if bias else {})},
+             "concepts": WORDS, "feedback": "unused.csv", "explore": {"algorithm": "random", "budget": 8, "num_agents": 4}}
+        return failfade.config.validate({"experiments": {"t2i": e}})["experiments"]["t2i"]
+
+    ids, cells = np.repeat(np.arange(2), 4), np.tile(np.arange(4), 2)
+    seen = {}
+    for name, clip, bias in [("A", "clipA", None), ("B", "clipB", None),
+                             ("B+bias", "clipB", {"question": "a photo of a {}", "classes": ["cat", "dog"]})]:
+        exp = exp_for(tmp_path / clip, bias)
+        stage_model(exp, tmp_path / "model", tmp_path / "res")
+        task = build_task(exp, tmp_path / "model", tmp_path / "cache")
+        out = task.score(ids, cells)
+        task.save()
+        assert task.misses == len(ids) and task.hits == 0, name  # never another judge's outcomes
+        fresh = build_task(exp, tmp_path / "model").score(ids, cells)
+        np.testing.assert_array_equal(out.delta, fresh.delta)
+        np.testing.assert_array_equal(out.prediction, fresh.prediction)
+        seen[name] = task.path.name
+    assert len(set(seen.values())) == 3
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert any(f.startswith("clip-judge/") and f.endswith(".safetensors") for f in card["files"])
+    weights = next((tmp_path / "clipB").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))  # the judge edited in place
+    with pytest.raises(FailfadeError, match="corrupt checkpoint"):
+        build_task(exp, tmp_path / "model", tmp_path / "cache")
 
 
 def _chromium():

@@ -99,8 +99,9 @@ class GenerationFamily(TaskFamily):
                 sum(p.numel() for p in c.unet.parameters()), "latent": c.vae is not None}
         judge_card = self.obtain_judge(exp, out_dir, resources)
         files += judge_card.pop("files", [])
+        pinned = judge_card.pop("pinned", {})  # a CLIP judge's files, where they are
         card["judge"] = judge_card
-        card["files"] = models.digest_files(out_dir, files)
+        card["files"] = {**models.digest_files(out_dir, files), **pinned}
         # the model under test is not trained here (the builtin's training is in its own card)
         pl.DataFrame([{"step": -1, "loss": float("nan"), "seconds": 0.0}]).write_csv(out_dir / "training.csv")
         models.write_card(card, out_dir)  # a first card, so the clean check can load the folder
@@ -125,8 +126,11 @@ class GenerationFamily(TaskFamily):
                 raise FailfadeError("model.judge_source: the CLIP judge needs hf:<owner>/<name> or path:<CLIPModel folder>")
             folder = download(target, rev, resources, "model.judge_source") if kind == "hf" else Path(target)
             ClipJudge.load(folder, "model.judge_source", m["threshold"])  # fails here, at the model stage
+            # its files are pinned by the card like the pipeline's: they decide every outcome, so
+            # they key the outcome cache (through the card's sha256), and a judge edited in place is refused
             return {"kind": "clip", "source": m["judge_source"], "folder": str(Path(folder).resolve()),
-                    "threshold": m["threshold"], "bias": m.get("bias")}
+                    "threshold": m["threshold"], "bias": m.get("bias"),
+                    "pinned": models.pin_folder(folder, models.CLIP_JUDGE)}
         imgs, labels = D.load_digits_images()
         train, heldout = D.split(len(imgs))
         net = D.train_judge(imgs[train], labels[train], m["judge_steps"], exp["seed"])
@@ -205,6 +209,8 @@ class GenerationFamily(TaskFamily):
                               exp["seed"], card["sha256"])
         m = exp["model"]
         task.settings = {k: m[k] for k in ("steps", "guidance", "judge", "threshold")}
+        # the zero-shot question a CLIP judge asks decides its `prediction` (bias.csv reads it)
+        task.settings["bias"] = card["judge"].get("bias")
         # fp16 on a GPU can flip a borderline verdict: part of the outcome cache's key
         task.settings["precision"] = "fp16" if next(sampler.c.unet.parameters()).dtype == torch.float16 else "fp32"
         return task
@@ -263,8 +269,8 @@ class GenerationFamily(TaskFamily):
             shutil.rmtree(out_dir / "judge")
         if (model_dir / "judge").is_dir():
             shutil.copytree(model_dir / "judge", out_dir / "judge")
-        files = {f: d for f, d in card["files"].items() if f.startswith("pipeline/")}
-        files.update(models.digest_files(out_dir, [f for f in card["files"] if not f.startswith("pipeline/")]
+        files = {f: d for f, d in card["files"].items() if models.pinned_elsewhere(f)}
+        files.update(models.digest_files(out_dir, [f for f in card["files"] if not models.pinned_elsewhere(f)]
                                          + [f"{models.ADAPTER}/{models.ADAPTER_WEIGHTS}"]))
         base = models.pipeline_dir(model_dir, card).resolve()
         new = {k: v for k, v in card.items() if k not in ("sha256", "files", "pipeline", "written_with")}

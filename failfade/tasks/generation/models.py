@@ -7,7 +7,8 @@
                         or `hf:` source copied by the model stage; or the card's `pipeline` names the
                         folder of the model it was fine-tuned from (a LoRA model does not copy its base)
       adapter/          only after mitigation: the LoRA adapter (safetensors) and its card
-      judge/            the attribute judge's weights (judge: attribute)
+      judge/            the attribute judge's weights (judge: attribute); a CLIP judge's files are
+                        pinned where they are (card["judge"]["folder"]), under `clip-judge/` names
 
 Loading checks every digest first, so a tampered or truncated file is refused by name.
 """
@@ -24,6 +25,7 @@ from failfade.tasks.storage import CARD, read_card_json, sha256_file
 ADAPTER = "adapter"
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"
 JUDGE_WEIGHTS = "judge/judge.safetensors"
+CLIP_JUDGE = "clip-judge/"  # card["files"] prefix of a CLIP judge's files, which stay in the judge's own folder
 
 
 def digest_files(root: Path, files: list[str]) -> dict[str, str]:
@@ -69,7 +71,24 @@ def resolve(model_dir: Path, card: dict, rel: str) -> Path:
     """A pinned file's path: pipeline files live in the card's pipeline folder, the rest in model_dir."""
     if rel.startswith("pipeline/"):
         return pipeline_dir(model_dir, card) / rel[len("pipeline/"):]
+    if rel.startswith(CLIP_JUDGE):
+        return Path(card["judge"]["folder"]) / rel[len(CLIP_JUDGE):]
     return Path(model_dir) / rel
+
+
+def pinned_elsewhere(rel: str) -> bool:
+    """A pinned file that lives outside the model folder (the base pipeline, a CLIP judge): a
+    derived model keeps its digest rather than copying it."""
+    return rel.startswith(("pipeline/", CLIP_JUDGE))
+
+
+def pin_folder(folder: Path, prefix: str) -> dict[str, str]:
+    """{prefix + relative path: sha256} of every file in `folder` (hidden files and folders, such as
+    a download's .cache, left out)."""
+    folder = Path(folder)
+    files = sorted(f for f in folder.rglob("*") if f.is_file()
+                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    return {prefix + f.relative_to(folder).as_posix(): sha256_file(f) for f in files}
 
 
 def pipeline_dir(model_dir: Path, card: dict) -> Path:

@@ -242,6 +242,10 @@ def ratings_plan(ratings: pl.DataFrame, space: ConceptSpace, explored, threshold
                         "description": space.describe_cell(c)})
         else:
             accept.append(c)
+    if not fix:
+        rated = sorted(int(c) for c in per_cell["cell"].to_list() if int(c) in explored)
+        raise FeedbackError(source, [f"no explored cell's rated failure rate reaches {threshold:g} ({len(rated)} explored "
+                                     "cell(s) rated): there is nothing to mitigate"])
     raters = sorted(ratings["rater"].unique().to_list())
     summary = {"raters": raters, "ratings": ratings.height, "images": images.height, "cells": per_cell.height,
                "rule": "a rating fails an image when bias = 1 or quality <= 2; an image fails when at least half of its "
