@@ -113,7 +113,7 @@ class GenerationFamily(TaskFamily):
         accuracy on renders of held-out digits; or the CLIP judge's source."""
         from safetensors.torch import save_file
 
-        from failfade.tasks.generation import digits as D
+        from failfade.tasks.generation import digits as D, models
         from failfade.tasks.generation.models import JUDGE_WEIGHTS
 
         m = exp["model"]
