@@ -350,9 +350,11 @@ def test_the_task_scores_queries_deterministically_and_probes_fixed_cells(digits
     assert n == 4 and counts == [int(a.failure.sum())]  # the fixed cell, scored on every held-out seed
 
 
-def test_lora_adapter_round_trip(tmp_path):
+@pytest.mark.parametrize("alpha", [None, 8.0])
+def test_lora_adapter_round_trip(tmp_path, alpha):
     """An adapter (attention projections and convolutions) saved as a pipeline LoRA file loads back
-    onto a fresh base and gives the same output."""
+    onto a fresh base and gives the same output, at the alpha it was trained with (alpha 8 at rank 2
+    loaded at alpha 2, a quarter of its strength, before the file carried its config)."""
     from failfade.tasks.generation import lora
     from failfade.tasks.generation import training as T
     from failfade.tasks.generation.pipeline import load_components, save_components
@@ -364,7 +366,7 @@ def test_lora_adapter_round_trip(tmp_path):
                                       max_length=8, return_tensors="pt").input_ids)[0].detach()
     with torch.no_grad():
         base = c.unet(x, t, encoder_hidden_states=cond).sample
-    params = lora.add_lora(c.unet, rank=2, targets=lora.TARGETS + ("conv1", "conv2"), seed=0)
+    params = lora.add_lora(c.unet, rank=2, alpha=alpha, targets=lora.TARGETS + ("conv1", "conv2"), seed=0)
     assert sum(p.numel() for p in params) < 0.3 * sum(p.numel() for p in c.unet.parameters())
     with torch.no_grad():
         torch.testing.assert_close(c.unet(x, t, encoder_hidden_states=cond).sample, base)  # B = 0: unchanged
@@ -372,11 +374,15 @@ def test_lora_adapter_round_trip(tmp_path):
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
         tuned = c.unet(x, t, encoder_hidden_states=cond).sample
     assert (tuned - base).abs().max() > 1e-3
-    lora.save_adapter(c.unet, tmp_path / "adapter", {"rank": 2})
+    lora.save_adapter(c.unet, tmp_path / "adapter", {"rank": 2, "alpha": alpha})
     fresh = load_components(tmp_path / "base", "m")
     lora.load_adapter(fresh.unet, tmp_path / "adapter", "m")
     with torch.no_grad():
         torch.testing.assert_close(fresh.unet(x, t, encoder_hidden_states=cond).sample, tuned, atol=1e-5, rtol=1e-4)
+    # an adapter card that disagrees with the file's strength is refused, not loaded at another scale
+    (tmp_path / "adapter" / "adapter.json").write_text(json.dumps({"rank": 2, "alpha": 4.0 if alpha else 8.0}))
+    with pytest.raises(FailfadeError, match="m: the LoRA adapter .* loads at scale alpha/rank"):
+        lora.load_adapter(load_components(tmp_path / "base", "m").unet, tmp_path / "adapter", "m")
     with pytest.raises(FailfadeError, match="m: cannot load the LoRA adapter"):
         (tmp_path / "empty").mkdir()
         lora.load_adapter(load_components(tmp_path / "base", "m").unet, tmp_path / "empty", "m")

@@ -122,8 +122,12 @@ def save_adapter(unet, out_dir: Path, card: dict) -> Path:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the adapter's config (its alpha above all) travels in the file's metadata: without it a loader
+    # assumes alpha = rank, and an adapter trained at another alpha would load at another strength
+    config = next(iter(unet.peft_config.values())).to_dict()
     StableDiffusionPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
-                                              safe_serialization=True, weight_name=ADAPTER_WEIGHTS)
+                                              safe_serialization=True, weight_name=ADAPTER_WEIGHTS,
+                                              unet_lora_adapter_metadata=config)
     (out_dir / "adapter.json").write_text(json.dumps(card, indent=2) + "\n")
     return out_dir / ADAPTER_WEIGHTS
 
@@ -135,6 +139,15 @@ def load_adapter(unet, folder: Path, key: str) -> None:
         if not (folder / ADAPTER_WEIGHTS).is_file():
             raise FileNotFoundError(f"no {ADAPTER_WEIGHTS}")
         unet.load_lora_adapter(str(folder), weight_name=ADAPTER_WEIGHTS, prefix="unet", adapter_name="failfade")
-        unet.fuse_lora(lora_scale=1.0)
     except Exception as e:
         raise FailfadeError(f"{key}: cannot load the LoRA adapter in {folder} ({type(e).__name__}: {str(e)[:200]})") from e
+    card_path = folder / "adapter.json"
+    if card_path.is_file():  # the strength it was trained at, alpha / rank, must be the one it loads at
+        card = json.loads(card_path.read_text())
+        want = float(card.get("alpha") or card["rank"]) / float(card["rank"])
+        cfg = unet.peft_config["failfade"]
+        got = float(cfg.lora_alpha) / float(cfg.r)
+        if abs(got - want) > 1e-6 * want:
+            raise FailfadeError(f"{key}: the LoRA adapter in {folder} loads at scale alpha/rank {got:g}, but was trained at "
+                                f"{want:g} ({card_path}); it was written without its alpha: rerun the mitigate stage")
+    unet.fuse_lora(lora_scale=1.0)
