@@ -293,6 +293,10 @@ def test_lora_mitigation_trains_only_the_adapters(tmp_path):
     assert set(before) == set(after)  # merged: the same architecture, no adapter tensors left
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.endswith((".q.weight", ".v.weight")) for k in changed), changed
+    torch.rand(7)  # the global generator moved on: the adapters' initial weights must not follow it
+    stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "again")
+    again = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert all(torch.equal(after[k], again[k]) for k in after)  # same config and seed, same weights
     exp["mitigate"]["lora_targets"] = ["q_proj"]
     with pytest.raises(FailfadeError, match=r"mitigate.lora_targets: \['q_proj'\] name no module"):
         stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "mit2")
@@ -313,3 +317,22 @@ def test_probe_failures_match_a_task_built_per_probe(tmp_path):
     for space, k in zip(spaces, counts):
         task = SummarizationTask(summarizer, reports, space, exp["seed"], exp["model"]["epsilon"])
         assert k == int(task.score(np.arange(n), np.zeros(n, dtype=np.int64)).failure.sum())
+
+
+def test_fine_tuning_batches_go_to_the_models_device(tmp_path):
+    """train_seq2seq feeds the model on its own device (a GPU under SLURM). No GPU here: the model
+    sits on the `meta` device and a pre-hook records where its inputs arrive."""
+    from failfade.tasks.summarization import models
+
+    model, tok = models.load_pretrained(save_tiny("t5", tmp_path / "t5"), "k")
+    model = model.to("meta")
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append({k: v.device.type for k, v in kwargs.items() if isinstance(v, torch.Tensor)})
+        raise StopIteration  # one forward pass is enough
+
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    with pytest.raises(StopIteration):
+        models.train_seq2seq(model, tok, ["a b c d"] * 4, ["a b"] * 4, 1, 1e-3, 2, 16, 0)
+    assert seen and set(seen[0].values()) == {"meta"}, seen

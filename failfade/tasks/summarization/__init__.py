@@ -137,7 +137,7 @@ class SummarizationFamily(TaskFamily):
                 clean.append(r.document)
                 targets.append(r.reference)
         teacher = copy.deepcopy(summarizer.model).eval() if m["distill"] > 0 else None
-        student = models.with_lora(summarizer.model, m["lora_rank"], m["lora_targets"]) if m["lora_rank"] else summarizer.model
+        student = models.with_lora(summarizer.model, m["lora_rank"], m["lora_targets"], exp["seed"]) if m["lora_rank"] else summarizer.model
         history = models.train_seq2seq(student, summarizer.tokenizer, sources, targets, m["steps"], m["lr"],
                                        m["batch_size"], exp["model"]["max_input_tokens"], exp["seed"], teacher=teacher,
                                        distill=m["distill"], clean_sources=clean, desc="mitigate")

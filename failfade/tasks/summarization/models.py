@@ -89,15 +89,17 @@ def tiny_t5(tokenizer, seed: int):
     return T5ForConditionalGeneration(cfg)
 
 
-def with_lora(model, rank: int, targets: list[str]):
+def with_lora(model, rank: int, targets: list[str], seed: int):
     """The model wrapped with peft LoRA adapters (rank `rank`, alpha 2·rank) on the named modules
-    (e.g. T5's attention projections `q`, `v`; BART's `q_proj`, `v_proj`); only the adapters train."""
+    (e.g. T5's attention projections `q`, `v`; BART's `q_proj`, `v_proj`); only the adapters train.
+    The adapters' random initial weights are drawn from `seed`."""
     from peft import LoraConfig, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = sorted(set(targets) - present)
     if missing:
         raise FailfadeError(f"mitigate.lora_targets: {missing} name no module of {type(model).__name__}")
+    torch.manual_seed(seed)
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(targets)))
 
 
@@ -115,17 +117,19 @@ def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, bat
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 1.0 if s < decay_from else max(0.0, (steps - s) / max(steps - decay_from, 1)))
     model.train()
+    dev = next(model.parameters()).device  # batches go where the model is (a GPU under SLURM)
     history, t0 = [], time.perf_counter()
     for step in progress(range(steps), desc=desc, unit="step", leave=False):
         idx = rng.integers(0, len(sources), batch_size)
-        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=max_input_tokens)
-        labels = tokenizer([targets[i] for i in idx], return_tensors="pt", padding=True).input_ids
+        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_input_tokens).to(dev)
+        labels = tokenizer([targets[i] for i in idx], return_tensors="pt", padding=True).input_ids.to(dev)
         labels[labels == tokenizer.pad_token_id] = -100
         out = model(**enc, labels=labels)
         loss = out.loss
         if teacher is not None and distill > 0:
             clean = tokenizer([clean_sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                              max_length=max_input_tokens)
+                              max_length=max_input_tokens).to(dev)
             with torch.no_grad():
                 target = torch.log_softmax(teacher(**clean, labels=labels).logits, -1)
             student = torch.log_softmax(model(**clean, labels=labels).logits, -1)
