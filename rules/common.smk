@@ -19,7 +19,9 @@ wildcard_constraints:
 
 
 def exp_cfg(wildcards, *keys):
-    """The parts of one experiment's config that a stage depends on (its rerun trigger)."""
+    """The parts of one experiment's config that a stage depends on (its rerun trigger), and all
+    that its script sees of the experiment: a key left out here is silently at its default there
+    (`precision` once was, for every stage that scores)."""
     exp = config["experiments"][wildcards.experiment]
     return {k: exp[k] for k in ("task",) + keys}  # every stage asks the task family
 
@@ -34,7 +36,8 @@ def explore_cfg(wildcards):
     # the failure-rate threshold shapes the explorer's level-set bonus; the rest of `landscape:` does not
     tau = config["experiments"][wildcards.experiment]["landscape"]["failure_rate_threshold"]
     # `model` too: a family may keep scoring settings there (summarization: generation settings, ε)
-    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "explore") | {"landscape": {"failure_rate_threshold": tau}}
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "explore") | {
+        "landscape": {"failure_rate_threshold": tau}}
 
 
 def landscape_cfg(wildcards):
@@ -49,7 +52,7 @@ def feedback_cfg(wildcards):
 
 
 def mitigate_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "mitigate")
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "mitigate")
 
 
 def shift_cfg(wildcards):
@@ -58,11 +61,13 @@ def shift_cfg(wildcards):
 
 def probes_cfg(wildcards):
     probes = config["experiments"][wildcards.experiment]["shift"]["probes"]
-    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "landscape") | {"shift": {"probes": probes}}
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "landscape") | {
+        "shift": {"probes": probes}}
 
 
 def groundtruth_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "explore", "landscape", "groundtruth")
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "explore", "landscape",
+                   "groundtruth")
 
 
 def cache_dir(wildcards):

@@ -199,6 +199,13 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     assert after_budget - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_budget
     assert "model" not in after_budget
 
+    # (d) the scoring precision: every stage that scores sees it (it was once dropped on the way), not the model
+    cfg["experiments"][EXP]["explore"]["budget"] = 2048
+    cfg["experiments"][EXP]["precision"] = "bf16"
+    write_config(work, cfg)
+    after_precision = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
+    assert after_precision - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_precision
+
 
 @pytest.mark.slow
 def test_malformed_feedback_fails_the_feedback_rule(finished_run, tmp_path, repo_root, snakemake_exe):
