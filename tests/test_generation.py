@@ -183,6 +183,10 @@ def test_bias_config_is_checked_before_anything_runs():
     exp["model"]["bias"]["question"] = "a photo"
     with pytest.raises(FailfadeError, match="has no {} for the class"):
         fam.check(exp, "x")
+    exp["model"]["bias"] = None
+    exp["shift"] = {"probes": [{"name": "p", "apply": {"word": 1}}]}  # failed at the probes stage, after mitigation
+    with pytest.raises(FailfadeError, match="x.shift.probes: text-to-image has no off-grid transforms"):
+        fam.check(exp, "x")
 
 
 def test_word_axes_fill_the_prompt_template_and_read_back_in_selectors(folders):
@@ -255,6 +259,25 @@ def test_the_attribute_judge_reads_renders_and_fails_wrong_requests():
     _, _, fail_no_size = judge(x, [f"{D.THICKNESS[t]} {D.DIGITS[d]}" for d, t in zip(a.digit, a.thickness)])
     assert fail_no_size.mean() < fail.mean() + 0.05  # dropping the wrong word drops its check
     assert judge.embed(x[:5]).shape == (5, 128)
+
+
+def test_a_damaged_builtin_folder_is_named(tmp_path):
+    """The shipped builtin with a pinned file missing, or its card cut short: one clear error each."""
+    import shutil
+
+    from failfade.tasks.generation import builtin
+
+    d = tmp_path / "b"
+    shutil.copytree(builtin.folder("digits"), d)
+    assert builtin.check(d)["files"]
+    weights = d / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(tmp_path / "w")
+    with pytest.raises(FailfadeError, match=r"diffusion_pytorch_model\.safetensors: missing \(pinned by .*builtin\.json"):
+        builtin.check(d)
+    (tmp_path / "w").rename(weights)
+    (d / builtin.CARD).write_text((d / builtin.CARD).read_text()[:50])
+    with pytest.raises(FailfadeError, match=r"builtin\.json: not valid JSON"):
+        builtin.check(d)
 
 
 def test_the_builtin_diffusion_model_trains_saves_and_samples(tmp_path):
@@ -688,3 +711,22 @@ def test_the_workflow_runs_a_text_to_image_experiment_from_ratings(tmp_path, rep
     assert '"kind": "ratings"' in plan and '"cell": 0' in plan
     md = (res / "shift" / "shift.md").read_text()
     assert "## Judge and raters" in md and "by 2 rater(s): ann, bob" in md and "untargeted prompts" in md
+
+
+def test_a_hub_snapshot_takes_one_copy_of_each_weight():
+    """What download() asks the hub for, on a Stable Diffusion repository's file list: one
+    safetensors copy per component with its config and tokenizer; no .bin, Flax, fp16 or non-EMA
+    copies, no safety checker."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from failfade.tasks.storage import HF_IGNORE, HF_PATTERNS
+
+    files = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+             "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.non_ema.safetensors",
+             "unet/diffusion_pytorch_model.bin", "unet/diffusion_flax_model.msgpack", "text_encoder/model.safetensors",
+             "text_encoder/model.fp16.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
+             "safety_checker/model.safetensors", "safety_checker/config.json", "scheduler/scheduler_config.json"]
+    kept = list(filter_repo_objects(files, allow_patterns=HF_PATTERNS, ignore_patterns=HF_IGNORE))
+    assert kept == ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                    "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
+                    "scheduler/scheduler_config.json"]

@@ -65,7 +65,10 @@ def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = (
     return card
 
 
-HF_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]  # configs, weights, tokenizer files; no .bin, Flax or fp16 copies
+HF_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]  # configs, weights, tokenizer files; no .bin or Flax copies
+# what a hub snapshot leaves out even when it matches HF_PATTERNS: a Stable Diffusion repository's
+# fp16 and non-EMA copies of the weights and its safety checker (unused here: gigabytes)
+HF_IGNORE = ["*.fp16.*", "*non_ema*", "safety_checker/*"]
 
 
 def parse_source(text: str, key: str, builtins: tuple[str, ...], what: str) -> tuple[str, str, str | None]:
@@ -99,6 +102,7 @@ def download(repo: str, revision: str | None, resources: Path, key: str) -> Path
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(repo_id=repo, revision=revision, cache_dir=str(Path(resources) / "hf"),
-                                      allow_patterns=HF_PATTERNS, etag_timeout=10))
+                                      allow_patterns=HF_PATTERNS, ignore_patterns=HF_IGNORE,
+                                      etag_timeout=10))
     except Exception as e:
         raise FailfadeError(f"{key}: cannot download hf:{repo} ({type(e).__name__}: {str(e)[:200]})") from e

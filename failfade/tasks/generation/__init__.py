@@ -60,6 +60,10 @@ class GenerationFamily(TaskFamily):
         extra = [f for f in slots if f not in names]
         if extra:
             raise FailfadeError(f"{key}.data.template: slot {{{extra[0]}}} is not a concept axis; axes are {names}")
+        if (exp.get("shift") or {}).get("probes"):
+            raise FailfadeError(f"{key}.shift.probes: text-to-image has no off-grid transforms to probe with (a `word` "
+                                "level is a prompt word, not a transform); its probes are the fixed cells, scored "
+                                "on every held-out seed: remove the list")
         bias = exp["model"].get("bias")
         if bias:
             if exp["model"]["judge"] != "clip":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from failfade import FailfadeError
-from failfade.tasks.storage import sha256_file
+from failfade.tasks.storage import read_card_json, sha256_file
 
 ROOT = Path(__file__).resolve().parents[3] / "resources" / "builtin"
 FOLDERS = {"digits": "digits-diffusion"}
@@ -41,8 +41,11 @@ def check(path: Path) -> dict:
     if not card_path.is_file():
         raise FailfadeError(f"{card_path}: missing: the builtin text-to-image model is not in this checkout "
                             "(regenerate it: python -m failfade.tasks.generation.builtin --out " f"{path})")
-    card = json.loads(card_path.read_text())
+    card = read_card_json(card_path, "the builtin pipeline's files and their sha256", ("files",))
     for rel, want in card["files"].items():
+        if not (Path(path) / rel).is_file():
+            raise FailfadeError(f"{Path(path) / rel}: missing (pinned by {card_path}; regenerate the builtin: "
+                                f"python -m failfade.tasks.generation.builtin --out {path})")
         got = sha256_file(Path(path) / rel)
         if got != want:
             raise FailfadeError(f"{Path(path) / rel}: sha256 {got[:12]}… does not match {card_path}'s {want[:12]}…")
