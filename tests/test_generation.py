@@ -373,6 +373,27 @@ def test_the_task_scores_queries_deterministically_and_probes_fixed_cells(digits
     assert n == 4 and counts == [int(a.failure.sum())]  # the fixed cell, scored on every held-out seed
 
 
+def test_the_fresh_seed_check_scores_seeds_no_stage_uses(digits_world):
+    """benchmarks/t2i_fresh_seeds.py's measure: the fresh seeds are none of the held-out ones, and
+    the counts are the judge's own on those images (same model on both sides: no change)."""
+    from failfade.tasks.family import family
+    from failfade.tasks.generation.pipeline import fresh_seed_of, seed_of
+
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    assert not {fresh_seed_of(exp["seed"], i) for i in range(500)} & {seed_of(exp["seed"], i) for i in range(500)}
+    fam = family("generation")
+    plan = {"fix": [{"cell": 11}, {"cell": 3}]}
+    out = fam.fresh_seed_check(exp, model_dir, model_dir, plan, n_seeds=3)
+    assert out["images_per_side"] == 12 * 3 and out["other_cells"] == 10
+    sampler, judge, _ = fam.load(exp, model_dir)
+    prompts = fam.prompts(exp)
+    seeds = [fresh_seed_of(exp["seed"], i) for i in range(3)]
+    k = sum(int(judge(sampler.generate([prompts[c]] * 3, seeds), [prompts[c]] * 3)[2].sum()) for c in (11, 3))
+    f = out["fixed"]
+    assert f["cells"] == 2 and f["queries"] == 6 and f["failures"] == {"pre": k, "post": k}
+    assert out["other_pass"]["pre"] == out["other_pass"]["post"] and out["new_failure_cells"] == []
+
+
 @pytest.mark.parametrize("alpha", [None, 8.0])
 def test_lora_adapter_round_trip(tmp_path, alpha):
     """An adapter (attention projections and convolutions) saved as a pipeline LoRA file loads back

@@ -234,6 +234,39 @@ class GenerationFamily(TaskFamily):
             counts.append(int(judge(sampler.generate(ps, seeds), ps)[2].sum()))
         return counts, n
 
+    def fresh_seed_check(self, exp: dict, pre_dir: Path, post_dir: Path, plan: dict, n_seeds: int) -> dict:
+        """Every cell before and after mitigation on `n_seeds` seeds that no stage uses
+        (pipeline.fresh_seed_of): the mitigation's settings were chosen by looking at the held-out
+        seeds, so its effect measured there can be optimistic; here it is measured on images that
+        played no part in the choice. Returns the fixed cells pooled (probes.pooled_change, as
+        shift.json's `targeted_heldout`), the judge's pass rate on the other cells, and the cells
+        that are failure cells by the landscape's rule (interval lower bound >= the threshold)."""
+        from failfade.probes import pooled_change, targeted_table
+        from failfade.stats import wilson_interval
+        from failfade.tasks.generation.pipeline import fresh_seed_of
+
+        space, prompts = self.space(exp), self.prompts(exp)
+        seeds = [fresh_seed_of(exp["seed"], i) for i in range(n_seeds)]
+        ps = [p for p in prompts for _ in seeds]
+        conf, tau = exp["landscape"]["confidence"], exp["landscape"]["failure_rate_threshold"]
+        fails = {}
+        for side, model_dir in (("pre", pre_dir), ("post", post_dir)):
+            sampler, judge, _ = self.load(exp, Path(model_dir))
+            fails[side] = np.asarray(judge(sampler.generate(ps, seeds * len(prompts)), ps)[2]).reshape(len(prompts), n_seeds)
+        fix = np.array([int(f["cell"]) for f in plan["fix"]], dtype=np.int64)
+        other = np.setdiff1d(np.arange(space.n_cells), fix)
+        table = targeted_table(space, plan, [int(fails["pre"][c].sum()) for c in fix],
+                               [int(fails["post"][c].sum()) for c in fix], n_seeds, conf)
+        failing = {}
+        for side, f in fails.items():
+            lo, _ = wilson_interval(f.sum(1), np.full(len(f), n_seeds), conf)
+            failing[side] = lo >= tau
+        return {"seeds": n_seeds, "images_per_side": len(ps), "fixed": pooled_change(table, conf),
+                "other_pass": {side: float(1 - f[other].mean()) for side, f in fails.items()},
+                "other_cells": int(len(other)),
+                "failure_cells": {side: [int(c) for c in np.flatnonzero(v)] for side, v in failing.items()},
+                "new_failure_cells": [space.describe_cell(int(c)) for c in other if failing["post"][c] and not failing["pre"][c]]}
+
     # --- restructure -------------------------------------------------------------------------------------
 
     def fine_tune(self, exp: dict, model_dir: Path, plan: dict, out_dir: Path) -> dict:

@@ -95,6 +95,12 @@ def seed_of(seed: int, input_id: int) -> int:
     return int(np.random.SeedSequence([seed, 7, int(input_id)]).generate_state(1)[0])
 
 
+def fresh_seed_of(seed: int, i: int) -> int:
+    """The i-th of a set of generation seeds that no stage uses (not held out, not trained on): for
+    checking, on images that played no part in it, a choice made by looking at the held-out seeds."""
+    return int(np.random.SeedSequence([seed, 8, int(i)]).generate_state(1)[0])
+
+
 class Sampler:
     """Seeded, batched text-to-image generation with a fixed scheduler, step count and guidance."""
 
