@@ -152,3 +152,26 @@ def load(path: str | Path) -> dict:
     if raw is not None and not isinstance(raw, dict):
         raise FailfadeError(f"{path}: a config is a YAML mapping (experiments: ...), got {type(raw).__name__}")
     return validate(raw or {}, str(path))
+
+
+def local_sources(exp: dict) -> list[str]:
+    """The local files an experiment's model stage reads from its sources: every file of a `path:`
+    model (or CLIP judge) folder, and a `jsonl:` / `csv:` data file. The model rule declares them as
+    inputs, so replacing a model or a data file under the same path reruns the model stage and
+    everything after it. A missing folder is returned as itself (Snakemake then names it).
+    `imagefolder:` data is left out (tens of thousands of files): the outcome cache's key holds its
+    content digest instead."""
+    out: list[str] = []
+    for key in ("source", "judge_source"):
+        src = (exp.get("model") or {}).get(key)
+        if isinstance(src, str) and src.startswith("path:"):
+            folder = Path(src[len("path:"):])
+            if not folder.is_dir():
+                out.append(str(folder))
+                continue
+            out += sorted(str(f) for f in folder.rglob("*") if f.is_file()
+                          and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    data = (exp.get("data") or {}).get("source")
+    if isinstance(data, str) and data.startswith(("jsonl:", "csv:")):
+        out.append(data.split(":", 1)[1])
+    return out

@@ -36,8 +36,13 @@ def explore_cfg(wildcards):
     # the failure-rate threshold shapes the explorer's level-set bonus; the rest of `landscape:` does not
     tau = config["experiments"][wildcards.experiment]["landscape"]["failure_rate_threshold"]
     # `model` too: a family may keep scoring settings there (summarization: generation settings, ε)
-    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "explore") | {
-        "landscape": {"failure_rate_threshold": tau}}
+    # `explore` without the keys that do not change an exploration's queries: `groundtruth` switches
+    # on a rule of its own, `shards` adds explorations beside shard 0 (which is the unsharded run),
+    # and the outcome cache is transparent
+    explore = {k: v for k, v in config["experiments"][wildcards.experiment]["explore"].items()
+               if k not in ("groundtruth", "shards", "cache")}
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts") | {
+        "explore": explore, "landscape": {"failure_rate_threshold": tau}}
 
 
 def landscape_cfg(wildcards):
@@ -142,8 +147,10 @@ def final_outputs():
 
 # --- the paper target (rules/paper.smk) ---
 
-def paper_cfg(wildcards):
-    return config["paper"]
+def paper_part(part):
+    """Params function: one part of `paper:` (strategies, scalability), so that editing another
+    part (a row label, the figures) does not rerun this part's expensive runs."""
+    return lambda wildcards: {part: config["paper"][part]}
 
 
 def paper_experiments():

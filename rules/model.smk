@@ -1,5 +1,8 @@
 # The model folder is pinned by its card (model.json: every weight file's sha256); later stages take the card.
 rule model:
+    input:
+        # a path: model or judge folder, a jsonl:/csv: data file: replaced under the same path, it reruns the model stage
+        local=lambda w: failfade.config.local_sources(config["experiments"][w.experiment]),
     output:
         card=f"{R}/{{experiment}}/model/model.json",
         history=f"{R}/{{experiment}}/model/training.csv",

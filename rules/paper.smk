@@ -15,7 +15,7 @@ rule paper_strategies:
         "benchmarks/runs/{experiment}/paper_strategies.tsv"
     params:
         cfg=groundtruth_cfg,
-        paper=paper_cfg,
+        paper=paper_part("strategies"),
     threads: 2
     resources:
         mem_mb=4000,
@@ -38,7 +38,7 @@ rule paper_scalability:
         "benchmarks/runs/paper/scalability.tsv"
     params:
         cfg=lambda w: config["experiments"][config["paper"]["scalability"]["experiment"]],
-        paper=paper_cfg,
+        paper=paper_part("scalability"),
     threads: 2
     resources:
         mem_mb=4000,

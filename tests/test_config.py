@@ -220,3 +220,20 @@ def test_load_empty_file(tmp_path):
     path.write_text("")
     with pytest.raises(FailfadeError, match="'experiments' is a required property"):
         load(path)
+
+
+def test_local_sources_are_the_model_stages_inputs(tmp_path):
+    """A path: model or judge folder's files and a jsonl:/csv: data file are the model rule's
+    inputs (replaced under the same path, they rerun the model stage); hidden files are not."""
+    from failfade.config import local_sources
+
+    (tmp_path / "m" / "sub").mkdir(parents=True)
+    (tmp_path / "m" / "model.json").write_text("{}")
+    (tmp_path / "m" / "sub" / "w.safetensors").write_bytes(b"x")
+    (tmp_path / "m" / ".cache").mkdir()
+    (tmp_path / "m" / ".cache" / "lock").write_text("")
+    exp = {"model": {"source": f"path:{tmp_path / 'm'}", "judge_source": f"path:{tmp_path / 'nope'}"},
+           "data": {"source": f"jsonl:{tmp_path / 'd.jsonl'}"}}
+    assert local_sources(exp) == [str(tmp_path / "m" / "model.json"), str(tmp_path / "m" / "sub" / "w.safetensors"),
+                                  str(tmp_path / "nope"), str(tmp_path / "d.jsonl")]
+    assert local_sources({"model": {"source": "builtin:digits-cnn"}, "data": {"source": "imagefolder:/x"}}) == []

@@ -563,6 +563,19 @@ def test_ratings_become_a_plan_by_the_documented_rule(tmp_path):
     assert ratings.kappa([1, 1, 0, 0], [1, 1, 0, 0]) == 1.0
 
 
+def test_ratings_need_the_landscapes_sheet_files(tmp_path):
+    """Without the sheet's image ids and the judge's verdicts the feedback stage stops, naming the
+    file (it used to drop the judge-rater comparison and the id check silently)."""
+    from failfade.tasks.generation import ratings
+
+    with pytest.raises(FailfadeError, match=r"sheet_judged\.csv: missing .* rerun the landscape stage"):
+        ratings.read_judged(tmp_path)
+    with pytest.raises(FailfadeError, match=r"ratings_template\.csv: missing"):
+        ratings.sheet_ids(tmp_path)
+    (tmp_path / "ratings_template.csv").write_text("image_id,cell,bias,quality,rater\nc1-s0,1,,,\n")
+    assert ratings.sheet_ids(tmp_path) == {"c1-s0"}
+
+
 def test_ratings_that_fix_nothing_are_refused_at_the_feedback_stage(tmp_path):
     """Every rated cell passes: the plan would be empty, so the feedback stage names the file."""
     from failfade.feedback import FeedbackError

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.feedback import FeedbackError
 
@@ -314,14 +315,23 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_judged(landscape_dir: Path) -> pl.DataFrame | None:
-    p = Path(landscape_dir) / JUDGED
-    return pl.read_csv(p) if p.is_file() else None
+def _sheet_file(landscape_dir: Path, name: str) -> Path:
+    """A file the landscape stage writes with the rating sheet, which the feedback stage needs to
+    check the ratings' image ids and to compare the raters with the judge."""
+    p = Path(landscape_dir) / name
+    if not p.is_file():
+        raise FailfadeError(f"{p}: missing (the landscape stage writes it with the rating sheet; the ratings cannot "
+                            "be checked against the sheet or compared with the judge without it): rerun the landscape "
+                            "stage, e.g. snakemake --forcerun landscape")
+    return p
 
 
-def sheet_ids(landscape_dir: Path) -> set[str] | None:
-    p = Path(landscape_dir) / "ratings_template.csv"
-    return set(pl.read_csv(p, infer_schema=False)["image_id"].to_list()) if p.is_file() else None
+def read_judged(landscape_dir: Path) -> pl.DataFrame:
+    return pl.read_csv(_sheet_file(landscape_dir, JUDGED))
+
+
+def sheet_ids(landscape_dir: Path) -> set[str]:
+    return set(pl.read_csv(_sheet_file(landscape_dir, "ratings_template.csv"), infer_schema=False)["image_id"].to_list())
 
 
 def write_json(obj: dict, path: Path) -> None:
