@@ -159,20 +159,17 @@ def local_sources(exp: dict) -> list[str]:
     """The local files an experiment's model stage reads from its sources: every file of a `path:`
     model (or CLIP judge) folder, and a `jsonl:` / `csv:` data file. The model rule declares them as
     inputs, so replacing a model or a data file under the same path reruns the model stage and
-    everything after it. A missing folder is returned as itself (Snakemake then names it).
-    `imagefolder:` data is left out (tens of thousands of files): the outcome cache's key holds its
-    content digest instead."""
+    everything after it. Sources not on this machine are left out (a cluster's data need not be
+    where the workflow is planned; the model stage names a missing one). `imagefolder:` data is
+    left out too (tens of thousands of files): the outcome cache's key holds its content digest."""
     out: list[str] = []
     for key in ("source", "judge_source"):
         src = (exp.get("model") or {}).get(key)
-        if isinstance(src, str) and src.startswith("path:"):
+        if isinstance(src, str) and src.startswith("path:") and Path(src[len("path:"):]).is_dir():
             folder = Path(src[len("path:"):])
-            if not folder.is_dir():
-                out.append(str(folder))
-                continue
             out += sorted(str(f) for f in folder.rglob("*") if f.is_file()
                           and not any(part.startswith(".") for part in f.relative_to(folder).parts))
     data = (exp.get("data") or {}).get("source")
-    if isinstance(data, str) and data.startswith(("jsonl:", "csv:")):
+    if isinstance(data, str) and data.startswith(("jsonl:", "csv:")) and Path(data.split(":", 1)[1]).is_file():
         out.append(data.split(":", 1)[1])
     return out

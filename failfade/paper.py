@@ -147,7 +147,8 @@ def strategies(task, truth: pl.DataFrame, budget: int, num_agents: int, seed: in
     rows = []
     for algo in algorithms:
         for s in range(seeds):
-            q, _ = explore(replay, budget, num_agents, seed + s, algo, {}, progress=progress, tau=tau)
+            q, _ = explore(replay, budget, num_agents, seed + s, algo, {}, progress=progress, tau=tau,
+                           confidence=confidence)
             sc = scores_of(task.n_cells, q, rates, tau, confidence)
             rows.append({"algorithm": algo, "seed": seed + s, "queries": q.height,
                          "failure_rate_found": float(q["failure"].mean()), "recall": sc["recall"],

@@ -92,7 +92,8 @@ def stage_explore(exp: dict, model_dir: Path, queries_path: Path, log_path: Path
     task = build_task(exp, model_dir, cache_dir if e.get("cache", True) else None)
     queries, learning = explore(task, e["budget"], e["num_agents"], shard_seed(exp["seed"], shard), e["algorithm"],
                                 searcher_params(e), progress, mode=e.get("mode", "macroscopic"), micro=e.get("micro"),
-                                tau=exp["landscape"]["failure_rate_threshold"] if "landscape" in exp else 0.5)
+                                tau=exp["landscape"]["failure_rate_threshold"] if "landscape" in exp else 0.5,
+                                confidence=exp["landscape"].get("confidence", 0.95) if "landscape" in exp else 0.95)
     if isinstance(task, CachedTask):
         task.save()
         log.info("outcome cache: %d hits, %d new (input, cell) pairs scored", task.hits, task.misses)

@@ -33,8 +33,9 @@ def model_cfg(wildcards):
 
 
 def explore_cfg(wildcards):
-    # the failure-rate threshold shapes the explorer's level-set bonus; the rest of `landscape:` does not
-    tau = config["experiments"][wildcards.experiment]["landscape"]["failure_rate_threshold"]
+    # the failure-rate threshold shapes the explorer's level-set bonus and the interval level its confirm
+    # prior settles cells by; the rest of `landscape:` does not
+    ls = config["experiments"][wildcards.experiment]["landscape"]
     # `model` too: a family may keep scoring settings there (summarization: generation settings, ε)
     # `explore` without the keys that do not change an exploration's queries: `groundtruth` switches
     # on a rule of its own, `shards` adds explorations beside shard 0 (which is the unsharded run),
@@ -42,7 +43,7 @@ def explore_cfg(wildcards):
     explore = {k: v for k, v in config["experiments"][wildcards.experiment]["explore"].items()
                if k not in ("groundtruth", "shards", "cache")}
     return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts") | {
-        "explore": explore, "landscape": {"failure_rate_threshold": tau}}
+        "explore": explore, "landscape": {k: ls[k] for k in ("failure_rate_threshold", "confidence")}}
 
 
 def landscape_cfg(wildcards):

@@ -234,6 +234,7 @@ def test_local_sources_are_the_model_stages_inputs(tmp_path):
     (tmp_path / "m" / ".cache" / "lock").write_text("")
     exp = {"model": {"source": f"path:{tmp_path / 'm'}", "judge_source": f"path:{tmp_path / 'nope'}"},
            "data": {"source": f"jsonl:{tmp_path / 'd.jsonl'}"}}
-    assert local_sources(exp) == [str(tmp_path / "m" / "model.json"), str(tmp_path / "m" / "sub" / "w.safetensors"),
-                                  str(tmp_path / "nope"), str(tmp_path / "d.jsonl")]
+    assert local_sources(exp) == [str(tmp_path / "m" / "model.json"), str(tmp_path / "m" / "sub" / "w.safetensors")]
+    (tmp_path / "d.jsonl").write_text("{}\n")  # sources not on this machine are left out; present ones are in
+    assert local_sources(exp)[-1] == str(tmp_path / "d.jsonl")
     assert local_sources({"model": {"source": "builtin:digits-cnn"}, "data": {"source": "imagefolder:/x"}}) == []

@@ -753,3 +753,17 @@ def test_microscopic_walks_bias_the_landscape_so_the_workflow_refuses_them():
     walk_err = (walks["failure_rate"].to_numpy() - truth)[seen].mean()
     shot_err = (shots["failure_rate"].to_numpy() - truth).mean()
     assert walk_err < -0.1 and abs(shot_err) < 0.03, (walk_err, shot_err)  # seeds 0-2: walks -0.18 to -0.23, shots < 0.01
+
+
+@pytest.mark.parametrize("algorithm", ["confirm", "ppo"])
+def test_the_confirm_allocation_settles_cells_at_the_landscapes_confidence(algorithm):
+    """landscape.confidence reaches the confirm allocation (PPO's prior): a cell counts as settled in
+    exploration at the level the landscape will show it settled, not at a fixed 95%."""
+    from failfade.explore.search import SEARCHERS, SearchSpec
+
+    spec = SearchSpec(125, 16, 256, 32, 10, 0.5, "macroscopic", confidence=0.8)
+    assert SEARCHERS[algorithm](spec, {}, 0).levels.confidence == 0.8
+    task = SyntheticTask()
+    runs = {c: _run(task, 3200, 32, 0, algorithm, confidence=c)[0]["cell"].to_list() for c in (0.8, 0.95)}
+    assert runs[0.8] != runs[0.95]
+    assert _run(task, 3200, 32, 0, algorithm)[0]["cell"].to_list() == runs[0.95]  # 0.95 is the default

@@ -85,9 +85,9 @@ class LevelSetSearcher:
 
     name = "levelset"
 
-    def __init__(self, n_cells: int, seed: int, tau: float = 0.5, **_):
+    def __init__(self, n_cells: int, seed: int, tau: float = 0.5, confidence: float = 0.95, **_):
         self.rng = np.random.default_rng(seed)
-        self.levels = LevelSet(n_cells, tau)
+        self.levels = LevelSet(n_cells, tau, confidence)
 
     def act(self, obs, input_ids):
         p = self.levels.uncertainty()

@@ -43,7 +43,8 @@ class LevelSet:
     landscape's interval will use, so a cell counts as settled here exactly when it will show as
     settled there. Without weights they are the plain counts."""
 
-    def __init__(self, n_cells: int, tau: float):
+    def __init__(self, n_cells: int, tau: float, confidence: float = 0.95):
+        self.confidence = confidence  # the landscape's interval level: `confirm` settles cells by it
         self.sw = np.zeros(n_cells)
         self.sw2 = np.zeros(n_cells)
         self.swf = np.zeros(n_cells)
@@ -66,7 +67,7 @@ class LevelSet:
     def uncertainty(self) -> np.ndarray:
         return exploration_bonus("uncertainty", self.n, self.k, self.tau)
 
-    def confirm(self, rng: np.random.Generator, draws: int = 256, confidence: float = 0.95,
+    def confirm(self, rng: np.random.Generator, draws: int = 256, confidence: float | None = None,
                 max_samples: int = 2 ** 18) -> np.ndarray:
         """The confirm allocation: each cell's share of `draws` Thompson draws in which it is the
         open cell that is cheapest to confirm as a failure cell.
@@ -91,6 +92,7 @@ class LevelSet:
         from failfade.stats import wilson_interval
 
         n_cells, tau = len(self.n), self.tau
+        confidence = self.confidence if confidence is None else confidence
         lo, hi = wilson_interval(self.k, self.n, confidence)
         open_ = np.flatnonzero(~((self.n > 0) & ((lo >= tau) | (hi < tau))))
         share = np.zeros(n_cells)

@@ -83,7 +83,7 @@ class PPO:
     name = "ppo"
 
     def __init__(self, obs_dim: int, n_actions: int, cfg: PPOConfig, seed: int, tau: float = 0.5,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", confidence: float = 0.95):
         torch.manual_seed(seed)
         self.cfg = cfg
         self.device = torch.device(device)
@@ -96,7 +96,7 @@ class PPO:
         self._pending = None
         if cfg.prior not in PRIORS:
             raise ValueError(f"explore.ppo.prior: unknown prior {cfg.prior!r}; known: {list(PRIORS)}")
-        self.levels = LevelSet(n_actions, tau) if cfg.prior != "none" else None  # actions are cells then
+        self.levels = LevelSet(n_actions, tau, confidence) if cfg.prior != "none" else None  # actions are cells then
         self.prior_rng = np.random.default_rng(seed + 2)  # the confirm prior's posterior draws
 
     def _prior(self, rows: int):

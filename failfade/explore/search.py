@@ -65,6 +65,7 @@ class SearchSpec:
     tau: float  # the failure-rate threshold
     mode: str  # macroscopic | microscopic
     device: str = "cpu"  # the model under test's device: where a learner that can acts and learns
+    confidence: float = 0.95  # the landscape's interval level (the confirm allocation settles cells by it)
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _ppo(spec: SearchSpec, params: dict, seed: int):
         if "prior" in params:
             raise ValueError(f"ppo prior {cfg.prior!r} weighs cells: macroscopic mode only (set prior: none)")
         cfg = replace(cfg, prior="none")  # microscopic actions are moves, not cells
-    return PPO(spec.obs_dim, spec.n_actions, cfg, seed, tau=spec.tau, device=spec.device)
+    return PPO(spec.obs_dim, spec.n_actions, cfg, seed, tau=spec.tau, device=spec.device, confidence=spec.confidence)
 
 
 def _dqn(spec: SearchSpec, params: dict, seed: int):
@@ -104,7 +105,8 @@ def _dqn(spec: SearchSpec, params: dict, seed: int):
 def _baseline(cls, params_cls, name: str):
     def make(spec: SearchSpec, params: dict, seed: int):
         p = strict_config(params_cls, params, f"explore ({name})")
-        return cls(spec.n_actions, seed, num_agents=spec.num_agents, n_inputs=spec.n_inputs, tau=spec.tau, **vars(p))
+        return cls(spec.n_actions, seed, num_agents=spec.num_agents, n_inputs=spec.n_inputs, tau=spec.tau,
+                   confidence=spec.confidence, **vars(p))
 
     return make
 
@@ -124,7 +126,7 @@ SEARCHERS = {
 
 def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo", params: dict | None = None,
             progress: bool = True, mode: str = "macroscopic", micro: dict | None = None,
-            tau: float = 0.5) -> tuple[pl.DataFrame, pl.DataFrame]:
+            tau: float = 0.5, confidence: float = 0.95) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Explore `task` with `budget` model queries (rounded down to whole env steps).
 
     Returns (queries, learning_log). queries has one row per model query: step, explorer,
@@ -135,7 +137,8 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     learning_log has one row per rollout: queries so far, failure rate, coverage, and the
     learner's statistics (update count, losses, entropy) when it updated.
     `params` holds the learner's hyper-parameters (PPOConfig / DQNConfig fields, or `epsilon`);
-    `tau` is the failure-rate threshold that the uncertainty bonus aims at.
+    `tau` is the failure-rate threshold that the uncertainty bonus aims at; `confidence` the
+    landscape's interval level, by which the confirm allocation (PPO's prior) settles cells.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; known: {ALGORITHMS}")
@@ -157,7 +160,7 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     env = make_native(env_cls, task=task, num_agents=num_agents, seed=s_env, novelty_coef=novelty, bonus=bonus, tau=tau,
                       **extra)
     spec = SearchSpec(env.single_action_space.n, env.single_observation_space.shape[0], task.n_inputs, num_agents,
-                      total_steps, tau, mode, str(getattr(task, "device", "cpu")))
+                      total_steps, tau, mode, str(getattr(task, "device", "cpu")), confidence)
     searcher = SEARCHERS[algorithm](spec, params, s_search)
     chooser = getattr(searcher, "choose_inputs", None)
     if chooser is not None:
