@@ -13,6 +13,23 @@ R = config["results"]
 EXPERIMENTS = config.get("run") or list(config["experiments"])
 
 
+def _warn_missing_weights():
+    """A model folder whose card pins a file that is gone (deleted weights) looks done to Snakemake:
+    say so, with the command that rebuilds it and what stood on it."""
+    import failfade.tasks.storage
+
+    for e in EXPERIMENTS:
+        for stage in ("model", "mitigate"):
+            card = Path(R) / e / stage / "model.json"
+            missing = failfade.tasks.storage.missing_files(card.parent) if card.is_file() else []
+            if missing:
+                sys.stderr.write(f"failfade: {missing[0]}: missing, pinned by {card} ({len(missing)} file(s)); "
+                                 f"rebuild it and what stood on it: failfade run --forcerun {card}\n")
+
+
+_warn_missing_weights()
+
+
 wildcard_constraints:
     experiment="|".join(config["experiments"]),
     shard=r"[1-9][0-9]*",

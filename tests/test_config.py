@@ -238,3 +238,23 @@ def test_local_sources_are_the_model_stages_inputs(tmp_path):
     (tmp_path / "d.jsonl").write_text("{}\n")  # sources not on this machine are left out; present ones are in
     assert local_sources(exp)[-1] == str(tmp_path / "d.jsonl")
     assert local_sources({"model": {"source": "builtin:digits-cnn"}, "data": {"source": "imagefolder:/x"}}) == []
+
+
+def test_missing_pinned_weights_are_found_when_the_workflow_plans(tmp_path):
+    """Weights are not rule outputs, so a deleted weights file leaves its card looking done: the
+    plan names it (rules/common.smk) from storage.missing_files."""
+    import json
+
+    from failfade.tasks.storage import missing_files
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text(json.dumps({"sha256": "0" * 64, "weights": "model.safetensors"}))
+    assert missing_files(tmp_path / "m") == [tmp_path / "m" / "model.safetensors"]
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"x")
+    assert missing_files(tmp_path / "m") == []
+    (tmp_path / "g" / "pipeline" / "unet").mkdir(parents=True)  # a text-to-image folder: every pinned file
+    (tmp_path / "g" / "pipeline" / "unet" / "w.safetensors").write_bytes(b"x")
+    (tmp_path / "g" / "model.json").write_text(json.dumps({"pipeline": "pipeline", "files": {
+        "pipeline/unet/w.safetensors": "0", "judge/judge.safetensors": "0"}}))
+    assert missing_files(tmp_path / "g") == [tmp_path / "g" / "judge" / "judge.safetensors"]
+    assert missing_files(tmp_path / "nothing") == []

@@ -206,6 +206,12 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     after_precision = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
     assert after_precision - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_precision
 
+    # (e) deleted weights are not a rule output: the plan names them and the command that rebuilds them
+    (work / "results" / EXP / "model" / "model.safetensors").unlink()
+    proc = snakemake(snakemake_exe, repo_root, work, "-n")
+    assert f"model.safetensors: missing, pinned by results/{EXP}/model/model.json" in proc.stderr, proc.stderr[-2000:]
+    assert f"failfade run --forcerun results/{EXP}/model/model.json" in proc.stderr
+
 
 @pytest.mark.slow
 def test_malformed_feedback_fails_the_feedback_rule(finished_run, tmp_path, repo_root, snakemake_exe):

@@ -21,6 +21,27 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def missing_files(model_dir: Path) -> list[Path]:
+    """The files a model folder's card pins that are not there (existence only, no hashing: the
+    workflow asks it of every card when it plans). The weights are not rule outputs (a family's
+    layout varies), so a deleted weights file leaves its card looking done. [] when the card is
+    missing or unreadable (the stage that reads it names that)."""
+    model_dir = Path(model_dir)
+    try:
+        card = json.loads((model_dir / CARD).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(card, dict):
+        return []
+    if isinstance(card.get("files"), dict):  # text-to-image: every pinned file, wherever it lives
+        from failfade.tasks.generation.models import resolve
+
+        paths = [resolve(model_dir, card, rel) for rel in card["files"]]
+    else:
+        paths = [model_dir / str(card.get("weights", WEIGHTS))]
+    return [p for p in paths if not p.is_file()]
+
+
 def write_card(card: dict, out_dir: Path) -> dict:
     """Write the card for the weights already saved in out_dir, with their digest."""
     import torch
