@@ -81,8 +81,10 @@ PAPER_AGREEMENT = PaperNumber(None, NOT_RECOVERABLE, "no per-image judge/human a
 # what each table's paper numbers measured, and how failfade's differ (printed under the table)
 NOTES = {
     "A": "The paper's numbers are the share of 5,000 uniformly random perturbations of its ImageNet-mini training images "
-         "that the model got wrong, by how its baselines drew the images (random, ε-weighted by past failures, or "
-         "threshold: the same image until it has passed 5 times). failfade replays every searcher at the experiment's "
+         "that the model got wrong, by how its baselines drew the inputs: for classification the image's class (random, "
+         "ε-weighted by past failures, or threshold: the same class until it has passed 5 times). failfade's "
+         "ε-weighted and threshold baselines work per held-out input (image, document or seed), a finer unit than "
+         "the paper's classes. failfade replays every searcher at the experiment's "
          "budget on the exhaustive truth of the held-out split: the share of its queries that failed (comparable in "
          "kind to the paper's number) and the recall and precision of the true failure cells (true rate ≥ τ) under the "
          "landscape's rule (95% Wilson lower bound ≥ τ). The paper's RL agents never trained, so it has no RL number.",
@@ -135,19 +137,24 @@ def prefilled_task(task, truth: pl.DataFrame):
 
 
 def strategies(task, truth: pl.DataFrame, budget: int, num_agents: int, seed: int, algorithms: list[str],
-               seeds: int, tau: float, confidence: float, progress: bool = False) -> pl.DataFrame:
+               seeds: int, tau: float, confidence: float, progress: bool = False,
+               explore_cfg: dict | None = None) -> pl.DataFrame:
     """Each searcher at the same budget on the same task, `seeds` seeds each: one row per run with
     the share of its queries that failed (the paper's "failure rate") and its recall and precision
-    of the true failure cells under the landscape's interval rule."""
+    of the true failure cells under the landscape's interval rule. `explore_cfg`: the experiment's
+    `explore:` section, whose searcher settings (explore.ppo, .dqn, .epsilon, .successes) each
+    searcher runs with, as the explore stage does."""
     from failfade.explore.search import explore
     from failfade.metrics import scores_of, true_rates
+    from failfade.pipeline import searcher_params
 
     replay = prefilled_task(task, truth)
     rates = true_rates(task.n_cells, truth)
     rows = []
     for algo in algorithms:
         for s in range(seeds):
-            q, _ = explore(replay, budget, num_agents, seed + s, algo, {}, progress=progress, tau=tau,
+            params = searcher_params({**(explore_cfg or {}), "algorithm": algo})
+            q, _ = explore(replay, budget, num_agents, seed + s, algo, params, progress=progress, tau=tau,
                            confidence=confidence)
             sc = scores_of(task.n_cells, q, rates, tau, confidence)
             rows.append({"algorithm": algo, "seed": seed + s, "queries": q.height,
@@ -221,9 +228,11 @@ def table_b(shifts: dict[str, dict], rows: dict[str, str], tasks: dict[str, str]
 
 # --- Table C: scalability ----------------------------------------------------------------------------
 
-def scalability(task_for_axes, axes: list, queries: int, num_agents: int, seed: int, repeats: int = 3) -> pl.DataFrame:
-    """Seconds per 1,000 queries of PPO exploration (learner included) on the first k axes, k = 1 …
-    len(axes): `task_for_axes(axes[:k])` builds the task. Median of `repeats` runs after a warm-up."""
+def scalability(task_for_axes, axes: list, queries: int, num_agents: int, seed: int, repeats: int = 3,
+                params: dict | None = None, tau: float = 0.5, confidence: float = 0.95) -> pl.DataFrame:
+    """Seconds per 1,000 queries of PPO exploration (learner included, with the experiment's PPO
+    `params`, τ and confidence) on the first k axes, k = 1 … len(axes): `task_for_axes(axes[:k])`
+    builds the task. Median of `repeats` runs after a warm-up."""
     import time
 
     from failfade.explore.search import explore
@@ -231,11 +240,12 @@ def scalability(task_for_axes, axes: list, queries: int, num_agents: int, seed: 
     rows = []
     for k in range(1, len(axes) + 1):
         task = task_for_axes(axes[:k])
-        explore(task, min(queries, 4 * num_agents), num_agents, seed, "ppo", {}, progress=False)  # warm-up
+        kw = {"progress": False, "tau": tau, "confidence": confidence}
+        explore(task, min(queries, 4 * num_agents), num_agents, seed, "ppo", params or {}, **kw)  # warm-up
         times = []
         for r in range(repeats):
             t0 = time.perf_counter()
-            q, _ = explore(task, queries, num_agents, seed + r, "ppo", {}, progress=False)
+            q, _ = explore(task, queries, num_agents, seed + r, "ppo", params or {}, **kw)
             times.append((time.perf_counter() - t0) * 1000 / q.height)
         rows.append({"axes": k, "cells": task.n_cells, "queries": queries,
                      "seconds_per_1000": float(np.median(times)), "min": float(min(times)), "max": float(max(times))})
@@ -243,13 +253,16 @@ def scalability(task_for_axes, axes: list, queries: int, num_agents: int, seed: 
 
 
 def table_c(scal: pl.DataFrame | None, model: str, source: str = "—") -> list[dict]:
+    """One row per grid size the paper timed or this run measured (axes of other than 5 levels give
+    other sizes: their rows have no paper number)."""
     out = []
     measured = {} if scal is None else {int(r["cells"]): r for r in scal.iter_rows(named=True)}
-    for cells, p in PAPER_SCALABILITY.items():
-        r = measured.get(cells)
+    for cells in sorted(set(PAPER_SCALABILITY) | set(measured)):
+        r, p = measured.get(cells), PAPER_SCALABILITY.get(cells)
         out.append({"cells": f"{cells:,}", "failfade_s_per_1000": "not run" if r is None else
                     f"{r['seconds_per_1000']:.2f} ({r['min']:.2f}–{r['max']:.2f})",
-                    "model": model, "paper_s_per_1000": f"{p.value:.1f}", "paper_provenance": p.provenance,
+                    "model": model, "paper_s_per_1000": "—" if p is None else f"{p.value:.1f}",
+                    "paper_provenance": "the paper timed no grid of this size" if p is None else p.provenance,
                     "why_different": why("C", model, source)})
     return out
 
@@ -407,18 +420,20 @@ def stage_strategies(exp: dict, paper: dict, model_dir: Path, truth_path: Path, 
     task = build_task(exp, Path(model_dir))
     st, ex = paper["strategies"], exp["explore"]
     df = strategies(task, read_queries([truth_path]), ex["budget"], ex["num_agents"], exp["seed"], st["algorithms"],
-                    st["seeds"], exp["landscape"]["failure_rate_threshold"], exp["landscape"]["confidence"], progress=True)
+                    st["seeds"], exp["landscape"]["failure_rate_threshold"], exp["landscape"]["confidence"], progress=True,
+                    explore_cfg=ex)
     df.write_csv(out_csv)
     return df
 
 
 def stage_scalability(exp: dict, paper: dict, model_dir: Path, out_csv: Path) -> pl.DataFrame:
     """Table C's timings on one experiment's model (its outcomes are not cached: each query is scored)."""
-    from failfade.pipeline import build_task
+    from failfade.pipeline import build_task, searcher_params
 
-    sc = paper["scalability"]
+    sc, ls = paper["scalability"], exp["landscape"]
     df = scalability(lambda axes: build_task({**exp, "concepts": axes}, Path(model_dir)), sc["axes"], sc["queries"],
-                     sc["num_agents"], exp["seed"])
+                     sc["num_agents"], exp["seed"], params=searcher_params({**exp["explore"], "algorithm": "ppo"}),
+                     tau=ls["failure_rate_threshold"], confidence=ls["confidence"])
     df.write_csv(out_csv)
     return df
 
@@ -428,8 +443,9 @@ def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: 
     results, out_dir = Path(results), Path(out_dir)
     paper, rows = config["paper"], config["paper"]["rows"]
     exps = {e: config["experiments"][e] for e in experiments}
-    runs = {e: pl.read_csv(results / e / "paper" / "strategies.csv") for e in exps
-            if (results / e / "paper" / "strategies.csv").is_file()}
+    # only what this config builds (rules/common.smk paper_inputs): a file left by an earlier config is not read
+    runs = {e: pl.read_csv(results / e / "paper" / "strategies.csv") for e, x in exps.items()
+            if x["explore"]["groundtruth"] and (results / e / "paper" / "strategies.csv").is_file()}
     shifts = {e: json.loads((results / e / "shift" / "shift.json").read_text()) for e in exps
               if (results / e / "shift" / "shift.json").is_file()}
     plans = {}
@@ -439,21 +455,28 @@ def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: 
             plan = json.loads(p.read_text())
             if plan.get("kind") == "ratings":
                 plans[e] = plan
-    scal_csv = out_dir / "scalability.csv"
-    scal = pl.read_csv(scal_csv) if scal_csv.is_file() else None
     scal_exp = paper["scalability"]["experiment"]
-    sources = {e: x["model"]["source"] + (f" ({x['model']['epochs']} epochs)" if x["model"]["source"] == "builtin:digits-cnn"
-                                           else "") for e, x in exps.items()}
+    scal_csv = out_dir / "scalability.csv"
+    scal = pl.read_csv(scal_csv) if scal_exp is not None and scal_csv.is_file() else None
+
+    def source(x):
+        return x["model"]["source"] + (f" ({x['model']['epochs']} epochs)" if x["model"]["source"] == "builtin:digits-cnn" else "")
+
+    sources = {e: source(x) for e, x in exps.items()}
+    # Table C's model is the timed experiment's, collected or not
+    scal_source = source(config["experiments"][scal_exp]) if scal_exp in config["experiments"] else "—"
     tables = {"A": table_a(runs, rows, sources), "B": table_b(shifts, rows, {e: x["task"] for e, x in exps.items()}, sources),
-              "C": table_c(scal, rows.get(scal_exp, scal_exp or "—"), sources.get(scal_exp, "—")),
+              "C": table_c(scal, rows.get(scal_exp, scal_exp or "—"), scal_source),
               "D": table_d(plans, rows, sources)}
     figs_dir = out_dir / "figures"
     figures = []
     for e in exps:
+        gallery = ("samples of every cell (one panel per prompt)" if exps[e]["task"] == "generation"
+                   else "samples of each failure mode")
         for stage, name, caption in (("landscape", "heatmap", "failure landscape before mitigation"),
                                      ("shift", "before_after", "landscape before and after mitigation"),
                                      ("explore", "learning_curve", "learning curve"),
-                                     ("landscape", "gallery", "samples of each failure mode")):
+                                     ("landscape", "gallery", gallery)):
             png = results / e / stage / f"{name}.png"
             if png.is_file():
                 figures.append((f"{rows.get(e, e)} ({e}): {caption}", figure_pair(png, figs_dir, f"{e}_{name}")))

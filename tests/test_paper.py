@@ -50,6 +50,27 @@ def test_strategies_replay_the_real_outcomes():
     assert 0 <= row["recall"] <= 1
 
 
+def test_table_a_runs_each_searcher_with_the_experiments_settings():
+    """A replayed searcher is the one the experiment configured (explore.successes here), not the
+    default: the threshold baseline with 1 success moves inputs sooner than with 5."""
+    task = SyntheticTask(shape=(4, 4), n_inputs=64, seed=3)
+    truth, _ = exhaustive(task, 0, progress=False)
+    kw = {"budget": 512, "num_agents": 16, "seed": 7, "algorithms": ["threshold"], "seeds": 1, "tau": 0.5,
+          "confidence": 0.95}
+    one = paper.strategies(task, truth, explore_cfg={"successes": 1}, **kw)
+    direct, _ = explore(task, 512, 16, 7, "threshold", {"successes": 1}, progress=False)
+    assert one["failure_rate_found"][0] == pytest.approx(float(direct["failure"].mean()))
+    assert one["failure_rate_found"][0] != paper.strategies(task, truth, **kw)["failure_rate_found"][0]
+
+
+def test_table_c_keeps_grid_sizes_the_paper_did_not_time():
+    scal = pl.DataFrame({"axes": [1, 2], "cells": [3, 9], "queries": [100, 100], "seconds_per_1000": [0.2, 0.25],
+                         "min": [0.19, 0.2], "max": [0.3, 0.3]})
+    rows = {r["cells"]: r for r in paper.table_c(scal, "AlexNet")}
+    assert rows["3"]["failfade_s_per_1000"] == "0.20 (0.19–0.30)" and rows["3"]["paper_s_per_1000"] == "—"
+    assert rows["15,625"]["failfade_s_per_1000"] == "not run" and rows["15,625"]["paper_s_per_1000"] == "54.0"
+
+
 def test_a_truth_that_misses_a_pair_is_refused():
     task = SyntheticTask(shape=(2, 2), n_inputs=8, seed=0)
     truth, _ = exhaustive(task, 0, progress=False)
