@@ -9,7 +9,8 @@ The data are the landscape's cells (a grid, not a table of queries): each cell h
 failure rate e_c (importance-weighted, the rate the heat map shows) and that estimate's variance.
 A slice's failure rate is the mean of e_c over its visited cells: every cell of the slice weighs the
 same, as the grid does (the rate over the slice's inputs and perturbation levels, whatever the
-explorer's sampling); its interval is the normal one from the cells' variances. The score is
+explorer's sampling); its interval is the wider of the normal one from the cells' variances and
+Wilson's at the slice's effective size (`slice_interval`; for one cell, the cell's own). The score is
 SliceLine's, with cells as rows:
 
     score(S) = α (e_S / ē − 1) − (1 − α) (M / |S| − 1),
@@ -42,6 +43,7 @@ import polars as pl
 from scipy.stats import norm
 
 from failfade.concepts import ConceptSpace
+from failfade.stats import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,21 @@ class SliceParams:
                    max(ls.get("top_k", 8) * 25, 100))
 
 
+def slice_interval(rate: float, var_sum: float, inv_n_sum: float, vis: int, confidence: float) -> tuple[float, float]:
+    """A slice's interval: the wider of the normal one from its cells' variances (heterogeneity and
+    weights) and Wilson's at its effective size vis² / Σ 1/n_eff (the size at which a binomial mean
+    of its cells' rates has their sampling variance). Wilson's keeps a slice of few queries from
+    clearing τ on a normal interval that the failure-cell rule would not accept: for one cell it is
+    exactly the cell's own interval."""
+    half = float(norm.ppf(0.5 + confidence / 2)) * np.sqrt(max(var_sum, 0.0)) / vis
+    lo, hi = max(rate - half, 0.0), min(rate + half, 1.0)
+    if inv_n_sum > 0:
+        n = vis * vis / inv_n_sum
+        wl, wh = wilson_interval(np.array([rate * n]), np.array([n]), confidence)
+        lo, hi = min(lo, float(wl[0])), max(hi, float(wh[0]))
+    return lo, hi
+
+
 def predicates(space: ConceptSpace) -> list[tuple[int, int, int]]:
     """(axis, lo, hi) level-position ranges: every contiguous range short of the whole axis on a
     numeric axis, one level on a word axis."""
@@ -80,10 +97,13 @@ def _cells_table(con, space: ConceptSpace, cells: pl.DataFrame) -> None:
     coords = space.all_coords()
     rate = cells["failure_rate"].to_numpy().astype(np.float64)
     var = cells["rate_var"].to_numpy().astype(np.float64)
+    n_eff = cells["effective_queries"].to_numpy().astype(np.float64)
+    with np.errstate(divide="ignore"):
+        inv = np.where(np.isfinite(rate) & (n_eff > 0), 1.0 / n_eff, np.nan)  # for the slice's effective size
     frame = pl.DataFrame(
         {"cell": np.arange(space.n_cells, dtype=np.int64)}
         | {f"a{j}": coords[:, j].astype(np.int32) for j in range(len(space.axes))}
-        | {"e": pl.Series(rate).fill_nan(None), "v": pl.Series(var).fill_nan(None),
+        | {"e": pl.Series(rate).fill_nan(None), "v": pl.Series(var).fill_nan(None), "ninv": pl.Series(inv).fill_nan(None),
            "fail": cells["is_failure"].to_numpy().astype(np.int32), "k": cells["failures"].to_numpy().astype(np.int64)}
     )
     con.register("cells_in", frame.to_arrow())
@@ -98,10 +118,11 @@ def _stats_sql(axes: tuple[int, ...]) -> str:
     on = " AND ".join(f"m.a{j} BETWEEN c.lo{j} AND c.hi{j}" for j in axes)
     return f"""
         WITH m AS (SELECT {cols}, count(*) AS size, count(e) AS vis, sum(e) AS se, max(e) AS me, sum(v) AS sv,
-                          sum(fail) AS nf, sum(k) AS kq
+                          sum(ninv) AS sinv, sum(fail) AS nf, sum(k) AS kq
                    FROM sl_cells GROUP BY {cols})
         SELECT c.sid, sum(m.size)::BIGINT AS size, sum(m.vis)::BIGINT AS vis, coalesce(sum(m.se), 0) AS se,
-               max(m.me) AS me, coalesce(sum(m.sv), 0) AS sv, sum(m.nf)::BIGINT AS nf, sum(m.kq)::BIGINT AS kq
+               max(m.me) AS me, coalesce(sum(m.sv), 0) AS sv, coalesce(sum(m.sinv), 0) AS sinv,
+               sum(m.nf)::BIGINT AS nf, sum(m.kq)::BIGINT AS kq
         FROM sl_cand c JOIN m ON {on} GROUP BY c.sid"""
 
 
@@ -128,7 +149,6 @@ def _find(con, space: ConceptSpace, cells: pl.DataFrame, p: SliceParams):
     visited = np.isfinite(rate)
     M = int(visited.sum())
     ebar = float(np.nanmean(rate)) if M else 0.0
-    z = float(norm.ppf(0.5 + p.confidence / 2))
     search = {"visited_cells": M, "mean_rate": ebar, "evaluated": [], "kept": []}
     if M == 0 or ebar <= 0:
         return _modes_frame([], space), search
@@ -196,8 +216,7 @@ def _find(con, space: ConceptSpace, cells: pl.DataFrame, p: SliceParams):
                 s["terms"] = level
                 if s["vis"]:
                     s["rate"] = s["se"] / s["vis"]
-                    half = z * np.sqrt(max(s["sv"], 0.0)) / s["vis"]
-                    s["rate_lo"], s["rate_hi"] = max(s["rate"] - half, 0.0), min(s["rate"] + half, 1.0)
+                    s["rate_lo"], s["rate_hi"] = slice_interval(s["rate"], s["sv"], s["sinv"], s["vis"], p.confidence)
                     s["score"] = p.alpha * (s["rate"] / ebar - 1) - (1 - p.alpha) * (M / s["vis"] - 1)
                 else:
                     s["rate"] = s["rate_lo"] = np.nan

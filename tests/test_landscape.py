@@ -179,14 +179,17 @@ def test_summarize_modes_are_slices_ranked_by_score():
     assert modes["queries"].to_list() == [40, 40, 70]
     assert modes["n_cells"].to_list() == [1, 2, 3]
     assert modes["failing_cells"].to_list() == [1, 2, 2]
-    # a slice's rate weighs its cells equally; its interval is the normal one from the cells' variances
+    # a slice's rate weighs its cells equally; its interval is the wider of the normal one from the
+    # cells' variances and Wilson's at the effective size vis² / Σ 1/n_eff (here 2² / (2/20) = 40)
     assert modes["failure_rate"].to_list() == pytest.approx([38 / 40, (18 / 20 + 18 / 20) / 2, (18 / 20 + 12 / 20 + 27 / 30) / 3])
     var = [0.9 * 0.1 / 20, 0.9 * 0.1 / 20]  # each cell: the larger of the sandwich and shrunk binomial variances
     shrunk = (18 + 0.5) / 21
     var = [max(v, shrunk * (1 - shrunk) / 20) for v in var]
     half = Z * math.sqrt(sum(var)) / 2
-    assert modes.row(1, named=True)["rate_lo"] == pytest.approx(0.9 - half, abs=1e-6)
-    assert modes.row(1, named=True)["rate_hi"] == pytest.approx(min(0.9 + half, 1.0), abs=1e-6)
+    (wl,), (wh,) = wilson_interval(np.array([36.0]), np.array([40.0]))
+    assert modes.row(1, named=True)["rate_lo"] == pytest.approx(min(0.9 - half, wl), abs=1e-6)
+    assert modes.row(1, named=True)["rate_hi"] == pytest.approx(min(max(0.9 + half, wh), 1.0), abs=1e-6)
+    assert wl < 0.9 - half  # Wilson's is the wider here
     assert (modes["rate_lo"] >= 0.5).all()
     # mean delta of mode 2 weights its cells by queries: (0.00 + 0.9) and (0.01 + 0.9), 20 each
     assert modes.row(1, named=True)["mean_delta"] == pytest.approx(0.905, rel=1e-5)
@@ -347,3 +350,17 @@ def test_sql_cell_sums_are_the_same_every_run(tmp_path):
             assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
         runs.append(np.concatenate([sums[k] for k in ("sw", "sw2", "swf", "sw2f")]))
     assert all(np.array_equal(r, runs[0]) for r in runs[1:])
+
+
+def test_a_one_cell_mode_follows_the_failure_cell_rule():
+    """A slice of one cell has the cell's own interval: 3 failures in 3 queries is not a failure
+    cell (Wilson's lower bound 0.44 < 0.5), so it is no failure mode either (the normal interval
+    from the cell's variance, [0.63, 1], made it one)."""
+    from failfade.slices import slice_interval
+
+    lo, hi = slice_interval(1.0, 0.0365, 1 / 3, 1, 0.95)
+    (wl,), (wh,) = wilson_interval(np.array([3.0]), np.array([3.0]))
+    assert (lo, hi) == pytest.approx((wl, wh)) and lo < 0.5
+    counts = {4: (3, 3)} | {c: (3, 0) for c in range(9) if c != 4}  # (queries, failures)
+    cells, modes, _ = summarize(SPACE3, build_queries(counts), threshold=0.5)
+    assert not cells["is_failure"].any() and modes.height == 0
