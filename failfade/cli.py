@@ -27,6 +27,11 @@ def _results(results: str, experiment: str, *parts: str) -> Path:
     if not NAME.match(experiment):
         raise click.ClickException(f"experiment {experiment!r}: a name is letters, digits, '_' and '-' (as in the config)")
     p = Path(results, experiment, *parts)
+    if not Path(results, experiment).is_dir():
+        have = sorted(d.name for d in Path(results).iterdir() if d.is_dir()) if Path(results).is_dir() else []
+        raise click.ClickException(f"no results for experiment {experiment!r} under {results}/"
+                                   + (f" (experiments with results: {', '.join(have)})" if have else
+                                      ": run `failfade run` (or snakemake) first"))
     if not p.exists():
         raise click.ClickException(f"{p} does not exist yet: run `failfade run` (or snakemake) first")
     return p

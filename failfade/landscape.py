@@ -243,8 +243,10 @@ def read_table(db_path: Path, table: str) -> pl.DataFrame:
 def feedback_template(modes: pl.DataFrame) -> pl.DataFrame:
     """One row per mode for a person to fill in: decision `fix` or `accept`, optional weight and note.
     The selector is the mode's own (one box), so the row can be kept as it is."""
-    notes = [f"failure rate {r:.0%} [{lo:.0%}, {hi:.0%}] over {n} cells" for r, lo, hi, n in
-             zip(modes["failure_rate"], modes["rate_lo"], modes["rate_hi"], modes["n_cells"])]
+    # the rate is over the explored cells only: say how many of the mode's cells that is
+    notes = [f"failure rate {r:.0%} [{lo:.0%}, {hi:.0%}] over " + (f"{n} cells" if v == n else f"the {v} explored of its {n} cells")
+             for r, lo, hi, n, v in zip(modes["failure_rate"], modes["rate_lo"], modes["rate_hi"], modes["n_cells"],
+                                        modes["visited_cells"])]
     return pl.DataFrame({
         "mode": modes["mode"], "description": modes["description"], "selector": modes["selector"],
         "decision": [""] * modes.height, "weight": [1.0] * modes.height, "note": notes,

@@ -506,3 +506,14 @@ def test_two_runs_in_one_folder_are_refused(copy_of, repo_root):
     finally:
         os.killpg(first.pid, signal.SIGINT)  # the first run is not needed to the end
         first.wait(timeout=RUN_TIMEOUT)
+
+
+def test_an_experiment_without_results_is_named_with_those_that_have_some(tmp_path):
+    """`failfade modes digit` (a typo) used to say "run failfade run first", which never creates it."""
+    (tmp_path / "results" / "digits" / "landscape").mkdir(parents=True)
+    (tmp_path / "results" / "t2i").mkdir()
+    r = quick(tmp_path, "modes", "digit")
+    assert r.returncode != 0 and "no results for experiment 'digit' under results/ (experiments with results: digits, t2i)" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = quick(tmp_path, "modes", "digits")  # the experiment exists, its landscape file does not yet
+    assert r.returncode != 0 and "failure_modes.csv does not exist yet" in r.stderr

@@ -316,6 +316,9 @@ def test_feedback_template_one_row_per_mode(tmp_path):
     assert tpl["selector"].to_list() == modes["selector"].to_list()
     assert tpl["weight"].to_list() == [1.0, 1.0, 1.0]
     assert tpl["note"][1].startswith("failure rate 90% [") and "over 2 cells" in tpl["note"][1]
+    # a mode with unexplored cells says that its rate is over the explored ones
+    partial = modes.with_columns(pl.Series("visited_cells", [1, 1, 3]))
+    assert feedback_template(partial)["note"][1].endswith("over the 1 explored of its 2 cells")
     # once a person fills in the decisions it is a valid feedback file
     from failfade.feedback import read_feedback
 
