@@ -64,7 +64,8 @@ def cell_table_from_sums(space: ConceptSpace, sums: dict, threshold: float, conf
     coords = space.all_coords()
     return pl.DataFrame(
         {"cell": np.arange(space.n_cells, dtype=np.int32)}
-        | {a.name: np.asarray(a.levels)[coords[:, j]] for j, a in enumerate(space.axes)}
+        # a word axis shows its words (its `levels` are only their positions)
+        | {a.name: np.asarray(a.words if a.words else a.levels)[coords[:, j]] for j, a in enumerate(space.axes)}
         | {
             "queries": n, "failures": k, "effective_queries": n_eff, "failure_rate": rate, "rate_lo": lo, "rate_hi": hi,
             "rate_var": variance_from_sums(sums["sw"], sums["sw2"], sums["swf"], sums["sw2f"]),

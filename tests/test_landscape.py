@@ -367,3 +367,15 @@ def test_a_one_cell_mode_follows_the_failure_cell_rule():
     counts = {4: (3, 3)} | {c: (3, 0) for c in range(9) if c != 4}  # (queries, failures)
     cells, modes, _ = summarize(SPACE3, build_queries(counts), threshold=0.5)
     assert not cells["is_failure"].any() and modes.height == 0
+
+
+def test_a_word_axis_shows_its_words_in_the_cell_table():
+    """cells.csv of a text-to-image run named its prompts' words by their positions (thickness=2.0)."""
+    from failfade.concepts import ConceptSpace
+    from failfade.landscape import cell_table
+
+    space = ConceptSpace.from_config([{"name": "colour", "transform": "word", "levels": ["red", "blue"]},
+                                      {"name": "size", "transform": "contrast", "levels": [1, 0.5]}], {"word", "contrast"})
+    q = pl.DataFrame({"cell": [0, 3], "failure": [True, False], "delta": [1.0, 0.0]})
+    t = cell_table(space, q, 0.5)
+    assert t["colour"].to_list() == ["red", "red", "blue", "blue"] and t["size"].to_list() == [1.0, 0.5, 1.0, 0.5]
