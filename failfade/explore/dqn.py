@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from failfade.stats import others_marginal
 
 
 @dataclass
@@ -82,8 +81,11 @@ class DQNSearcher:
         actions[rand] = self.rng.integers(0, self.n_cells, int(rand.sum()))
         # π(action | input) of the ε-greedy policy, for unbiased landscapes
         self.last_propensity = eps / self.n_cells + (1 - eps) * (actions == greedy)
-        share = np.bincount(greedy, minlength=self.n_cells) / len(greedy)  # the greedy choice's marginal over inputs
-        self.last_marginal = others_marginal(eps / self.n_cells + (1 - eps) * share[actions], self.last_propensity)
+        # no marginal: the landscape weighs DQN's queries by plain 1/π. Once ε has decayed, stabilized
+        # weights π̄/π reach a few hundred, and the Wilson interval on their effective size covered
+        # the truth only 0.90-0.93 of the time at 4,000 queries (plain 1/π: 0.95-0.97), at the cost
+        # of effective size (n_eff/n 0.10 against 0.24): fewer cells confirmed, none falsely
+        self.last_marginal = np.full(len(obs), np.nan)
         return actions
 
     def observe(self, obs, cells, rewards, failures, next_obs, dones):
