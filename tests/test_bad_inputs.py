@@ -410,9 +410,9 @@ def test_first_run_without_feedback_builds_the_landscape(tmp_path, repo_root):
     (["shift", "../../etc"], "'../../etc'"),
     (["modes", "../x"], "'../x'"),
     (["template", "a b"], "'a b'"),
-    (["shift", "nosuch"], "results/nosuch/shift/shift.md"),
+    (["shift", "nosuch"], "no results for experiment 'nosuch' under results/"),
     (["check-feedback", "nosuch", "resources/feedback/digits.csv"], "no experiment 'nosuch'"),
-    (["shift", EXP, "--check", "--results", "elsewhere"], "elsewhere/digits/shift/shift.json"),
+    (["shift", EXP, "--check", "--results", "elsewhere"], "no results for experiment 'digits' under elsewhere/"),
 ])
 def test_cli_names_are_checked_like_the_config(args, named, project):
     assert_refused(quick(project, *args), named)
