@@ -166,9 +166,9 @@ def local_sources(exp: dict) -> list[str]:
     for key in ("source", "judge_source"):
         src = (exp.get("model") or {}).get(key)
         if isinstance(src, str) and src.startswith("path:") and Path(src[len("path:"):]).is_dir():
-            folder = Path(src[len("path:"):])
-            out += sorted(str(f) for f in folder.rglob("*") if f.is_file()
-                          and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+            from failfade.tasks.storage import folder_files
+
+            out += [str(f) for f in folder_files(Path(src[len("path:"):]))]
     data = (exp.get("data") or {}).get("source")
     if isinstance(data, str) and data.startswith(("jsonl:", "csv:")) and Path(data.split(":", 1)[1]).is_file():
         out.append(data.split(":", 1)[1])

@@ -21,6 +21,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """Every regular file under `folder`, sorted; hidden files and folders (a download's .cache)
+    left out. What a folder of model files holds, for pinning and for the workflow's inputs."""
+    folder = Path(folder)
+    return sorted(f for f in folder.rglob("*") if f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
 def missing_files(model_dir: Path) -> list[Path]:
     """The files a model folder's card pins that are not there (existence only, no hashing: the
     workflow asks it of every card when it plans). The weights are not rule outputs (a family's

@@ -54,8 +54,9 @@ def check(path: Path) -> dict:
 
 def pinned(folder: Path) -> dict[str, str]:
     """The sha256 of every file of a builtin folder (weights, configs, tokenizer), but its card."""
-    folder = Path(folder)
-    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CARD}
+    from failfade.tasks.generation.models import pin_folder
+
+    return {rel: d for rel, d in pin_folder(folder, "").items() if rel != CARD}
 
 
 def regenerate(out: Path, threads: int, recipe: dict = RECIPE) -> dict:

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from failfade import FailfadeError
-from failfade.tasks.storage import CARD, read_card_json, sha256_file
+from failfade.tasks.storage import CARD, folder_files, read_card_json, sha256_file
 
 ADAPTER = "adapter"
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -86,9 +86,7 @@ def pin_folder(folder: Path, prefix: str) -> dict[str, str]:
     """{prefix + relative path: sha256} of every file in `folder` (hidden files and folders, such as
     a download's .cache, left out)."""
     folder = Path(folder)
-    files = sorted(f for f in folder.rglob("*") if f.is_file()
-                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
-    return {prefix + f.relative_to(folder).as_posix(): sha256_file(f) for f in files}
+    return {prefix + f.relative_to(folder).as_posix(): sha256_file(f) for f in folder_files(folder)}
 
 
 def pipeline_dir(model_dir: Path, card: dict) -> Path:
