@@ -65,19 +65,19 @@ class SliceParams:
                    max(ls.get("top_k", 8) * 25, 100))
 
 
-def slice_interval(rate: float, var_sum: float, inv_n_sum: float, vis: int, confidence: float) -> tuple[float, float]:
-    """A slice's interval: the wider of the normal one from its cells' variances (heterogeneity and
-    weights) and Wilson's at its effective size vis² / Σ 1/n_eff (the size at which a binomial mean
-    of its cells' rates has their sampling variance). Wilson's keeps a slice of few queries from
-    clearing τ on a normal interval that the failure-cell rule would not accept: for one cell it is
-    exactly the cell's own interval."""
-    half = float(norm.ppf(0.5 + confidence / 2)) * np.sqrt(max(var_sum, 0.0)) / vis
-    lo, hi = max(rate - half, 0.0), min(rate + half, 1.0)
-    if inv_n_sum > 0:
-        n = vis * vis / inv_n_sum
-        wl, wh = wilson_interval(np.array([rate * n]), np.array([n]), confidence)
-        lo, hi = min(lo, float(wl[0])), max(hi, float(wh[0]))
-    return lo, hi
+def slice_interval(rate, var_sum, inv_n_sum, vis, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Slices' intervals (arrays, one entry per slice with visited cells): the wider of the normal
+    one from the cells' variances (heterogeneity and weights) and Wilson's at the effective size
+    vis² / Σ 1/n_eff (the size at which a binomial mean of the cells' rates has their sampling
+    variance). Wilson's keeps a slice of few queries from clearing τ on a normal interval that the
+    failure-cell rule would not accept: for one cell it is exactly the cell's own interval."""
+    rate, var_sum, inv_n_sum, vis = (np.asarray(v, dtype=np.float64) for v in (rate, var_sum, inv_n_sum, vis))
+    half = float(norm.ppf(0.5 + confidence / 2)) * np.sqrt(np.maximum(var_sum, 0.0)) / vis
+    lo, hi = np.maximum(rate - half, 0.0), np.minimum(rate + half, 1.0)
+    wilson = inv_n_sum > 0
+    n = np.where(wilson, vis * vis / np.where(wilson, inv_n_sum, 1.0), 0.0)
+    wl, wh = wilson_interval(rate * n, n, confidence)
+    return np.where(wilson, np.minimum(lo, wl), lo), np.where(wilson, np.maximum(hi, wh), hi)
 
 
 def predicates(space: ConceptSpace) -> list[tuple[int, int, int]]:
@@ -210,13 +210,18 @@ def _find(con, space: ConceptSpace, cells: pl.DataFrame, p: SliceParams):
             con.unregister("cand_in")
             cur = con.execute(_stats_sql(axes))
             names = [c[0] for c in cur.description]
-            for row in cur.fetchall():
-                s = dict(zip(names, row))
+            rows = [dict(zip(names, row)) for row in cur.fetchall()]
+            # every slice's interval at once (one call per batch, not per slice: 57,904 slices at scale)
+            seen = [s for s in rows if s["vis"]]
+            los, his = slice_interval([s["se"] / s["vis"] for s in seen], [s["sv"] for s in seen],
+                                      [s["sinv"] for s in seen], [s["vis"] for s in seen], p.confidence)
+            for s, lo, hi in zip(seen, los, his):
+                s["rate_lo"], s["rate_hi"] = float(lo), float(hi)
+            for s in rows:
                 box = boxes[int(s.pop("sid"))]
                 s["terms"] = level
                 if s["vis"]:
                     s["rate"] = s["se"] / s["vis"]
-                    s["rate_lo"], s["rate_hi"] = slice_interval(s["rate"], s["sv"], s["sinv"], s["vis"], p.confidence)
                     s["score"] = p.alpha * (s["rate"] / ebar - 1) - (1 - p.alpha) * (M / s["vis"] - 1)
                 else:
                     s["rate"] = s["rate_lo"] = np.nan

@@ -361,7 +361,7 @@ def test_a_one_cell_mode_follows_the_failure_cell_rule():
     from the cell's variance, [0.63, 1], made it one)."""
     from failfade.slices import slice_interval
 
-    lo, hi = slice_interval(1.0, 0.0365, 1 / 3, 1, 0.95)
+    (lo,), (hi,) = slice_interval([1.0], [0.0365], [1 / 3], [1], 0.95)
     (wl,), (wh,) = wilson_interval(np.array([3.0]), np.array([3.0]))
     assert (lo, hi) == pytest.approx((wl, wh)) and lo < 0.5
     counts = {4: (3, 3)} | {c: (3, 0) for c in range(9) if c != 4}  # (queries, failures)
