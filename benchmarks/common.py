@@ -21,21 +21,27 @@ def default_experiment() -> dict:
 
 def digits_model(exp: dict) -> Path:
     """Train (once) the default experiment's model under benchmarks/out/, exactly as the workflow does."""
+    return model_dir("digits", exp)
+
+
+def model_dir(name: str, exp: dict) -> Path:
+    """Obtain (once) experiment `name`'s model under benchmarks/out/<name>-model, as the workflow's
+    model rule does (pipeline.stage_model); obtained again when the experiment's seed, data or
+    model config, the package's code or the thread count changes: the model rule trains with 2
+    threads, and float reductions (hence the weights) depend on it."""
     import hashlib
 
     import torch
 
-    out = OUT / "digits-model"
-    stamp = out / "config.json"
-    # retrain when the config, the package's code or the thread count changes: the workflow's
-    # model rule trains with 2 threads, and float reductions (hence the weights) depend on it
+    from failfade.pipeline import stage_model
+
+    out = OUT / f"{name}-model"
+    stamp = out / "benchmark-stamp.json"
     code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "failfade").rglob("*.py")))).hexdigest()
     want = json.dumps({**{k: exp[k] for k in ("seed", "data", "model")}, "code": code,
                        "threads": torch.get_num_threads()}, sort_keys=True)
     if not (stamp.is_file() and stamp.read_text() == want and (out / "model.json").is_file()):
-        from failfade.tasks.family import family  # what the model rule runs (pipeline.stage_model)
-
-        family(exp["task"]).obtain_model(exp, out, ROOT / "resources")
+        stage_model(exp, out, ROOT / "resources")
         stamp.write_text(want)
     return out
 

@@ -52,19 +52,16 @@ def build_default(name: str, device: str):
     """A default experiment's task as the workflow builds it (`reports`: the tiny T5; `t2i`: the
     builtin diffusion model and its judge, where a query generates one image and judges it); the
     model stage runs once under benchmarks/out/."""
-    from common import ROOT, OUT
+    from common import ROOT, model_dir
 
     from failfade.config import load
-    from failfade.pipeline import build_task, stage_model
+    from failfade.pipeline import build_task
 
     exp = load(ROOT / "config" / "config.yaml")["experiments"][name]
     exp["device"] = device
     if name == "t2i" and device != "cpu":
         exp["model"]["batch_size"] = 4096  # on a GPU, one pipeline call takes a whole step's images
-    out = OUT / f"{name}-model"
-    if not (out / "model.json").is_file():
-        stage_model(exp, out, ROOT / "resources")
-    return build_task(exp, out)
+    return build_task(exp, model_dir(name, exp))
 
 
 def build(name: str, exp: dict, device: str, precision: str = "fp32"):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from failfade import FailfadeError
-
+from failfade.numerics import flush_denormals
 from failfade.tasks.storage import CARD, WEIGHTS, read_checked_card, write_card
 
 
@@ -91,7 +91,8 @@ class ModelUnderTest:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
         # Perturbed inputs (low contrast, blur) produce denormal floats, which CPUs compute 10-100x
         # slower, in scoring and in fine-tuning alike; flushing them to zero changes no prediction.
-        torch.set_flush_denormal(True)
+        # Process-wide: the other families keep denormals while they compute (failfade/numerics.py).
+        flush_denormals()
         # channels_last: ~3x faster convolutions on CPU (oneDNN) and the tensor-core layout on GPU
         self.module.eval().to(self.device, memory_format=torch.channels_last)
         inp = self.card["input"]

@@ -25,6 +25,7 @@ import torch
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
+from failfade.numerics import keeps_denormals
 from failfade.tasks.family import TaskFamily
 
 TRANSFORMS = frozenset({"word"})  # an axis fills the template's slot of the same name with its words
@@ -36,6 +37,7 @@ def _device(exp: dict) -> torch.device:
     return device_of(exp)
 
 
+@keeps_denormals
 class GenerationFamily(TaskFamily):
     name = "generation"
     quality = "judge_pass"

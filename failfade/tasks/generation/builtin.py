@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from failfade import FailfadeError
+from failfade.numerics import keeps_denormals
 from failfade.tasks.storage import read_card_json, sha256_file
 
 ROOT = Path(__file__).resolve().parents[3] / "resources" / "builtin"
@@ -59,6 +60,7 @@ def pinned(folder: Path) -> dict[str, str]:
     return {rel: d for rel, d in pin_folder(folder, "").items() if rel != CARD}
 
 
+@keeps_denormals
 def regenerate(out: Path, threads: int, recipe: dict = RECIPE) -> dict:
     """Train the builtin with `recipe` and write it (fp16 safetensors) with its card."""
     import numpy as np

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from failfade.numerics import keeps_denormals
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 THICKNESS = ("thin", "normal", "thick")
 SIZES = ("small", "medium", "large")
@@ -95,6 +97,7 @@ class JudgeNet(nn.Module):
         return [head(h) for head in self.heads]
 
 
+@keeps_denormals
 def train_judge(images: torch.Tensor, labels: np.ndarray, steps: int, seed: int, batch_size: int = 128,
                 lr: float = 2e-3) -> JudgeNet:
     """The judge on balanced renders of the training digits (every thickness and size equally often)."""
@@ -124,6 +127,7 @@ def requested(prompt_text: str) -> tuple[int, int, int]:
     return tuple(next((vocab.index(w) for w in words if w in vocab), -1) for vocab in HEADS)
 
 
+@keeps_denormals
 class AttributeJudge:
     """Did the image show the digit, thickness and size that its prompt asks for? Δ = 1 − Π p(requested
     attribute) over the attributes the prompt names; a failure when any of those heads' top answer
@@ -171,6 +175,7 @@ def split(n: int, heldout: int = 297) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[heldout:]), np.sort(perm[:heldout])
 
 
+@keeps_denormals
 def judge_accuracy(net: JudgeNet, images: torch.Tensor, labels: np.ndarray, seed: int, copies: int = 4) -> dict[str, float]:
     """The judge's accuracy on renders of `images` (each rendered `copies` times with uniform
     attributes): per attribute and all three together."""

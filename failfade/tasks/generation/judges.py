@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from failfade import FailfadeError
+from failfade.numerics import keeps_denormals
 
 
 def _tensor(out) -> torch.Tensor:
@@ -28,6 +29,7 @@ def _tensor(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
+@keeps_denormals
 class ClipJudge:
     def __init__(self, model, processor, threshold: float = 0.3, batch_size: int = 64, bias: dict | None = None):
         self.model, self.processor = model.eval(), processor

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from failfade import FailfadeError
+from failfade.numerics import keeps_denormals
 from failfade.progress import progress as progress_bar
 from failfade.tasks.generation.models import ADAPTER_WEIGHTS
 from failfade.tasks.generation.pipeline import Components
@@ -56,6 +57,7 @@ def targets_of(c: Components, images: torch.Tensor, noise: torch.Tensor, t: torc
     raise FailfadeError(f"scheduler prediction_type {kind!r} is not supported for fine-tuning")
 
 
+@keeps_denormals
 def train_lora(c: Components, batches, steps: int, lr: float, rank: int, seed: int, alpha: float | None = None,
                targets=TARGETS, desc: str = "LoRA", timesteps=None) -> list[dict]:
     """Fit a LoRA adapter on `batches(step, rng) -> (images in [0, 1], prompts[, preserve])`; the

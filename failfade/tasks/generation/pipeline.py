@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from failfade import FailfadeError
+from failfade.numerics import keeps_denormals
 from failfade.tasks import storage
 
 COMPONENTS = ("text_encoder", "tokenizer", "unet", "scheduler")  # plus vae/ for latent models
@@ -101,6 +102,7 @@ def fresh_seed_of(seed: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, 8, int(i)]).generate_state(1)[0])
 
 
+@keeps_denormals
 class Sampler:
     """Seeded, batched text-to-image generation with a fixed scheduler, step count and guidance."""
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from failfade.concepts import ConceptSpace
+from failfade.numerics import keeps_denormals
 from failfade.tasks import Outcomes, standardize
 from failfade.tasks.generation.pipeline import Sampler, seed_of
 
@@ -25,6 +26,7 @@ def prompt_of(space: ConceptSpace, template: str, cell: int) -> str:
     return template.format(**{a.name: a.words[i] if a.words else a.label(i) for a, i in zip(space.axes, coords)})
 
 
+@keeps_denormals
 class GenerationTask:
     def __init__(self, sampler: Sampler, judge, space: ConceptSpace, template: str, n_inputs: int, seed: int,
                  model_sha256: str | None = None):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from failfade.numerics import keeps_denormals
 from failfade.progress import progress as progress_bar
 from failfade.tasks.generation import digits as D
 from failfade.tasks.generation.pipeline import Components
@@ -68,6 +69,7 @@ def build(seed: int, width: int = 16) -> Components:
     return Components(text, tok, unet, sched)
 
 
+@keeps_denormals
 def train(c: Components, images: torch.Tensor, labels: np.ndarray, steps: int, seed: int, batch_size: int = 64,
           lr: float = 2e-3, ema_decay: float = 0.999, empty_prompt: float = 0.1,
           thin_bias: dict[int, float] | None = None, desc: str = "train builtin diffusion") -> list[dict]:

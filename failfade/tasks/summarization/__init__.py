@@ -17,6 +17,7 @@ import polars as pl
 import torch
 
 from failfade.concepts import ConceptSpace
+from failfade.numerics import keeps_denormals
 from failfade.tasks.family import TaskFamily
 from failfade.tasks.summarization.transforms import TRANSFORMS
 
@@ -27,6 +28,7 @@ def _device(exp: dict) -> torch.device:
     return device_of(exp)
 
 
+@keeps_denormals
 class SummarizationFamily(TaskFamily):
     name = "summarization"
     quality = "rouge_l"

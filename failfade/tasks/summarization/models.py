@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from failfade import FailfadeError
-
+from failfade.numerics import keeps_denormals
 from failfade.tasks import storage
 from failfade.tasks.storage import CARD, WEIGHTS, read_checked_card, write_card
 
@@ -103,6 +103,7 @@ def with_lora(model, rank: int, targets: list[str], seed: int):
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(targets)))
 
 
+@keeps_denormals
 def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, batch_size: int, max_input_tokens: int,
                   seed: int, teacher=None, distill: float = 0.0, clean_sources=None, desc: str = "train") -> list[dict]:
     """AdamW on (source, target) pairs, `steps` batches drawn with a seeded generator; linear decay

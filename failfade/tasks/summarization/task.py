@@ -15,12 +15,14 @@ import torch
 from rouge_score import rouge_scorer
 
 from failfade.concepts import ConceptSpace
+from failfade.numerics import keeps_denormals
 from failfade.tasks import Outcomes, standardize
 from failfade.tasks.summarization.corpus import Report, facts_kept
 from failfade.tasks.summarization.data import digest
 from failfade.tasks.summarization.transforms import perturb_cell
 
 
+@keeps_denormals
 class Summarizer:
     """A seq2seq model with its generation settings."""
 
@@ -67,6 +69,7 @@ def clean_quality(summarizer: Summarizer, reports: list[Report]) -> float:
     return float(rouge_l(summarizer.summarize([r.document for r in reports]), [r.reference for r in reports]).mean())
 
 
+@keeps_denormals
 class SummarizationTask:
     def __init__(self, summarizer: Summarizer, reports: list[Report], space: ConceptSpace, seed: int, epsilon: float,
                  model_sha256: str | None = None):
