@@ -53,21 +53,26 @@ print(json.dumps({"imports_mb": imports, "peak_mb": rss(), "model_s": t1 - t0, "
 """
 
 
+CLASSES = ("0", "1", "2")
+
+
 def make_folder(root: Path, n: int, seed: int = 0) -> Path:
-    """n noise PNGs of 64-96 px in three class folders (kept between runs: generation is slow)."""
+    """n noise PNGs of 64-96 px in three class folders (kept between runs: generation is slow),
+    named by output index ("0", "1", "2"), as a folder for a 1,000-way ImageNet model must be
+    unless it holds all 1,000 classes (data.class_index)."""
     from PIL import Image
 
-    stamp = root / f".complete-{n}-{seed}"
+    stamp = root / f".complete-{n}-{seed}-indexed"
     if stamp.is_file():
         return root
     rng = np.random.default_rng(seed)
-    for c in ("cat", "dog", "fox"):
+    for c in CLASSES:
         (root / c).mkdir(parents=True, exist_ok=True)
     from failfade.progress import progress
 
     for i in progress(range(n), desc="generate", unit="img"):
         h, w = 64 + int(rng.integers(0, 33)), 64 + int(rng.integers(0, 33))
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / ("cat", "dog", "fox")[i % 3] / f"{i:06d}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / CLASSES[i % 3] / f"{i:06d}.png")
     stamp.touch()
     return root
 

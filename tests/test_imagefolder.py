@@ -255,3 +255,128 @@ def test_exploring_a_folder_costs_a_batch_not_the_split(tmp_path):
     split_grew = runs[4000]["heldout_float_mb"] - runs[500]["heldout_float_mb"]
     print(f"peak RSS grew {grown:.0f} MB while the split grew {split_grew:.0f} MB as floats")
     assert grown < split_grew / 4, (grown, split_grew, runs)
+
+
+# --- the model's classes, its own preprocessing, the cache key, splits that round to nothing --------------
+
+
+def test_data_classes_are_matched_to_the_models_outputs():
+    from failfade.tasks.classification.data import class_index
+
+    imagenet_ids = [str(i) for i in range(1000)]  # a torchvision model's outputs with random weights
+    # ImageNetV2's folders are output indices: "10" sorts before "2" but is output 10
+    assert class_index(["0", "1", "10", "11", "2"], imagenet_ids).tolist() == [0, 1, 10, 11, 2]
+    names = ["tench", "goldfish", "great white shark"]
+    assert class_index(["great white shark", "tench"], names).tolist() == [2, 0]  # folders named after categories
+    assert class_index(names, names).tolist() == [0, 1, 2]
+    assert class_index(["n01", "n02", "n03"], names).tolist() == [0, 1, 2]  # a full set, in the weights' order
+    with pytest.raises(FailfadeError, match=r"data.source: the data's 2 classes do not match the model's 3 outputs: "
+                                            r"class 'n01' .*name each class folder"):
+        class_index(["n01", "n02"], names)  # a subset of wnids: which outputs they are is unknown
+    with pytest.raises(FailfadeError, match="class '10'"):
+        class_index([str(i) for i in range(12)], [str(i) for i in range(10)])
+
+
+def test_splits_are_labelled_by_the_models_output_indices(tmp_path):
+    from failfade.tasks.family import family
+
+    root = make_folder(tmp_path / "data", 30)
+    exp = {"seed": 0, "data": {"source": f"imagefolder:{root}", "image_size": 16, "heldout_fraction": 0.3},
+           "model": {"source": "builtin:digits-cnn"}}
+    fam = family("classification")
+    plain = fam.splits(exp)
+    assert plain.classes == ["cat", "dog", "fox"]
+    card = {"classes": ["ant", "fox", "cat", "dog"]}
+    got = fam.splits(exp, card)
+    want = np.array([2, 3, 1])[plain.heldout.labels.numpy()]  # cat -> 2, dog -> 3, fox -> 1
+    assert got.heldout.labels.tolist() == want.tolist() and got.heldout.ids.tolist() == plain.heldout.ids.tolist()
+    assert got.train.labels.tolist() == np.array([2, 3, 1])[plain.train.labels.numpy()].tolist()
+    with pytest.raises(FailfadeError, match="class 'cat'"):
+        fam.splits(exp, {"classes": ["ant", "bee", "eel", "owl", "yak"]})
+
+
+@pytest.mark.parametrize("weights", ["resnet50:IMAGENET1K_V2", "efficientnet_v2_l:IMAGENET1K_V1"])
+def test_centre_crop_gives_the_weights_own_pixels(tmp_path, weights):
+    """The same pixels as the torchvision weights' transforms(): their resize arithmetic, crop
+    offset and interpolation (bicubic for EfficientNetV2). The arithmetic before differed by up to
+    5-11 grey levels per pixel on average on photographs."""
+    import torchvision
+    from PIL import Image
+
+    from failfade.tasks.classification.models import weights_preprocessing
+
+    arch, name = weights.split(":")
+    t = torchvision.models.get_model_weights(arch)[name].transforms()
+    crop, interpolation = weights_preprocessing(f"torchvision:{weights}")
+    assert interpolation == t.interpolation.value
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (30, 41, 3)).astype(np.uint8)  # smooth enough to tell interpolations apart
+    for k, (h, w) in enumerate(((427, 640), (333, 500), (501, 377))):
+        f = tmp_path / f"{k}.png"
+        Image.fromarray(base).resize((w, h), Image.BILINEAR).save(f)
+        size = int(t.crop_size[0])
+        ours = torch.from_numpy(D._decode(f, size, crop, "k", interpolation).astype(np.float32) / 255)
+        ref = t(Image.open(f).convert("RGB")) * torch.tensor(t.std)[:, None, None] + torch.tensor(t.mean)[:, None, None]
+        assert float((ours - ref).abs().max()) < 1e-4, (weights, h, w)
+
+
+def test_a_path_model_is_fed_like_the_torchvision_weights_it_came_from(tmp_path, monkeypatch):
+    import torchvision
+
+    from failfade.tasks.classification import models
+
+    # no download here: the architecture with random weights stands in for the fetched one
+    monkeypatch.setattr(torchvision.models, "get_model", lambda arch, weights=None: torchvision.models.resnet18())
+    module, card = models._torchvision(models.ModelSource.parse("torchvision:efficientnet_v2_l:IMAGENET1K_V1"),
+                                       tmp_path, "model.source")
+    assert card["input"]["interpolation"] == "bicubic" and card["input"]["crop"] == pytest.approx(1.0)
+    models.save_model(module, card, tmp_path / "saved")
+    assert models.weights_preprocessing(f"path:{tmp_path / 'saved'}") == \
+        models.weights_preprocessing("torchvision:efficientnet_v2_l:IMAGENET1K_V1") == (1.0, "bicubic")
+    assert models.weights_preprocessing(f"path:{tmp_path / 'nothing'}") is None
+
+
+def test_swapped_files_with_the_same_size_and_mtime_rebuild_the_cache(tmp_path):
+    """Files extracted from one archive share a modification time; a swap by rename keeps both
+    files' size and mtime, but not their inode or change time."""
+    import os
+
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for c, value in (("a", 0), ("b", 255)):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(root / c / f"{i}.bmp")  # equal sizes
+    for f in root.rglob("*.bmp"):
+        os.utime(f, ns=(10**18, 10**18))
+    before = load_splits(f"imagefolder:{root}", 8, 0.5, seed=0, cache_dir=tmp_path / "cache")
+    a, b = root / "a" / "0.bmp", root / "b" / "0.bmp"
+    os.rename(a, root / "x.bmp"), os.rename(b, a), os.rename(root / "x.bmp", b)
+    after = load_splits(f"imagefolder:{root}", 8, 0.5, seed=0, cache_dir=tmp_path / "cache")
+    fresh = load_splits(f"imagefolder:{root}", 8, 0.5, seed=0)
+    for split in ("train", "heldout"):
+        got, want = getattr(after, split), getattr(fresh, split)
+        assert torch.equal(got.images[:], want.images[:]) and got.labels.tolist() == want.labels.tolist()
+    assert not torch.equal(torch.cat([before.train.images[:], before.heldout.images[:]]),
+                           torch.cat([after.train.images[:], after.heldout.images[:]]))
+
+
+def test_a_file_name_that_is_not_utf8_is_cached(tmp_path):
+    import os
+
+    from PIL import Image
+
+    root = make_folder(tmp_path / "data", 6)
+    name = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name from an old archive: not UTF-8
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(root / "cat" / name)
+    lazy = load_splits(f"imagefolder:{root}", 8, 0.3, seed=0, cache_dir=tmp_path / "cache")
+    eager = load_splits(f"imagefolder:{root}", 8, 0.3, seed=0)
+    assert torch.equal(lazy.train.images[:], eager.train.images[:]) and len(lazy.train) + len(lazy.heldout) == 7
+
+
+@pytest.mark.parametrize("held,val,key", [(0.02, 0.0, "data.heldout_fraction"), (0.3, 0.02, "data.validation_fraction")])
+def test_fractions_that_round_to_no_inputs_are_refused(tmp_path, held, val, key):
+    root = make_folder(tmp_path / "data", 20)
+    with pytest.raises(FailfadeError, match=rf"{key}: .* of 20 inputs rounds to none"):
+        load_splits(f"imagefolder:{root}", 8, held, seed=0, validation_fraction=val)

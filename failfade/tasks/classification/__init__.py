@@ -46,18 +46,22 @@ class ClassificationFamily(TaskFamily):
 
     # --- data and models -----------------------------------------------------------------------
 
-    def splits(self, exp: dict):
-        from failfade.tasks.classification.data import load_splits
-
-        from failfade.tasks.classification.models import weights_crop
+    def splits(self, exp: dict, card: dict | None = None):
+        """The data's splits; with a model's card, labelled by the model's output indices."""
+        from failfade.tasks.classification.data import aligned, load_splits
+        from failfade.tasks.classification.models import weights_preprocessing
 
         d = exp["data"]
-        crop = d.get("crop")
-        if crop is None and d["source"].startswith(("imagefolder:", "torchvision:")):
-            crop = weights_crop(exp["model"]["source"])  # the weights' own resize-then-crop ratio
-        return load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"],
-                           validation_fraction=d.get("validation_fraction", 0.0),
-                           cache_dir=Path(d["cache_dir"]) if d.get("cache_dir") else None, crop=crop)
+        crop, interpolation = d.get("crop"), "bilinear"
+        if d["source"].startswith(("imagefolder:", "torchvision:")):
+            own = weights_preprocessing(exp["model"]["source"])  # the weights' own resize-then-crop
+            if own is not None:
+                crop, interpolation = (own[0] if crop is None else crop), own[1]
+        splits = load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"],
+                             validation_fraction=d.get("validation_fraction", 0.0),
+                             cache_dir=Path(d["cache_dir"]) if d.get("cache_dir") else None, crop=crop,
+                             interpolation=interpolation)
+        return splits if card is None else aligned(splits, card["classes"])
 
     def space(self, exp: dict) -> ConceptSpace:
         return ConceptSpace.from_config(exp["concepts"], self.transforms)
@@ -70,6 +74,7 @@ class ClassificationFamily(TaskFamily):
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         """The model under test as safetensors + card (with held-out clean accuracy)."""
         from failfade.tasks.classification import models
+        from failfade.tasks.classification.data import aligned
         from failfade.tasks.classification.training import accuracy, fit
 
         out_dir = Path(out_dir)
@@ -98,6 +103,7 @@ class ClassificationFamily(TaskFamily):
             else:
                 module, card = got
                 mut = models.ModelUnderTest(module, card, device)
+            splits = aligned(splits, card["classes"])  # data labels as the model's output indices
         card = dict(card, source=exp["model"]["source"], heldout_clean_accuracy=accuracy(mut, splits.heldout),
                     heldout_inputs=len(splits.heldout), train_inputs=len(splits.train),
                     validation_inputs=len(splits.validation) if splits.validation is not None else 0, seed=exp["seed"])
@@ -109,13 +115,15 @@ class ClassificationFamily(TaskFamily):
     def build_task(self, exp: dict, model_dir: Path):
         from failfade.tasks.classification.task import ClassificationTask
 
-        return ClassificationTask(self.load(exp, model_dir), self.splits(exp).heldout, self.space(exp))
+        mut = self.load(exp, model_dir)
+        return ClassificationTask(mut, self.splits(exp, mut.card).heldout, self.space(exp))
 
     def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
         from failfade.tasks.classification.data import batch_rows
         from failfade.tasks.classification.transforms import apply
 
-        mut, inputs = self.load(exp, model_dir), self.splits(exp).heldout
+        mut = self.load(exp, model_dir)
+        inputs = self.splits(exp, mut.card).heldout
         labels = inputs.labels.numpy()
         counts = []
         with torch.no_grad():
@@ -138,7 +146,7 @@ class ClassificationFamily(TaskFamily):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         mut = self.load(exp, model_dir)
-        splits = self.splits(exp)
+        splits = self.splits(exp, mut.card)
         m = exp["mitigate"]
         history, selection = mitigate(mut, splits.train, self.space(exp), plan, m["mode"], m["epochs"], m["lr"],
                                       m["batch_size"], m["perturb_fraction"], exp["seed"], m["distill"],

@@ -123,22 +123,60 @@ class Splits:
     validation: ImageSet | None = None
 
 
+def class_index(data: list[str], model: list[str], key: str = "data.source") -> np.ndarray:
+    """The model's output index of each data class. By name where the model names every data class
+    (its own classes, or a subset: folders named after its categories); by number where every data
+    class is an output index (ImageNetV2's folders 0-999); in order where the two have as many
+    classes (a full ImageNet folder of wnids, whose sorted order is the weights' category order).
+    Anything else is refused: scoring a subset's labels 0..k against a 1,000-way model's indices
+    would call nearly every input a failure."""
+    data, model = [str(c) for c in data], [str(c) for c in model]
+    pos = {c: i for i, c in enumerate(model)}
+    if all(c in pos for c in data):
+        return np.array([pos[c] for c in data], dtype=np.int64)
+    if all(c.isdigit() and int(c) < len(model) for c in data):
+        return np.array([int(c) for c in data], dtype=np.int64)
+    if len(data) == len(model):
+        return np.arange(len(data), dtype=np.int64)
+    bad = next(c for c in data if c not in pos)
+    raise FailfadeError(f"{key}: the data's {len(data)} classes do not match the model's {len(model)} outputs: class "
+                        f"{bad!r} is neither one of the model's class names (e.g. {model[0]!r}) nor an output index; "
+                        f"name each class folder by the model's class name or output index (0-{len(model) - 1})")
+
+
+def aligned(splits: "Splits", model_classes: list[str], key: str = "data.source") -> "Splits":
+    """`splits` with labels as the model's output indices (see class_index)."""
+    index = class_index(splits.classes, model_classes, key)
+    if np.array_equal(index, np.arange(len(index))):
+        return splits
+
+    def relabel(s: ImageSet | None) -> ImageSet | None:
+        return None if s is None else ImageSet(s.images, torch.from_numpy(index[s.labels.numpy()]), s.ids)
+
+    return Splits(relabel(splits.train), relabel(splits.heldout), [str(c) for c in model_classes],
+                  relabel(splits.validation))
+
+
 def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int, key: str = "data.source",
-                validation_fraction: float = 0.0, cache_dir: Path | None = None, crop: float | None = None) -> Splits:
+                validation_fraction: float = 0.0, cache_dir: Path | None = None, crop: float | None = None,
+                interpolation: str = "bilinear") -> Splits:
     """Fractions are of the whole data set; validation inputs come out of the training side.
 
     An image folder is decoded once into a uint8 array file under `cache_dir` (default: in memory,
     for small folders and tests) and read a batch at a time. `crop`: resize the shorter side to
     image_size / crop, then centre-crop image_size (torchvision's evaluation preprocessing, e.g.
-    224 / 256); None stretches the whole image to image_size."""
+    224 / 256, with torchvision's own size arithmetic and the weights' `interpolation`: the same
+    pixels as their `transforms()`); None stretches the whole image to image_size."""
     if source == "builtin:digits":
         images, labels, classes = _digits(image_size)
     elif source.startswith("imagefolder:"):
         root = Path(source.split(":", 1)[1])
-        images, labels, classes = _image_set(root, *_folder_files(root, key), image_size, key, cache_dir, crop)
+        images, labels, classes = _image_set(root, *_folder_files(root, key), image_size, key, cache_dir, crop,
+                                             interpolation)
     elif source.startswith("torchvision:"):
         root, files, labels, classes = _torchvision_files(source, key)
-        images, labels, classes = _image_set(root, files, labels, classes, image_size, key, cache_dir, crop)
+        images, labels, classes = _image_set(root, files, labels, classes, image_size, key, cache_dir, crop,
+                                             interpolation)
     else:
         raise FailfadeError(f"{key}: unknown data source {source!r}; use builtin:digits, imagefolder:<dir> or "
                             "torchvision:ImageNet:<root>[:val|train]")
@@ -147,6 +185,10 @@ def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int
     order = rng.permutation(len(labels))
     n_held = int(round(len(labels) * heldout_fraction))
     n_val = int(round(len(labels) * validation_fraction))
+    if n_held == 0 or (validation_fraction > 0 and n_val == 0):
+        which = "heldout_fraction" if n_held == 0 else "validation_fraction"
+        raise FailfadeError(f"data.{which}: {heldout_fraction if n_held == 0 else validation_fraction} of "
+                            f"{len(labels)} inputs rounds to none; raise it or use more inputs")
     if n_held + n_val >= len(labels):
         raise FailfadeError(f"data: heldout_fraction + validation_fraction leave no training inputs "
                             f"({n_held} + {n_val} of {len(labels)})")
@@ -198,9 +240,13 @@ def _folder_files(root: Path, key: str) -> tuple[list[Path], list[int], list[str
     return files, labels, classes
 
 
-def _decode(f: Path, image_size: int, crop: float | None, key: str) -> np.ndarray:
-    """(3, size, size) uint8: stretched to size, or (crop) shorter side to size / crop, centre crop."""
+def _decode(f: Path, image_size: int, crop: float | None, key: str, interpolation: str = "bilinear") -> np.ndarray:
+    """(3, size, size) uint8: stretched to size, or (crop) shorter side to size / crop with
+    `interpolation`, then the centre size x size, by torchvision's own functions (its weights'
+    `transforms()` compute the long side and the crop offset the same way)."""
     from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
 
     try:
         img = Image.open(f)
@@ -208,12 +254,9 @@ def _decode(f: Path, image_size: int, crop: float | None, key: str) -> np.ndarra
             img = Image.fromarray((np.asarray(img, dtype=np.int64).clip(0, 65535) >> 8).astype(np.uint8))
         img = img.convert("RGB")
         if crop:
-            w, h = img.size
             short = max(1, int(round(image_size / crop)))
-            img = img.resize((max(short, round(w * short / h)), max(short, round(h * short / w))), Image.BILINEAR)
-            w, h = img.size
-            left, top = (w - image_size) // 2, (h - image_size) // 2
-            img = img.crop((left, top, left + image_size, top + image_size))
+            img = TF.resize(img, short, interpolation=InterpolationMode(interpolation), antialias=True)
+            img = TF.center_crop(img, [image_size, image_size])
         else:
             img = img.resize((image_size, image_size))
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable, truncated, or > ~179 MP
@@ -245,9 +288,9 @@ def _torchvision_files(source: str, key: str):
 
 
 def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[str], image_size: int, key: str,
-               cache_dir: Path | None = None, crop: float | None = None):
+               cache_dir: Path | None = None, crop: float | None = None, interpolation: str = "bilinear"):
     """RGB images at image_size. With a cache_dir, decoded once into a uint8 array file there
-    (keyed by every file's path, size and modification time and the preprocessing), then read per
+    (keyed by every file's path, size, inode, modification and change time, and the preprocessing), then read per
     batch: memory follows the batch, not the folder."""
     import hashlib
     import json
@@ -257,12 +300,17 @@ def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[s
 
     y = torch.tensor(labels)
     if cache_dir is None:
-        return torch.stack([torch.from_numpy(_decode(f, image_size, crop, key).astype(np.float32) / 255.0)
+        return torch.stack([torch.from_numpy(_decode(f, image_size, crop, key, interpolation).astype(np.float32) / 255.0)
                             for f in files]), y, classes
-    h = hashlib.sha256(json.dumps({"size": image_size, "crop": crop, "version": 1}).encode())
-    for f in files:
+    # version 2: torchvision's resize and crop arithmetic and the weights' interpolation (a cache
+    # decoded by the earlier arithmetic differs by up to 5-11 grey levels per pixel on photographs)
+    pre = {"size": image_size, "crop": crop, "version": 1} if not crop else \
+        {"size": image_size, "crop": crop, "interpolation": interpolation, "version": 2}
+    h = hashlib.sha256(json.dumps(pre).encode())
+    for f in files:  # a file moved or swapped keeps its size and mtime, not its inode or ctime
         st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(f.resolve()))  # bytes: a name that is not UTF-8 hashes too
+        h.update(f"\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\n".encode())
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"images-{h.hexdigest()[:20]}.npy"
@@ -274,7 +322,7 @@ def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[s
                 header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), 3, image_size, image_size)}
                 np.lib.format.write_array_header_2_0(out, header)
                 for f in progress(files, desc=f"decode {root.name}", unit="img"):
-                    out.write(np.ascontiguousarray(_decode(f, image_size, crop, key)).tobytes())
+                    out.write(np.ascontiguousarray(_decode(f, image_size, crop, key, interpolation)).tobytes())
             os.replace(tmp, path)  # complete or absent: a killed run leaves no half cache behind
         finally:
             tmp.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from failfade import FailfadeError
 from failfade.numerics import flush_denormals
-from failfade.tasks.storage import CARD, WEIGHTS, read_checked_card, write_card
+from failfade.tasks.storage import CARD, WEIGHTS, read_card_json, read_checked_card, write_card
 
 
 class DigitsCNN(nn.Module):
@@ -241,18 +241,31 @@ def resolve_source(source: ModelSource, resources: Path, key: str = "model.sourc
     raise FailfadeError(f"{key}: {source.kind}: sources are built by the workflow, not resolved")
 
 
-def weights_crop(source_text: str) -> float | None:
-    """crop_size / resize_size of a torchvision: source's weights (e.g. 224 / 232), from the
-    weights enum's metadata (no download); None for any other source or for random weights."""
-    if not isinstance(source_text, str) or not source_text.startswith("torchvision:"):
+def weights_preprocessing(source_text: str) -> tuple[float, str] | None:
+    """(crop_size / resize_size, interpolation) of a model's own evaluation preprocessing, e.g.
+    (224 / 232, "bilinear") for ResNet-50 V2, (480 / 480, "bicubic") for EfficientNetV2-L: a
+    torchvision: source's from its weights enum's metadata (no download), a path: folder's from its
+    card (which failfade writes for torchvision weights), else None (random weights, hf:, builtin:)."""
+    if not isinstance(source_text, str):
+        return None
+    try:
+        source = ModelSource.parse(source_text)
+    except FailfadeError:
+        return None
+    if source.kind == "path":
+        try:
+            inp = read_card_json(Path(source.target) / CARD, "its card").get("input", {})
+        except (FailfadeError, OSError, ValueError, AttributeError):
+            return None
+        return (float(inp["crop"]), str(inp.get("interpolation", "bilinear"))) if inp.get("crop") else None
+    if source.kind != "torchvision":
         return None
     import torchvision
 
     try:
-        source = ModelSource.parse(source_text)
         t = torchvision.models.get_model_weights(source.target)[source.detail].transforms()
-        return float(t.crop_size[0]) / float(t.resize_size[0])
-    except (KeyError, ValueError, AttributeError, IndexError, FailfadeError):
+        return float(t.crop_size[0]) / float(t.resize_size[0]), t.interpolation.value
+    except (KeyError, ValueError, AttributeError, IndexError):
         return None
 
 
@@ -266,6 +279,7 @@ def _torchvision(source: ModelSource, resources: Path, key: str):
         weights = None
         classes = [str(i) for i in range(1000)]
         mean, std, size = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], 224
+        extra = {}
     else:
         try:
             weights = torchvision.models.get_model_weights(arch)[weights_name]
@@ -274,6 +288,8 @@ def _torchvision(source: ModelSource, resources: Path, key: str):
         classes = list(weights.meta["categories"])
         t = weights.transforms()
         mean, std, size = list(t.mean), list(t.std), int(t.crop_size[0])
+        # the weights' resize-then-crop, kept in the card: a copy loaded through path: is fed alike
+        extra = {"crop": float(t.crop_size[0]) / float(t.resize_size[0]), "interpolation": t.interpolation.value}
     torch.hub.set_dir(str(resources / "torch"))
     try:
         module = torchvision.models.get_model(arch, weights=weights)
@@ -282,6 +298,6 @@ def _torchvision(source: ModelSource, resources: Path, key: str):
     card = {
         "arch": f"torchvision:{arch}",
         "classes": classes,
-        "input": {"channels": 3, "size": size, "mean": mean, "std": std},
+        "input": {"channels": 3, "size": size, "mean": mean, "std": std, **extra},
     }
     return module, card
