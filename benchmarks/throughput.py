@@ -318,8 +318,9 @@ def run_models(args, threads: int, cmd: str):
             print(f"{name}: per query, transforms {r['transforms_us']:.1f} µs, forward pass {r['forward_us']:.1f} µs"
                   + (f" ({r['forward_us_autotuned']:.1f} µs with cudnn.benchmark)" if "forward_us_autotuned" in r else ""), flush=True)
         if args.precision != "fp32":  # decisions against fp32 on the same model and queries
-            reference = build(name, exp, args.device, "fp32")
-            reference.mut.module.load_state_dict(task.mut.module.state_dict())
+            reference = build(name, exp, args.device, "fp32")  # the same weights (trained or seeded), scored at fp32
+            ours, theirs = task.mut.module.state_dict(), reference.mut.module.state_dict()
+            assert all(torch.equal(ours[k], theirs[k]) for k in ours), "fp32 reference built with other weights"
             r["differ"], r["checked"] = disagreement(task, reference)
             print(f"{name}: {args.precision} vs fp32 failure decisions differ on {r['differ']} of {r['checked']} queries", flush=True)
         # paired ratio: each repetition's failfade against the pure run just before it, on the same machine state

@@ -77,8 +77,10 @@ class ConceptSpace:
         self.n_cells = int(np.prod(self.shape))
 
     @classmethod
-    def from_config(cls, items: list[dict], transforms, key: str = "concepts") -> "ConceptSpace":
-        """Axes from config items; `transforms` holds the transform names the task family knows."""
+    def from_config(cls, items: list[dict], transforms, key: str = "concepts",
+                    ranges: dict[str, tuple[float, float]] | None = None) -> "ConceptSpace":
+        """Axes from config items; `transforms` holds the transform names the task family knows,
+        `ranges` the (lowest, highest) level of those that have one (a blur of -1 px means nothing)."""
         axes = []
         for i, item in enumerate(items):
             transform = item.get("transform", item["name"])
@@ -98,6 +100,11 @@ class ConceptSpace:
             levels = tuple(float(v) for v in raw)
             if not np.isfinite(levels).all():
                 raise FailfadeError(f"{key}[{i}].levels: must be finite numbers, got {list(item['levels'])}")
+            lo, hi = (ranges or {}).get(transform, (-np.inf, np.inf))
+            if not words and not all(lo <= v <= hi for v in levels):
+                allowed = f"from {lo:g} to {hi:g}" if np.isfinite(lo) and np.isfinite(hi) else \
+                    (f"at least {lo:g}" if np.isfinite(lo) else f"at most {hi:g}")
+                raise FailfadeError(f"{key}[{i}].levels: {transform} levels are {allowed}, got {list(item['levels'])}")
             d = np.diff(levels)
             if not (np.all(d > 0) or np.all(d < 0)):
                 raise FailfadeError(f"{key}[{i}].levels: must be strictly increasing or decreasing, got {list(item['levels'])}")

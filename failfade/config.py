@@ -113,7 +113,7 @@ def _check_paper(config: dict, source: str) -> None:
         if not sc["axes"]:
             raise FailfadeError(f"{source}: paper.scalability.axes: give the axes to time (1 ... 6 of them)")
         fam = family(config["experiments"][sc["experiment"]]["task"])
-        ConceptSpace.from_config(sc["axes"], fam.transforms, f"{source}: paper.scalability.axes")
+        ConceptSpace.from_config(sc["axes"], fam.transforms, f"{source}: paper.scalability.axes", fam.level_ranges)
 
 
 def _check_task_keys(name: str, exp: dict, source: str) -> None:
@@ -126,7 +126,7 @@ def _check_task_keys(name: str, exp: dict, source: str) -> None:
     key = f"experiments.{name}"
     try:
         fam = family(exp["task"], f"{key}.task")
-        ConceptSpace.from_config(exp["concepts"], fam.transforms, f"{key}.concepts")
+        ConceptSpace.from_config(exp["concepts"], fam.transforms, f"{key}.concepts", fam.level_ranges)
         check_probes(exp.get("shift", {}).get("probes", []), fam.transforms, f"{key}.shift.probes")
         if hasattr(fam, "check"):  # what else a family needs to hold together (generation: a slot per axis)
             fam.check(exp, key)

@@ -258,3 +258,15 @@ def test_missing_pinned_weights_are_found_when_the_workflow_plans(tmp_path):
         "pipeline/unet/w.safetensors": "0", "judge/judge.safetensors": "0"}}))
     assert missing_files(tmp_path / "g") == [tmp_path / "g" / "judge" / "judge.safetensors"]
     assert missing_files(tmp_path / "nothing") == []
+
+
+@pytest.mark.parametrize("transform,levels,said", [
+    ("gaussian_blur", [-1, 0, 1], "gaussian_blur levels are at least 0, got [-1, 0, 1]"),
+    ("occlude", [0, 0.5, 1.5], "occlude levels are from 0 to 1, got [0, 0.5, 1.5]"),
+    ("darken", [0, 0.5, 2], "darken levels are at most 1, got [0, 0.5, 2]"),
+    ("contrast", [1, 0, -0.5], "contrast levels are at least 0"),
+])
+def test_levels_outside_a_transforms_range_are_refused(transform, levels, said):
+    msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": [0, 10]},
+                                     {"name": "a", "transform": transform, "levels": levels}]))
+    assert f"experiments.x.concepts[1].levels: {said}" in msg

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from failfade import FailfadeError
@@ -92,3 +93,65 @@ def test_unknown_hyper_parameters_are_errors(algorithm, params, bad):
 def test_known_hyper_parameters_reach_the_searcher():
     q, _ = explore(SyntheticTask(shape=(3, 3)), 64, 8, 0, "epsilon_greedy", {"epsilon": 1.0}, progress=False)
     assert q.height == 64
+
+
+def test_the_models_preprocessing_keys_the_outcome_cache(tmp_path):
+    """Same weights, another normalisation in the card: other outcomes, so another cache file (the
+    key held the weights' sha256 only, and 129 of 200 cached decisions were stale)."""
+    import json
+
+    from failfade.pipeline import build_task
+    from failfade.tasks.classification.models import DigitsCNN, save_model
+
+    torch.manual_seed(0)
+    card = {"arch": "digits-cnn", "classes": [str(i) for i in range(10)],
+            "input": {"channels": 1, "size": 32, "mean": [0.0], "std": [1.0]}}
+    save_model(DigitsCNN(), card, tmp_path / "m")
+    exp = {"task": "classification", "seed": 0, "data": {"source": "builtin:digits", "image_size": 32,
+           "heldout_fraction": 0.3}, "model": {"source": "builtin:digits-cnn"},
+           "concepts": [{"name": "rotation", "transform": "rotate", "levels": [0, 30]}]}
+    first = build_task(exp, tmp_path / "m", tmp_path / "cache").path
+    assert build_task(exp, tmp_path / "m", tmp_path / "cache").path == first
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())
+    saved["input"]["mean"], saved["input"]["std"] = [0.5], [0.5]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(saved))
+    assert build_task(exp, tmp_path / "m", tmp_path / "cache").path != first
+
+
+def test_factor_one_is_exactly_the_image_and_a_non_positive_blur_leaves_it():
+    from failfade.tasks.classification.transforms import contrast, gaussian_blur, saturation
+
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ones = torch.ones(6)
+    assert torch.equal(contrast(x, ones), x) and torch.equal(saturation(x, ones), x)
+    assert torch.equal(gaussian_blur(x[:2], torch.tensor([0.0, -0.5])), x[:2])  # alone, it used to crash
+    half = contrast(x, torch.full((6,), 0.5))
+    assert not torch.equal(half, x) and torch.allclose(half.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-6)
+
+
+def test_clean_accuracy_after_mitigation_is_measured_at_full_precision(tmp_path, monkeypatch):
+    """shift.json compares it with the model stage's, which is at fp32: at `precision: bf16` part of
+    the reported change was the precision's."""
+    from failfade.tasks.classification import mitigate as mitigate_module
+    from failfade.tasks.classification.data import load_splits
+    from failfade.tasks.classification.models import DigitsCNN, load_model, save_model
+    from failfade.tasks.classification.models import ModelUnderTest
+    from failfade.tasks.classification.training import accuracy, fit
+
+    torch.manual_seed(0)
+    card = {"arch": "digits-cnn", "classes": [str(i) for i in range(10)],
+            "input": {"channels": 1, "size": 32, "mean": [0.0], "std": [1.0]}}
+    splits = load_splits("builtin:digits", 32, 0.3, 0)
+    module = DigitsCNN()
+    fit(ModelUnderTest(module, card), splits.train, list(module.parameters()), 1, 0.002, 64, 0, desc="train")
+    save_model(module, card, tmp_path / "m")
+    heldout = splits.heldout
+    at = {p: accuracy(load_model(tmp_path / "m", precision=p), heldout) for p in ("fp32", "bf16")}
+    assert at["fp32"] != at["bf16"]  # this model tells the two apart
+    monkeypatch.setattr(mitigate_module, "mitigate", lambda *a, **k: ([{"epoch": 0}], {}))  # weights unchanged
+    exp = {"task": "classification", "seed": 0, "precision": "bf16",
+           "data": {"source": "builtin:digits", "image_size": 32, "heldout_fraction": 0.3},
+           "model": {"source": "builtin:digits-cnn"}, "concepts": [{"name": "rotation", "transform": "rotate", "levels": [0, 30]}],
+           "mitigate": {"mode": "last_layer", "epochs": 1, "lr": 0.01, "batch_size": 64, "perturb_fraction": 0.5, "distill": 0.0}}
+    out = family("classification").fine_tune(exp, tmp_path / "m", {"fix": [{"cell": 1, "weight": 1.0}]}, tmp_path / "after")
+    assert out["heldout_clean_accuracy"] == at["fp32"]

@@ -21,6 +21,7 @@ what differs between, say, image classification and summarization, and do the re
   probe_failures(exp, model_dir, probe_spaces) -> (failures per probe, inputs)
                              off-grid probes: every held-out input under each one-cell probe space
   thread_invariant           True when scoring does not depend on the torch thread count
+  level_ranges               {transform: (lowest, highest)} level, where a transform has bounds
 
 A new family is one folder under tasks/, one schema branch and one line in FAMILIES.
 """
@@ -46,6 +47,8 @@ class TaskFamily:
     # Δ moved by 3e-7, so it keeps its threads): its scoring stages may then use fewer threads than
     # the rule's while other processes hold cores
     thread_invariant: bool = False
+    # (lowest, highest) level of the transforms that have one, checked with the config
+    level_ranges: dict[str, tuple[float, float]] = {}
 
     def obtain_model(self, exp: dict, out_dir, resources, key: str = "model.source") -> dict:
         raise NotImplementedError

@@ -44,6 +44,12 @@ class ClassificationFamily(TaskFamily):
 
         return frozenset(TRANSFORMS)
 
+    @property
+    def level_ranges(self) -> dict[str, tuple[float, float]]:
+        from failfade.tasks.classification.transforms import LEVEL_RANGES
+
+        return LEVEL_RANGES
+
     # --- data and models -----------------------------------------------------------------------
 
     def splits(self, exp: dict, card: dict | None = None):
@@ -155,8 +161,13 @@ class ClassificationFamily(TaskFamily):
                                       validation_pairs=m.get("validation_pairs", 4096))
         pl.DataFrame(history).write_csv(out_dir / "training.csv")
         card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}
+        # clean accuracy at full precision, as the model stage measured the model before mitigation:
+        # shift.json compares the two (at `precision: bf16` part of the change was the precision's)
+        precision, mut.precision = mut.precision, "fp32"
+        clean = accuracy(mut, splits.heldout)
+        mut.precision = precision
         card.update(parent_sha256=mut.card.get("sha256"), mitigation={**m, "fix_cells": [f["cell"] for f in plan["fix"]]},
-                    selection=selection, heldout_clean_accuracy=accuracy(mut, splits.heldout))
+                    selection=selection, heldout_clean_accuracy=clean)
         return models.save_model(mut.module, card, out_dir)
 
     # --- what people look at ------------------------------------------------------------------------

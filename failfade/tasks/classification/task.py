@@ -31,9 +31,15 @@ class ClassificationTask:
         self.n_cells = space.n_cells
         self.labels = inputs.labels.numpy()
         self.data_digest = inputs.digest()  # what the held-out inputs are (the outcome cache's key)
-        # what besides model, data and concepts decides an outcome (the outcome cache's key): a
-        # low-precision forward pass can flip a borderline decision
-        self.settings = None if mut.precision == "fp32" else {"precision": mut.precision}
+        # what besides the weights, data and concepts decides an outcome (the outcome cache's key):
+        # the card's preprocessing (an edited mean/std with the same weights reused the old
+        # outcomes: 129 of 200 decisions differed), a low-precision forward pass and the device
+        # (a GPU's kernels round differently) can flip a borderline decision
+        self.settings = {"arch": mut.card.get("arch"), "input": mut.card.get("input")}
+        if mut.precision != "fp32":
+            self.settings["precision"] = mut.precision
+        if mut.device.type != "cpu":
+            self.settings["device"] = mut.device.type
         # on a GPU the held-out images live there (one copy, from pinned memory), so the concept
         # transforms run on the GPU and a scoring call moves only indices in and decisions out
         self._images = inputs.images
