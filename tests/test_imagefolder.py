@@ -49,22 +49,28 @@ def test_lazy_splits_equal_the_in_memory_ones(folder, tmp_path):
     assert h_l[idx].dtype == torch.float32 and float(h_l[:].max()) <= 1.0
 
 
-def test_the_cache_is_built_once_and_rebuilt_when_a_file_changes(folder, tmp_path, monkeypatch):
+def test_the_cache_is_built_once_and_rebuilt_when_a_file_changes(folder, tmp_path, monkeypatch, caplog):
     calls = []
     real = D._decode
     monkeypatch.setattr(D, "_decode", lambda *a: calls.append(a[0]) or real(*a))
     load_splits(f"imagefolder:{folder}", 16, 0.3, seed=0, cache_dir=tmp_path)
     assert len(calls) == 120 and len(list(tmp_path.glob("images-*.npy"))) == 1
+    first = next(tmp_path.glob("images-*.npy")).name
+    load_splits(f"imagefolder:{folder}", 12, 0.3, seed=0, cache_dir=tmp_path / "other")  # another size: not stale
     load_splits(f"imagefolder:{folder}", 16, 0.3, seed=0, cache_dir=tmp_path)
-    assert len(calls) == 120  # reused
+    assert len(calls) == 240  # reused (the 120 more decoded the other size)
     f = sorted((folder / "dog").iterdir())[0]
     f.write_bytes(f.read_bytes())  # same bytes, new modification time: rebuilt
     import os
 
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    load_splits(f"imagefolder:{folder}", 16, 0.3, seed=0, cache_dir=tmp_path)
-    assert len(calls) == 240 and len(list(tmp_path.glob("images-*.npy"))) == 2
+    with caplog.at_level("WARNING", logger="failfade"):
+        load_splits(f"imagefolder:{folder}", 16, 0.3, seed=0, cache_dir=tmp_path)
+    assert len(calls) == 360 and len(list(tmp_path.glob("images-*.npy"))) == 2
     assert not list(tmp_path.glob("*.tmp*"))
+    # the stale copy is named (gigabytes at ImageNet scale), not deleted: a running job may read it
+    assert f"1 earlier image cache of {folder} at the same preprocessing" in caplog.text and first in caplog.text
+    assert (tmp_path / first).is_file()
 
 
 def test_centre_crop_keeps_the_middle(tmp_path):

@@ -326,7 +326,37 @@ def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[s
             os.replace(tmp, path)  # complete or absent: a killed run leaves no half cache behind
         finally:
             tmp.unlink(missing_ok=True)
+        _superseded(path, root, pre)
     return ImageArray(path), y, classes
+
+
+def _superseded(path: Path, root: Path, pre: dict) -> None:
+    """Record what `path` caches (a sidecar .json: the folder and the preprocessing) and name the
+    earlier caches of the same folder at the same preprocessing, which its changed files made
+    stale: at ImageNet scale each is gigabytes. They are named, not deleted: a run started before
+    the folder changed may still be reading one."""
+    import json
+    import logging
+
+    me = {"root": str(Path(root).resolve()), "preprocessing": pre}
+    path.with_suffix(".json").write_text(json.dumps(me))
+    stale = []
+    for side in path.parent.glob("images-*.json"):
+        npy = side.with_suffix(".npy")
+        if npy == path or not npy.is_file():
+            continue
+        try:
+            if json.loads(side.read_text()) == me:
+                stale.append(npy)
+        except (OSError, ValueError):
+            continue
+    if stale:
+        size = sum(f.stat().st_size for f in stale) / 2 ** 30
+        logging.getLogger("failfade").warning(
+            "%s: %d earlier image cache%s of %s at the same preprocessing (%.2f GiB) no longer match%s its files: "
+            "%s; delete %s (and the .json beside it) once no run reads %s", path.parent, len(stale),
+            "" if len(stale) == 1 else "s", root, size, "es" if len(stale) == 1 else "", ", ".join(f.name for f in sorted(stale)),
+            "it" if len(stale) == 1 else "them", "it" if len(stale) == 1 else "them")
 
 
 def _host() -> str:
