@@ -28,11 +28,18 @@ class Axis:
     unit: str = ""
     words: tuple[str, ...] = ()  # word levels (e.g. a prompt slot's words); `levels` are then their positions
 
+    def text(self, value: float) -> str:
+        """A level's value as labels and selectors write it: 6 significant digits, or every digit
+        where two of the axis's levels would read alike at 6 (1234567 and 1234568; 1 and 1.000001),
+        so that a selector read back names the cells it was written for."""
+        short = {f"{v:g}" for v in self.levels}
+        return f"{value:g}" if len(short) == len(self.levels) else repr(float(value))
+
     def label(self, level_index: int) -> str:
         if self.words:
             return self.words[level_index]
         value = self.levels[level_index]
-        text = f"{value:g}"
+        text = self.text(value)
         return f"{text}{self.unit}" if self.unit in ("°", "%") else f"{text} {self.unit}".strip()
 
 
@@ -50,7 +57,7 @@ class Axis:
         below = any(v < vmin for v in outside)
         above = any(v > vmax for v in outside)
         ge, le = ("≥", "≤") if pretty else (">=", "<=")
-        fmt = (lambda v: self.label(self.levels.index(v))) if (pretty or self.words) else (lambda v: f"{v:g}")
+        fmt = (lambda v: self.label(self.levels.index(v))) if (pretty or self.words) else self.text
         sep = " " if pretty else ""
         if vmin == vmax:
             return f"{self.name}{sep}={sep}{fmt(vmin)}"

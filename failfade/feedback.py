@@ -87,13 +87,14 @@ def parse_selector(text: str, space: ConceptSpace) -> np.ndarray:
                 try:
                     value = float(text)
                 except ValueError:
-                    raise ValueError(f"unknown level {text!r} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}") from None
+                    raise ValueError(f"unknown level {text!r} for axis {name!r}; levels are {[axis.text(v) for v in levels]}") from None
                 # the nearest level, if it is this value as written (selectors print levels with 6
-                # significant digits): never the first of several levels within tolerance
+                # significant digits, or all of them where two levels would read alike: Axis.text):
+                # never the first of several levels within tolerance
                 near = int(np.argmin(np.abs(levels - value)))
                 hits = np.array([near]) if np.isclose(levels[near], value, rtol=1e-5, atol=0.0) else np.array([], int)
                 if len(hits) == 0:
-                    raise ValueError(f"unknown level {value:g} for axis {name!r}; levels are {[f'{v:g}' for v in levels]}")
+                    raise ValueError(f"unknown level {value:g} for axis {name!r}; levels are {[axis.text(v) for v in levels]}")
             keep &= _OPS[op](levels[coords[:, k]], levels[hits[0]])  # compare values, whatever the level order
         matched |= keep
     return np.flatnonzero(matched)

@@ -364,3 +364,18 @@ def test_partly_overlapping_fix_and_accept_rows_fix_the_shared_cells(space, tmp_
     assert fixed == set(rows[0].cells.tolist())
     assert set(plan["accept"]) == set(rows[1].cells.tolist()) - shared
     assert plan["overlaps"] == [{"fix_line": 2, "accept_line": 3, "cells": len(shared), "resolved": "fix"}]
+
+
+@pytest.mark.parametrize("levels", [(1234567.0, 1234568.0, 2e6), (1.0, 1.000001, 2.0)])
+def test_a_selector_names_its_cells_when_levels_agree_to_six_digits(levels):
+    """Levels that read alike at 6 significant digits are written in full: `size=1.23457e+06` named
+    the other level's cell, and `scale=1` the wrong one of 1 and 1.000001."""
+    from failfade.concepts import Axis, ConceptSpace
+
+    space = ConceptSpace([Axis("size", "darken", levels), Axis("b", "darken", (0.0, 0.5))])
+    a = space.axes[0]
+    for lo, hi in ((0, 0), (1, 1), (0, 1), (1, 2)):
+        text = a.range_condition(lo, hi)
+        want = [c for c in range(space.n_cells) if lo <= space.coords([c])[0][0] <= hi]
+        assert parse_selector(text, space).tolist() == want, text
+    assert len({a.label(i) for i in range(3)}) == 3
