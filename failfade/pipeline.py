@@ -249,10 +249,11 @@ def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -
 
 
 def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: Path, plan_path: Path | None = None,
-                 targeted_csv: Path | None = None) -> pl.DataFrame:
+                 targeted_csv: Path | None = None, inputs_csv: Path | None = None) -> pl.DataFrame:
     """Score every off-grid probe (`shift.probes`) on every held-out input, before and after mitigation;
-    with the plan, also every fixed cell (`targeted_csv`)."""
-    from failfade.probes import COLUMNS, check_probes, probe_table, targeted_spaces, targeted_table
+    with the plan, also every fixed cell (`targeted_csv`), and per input how many of them it failed
+    (`inputs_csv`: what the pooled change's interval needs)."""
+    from failfade.probes import COLUMNS, check_probes, input_table, probe_table, targeted_spaces, targeted_table
 
     probes = exp.get("shift", {}).get("probes", [])
     fam = family_of(exp)
@@ -263,16 +264,19 @@ def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: 
     pre, n = fam.probe_failures(exp, Path(pre_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
     post, _ = fam.probe_failures(exp, Path(post_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
     k = len(spaces)
-    table = probe_table(probes, spaces, pre[:k], post[:k], n, conf) if probes else pl.DataFrame(schema=COLUMNS)
+    count = lambda outcomes: [int(np.sum(o)) for o in outcomes]  # noqa: E731
+    table = probe_table(probes, spaces, count(pre[:k]), count(post[:k]), n, conf) if probes else pl.DataFrame(schema=COLUMNS)
     table.write_csv(out_csv)
     if targeted_csv is not None:
-        targeted_table(space_of(exp), plan, pre[k:], post[k:], n, conf).write_csv(targeted_csv)
+        targeted_table(space_of(exp), plan, count(pre[k:]), count(post[k:]), n, conf).write_csv(targeted_csv)
+    if inputs_csv is not None:
+        input_table(pre[k:], post[k:]).write_csv(inputs_csv)
     return table
 
 
 def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path, pre_card: Path,
                 post_card: Path, out: dict[str, Path], probes_csv: Path | None = None,
-                targeted_csv: Path | None = None) -> dict:
+                targeted_csv: Path | None = None, inputs_csv: Path | None = None) -> dict:
     """out keys: json, md, cells, figure."""
     space = space_of(exp)
     ls = exp["landscape"]
@@ -293,9 +297,14 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
         from failfade.probes import COLUMNS
 
         targeted = pl.read_csv(targeted_csv, schema=COLUMNS)
+    inputs = None
+    if inputs_csv is not None:
+        from failfade.probes import INPUT_COLUMNS
+
+        inputs = pl.read_csv(inputs_csv, schema=INPUT_COLUMNS)
     result, per_cell = compare(space, pre_q, post_q, read_plan(plan_path), ls["failure_rate_threshold"],
                                clean_pre, clean_post, ls["confidence"], bootstrap=exp.get("shift", {}).get("bootstrap", 200),
-                               seed=exp.get("seed", 0), probes=probes, quality=quality, targeted_heldout=targeted,
+                               seed=exp.get("seed", 0), probes=probes, quality=quality, targeted_heldout=targeted, targeted_inputs=inputs,
                                guard=exp.get("shift", {}).get("guard", "warn"))
     result = {"experiment": name, **result}
     if result["guard"]["tripped"]:

@@ -193,7 +193,8 @@ def _mass(rates: np.ndarray, both: np.ndarray, n_cells: int) -> np.ndarray:
 def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.DataFrame, plan: dict,
             threshold: float, clean_pre: float, clean_post: float, confidence: float = 0.95,
             bootstrap: int = 200, seed: int = 0, probes: pl.DataFrame | None = None, quality: str = "accuracy",
-            targeted_heldout: pl.DataFrame | None = None, guard: str = "warn"):
+            targeted_heldout: pl.DataFrame | None = None, guard: str = "warn",
+            targeted_inputs: pl.DataFrame | None = None):
     """Compare two explorations of the same concept space; `clean_pre/post` are the models' held-out
     clean quality (the task family's metric, named by `quality`)."""
     pre = cell_table(space, pre_queries, threshold, confidence)
@@ -208,8 +209,18 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         + [post[c].alias(f"{c}_post") for c in ("queries", "effective_queries", "failures", "failure_rate", "rate_lo", "rate_hi", "is_failure")]
         + [pl.Series("delta", d), pl.Series("delta_lo", lo), pl.Series("delta_hi", hi)]
     )
-    new_fail = np.flatnonzero(post["is_failure"].to_numpy() & ~pre["is_failure"].to_numpy())
     both = (pre["effective_queries"].to_numpy() > 0) & (post["effective_queries"].to_numpy() > 0)
+    # a cell is a new failure cell when it was explored before and after and crossed into failure
+    # (one never explored before was not known to pass)
+    new_fail = np.flatnonzero(post["is_failure"].to_numpy() & ~pre["is_failure"].to_numpy() & both)
+    # "significantly" better or worse, and the guard, are family-wise at `confidence` over the cells
+    # compared (Bonferroni): each cell at 95% alone made an unchanged model look worse somewhere in
+    # 40% of runs with 20 untargeted cells, and the guard tripped on it
+    compared = int(both.sum())
+    fw_confidence = 1 - (1 - confidence) / max(compared, 1)
+    _, lo_fw, hi_fw = newcombe_diff(cell_table(space, pre_queries, threshold, fw_confidence),
+                                    cell_table(space, post_queries, threshold, fw_confidence))
+    worse, better = both & (lo_fw > 0), both & (hi_fw < 0)
     v_pre, v_post = (weighted_rate_variance(q["cell"].to_numpy(), q["failure"].to_numpy(), propensities(q), space.n_cells)
                      for q in (pre_queries, post_queries))
 
@@ -260,13 +271,16 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         "grid_emd_ci": emd_ci,
         "grid_emd_noise_floor": floor,
         "grid_emd_shape": shape,
-        "paper_wasserstein_1d": paper_wasserstein_1d(r_pre, r_post),
+        # on the cells explored before and after, as every other figure here (an unexplored cell read as rate 0)
+        "paper_wasserstein_1d": paper_wasserstein_1d(r_pre[both], r_post[both]),
         "failure_cells_pre": int(pre["is_failure"].sum()),
         "failure_cells_post": int(post["is_failure"].sum()),
         "new_failure_cells": int(len(new_fail)),
         "new_failure_cell_list": [space.describe_cell(int(c)) for c in new_fail],
-        "cells_significantly_better": int((hi < 0).sum()),
-        "cells_significantly_worse": int((lo > 0).sum()),
+        "cells_compared": compared,
+        "family_wise_confidence": fw_confidence,
+        "cells_significantly_better": int(better.sum()),
+        "cells_significantly_worse": int(worse.sum()),
         "queries_pre": pre_queries.height,
         "queries_post": post_queries.height,
         "confidence": confidence,
@@ -276,15 +290,23 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         result["probes"] = probes.to_dicts()
         result["probes_significantly_worse"] = int(probes["significantly_worse"].sum())
         result["probes_significantly_better"] = int(probes["significantly_better"].sum())
-    worse_untargeted = np.flatnonzero((lo > 0) & ~targeted)
-    broken = {"new_failure_cells": result["new_failure_cell_list"],
-              "untargeted_cells_significantly_worse": [space.describe_cell(int(c)) for c in worse_untargeted],
-              "probes_significantly_worse": [p["probe"] for p in result.get("probes", []) if p["significantly_worse"]]}
+    # the guard: what got worse beyond chance, family-wise over the cells compared and over the probes
+    probes_worse = []
+    if probes is not None and probes.height:
+        from failfade.probes import newcombe
+
+        p_conf = 1 - (1 - confidence) / probes.height
+        _, p_lo, _ = newcombe(probes["failures_pre"].to_numpy(), probes["inputs"].to_numpy(),
+                              probes["failures_post"].to_numpy(), probes["inputs"].to_numpy(), p_conf)
+        probes_worse = [name for name, lo_p in zip(probes["probe"], p_lo) if lo_p > 0]
+    broken = {"new_failure_cells": [space.describe_cell(int(c)) for c in new_fail if worse[c]],
+              "untargeted_cells_significantly_worse": [space.describe_cell(int(c)) for c in np.flatnonzero(worse & ~targeted)],
+              "probes_significantly_worse": probes_worse}
     result["guard"] = {"mode": guard, "tripped": any(broken.values()), **broken}
     if targeted_heldout is not None and targeted_heldout.height:
         from failfade.probes import pooled_change
 
-        result["targeted_heldout"] = pooled_change(targeted_heldout, confidence)
+        result["targeted_heldout"] = pooled_change(targeted_heldout, confidence, targeted_inputs)
     return result, per_cell
 
 
@@ -303,6 +325,10 @@ def _ci(pair, pct: bool = True, signed: bool = False) -> str:
     if pct:
         return f"{100 * pair[0]:.1f} to {100 * pair[1]:.1f}%"
     return f"{pair[0]:.4f} to {pair[1]:.4f}"
+
+
+def _cells(seen: int, total: int) -> str:
+    return f"{total} cells" if seen == total else f"{seen} of {total} cells explored"
 
 
 def markdown(result: dict, experiment: str) -> str:
@@ -326,7 +352,7 @@ def markdown(result: dict, experiment: str) -> str:
         "|---|---|---|---|",
         f"| clean {q.replace('_', '-')} | {_pct(result[f'clean_{q}_pre'])} | {_pct(result[f'clean_{q}_post'])} | "
         f"{100 * result[f'clean_{q}_change']:+.2f} pt |",
-        f"| targeted failure rate ({result['targeted_cells']} cells) | {_pct(t['pre'])} [{_ci(t['pre_ci'])}] | "
+        f"| targeted failure rate ({_cells(t['cells_seen']['pre'], result['targeted_cells'])}) | {_pct(t['pre'])} [{_ci(t['pre_ci'])}] | "
         f"{_pct(t['post'])} [{_ci(t['post_ci'])}] | {_signed_pt(t['change'])} [{_ci(t['change_ci'], signed=True)}] |",
     ]
     th = result.get("targeted_heldout")
@@ -350,9 +376,10 @@ def markdown(result: dict, experiment: str) -> str:
     lines += [
         f"- Failure mass over the whole grid changed by {_pct(m['relative_change'])} relative "
         "(negative: fewer failures).",
-        f"- Cells that became failure cells: **{result['new_failure_cells']}**"
+        f"- Cells that became failure cells (of those explored before and after): **{result['new_failure_cells']}**"
         + (": " + "; ".join(result["new_failure_cell_list"]) if result["new_failure_cell_list"] else "."),
-        f"- Cells significantly better / worse ({conf} Newcombe interval excludes 0): "
+        f"- Cells significantly better / worse (the Newcombe interval of the change excludes 0, {conf} family-wise "
+        f"over the {result.get('cells_compared', 'n/a')} cells compared, Bonferroni): "
         f"{result['cells_significantly_better']} / {result['cells_significantly_worse']}.",
         f"- Grid earth mover's distance (failure mass moved along the grid, level steps; created or removed at "
         f"half the grid's diameter): **{result['grid_emd']:.4f}** [{_ci(result['grid_emd_ci'], pct=False)}]; "
@@ -364,7 +391,8 @@ def markdown(result: dict, experiment: str) -> str:
     if "probes" in result:
         lines += ["", "## Off-grid probes", "",
                   "Conditions outside the explored grid, scored on every held-out input for both models. "
-                  f"A probe is significantly worse when the {conf} Newcombe interval of its change lies above 0.", "",
+                  f"A probe is significantly worse when the {conf} Newcombe interval of its change lies above 0; the "
+                  f"guard counts it only when that holds {conf} family-wise over the {len(result['probes'])} probes.", "",
                   "| probe | before | after | change | verdict |", "|---|---|---|---|---|"]
         for p in result["probes"]:
             verdict = "**worse**" if p["significantly_worse"] else ("better" if p["significantly_better"] else "no significant change")

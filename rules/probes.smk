@@ -8,6 +8,7 @@ rule probes:
     output:
         csv=f"{R}/{{experiment}}/shift/probes.csv",
         targeted=f"{R}/{{experiment}}/shift/targeted.csv",
+        inputs=f"{R}/{{experiment}}/shift/targeted_inputs.csv",
     log:
         "logs/{experiment}/probes.log",
     benchmark:

@@ -7,6 +7,7 @@ rule shift:
         post_card=f"{R}/{{experiment}}/mitigate/model.json",
         probes=f"{R}/{{experiment}}/shift/probes.csv",
         targeted=f"{R}/{{experiment}}/shift/targeted.csv",
+        inputs=f"{R}/{{experiment}}/shift/targeted_inputs.csv",
     output:
         json=f"{R}/{{experiment}}/shift/shift.json",
         md=report(

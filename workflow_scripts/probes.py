@@ -5,4 +5,4 @@ from failfade.workflow import stage
 
 with stage(snakemake, "probes") as cfg:
     stage_probes(cfg, Path(snakemake.input.pre_card).parent, Path(snakemake.input.post_card).parent, snakemake.output.csv,
-                 snakemake.input.plan, snakemake.output.targeted)
+                 snakemake.input.plan, snakemake.output.targeted, snakemake.output.inputs)

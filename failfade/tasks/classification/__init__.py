@@ -124,23 +124,23 @@ class ClassificationFamily(TaskFamily):
         mut = self.load(exp, model_dir)
         return ClassificationTask(mut, self.splits(exp, mut.card).heldout, self.space(exp))
 
-    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
+    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
         from failfade.tasks.classification.data import batch_rows
         from failfade.tasks.classification.transforms import apply
 
         mut = self.load(exp, model_dir)
         inputs = self.splits(exp, mut.card).heldout
         labels = inputs.labels.numpy()
-        counts = []
+        out = []
         with torch.no_grad():
             for space in probe_spaces:
-                wrong = 0
+                wrong = []
                 b = batch_rows(inputs.images, 512)
                 for s in range(0, len(inputs), b):
                     x = apply(space, inputs.images[s:s + b], np.zeros(min(b, len(inputs) - s), dtype=np.int64))
-                    wrong += int((mut.logits(x).argmax(1).cpu().numpy() != labels[s:s + b]).sum())
-                counts.append(wrong)
-        return counts, len(inputs)
+                    wrong.append(mut.logits(x).argmax(1).cpu().numpy() != labels[s:s + b])
+                out.append(np.concatenate(wrong))
+        return out, len(inputs)
 
     # --- restructure ------------------------------------------------------------------------------
 

@@ -221,7 +221,7 @@ class GenerationFamily(TaskFamily):
         task.settings["precision"] = "fp16" if next(sampler.c.unet.parameters()).dtype == torch.float16 else "fp32"
         return task
 
-    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
+    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
         """Every held-out seed under each one-cell space's prompt (generation knows no off-grid
         transforms: its probes are the fixed cells)."""
         from failfade.tasks.generation.pipeline import seed_of
@@ -233,7 +233,7 @@ class GenerationFamily(TaskFamily):
         counts = []
         for space in probe_spaces:
             ps = [prompt_of(space, exp["data"]["template"], 0)] * n
-            counts.append(int(judge(sampler.generate(ps, seeds), ps)[2].sum()))
+            counts.append(np.asarray(judge(sampler.generate(ps, seeds), ps)[2], bool))
         return counts, n
 
     def fresh_seed_check(self, exp: dict, pre_dir: Path, post_dir: Path, plan: dict, n_seeds: int) -> dict:

@@ -101,7 +101,7 @@ class SummarizationFamily(TaskFamily):
         task.settings = {k: m[k] for k in ("max_input_tokens", "max_new_tokens", "num_beams", "epsilon")}
         return task
 
-    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[int], int]:
+    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
         from failfade.tasks.summarization.task import SummarizationTask
 
         summarizer, card = self.load(exp, model_dir)
@@ -111,7 +111,7 @@ class SummarizationFamily(TaskFamily):
             if task is None:  # the clean summaries are the same for every probe: generate them once
                 task = SummarizationTask(summarizer, reports, space, exp["seed"], exp["model"]["epsilon"])
             task.space, task.n_cells = space, space.n_cells
-            counts.append(int(task.score(np.arange(len(reports)), np.zeros(len(reports), dtype=np.int64)).failure.sum()))
+            counts.append(np.asarray(task.score(np.arange(len(reports)), np.zeros(len(reports), dtype=np.int64)).failure, bool))
         return counts, len(reports)
 
     # --- restructure -------------------------------------------------------------------------------------
