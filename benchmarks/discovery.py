@@ -99,20 +99,23 @@ def main(argv=None):
 
 
 def _fmt(vals, digits=3):
-    vals = [v for v in vals if v is not None and v == v]
-    if not vals:
+    """mean ± sd over the runs that have the value; how many, where some have none (precision of a
+    run that reports no cell)."""
+    kept = [v for v in vals if v is not None and v == v]
+    if not kept:
         return "—"
-    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1) if len(vals) > 1 else 0:.{digits}f}"
+    out = f"{np.mean(kept):.{digits}f} ± {np.std(kept, ddof=1) if len(kept) > 1 else 0:.{digits}f}"
+    return out if len(kept) == len(vals) else f"{out} ({len(kept)}/{len(vals)} runs)"
 
 
-def _paired(vals, base) -> str:
-    """Mean difference over seeds (seed i against random's seed i: the same stream of inputs) with a
-    t-interval; "—" for random itself."""
+def _paired(vals, base, is_base: bool = False) -> str:
+    """Mean difference over seeds (seed i against random's seed i) with a t-interval; "—" for
+    random itself (`is_base`; a searcher that ties random on every seed reads +0.000)."""
     from scipy import stats
 
-    d = np.asarray(vals) - np.asarray(base)
-    if not d.any():
+    if is_base:
         return "—"
+    d = np.asarray(vals) - np.asarray(base)
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
     return f"{d.mean():+.3f} ({d.mean() - half:+.3f}, {d.mean() + half:+.3f})"
 
@@ -132,7 +135,7 @@ def report(results, curves, args, cmd: str):
         "mean ± sd. *recall* and *precision* use the rule the user sees: a cell is reported failing when the landscape "
         "calls it a failure cell, i.e. the 95% Wilson lower bound of its failure rate (importance-weighted for ppo and dqn, "
         "with effective counts) is ≥ τ = 0.5. *recall (point)* and *precision (point)* use the looser rule that its point "
-        "estimate is ≥ τ, which counts borderline cells the landscape does not show as failing. Both are against the exhaustive truth; *recall − random* pairs seed i with random's seed i (the env draws the same inputs); MAE is the mean |Laplace estimate − true rate| "
+        "estimate is ≥ τ, which counts borderline cells the landscape does not show as failing. Both are against the exhaustive truth; *recall − random* pairs seed i with random's seed i (the env draws the same inputs, except for the threshold baseline, which picks its own); MAE is the mean |Laplace estimate − true rate| "
         "over all cells; *queries to 90%* is where recall (interval rule) reaches 0.9 and stays (— if it never does in the budget); "
         "*failures found* is the share of a searcher's queries that made the model fail (what the paper's agents are "
         "rewarded for).",
@@ -150,7 +153,7 @@ def report(results, curves, args, cmd: str):
                 continue
             q90 = [r["queries_to_90"] for r in runs]
             reached = sum(v is not None for v in q90)
-            lines.append(f"| {s} | {_fmt([r['recall'] for r in runs])} | {_paired([r['recall'] for r in runs], base)} | "
+            lines.append(f"| {s} | {_fmt([r['recall'] for r in runs])} | {_paired([r['recall'] for r in runs], base, s == 'random')} | "
                          f"{_fmt([r['precision'] for r in runs])} | {_fmt([r['recall_point'] for r in runs])} | "
                          f"{_fmt([r['precision_point'] for r in runs])} | "
                          f"{_fmt([r['mae'] for r in runs])} | {_fmt([r['failures_found'] for r in runs])} | {_fmt(q90, 0)} ({reached}/{len(runs)}) | "

@@ -10,8 +10,9 @@
     weights, 224 px, the paper's model at its input size), all in one process on this machine,
     beside the paper's 47-54 s per 1,000 AlexNet episodes (one image per step, its hardware).
 (b) Discovery where failures are sparse, at equal query budgets, PPO against random, levelset and
-    the paper's threshold sampler, >= 10 seeds, recall and queries to 90% recall paired seed by
-    seed against random (the env draws the same inputs for the same seed):
+    the paper's threshold sampler, >= 10 seeds, recall paired seed by seed against random (the env
+    draws the same inputs for the same seed, except for the threshold sampler, which picks its own),
+    queries to 90% recall as a median over the runs that reach it:
       planted   a synthetic model failing on three conjunctions of a 6-axis grid (15,625 cells,
                 6% of them failing), the exact truth known;
       digits    the default digits CNN on a 5-axis grid of mild perturbations (3,125 cells, 2.9%
@@ -35,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, command, default_experiment, digits_model, write_section  # noqa: E402
-from discovery import _paired  # noqa: E402
+from discovery import _fmt, _paired  # noqa: E402
 from throughput import failfade_explore, paper_style, pure  # noqa: E402
 
 from failfade.concepts import ConceptSpace  # noqa: E402
@@ -206,9 +207,9 @@ def report(args, rows, disc, cmd: str = ".venv/bin/python benchmarks/scalability
         base = [r["recall"] for r in res["runs"]["random"]]
         for sname, runs in res["runs"].items():
             rec = [r["recall"] for r in runs]
-            prec = [r["precision"] for r in runs if r["precision"] == r["precision"]]
-            lines.append(f"| {sname} | {np.mean(rec):.3f} ± {np.std(rec, ddof=1):.3f} | {_paired(rec, base)} | "
-                         f"{np.mean(prec) if prec else float('nan'):.3f} | {_q90(runs)} | "
+            prec = [r["precision"] for r in runs]
+            lines.append(f"| {sname} | {np.mean(rec):.3f} ± {np.std(rec, ddof=1):.3f} | {_paired(rec, base, sname == 'random')} | "
+                         f"{_fmt(prec)} | {_q90(runs)} | "
                          f"{np.mean([r['seconds'] for r in runs]):.1f} |")
         lines.append("")
     return "\n".join(lines)

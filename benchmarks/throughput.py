@@ -170,17 +170,40 @@ class PaperStyleQueries:
     def observation(self, i: int) -> np.ndarray:
         return self.obs[i]
 
+    @staticmethod
+    def _occlude(img, fraction: float):
+        """A black centred square, `fraction` of each side (failfade's occlude: pixel centres within it)."""
+        from PIL import ImageDraw
+
+        img = img.copy()
+        w, h = img.size
+        xs = [x for x in range(w) if abs(x + 0.5 - w / 2) < fraction * w / 2]
+        ys = [y for y in range(h) if abs(y + 0.5 - h / 2) < fraction * h / 2]
+        if xs and ys:
+            ImageDraw.Draw(img).rectangle([xs[0], ys[0], xs[-1], ys[-1]], fill=0)
+        return img
+
     def query(self, i: int, cell: int) -> float:
         img = self.pil[i]
         for axis, lvl in zip(self.task.space.axes, self.task.space.coords([cell])[0]):
             v = axis.levels[lvl]
-            if axis.transform in ("rotate", "rotation"):
+            t = axis.transform
+            if t in ("rotate", "rotation"):
                 img = self.TF.rotate(img, v)
-            elif axis.transform in ("gaussian_blur", "blur") and v > 0:
-                k = 2 * int(np.ceil(3 * v)) + 1
-                img = self.TF.gaussian_blur(img, [k, k], [v, v])
-            elif axis.transform == "contrast":
+            elif t in ("gaussian_blur", "blur"):
+                if v > 0:
+                    k = 2 * int(np.ceil(3 * v)) + 1
+                    img = self.TF.gaussian_blur(img, [k, k], [v, v])
+            elif t == "contrast":
                 img = self.TF.adjust_contrast(img, v)
+            elif t == "darken":
+                img = self.TF.adjust_brightness(img, 1.0 - v)
+            elif t in ("saturation", "saturate"):
+                img = self.TF.adjust_saturation(img, v)
+            elif t in ("occlude", "occlusion"):
+                img = self._occlude(img, v) if v > 0 else img
+            else:
+                raise ValueError(f"paper-style loop: no PIL version of transform {t!r}")
         x = self.TF.to_tensor(img)[None].to(self.mut.device)  # one host-to-device copy per query, as the paper
         with torch.no_grad():
             x = x.expand(-1, self.mut.channels, -1, -1) if x.shape[1] != self.mut.channels else x
