@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import torch
 
@@ -16,6 +17,29 @@ from failfade.threads import usable_threads
 
 # stages that only score a fixed model (no training): their thread count may follow the free cores
 SCORING_STAGES = frozenset({"explore", "explore_shard", "reexplore", "reexplore_shard", "groundtruth", "probes"})
+
+
+def resources_dir(snakemake) -> Path:
+    """The config's `resources:` folder (models, caches), read from the config rather than a rule's
+    params: a param is a rerun trigger, and moving the folder must rerun nothing."""
+    return Path(snakemake.config["resources"])
+
+
+def outcome_cache(snakemake) -> Path:
+    """Where an experiment's outcome cache lives: <resources>/cache/<experiment>."""
+    return resources_dir(snakemake) / "cache" / snakemake.wildcards.experiment
+
+
+def with_locations(snakemake) -> dict:
+    """The stage's config (the rule's `cfg` param) with the locations its rerun trigger leaves out
+    (`data.cache_dir`) put back from the config."""
+    cfg = snakemake.params.cfg
+    experiment = getattr(snakemake.wildcards, "experiment", None)
+    if experiment and "data" in cfg:
+        data = snakemake.config["experiments"][experiment].get("data", {})
+        if "cache_dir" in data:
+            cfg = {**cfg, "data": {**cfg["data"], "cache_dir": data["cache_dir"]}}
+    return cfg
 
 
 @contextlib.contextmanager
@@ -34,7 +58,7 @@ def stage(snakemake, name: str):
         logging.getLogger("failfade").info("stage %s, wildcards %s, torch threads %d of the rule's %s", name,
                                            dict(snakemake.wildcards), threads, snakemake.threads)
         try:
-            yield snakemake.params.cfg
+            yield with_locations(snakemake)
         except FailfadeError as e:
             fh.write(f"failfade error in stage {name}: {e}\n")
             sys.__stderr__.write(f"failfade: {name} [{dict(snakemake.wildcards)}]: {e}\n")

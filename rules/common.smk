@@ -38,9 +38,14 @@ wildcard_constraints:
 def exp_cfg(wildcards, *keys):
     """The parts of one experiment's config that a stage depends on (its rerun trigger), and all
     that its script sees of the experiment: a key left out here is silently at its default there
-    (`precision` once was, for every stage that scores)."""
+    (`precision` once was, for every stage that scores). Locations are left out (`data.cache_dir`;
+    `resources:` is no rule's param either): moving them must rerun nothing, so a script takes
+    them from the config (failfade.workflow.stage puts `data.cache_dir` back)."""
     exp = config["experiments"][wildcards.experiment]
-    return {k: exp[k] for k in ("task",) + keys}  # every stage asks the task family
+    cfg = {k: exp[k] for k in ("task",) + keys}  # every stage asks the task family
+    if "cache_dir" in cfg.get("data", {}):
+        cfg["data"] = {k: v for k, v in cfg["data"].items() if k != "cache_dir"}
+    return cfg
 
 
 def model_cfg(wildcards):
@@ -91,10 +96,6 @@ def probes_cfg(wildcards):
 def groundtruth_cfg(wildcards):
     return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "explore", "landscape",
                    "groundtruth")
-
-
-def cache_dir(wildcards):
-    return f"{config['resources']}/cache/{wildcards.experiment}"
 
 
 def shard_index(wildcards):

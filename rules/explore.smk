@@ -16,7 +16,6 @@ rule explore:
         "benchmarks/runs/{experiment}/explore.tsv"
     params:
         cfg=explore_cfg,
-        cache_dir=cache_dir,
         shard=shard_index,
     threads: 2
     resources:

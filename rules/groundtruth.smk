@@ -14,7 +14,6 @@ rule groundtruth:
         "benchmarks/runs/{experiment}/groundtruth.tsv"
     params:
         cfg=groundtruth_cfg,
-        cache_dir=cache_dir,
     threads: 2
     resources:
         mem_mb=4000,

@@ -12,7 +12,6 @@ rule model:
         "benchmarks/runs/{experiment}/model.tsv"
     params:
         cfg=model_cfg,
-        resources_dir=config["resources"],
     threads: 2
     resources:
         mem_mb=4000,

@@ -192,7 +192,8 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
 
     # (c) the exploration budget changes: explore and everything downstream, but not the model
-    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    original_cfg = (work / "config" / "config.yaml").read_text()
+    cfg = yaml.safe_load(original_cfg)
     cfg["experiments"][EXP]["explore"]["budget"] = 1024
     write_config(work, cfg)
     after_budget = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
@@ -205,6 +206,14 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     write_config(work, cfg)
     after_precision = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
     assert after_precision - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_precision
+
+    # (f) locations are no rerun trigger: moving `resources:` (downloads, outcome and image caches) reruns nothing
+    (work / "config" / "config.yaml").write_text(original_cfg)
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
+    moved = yaml.safe_load(original_cfg)
+    moved["resources"] = "elsewhere/resources"
+    write_config(work, moved)
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
 
     # (e) deleted weights are not a rule output: the plan names them and the command that rebuilds them
     (work / "results" / EXP / "model" / "model.safetensors").unlink()

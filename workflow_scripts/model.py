@@ -1,8 +1,8 @@
 from pathlib import Path
 
 from failfade.pipeline import stage_model
-from failfade.workflow import stage
+from failfade.workflow import resources_dir, stage
 
 with stage(snakemake, "model") as cfg:
     key = f"experiments.{snakemake.wildcards.experiment}.model.source"
-    stage_model(cfg, Path(snakemake.output.card).parent, Path(snakemake.params.resources_dir), key=key)
+    stage_model(cfg, Path(snakemake.output.card).parent, resources_dir(snakemake), key=key)
