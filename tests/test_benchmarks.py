@@ -83,7 +83,7 @@ def test_low_precision_scoring_on_cpu_keeps_the_decisions(task):
     assert not np.array_equal(low.score(ids, cells).delta, task.score(ids, cells).delta)
     differ, n = throughput.disagreement(low, task, n=2000)
     assert differ / n <= 0.02
-    assert low.settings == {"precision": "bf16"} and task.settings is None
+    assert low.settings["precision"] == "bf16" and "precision" not in task.settings  # part of the cache key
     with pytest.raises(ValueError, match="precision"):
         ModelUnderTest(copy.deepcopy(task.mut.module), task.mut.card, torch.device("cpu"), "fp8")
 
@@ -148,7 +148,8 @@ def test_the_papers_stack_runs(task):
 
 
 def test_paired_difference_against_random():
-    assert discovery._paired([0.9, 0.8], [0.9, 0.8]) == "—"
+    assert discovery._paired([0.9, 0.8], [0.9, 0.8], is_base=True) == "—"  # random itself
+    assert discovery._paired([0.9, 0.8], [0.9, 0.8]) == "+0.000 (+0.000, +0.000)"  # a tie is not random's row
     text = discovery._paired([1.0, 0.9, 0.95], [0.9, 0.9, 0.9])
     assert text.startswith("+0.050 (")  # mean of 0.1, 0.0, 0.05
 
