@@ -27,8 +27,22 @@ def flushing() -> bool:
     return bool((torch.tensor([_NORMAL], dtype=torch.float32) / 1e3).item() == 0.0)
 
 
+_POOL_WARM = False
+
+
 def flush_denormals() -> None:
-    """Flush denormals to zero from now on, in this process (the classification family's setting)."""
+    """Flush denormals to zero from now on, in this process (the classification family's setting).
+
+    torch's intra-op worker threads take the setting of the thread that creates them, and keep it:
+    a pool first started while flushing went on flushing after `denormals_kept` turned it off (half
+    of a 2-thread op's results were still flushed), and the tiny T5 trained after the digits CNN
+    came out the flushed model again. So the pool is started, with denormals kept, before the first
+    flush; workers started that way follow the calling thread's setting (tests/test_numerics.py)."""
+    global _POOL_WARM
+    if not _POOL_WARM:
+        with denormals_kept():
+            torch.full((1 << 22,), 1.0) / 3.0  # a parallel region: the workers start now, not flushing
+        _POOL_WARM = True
     torch.set_flush_denormal(True)
 
 

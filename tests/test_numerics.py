@@ -97,3 +97,30 @@ def test_generation_samples_and_judges_with_denormals_kept_after_a_classifier(fl
     judge(images, [D.prompt(3, 1, 1)])
     assert seen_unet and seen_judge and not any(seen_unet + seen_judge), (seen_unet, seen_judge)
     assert numerics.flushing()
+
+
+def test_the_worker_threads_keep_denormals_too():
+    """In a fresh process whose first parallel work comes after a classifier set the flush (as when
+    a benchmark trains the digits CNN, then the tiny T5): torch's workers keep the setting of the
+    thread that starts them, so a pool started while flushing flushed half of every later 2-thread
+    result, inside `denormals_kept` too."""
+    import subprocess
+
+    code = """
+import torch
+torch.set_num_threads(2)
+from failfade import numerics
+from failfade.tasks.classification.models import DigitsCNN, ModelUnderTest
+card = {"arch": "digits-cnn", "classes": [str(i) for i in range(10)],
+        "input": {"channels": 1, "size": 32, "mean": [0.0], "std": [1.0]}}
+ModelUnderTest(DigitsCNN(), card)  # the classifier sets the flush
+x = torch.full((4_000_000,), 1e-38) / 1e3  # the first parallel work, while flushing
+assert int((x == 0).sum()) == x.numel()
+with numerics.denormals_kept():  # counted inside: outside, a flushing thread reads a denormal as 0
+    y = torch.full((4_000_000,), 1e-38) / 1e3
+    print(int((y == 0).sum()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "0"
