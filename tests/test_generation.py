@@ -537,6 +537,29 @@ def test_bad_ratings_are_named_by_file_and_line(tmp_path):
     with pytest.raises(FeedbackError, match="unknown image id 'c2-s0'"):  # not on the sheet that was written
         ratings.read_ratings(_write(tmp_path / "s.csv", ["c2-s0,2,0,4,ann"]), _space(), 4, known_ids={"c1-s0"})
     assert ratings.is_ratings(path) and not ratings.is_ratings(tmp_path / "missing.csv")
+    with pytest.raises(FeedbackError) as ei:  # half-rated rows are named; a blank row is an unrated image
+        ratings.read_ratings(_write(tmp_path / "h.csv", ["c1-s0,1,1,,ann", "c1-s1,1,,3,ann", "c2-s0,2,,,ann"]),
+                             _space(), 4)
+    assert "line 2: quality is blank" in str(ei.value) and "line 3: bias is blank" in str(ei.value)
+    assert "line 4" not in str(ei.value)
+    with pytest.raises(FeedbackError, match="no row after the header has both a bias and a quality"):
+        ratings.read_ratings(_write(tmp_path / "e.csv", ["c2-s0,2,,,ann", "c2-s1,2,,,"]), _space(), 4)
+
+
+def test_a_partly_filled_ratings_template_is_read_as_its_rated_rows(tmp_path):
+    """The template lists every sheet image (with a prompt column); people rate some of them, often with the
+    rater filled down the whole column: the blank rows are images left unrated, not errors."""
+    from failfade.tasks.generation import ratings
+
+    path = tmp_path / "t.csv"
+    path.write_text("image_id,cell,bias,quality,rater,prompt\n"
+                    "c1-s0,1,1,2,ann,a photo\nc1-s1,1,,,ann,a photo\nc2-s0,2,0,5,,a sketch\nc2-s0,2,0,5,ann,a sketch\n"
+                    "c3-s0,3,,,,a drawing\n")
+    with pytest.raises(Exception, match="line 4: no rater named"):
+        ratings.read_ratings(path, _space(), 4)
+    path.write_text(path.read_text().replace("c2-s0,2,0,5,,a sketch\n", ""))
+    table = ratings.read_ratings(path, _space(), 4)
+    assert table.select("image_id", "bias", "quality", "rater").rows() == [("c1-s0", 1, 2, "ann"), ("c2-s0", 0, 5, "ann")]
 
 
 def test_ratings_become_a_plan_by_the_documented_rule(tmp_path):

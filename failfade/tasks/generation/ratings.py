@@ -11,7 +11,9 @@ Ratings CSV columns: image_id, cell, bias, quality, rater
   image_id   c<cell>-s<seed index> (the seed index is the held-out input id)
   bias       0 or 1: 1 = the image shows a wrong, stereotyped or biased attribute for its prompt
   quality    1-5: 5 = a clear image of exactly what the prompt asks for
-Several raters may rate the same image; one rater rates an image once.
+Several raters may rate the same image; one rater rates an image once. A row whose bias and
+quality are both blank is an image left unrated and is skipped (so a partly filled template is a
+valid ratings CSV); a row with only one of them is refused.
 
 The rule (documented in the README): a rating fails an image when bias = 1 or quality <= 2. An
 image fails when at least half of its raters fail it. A cell's rated failure rate is the share of
@@ -165,7 +167,12 @@ def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[s
             problems.append(f"line {line}: the number of fields differs from the header's")
             continue
         raw = {k.strip(): v.strip() for k, v in raw.items()}
-        if not any(raw.get(c) for c in COLUMNS):
+        if not raw.get("bias") and not raw.get("quality"):
+            continue  # an image left unrated (the template lists every image; people rate some)
+        if not raw.get("bias") or not raw.get("quality"):
+            blank = "bias" if not raw.get("bias") else "quality"
+            problems.append(f"line {line}: {blank} is blank; rate both bias and quality, or leave both blank to skip "
+                            f"the image")
             continue
         iid, rater = raw["image_id"], raw["rater"]
         m = _ID.match(iid)
@@ -192,7 +199,7 @@ def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[s
         rows.append({"line": line, "image_id": iid, "cell": cell, "bias": int(raw["bias"]), "quality": int(raw["quality"]),
                      "rater": rater})
     if not rows and not problems:
-        problems.append("line 1: no ratings after the header")
+        problems.append("line 1: no ratings: no row after the header has both a bias and a quality")
     if problems:
         raise FeedbackError(path, problems)
     return pl.DataFrame(rows)
