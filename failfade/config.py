@@ -136,10 +136,33 @@ def _check_task_keys(name: str, exp: dict, source: str) -> None:
         raise FailfadeError(f"{source}: {key}.feedback: {exp['feedback']} is a directory, not a CSV file")
 
 
-def load(path: str | Path) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML (and Snakemake) keep the
+    later value silently, so a second `budget:` or a second experiment of the same name would
+    replace the first without a word (and a replaced experiment's results be overwritten)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base loader names it
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {first}); a key may appear once per "
+                    f"mapping", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path):
+    """A config file's YAML, every problem (missing, not UTF-8, a syntax error, a key given twice)
+    raised as a FailfadeError naming the file and line."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except FileNotFoundError:
         raise FailfadeError(f"{path}: config file not found") from None
     except IsADirectoryError:
@@ -150,6 +173,10 @@ def load(path: str | Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise FailfadeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+
+
+def load(path: str | Path) -> dict:
+    raw = read_yaml(path)
     if raw is not None and not isinstance(raw, dict):
         raise FailfadeError(f"{path}: a config is a YAML mapping (experiments: ...), got {type(raw).__name__}")
     return validate(raw or {}, str(path))

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import failfade.config
 
+for _f in workflow.configfiles:  # Snakemake's YAML keeps the later of a key given twice: refuse that
+    failfade.config.read_yaml(_f)
 _validated = failfade.config.validate(config, "config")
 config.clear()
 config.update(_validated)

@@ -206,6 +206,21 @@ def test_load_invalid_yaml(tmp_path):
     assert str(path) in str(ei.value) and "not valid YAML" in str(ei.value)
 
 
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """YAML keeps the later of two equal keys silently: a second experiment of the same name would
+    replace the first (and overwrite its results), a second `budget:` win unseen."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("experiments:\n  a:\n    feedback: f.csv\n    explore:\n      budget: 12800\n      budget: 64\n")
+    with pytest.raises(FailfadeError, match=r"line 6, column 7: duplicate key 'budget' \(first given at line 5\)"):
+        load(path)
+    path.write_text("experiments:\n  a:\n    feedback: f.csv\n  a:\n    feedback: g.csv\n")
+    with pytest.raises(FailfadeError, match=r"line 4, column 3: duplicate key 'a' \(first given at line 2\)"):
+        load(path)
+    path.write_text("experiments:\n  a:\n    feedback: f.csv\n  b:\n    feedback: f.csv\n")  # equal values are fine
+    with pytest.raises(FailfadeError, match="concepts"):  # (fails later, for the missing concepts)
+        load(path)
+
+
 def test_load_invalid_content_names_path(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("experiments:\n  x:\n    feedback: f.csv\n    concepts: []\n")

@@ -268,6 +268,19 @@ def test_invalid_config_names_the_dotted_key(tmp_path, repo_root, snakemake_exe)
     assert not (work / "results").exists(), "an invalid config must fail before any job runs"
 
 
+def test_a_key_given_twice_in_a_configfile_is_refused_by_snakemake_too(tmp_path, repo_root, snakemake_exe):
+    """Plain `snakemake --configfile` reads the YAML itself (keeping the later key): the workflow
+    reads each config file again and refuses the repeated key."""
+    work = make_workdir(tmp_path / "dup", repo_root, tiny_config(repo_root))
+    cfg_file = work / "config" / "config.yaml"
+    text = cfg_file.read_text()
+    assert text.count("budget:") == 1
+    cfg_file.write_text(re.sub(r"^(\s*)budget: (.*)$", r"\1budget: \2\n\1budget: 64", text, flags=re.M))
+    proc = snakemake(snakemake_exe, repo_root, work, "-n")
+    assert proc.returncode != 0
+    assert "duplicate key 'budget'" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+
+
 def test_lint_is_clean(repo_root, snakemake_exe):
     proc = subprocess.run([str(snakemake_exe), "--lint"], cwd=repo_root, capture_output=True, text=True,
                           timeout=DRY_TIMEOUT)
