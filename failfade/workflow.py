@@ -30,15 +30,24 @@ def outcome_cache(snakemake) -> Path:
     return resources_dir(snakemake) / "cache" / snakemake.wildcards.experiment
 
 
+# Keys that change no result: a location, or a switch of the outcome cache (transparent: it only
+# skips scoring a pair already scored). The rules leave them out of their params (a param is a rerun
+# trigger) and the scripts take them from the config here.
+UNTRIGGERED = (("data", "cache_dir"), ("explore", "cache"), ("groundtruth", "cache"))
+
+
 def with_locations(snakemake) -> dict:
-    """The stage's config (the rule's `cfg` param) with the locations its rerun trigger leaves out
-    (`data.cache_dir`) put back from the config."""
+    """The stage's config (the rule's `cfg` param) with the keys its rerun trigger leaves out
+    (UNTRIGGERED) put back from the config, for the rule's experiment: the `experiment` wildcard, or
+    for a rule without one, its `experiment` param."""
     cfg = snakemake.params.cfg
-    experiment = getattr(snakemake.wildcards, "experiment", None)
-    if experiment and "data" in cfg:
-        data = snakemake.config["experiments"][experiment].get("data", {})
-        if "cache_dir" in data:
-            cfg = {**cfg, "data": {**cfg["data"], "cache_dir": data["cache_dir"]}}
+    experiment = getattr(snakemake.wildcards, "experiment", None) or getattr(snakemake.params, "experiment", None)
+    if not experiment:
+        return cfg
+    exp = snakemake.config["experiments"][experiment]
+    for section, key in UNTRIGGERED:
+        if section in cfg and key in exp.get(section, {}):
+            cfg = {**cfg, section: {**cfg[section], key: exp[section][key]}}
     return cfg
 
 

@@ -2,6 +2,7 @@
 # a bad key fails here with its dotted path named.
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import failfade.config
 
@@ -96,8 +97,13 @@ def probes_cfg(wildcards):
 
 
 def groundtruth_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "explore", "landscape",
-                   "groundtruth")
+    # the landscape's rules (its modes are compared with the truth's) but not the gallery's size; the
+    # outcome cache's switches are transparent (failfade.workflow.UNTRIGGERED), and the shards are inputs
+    ls = config["experiments"][wildcards.experiment]["landscape"]
+    explore = config["experiments"][wildcards.experiment]["explore"]
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts") | {
+        "explore": {k: v for k, v in explore.items() if k not in ("shards", "cache")},
+        "landscape": {k: v for k, v in ls.items() if k != "gallery_per_mode"}}
 
 
 def shard_index(wildcards):
@@ -172,6 +178,13 @@ def paper_part(part):
     """Params function: one part of `paper:` (strategies, scalability), so that editing another
     part (a row label, the figures) does not rerun this part's expensive runs."""
     return lambda wildcards: {part: config["paper"][part]}
+
+
+def scalability_cfg(wildcards):
+    """What Table C's timings depend on: the timed experiment's model and its searcher's settings
+    (as its exploration's), not its concepts (the table's axes replace them) nor its later stages."""
+    cfg = explore_cfg(SimpleNamespace(experiment=config["paper"]["scalability"]["experiment"]))
+    return {k: v for k, v in cfg.items() if k != "concepts"}
 
 
 def paper_experiments():

@@ -14,7 +14,7 @@ rule paper_strategies:
     benchmark:
         "benchmarks/runs/{experiment}/paper_strategies.tsv"
     params:
-        cfg=groundtruth_cfg,
+        cfg=explore_cfg,  # the searchers run as the exploration would: its settings, threshold and interval
         paper=paper_part("strategies"),
     threads: 2
     resources:
@@ -37,7 +37,8 @@ rule paper_scalability:
     benchmark:
         "benchmarks/runs/paper/scalability.tsv"
     params:
-        cfg=lambda w: config["experiments"][config["paper"]["scalability"]["experiment"]],
+        cfg=scalability_cfg,
+        experiment=lambda w: config["paper"]["scalability"]["experiment"],
         paper=paper_part("scalability"),
     threads: 2
     resources:

@@ -216,6 +216,10 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     path.write_text("experiments:\n  a:\n    feedback: f.csv\n  a:\n    feedback: g.csv\n")
     with pytest.raises(FailfadeError, match=r"line 4, column 3: duplicate key 'a' \(first given at line 2\)"):
         load(path)
+    # YAML's merge key (`<<: *anchor`, as config/paper*.yaml use it) may be overridden: not a repeat
+    path.write_text("base: &b {budget: 1, num_agents: 1}\nexperiments:\n  a:\n    explore: {<<: *b, budget: 2}\n")
+    with pytest.raises(FailfadeError, match="base"):  # (an unknown top-level key, but read without a repeat)
+        load(path)
     path.write_text("experiments:\n  a:\n    feedback: f.csv\n  b:\n    feedback: f.csv\n")  # equal values are fine
     with pytest.raises(FailfadeError, match="concepts"):  # (fails later, for the missing concepts)
         load(path)

@@ -344,3 +344,17 @@ def test_failed_job_is_retried_with_more_resources(cluster, tmp_path, snakemake_
     # the failed attempt's SLURM log is kept (a successful job's is deleted)
     slurm_logs = {p.stem for p in (work / ".snakemake" / "slurm_logs" / "rule_flaky").rglob("*.log")}
     assert subs[0][1] in slurm_logs, slurm_logs
+
+
+def test_every_stage_gets_its_rules_own_time_on_the_first_attempt(repo_root):
+    """The profile's comment promises the first attempt the rule's own `runtime` (paper_scalability
+    once got 30 of its 60 minutes): every rule that asks for a runtime gets exactly that at attempt 1."""
+    asked = {}
+    for smk in sorted((repo_root / "rules").glob("*.smk")):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t].*\n|\n)*)", smk.read_text(), flags=re.M):
+            m = re.search(r"^\s*runtime=(\d+),", body, flags=re.M)
+            if m:
+                asked[name] = int(m.group(1))
+    assert {"model", "explore", "paper_scalability", "paper_strategies", "shift"} <= set(asked), asked
+    got = {rule: first_attempt(rule, "runtime") for rule in asked}
+    assert got == asked

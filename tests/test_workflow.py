@@ -215,6 +215,13 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     write_config(work, moved)
     assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
 
+    # (g) the outcome cache's switches change no result: no rerun (the scripts read them from the config)
+    switched = yaml.safe_load(original_cfg)
+    switched["experiments"][EXP]["explore"]["cache"] = not switched["experiments"][EXP]["explore"].get("cache", True)
+    write_config(work, switched)
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
+    (work / "config" / "config.yaml").write_text(original_cfg)
+
     # (e) deleted weights are not a rule output: the plan names them and the command that rebuilds them
     (work / "results" / EXP / "model" / "model.safetensors").unlink()
     proc = snakemake(snakemake_exe, repo_root, work, "-n")
@@ -279,6 +286,28 @@ def test_a_key_given_twice_in_a_configfile_is_refused_by_snakemake_too(tmp_path,
     proc = snakemake(snakemake_exe, repo_root, work, "-n")
     assert proc.returncode != 0
     assert "duplicate key 'budget'" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_stages_see_the_keys_their_rerun_trigger_leaves_out():
+    """A rule's params leave out what changes no result (locations, the outcome cache's switches);
+    the script must still see the config's value: `explore.cache: false` was once silently true in
+    the explore stage. A rule without an experiment wildcard (paper_scalability) names it in params."""
+    from types import SimpleNamespace
+
+    from failfade.workflow import with_locations
+
+    config = {"experiments": {"e": {"task": "classification", "explore": {"budget": 8, "cache": False},
+                                    "groundtruth": {"cache": False}, "data": {"source": "s", "cache_dir": "/c"}}}}
+    cfg = {"task": "classification", "explore": {"budget": 8}, "groundtruth": {}, "data": {"source": "s"}}
+    for wildcards, params in ((SimpleNamespace(experiment="e"), SimpleNamespace(cfg=cfg)),
+                              (SimpleNamespace(), SimpleNamespace(cfg=cfg, experiment="e"))):
+        got = with_locations(SimpleNamespace(config=config, wildcards=wildcards, params=params))
+        assert got["explore"] == {"budget": 8, "cache": False} and got["groundtruth"] == {"cache": False}
+        assert got["data"] == {"source": "s", "cache_dir": "/c"}
+    assert cfg == {"task": "classification", "explore": {"budget": 8}, "groundtruth": {}, "data": {"source": "s"}}
+    no_section = with_locations(SimpleNamespace(config=config, wildcards=SimpleNamespace(experiment="e"),
+                                                params=SimpleNamespace(cfg={"task": "classification"})))
+    assert no_section == {"task": "classification"}  # a stage that does not see a section does not get it
 
 
 def test_lint_is_clean(repo_root, snakemake_exe):
