@@ -30,10 +30,11 @@ def outcome_cache(snakemake) -> Path:
     return resources_dir(snakemake) / "cache" / snakemake.wildcards.experiment
 
 
-# Keys that change no result: a location, or a switch of the outcome cache (transparent: it only
-# skips scoring a pair already scored). The rules leave them out of their params (a param is a rerun
-# trigger) and the scripts take them from the config here.
-UNTRIGGERED = (("data", "cache_dir"), ("explore", "cache"), ("groundtruth", "cache"))
+# Keys that change no result: a location, or the exploration's outcome-cache switch (transparent:
+# it only skips scoring a pair already scored). The rules leave them out of their params (a param is
+# a rerun trigger) and the scripts take them from the config here. (`groundtruth.cache` is a trigger:
+# switching it off is asking for the exhaustive truth to be scored afresh.)
+UNTRIGGERED = (("data", "cache_dir"), ("explore", "cache"))
 
 
 def with_locations(snakemake) -> dict:

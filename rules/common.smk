@@ -98,10 +98,11 @@ def probes_cfg(wildcards):
 
 def groundtruth_cfg(wildcards):
     # the landscape's rules (its modes are compared with the truth's) but not the gallery's size; the
-    # outcome cache's switches are transparent (failfade.workflow.UNTRIGGERED), and the shards are inputs
+    # exploration's cache switch is transparent (failfade.workflow.UNTRIGGERED) and its shards are
+    # inputs; `groundtruth.cache: false` does rerun it, since re-scoring afresh is what it is for
     ls = config["experiments"][wildcards.experiment]["landscape"]
     explore = config["experiments"][wildcards.experiment]["explore"]
-    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts") | {
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "groundtruth") | {
         "explore": {k: v for k, v in explore.items() if k not in ("shards", "cache")},
         "landscape": {k: v for k, v in ls.items() if k != "gallery_per_mode"}}
 
