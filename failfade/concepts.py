@@ -85,9 +85,12 @@ class ConceptSpace:
 
     @classmethod
     def from_config(cls, items: list[dict], transforms, key: str = "concepts",
-                    ranges: dict[str, tuple[float, float]] | None = None) -> "ConceptSpace":
+                    ranges: dict[str, tuple[float, float]] | None = None,
+                    word_transforms=None) -> "ConceptSpace":
         """Axes from config items; `transforms` holds the transform names the task family knows,
-        `ranges` the (lowest, highest) level of those that have one (a blur of -1 px means nothing)."""
+        `ranges` the (lowest, highest) level of those that have one (a blur of -1 px means nothing),
+        `word_transforms` those that take word levels (None: any; a numeric transform given words
+        would see their positions 0, 1, ... as levels: `rotate: [none, strong]` rotated by 0° and 1°)."""
         axes = []
         for i, item in enumerate(items):
             transform = item.get("transform", item["name"])
@@ -96,6 +99,9 @@ class ConceptSpace:
             raw = list(item["levels"])
             words: tuple[str, ...] = ()
             if any(isinstance(v, str) for v in raw):
+                if word_transforms is not None and transform not in word_transforms:
+                    raise FailfadeError(f"{key}[{i}].levels: {transform} takes numbers, got words "
+                                        f"{[v for v in raw if isinstance(v, str)]}")
                 # word levels: in their listed order, addressed by position (0, 1, ...)
                 bad = [v for v in raw if not (isinstance(v, str) and WORD.match(v))]
                 if bad:

@@ -113,7 +113,8 @@ def _check_paper(config: dict, source: str) -> None:
         if not sc["axes"]:
             raise FailfadeError(f"{source}: paper.scalability.axes: give the axes to time (1 ... 6 of them)")
         fam = family(config["experiments"][sc["experiment"]]["task"])
-        ConceptSpace.from_config(sc["axes"], fam.transforms, f"{source}: paper.scalability.axes", fam.level_ranges)
+        ConceptSpace.from_config(sc["axes"], fam.transforms, f"{source}: paper.scalability.axes", fam.level_ranges,
+                                 fam.word_transforms)
 
 
 def _check_task_keys(name: str, exp: dict, source: str) -> None:
@@ -126,8 +127,9 @@ def _check_task_keys(name: str, exp: dict, source: str) -> None:
     key = f"experiments.{name}"
     try:
         fam = family(exp["task"], f"{key}.task")
-        ConceptSpace.from_config(exp["concepts"], fam.transforms, f"{key}.concepts", fam.level_ranges)
-        check_probes(exp.get("shift", {}).get("probes", []), fam.transforms, f"{key}.shift.probes")
+        ConceptSpace.from_config(exp["concepts"], fam.transforms, f"{key}.concepts", fam.level_ranges,
+                                 fam.word_transforms)
+        check_probes(exp.get("shift", {}).get("probes", []), fam.transforms, f"{key}.shift.probes", fam.level_ranges)
         if hasattr(fam, "check"):  # what else a family needs to hold together (generation: a slot per axis)
             fam.check(exp, key)
     except FailfadeError as e:

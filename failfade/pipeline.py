@@ -258,7 +258,7 @@ def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: 
     probes = exp.get("shift", {}).get("probes", [])
     fam = family_of(exp)
     conf = exp["landscape"]["confidence"]
-    spaces = check_probes(probes, fam.transforms) if probes else []
+    spaces = check_probes(probes, fam.transforms, ranges=fam.level_ranges) if probes else []
     plan = read_plan(plan_path) if plan_path is not None else {"fix": []}
     fixed = targeted_spaces(space_of(exp), plan)
     pre, n = fam.probe_failures(exp, Path(pre_model_dir), spaces + fixed) if spaces or fixed else ([], 0)

@@ -26,25 +26,40 @@ COLUMNS = {"probe": pl.Utf8, "condition": pl.Utf8, "inputs": pl.Int64, "failures
            "delta_hi": pl.Float64, "significantly_worse": pl.Boolean, "significantly_better": pl.Boolean}
 
 
-def probe_space(probe: dict, transforms, key: str) -> ConceptSpace:
-    """One probe as a one-cell concept space: its transforms applied in the order written."""
+def probe_space(probe: dict, transforms, key: str, ranges: dict[str, tuple[float, float]] | None = None) -> ConceptSpace:
+    """One probe as a one-cell concept space: its transforms applied in the order written. A level
+    must be a finite number in the transform's range (`ranges`, the family's level_ranges), as a
+    concept level must: outside it a transform means nothing (a blur of -5 px left the images
+    clean, so the probe silently scored clean inputs)."""
     axes = []
     for name, level in probe["apply"].items():
         if name not in transforms:
             raise FailfadeError(f"{key}.apply.{name}: unknown transform; known: {sorted(transforms)}")
-        axes.append(Axis(name, name, (float(level),)))
+        try:
+            value = float(level)
+        except (TypeError, ValueError):
+            raise FailfadeError(f"{key}.apply.{name}: a level is a number, got {level!r}") from None
+        lo, hi = (ranges or {}).get(name, (-np.inf, np.inf))
+        if not (np.isfinite(value) and lo <= value <= hi):
+            allowed = f"a finite number from {lo:g} to {hi:g}" if np.isfinite(lo) and np.isfinite(hi) else \
+                (f"a finite number, at least {lo:g}" if np.isfinite(lo) else
+                 f"a finite number, at most {hi:g}" if np.isfinite(hi) else "a finite number")
+            raise FailfadeError(f"{key}.apply.{name}: {name} levels are {allowed}, got {level!r}")
+        axes.append(Axis(name, name, (value,)))
     if not axes:
         raise FailfadeError(f"{key}.apply: a probe needs at least one transform")
     return ConceptSpace(axes)
 
 
-def check_probes(probes: list[dict], transforms, key: str = "shift.probes") -> list[ConceptSpace]:
-    """Each probe's one-cell space; `transforms` are the names the experiment's task family knows."""
+def check_probes(probes: list[dict], transforms, key: str = "shift.probes",
+                 ranges: dict[str, tuple[float, float]] | None = None) -> list[ConceptSpace]:
+    """Each probe's one-cell space; `transforms` are the names the experiment's task family knows,
+    `ranges` its level_ranges."""
     names = [p["name"] for p in probes]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise FailfadeError(f"{key}: probe names must be unique, repeated: {dup}")
-    return [probe_space(p, transforms, f"{key}[{i}]") for i, p in enumerate(probes)]
+    return [probe_space(p, transforms, f"{key}[{i}]", ranges) for i, p in enumerate(probes)]
 
 
 def newcombe(k1, n1, k2, n2, confidence: float = 0.95):

@@ -289,3 +289,23 @@ def test_levels_outside_a_transforms_range_are_refused(transform, levels, said):
     msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": [0, 10]},
                                      {"name": "a", "transform": transform, "levels": levels}]))
     assert f"experiments.x.concepts[1].levels: {said}" in msg
+
+
+@pytest.mark.parametrize("apply,said", [
+    ({"gaussian_blur": -5}, "gaussian_blur levels are a finite number, at least 0, got -5"),
+    ({"rotate": float("nan")}, "rotate levels are a finite number, got nan"),
+    ({"occlude": 3}, "occlude levels are a finite number from 0 to 1, got 3"),
+    ({"darken": 5}, "darken levels are a finite number, at most 1, got 5"),
+])
+def test_probe_levels_are_checked_like_concept_levels(apply, said):
+    """A blur of -5 px (or a NaN rotation) left the images unchanged, so the probe scored clean
+    inputs under its name; an occlusion of 3 blacked out the whole image."""
+    name = next(iter(apply))
+    msg = error_of(minimal(shift={"probes": [{"name": "ok", "apply": {"rotate": 45}}, {"name": "p", "apply": apply}]}))
+    assert f"experiments.x.shift.probes[1].apply.{name}: {said}" in msg
+
+
+def test_word_levels_are_refused_on_a_numeric_transform():
+    """Words on a numeric transform became their positions: `rotate: [none, strong]` rotated by 0° and 1°."""
+    msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": ["none", "strong"]}]))
+    assert "experiments.x.concepts[0].levels: rotate takes numbers, got words ['none', 'strong']" in msg

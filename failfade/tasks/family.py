@@ -22,6 +22,7 @@ what differs between, say, image classification and summarization, and do the re
                              off-grid probes: every held-out input under each one-cell probe space
   thread_invariant           True when scoring does not depend on the torch thread count
   level_ranges               {transform: (lowest, highest)} level, where a transform has bounds
+  word_transforms            the transforms whose levels are words (the rest take numbers)
 
 A new family is one folder under tasks/, one schema branch and one line in FAMILIES.
 """
@@ -49,6 +50,8 @@ class TaskFamily:
     thread_invariant: bool = False
     # (lowest, highest) level of the transforms that have one, checked with the config
     level_ranges: dict[str, tuple[float, float]] = {}
+    # the transforms whose levels are words (a prompt's slot); every other transform takes numbers
+    word_transforms: frozenset[str] = frozenset()
 
     def obtain_model(self, exp: dict, out_dir, resources, key: str = "model.source") -> dict:
         raise NotImplementedError

@@ -42,6 +42,7 @@ class GenerationFamily(TaskFamily):
     name = "generation"
     quality = "judge_pass"
     transforms = TRANSFORMS
+    word_transforms = TRANSFORMS
 
     def space(self, exp: dict) -> ConceptSpace:
         return ConceptSpace.from_config(exp["concepts"], self.transforms)
