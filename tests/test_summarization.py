@@ -336,3 +336,49 @@ def test_fine_tuning_batches_go_to_the_models_device(tmp_path):
     with pytest.raises(StopIteration):
         models.train_seq2seq(model, tok, ["a b c d"] * 4, ["a b"] * 4, 1, 1e-3, 2, 16, 0)
     assert seen and set(seen[0].values()) == {"meta"}, seen
+
+
+# --- long documents: the perturbation must land inside what the model sees ----------------------------------
+
+def long_document(n_sentences: int = 40) -> str:
+    """A real-document stand-in (no fillers, no facts): far longer than a small max_input_tokens."""
+    reps = make_corpus(n_sentences, 5)
+    return " ".join(r.count if i % 2 else r.key for i, r in enumerate(reps))
+
+
+@pytest.mark.parametrize("levels", [{"distractors": 1}, {"distractors": 4}, {"buried": 2}, {"typo": 0.3}])
+def test_perturbations_of_a_long_document_survive_truncation(tmp_path, levels):
+    """A jsonl/csv document is all `key` (Report.fillers == ()): distractors appended after its end
+    were cut off by the truncation at model.max_input_tokens, so the perturbed input the model saw
+    was the clean one and Δ was exactly 0 on that axis."""
+    from failfade.tasks.summarization import models
+    from failfade.tasks.summarization.data import _from_pairs
+    from failfade.tasks.summarization.task import Summarizer
+
+    model, tok = models.load_pretrained(save_tiny("t5", tmp_path / "t5"), "k")
+    summarizer = Summarizer(model, tok, 64, 8, 1)
+    (rep,) = _from_pairs([(long_document(), "a summary .")])
+    assert len(tok(rep.document).input_ids) > 4 * 64  # far past the truncation
+    space = ConceptSpace([Axis(k, k, (0.0, float(v))) for k, v in levels.items()])
+    perturbed = perturb_cell(space, rep, 1, 0, 0)
+    assert perturbed != rep.document
+    clean_ids, perturbed_ids = (summarizer.encode([t])["input_ids"] for t in (rep.document, perturbed))
+    assert clean_ids.shape[1] == perturbed_ids.shape[1] == 64
+    assert not torch.equal(clean_ids, perturbed_ids)
+    if "distractors" in levels:  # the distractors come right after the lead (the first sentence); the rest follows
+        from failfade.tasks.summarization.transforms import split_lead
+
+        lead, rest = split_lead(rep.document)
+        assert lead == make_corpus(1, 5)[0].key
+        assert perturbed.startswith(lead + " ") and perturbed.endswith(" " + rest)
+        assert perturbed.count(" .") == rep.document.count(" .") + levels["distractors"]
+
+
+def test_the_lead_is_the_first_sentence_or_its_first_words():
+    from failfade.tasks.summarization.transforms import LEAD_WORDS, split_lead
+
+    assert split_lead('He said "stop." Then he left. Later.') == ('He said "stop."', "Then he left. Later.")
+    assert split_lead("(CNN) -- Rain fell! It was wet .") == ("(CNN) -- Rain fell!", "It was wet .")
+    words = [f"w{i}" for i in range(3 * LEAD_WORDS)]
+    assert split_lead(" ".join(words)) == (" ".join(words[:LEAD_WORDS]), " ".join(words[LEAD_WORDS:]))
+    assert split_lead("one short line") == ("one short line", "")

@@ -99,6 +99,10 @@ class SummarizationFamily(TaskFamily):
                                  exp["model"]["epsilon"], card.get("sha256"))
         m = exp["model"]
         task.settings = {k: m[k] for k in ("max_input_tokens", "max_new_tokens", "num_beams", "epsilon")}
+        if any(not (r.count or r.fillers) for r in task.reports):
+            # a file's documents get their distractors after the lead (they were appended after the
+            # end and truncated away): outcomes cached before that change are not reused
+            task.settings["distractors_at"] = "lead"
         return task
 
     def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:

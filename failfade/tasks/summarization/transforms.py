@@ -5,8 +5,13 @@
                numbers are protected, so the reference stays reachable; event words can break.
   distractors  count: sentences shaped like the key or count sentence but about other people,
                places and numbers ("last year , ...", "... plans to ..."), mixed in after the key.
-  buried       count: neutral sentences placed *before* the key sentence. With the model's input
-               truncated (`model.max_input_tokens`), deep burial pushes the facts out of view.
+               A document read from a jsonl/csv file has no key sentence of its own (it is all
+               `key`, with no fillers): its distractors follow its *lead*, the first sentence (or
+               the first LEAD_WORDS words when that sentence runs longer), so they land inside the
+               input the model sees; appended after the article, truncation cut them off.
+  buried       count: neutral sentences placed *before* the key sentence (before the whole document
+               read from a file). With the model's input truncated (`model.max_input_tokens`), deep
+               burial pushes the facts out of view.
 
 A perturbed document is a pure function of (report, levels, seed, input id, cell): the same query
 always gives the same text.
@@ -22,6 +27,8 @@ from failfade.concepts import ConceptSpace
 from failfade.tasks.summarization.corpus import CITIES, DAYS, EVENTS, FILLERS, FIRST, LAST, ROLES, UNITS, Report
 
 TRANSFORMS = ("typo", "distractors", "buried")
+LEAD_WORDS = 50  # a file document's lead: its first sentence, cut at this many words
+_CLOSERS = "\"'\u201d\u2019)]"
 KEYBOARD = "qwertyuiop asdfghjkl zxcvbnm"
 
 
@@ -67,13 +74,33 @@ def distractor(rng: np.random.Generator) -> str:
     return f"earlier reports said {int(rng.integers(12, 990))} {UNITS[rng.integers(len(UNITS))]} had been expected in {city} ."
 
 
+def split_lead(text: str) -> tuple[str, str]:
+    """(lead, rest) of a document: the lead is its first sentence (up to a word ending in . ! or ?,
+    closing quotes or brackets allowed), or its first LEAD_WORDS words when that sentence is longer."""
+    words = text.split()
+    n = min(len(words), LEAD_WORDS)
+    for i, w in enumerate(words[:LEAD_WORDS]):
+        if w.rstrip(_CLOSERS).endswith((".", "!", "?")):
+            n = i + 1
+            break
+    return " ".join(words[:n]), " ".join(words[n:])
+
+
 def perturb(report: Report, levels: dict[str, float], rng: np.random.Generator) -> str:
     """The report's document under the given transform levels (transform name -> level)."""
     before = [FILLERS[i] for i in rng.choice(len(FILLERS), int(levels.get("buried", 0)), replace=True)]
-    after = list(report.fillers) + [distractor(rng) for _ in range(int(levels.get("distractors", 0)))]
-    if len(after) > len(report.fillers):
-        rng.shuffle(after)  # distractors mixed in among the fillers (at level 0 the document is unchanged)
-    text = " ".join(t for t in before + [report.key, report.count] + after if t)
+    extra = [distractor(rng) for _ in range(int(levels.get("distractors", 0)))]
+    if report.count or report.fillers:  # a builtin report: key, count, then the fillers
+        after = list(report.fillers) + extra
+        if extra:
+            rng.shuffle(after)  # distractors mixed in among the fillers (at level 0 the document is unchanged)
+        body = [report.key, report.count] + after
+    elif extra:  # a file's document: the distractors follow its lead, inside the truncated input
+        lead, rest = split_lead(report.key)
+        body = [lead] + extra + [rest]
+    else:
+        body = [report.key]
+    text = " ".join(t for t in before + body if t)
     rate = float(levels.get("typo", 0.0))
     if rate > 0:
         f = report.facts
