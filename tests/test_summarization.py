@@ -382,3 +382,78 @@ def test_the_lead_is_the_first_sentence_or_its_first_words():
     words = [f"w{i}" for i in range(3 * LEAD_WORDS)]
     assert split_lead(" ".join(words)) == (" ".join(words[:LEAD_WORDS]), " ".join(words[LEAD_WORDS:]))
     assert split_lead("one short line") == ("one short line", "")
+
+
+# --- the checkpoint's input prefix ("summarize: " for T5) ------------------------------------------------------
+
+class RecordingTokenizer:
+    """The tokenizer, recording every batch of texts it is asked to encode."""
+
+    def __init__(self, tok):
+        self.tok, self.seen = tok, []
+
+    def __call__(self, texts, **kw):
+        self.seen.append(list(texts))
+        return self.tok(texts, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def test_the_checkpoints_prefix_starts_every_encoded_document_inside_the_limit(tmp_path):
+    from failfade.tasks.summarization import models
+    from failfade.tasks.summarization.task import SummarizationTask, Summarizer
+
+    plain = save_tiny("t5", tmp_path / "plain")
+    model, tok = models.load_pretrained(plain, "k")
+    assert Summarizer(model, tok, 32, 4, 1).prefix == ""  # the builtin's T5Config has no task_specific_params
+    model.config.task_specific_params = {"summarization": {"prefix": "summarize: ", "num_beams": 4}}
+    model.save_pretrained(str(tmp_path / "t5"))
+    tok.save_pretrained(str(tmp_path / "t5"))
+    model, tok = models.load_pretrained(tmp_path / "t5", "k")
+    rec = RecordingTokenizer(tok)
+    summarizer = Summarizer(model, rec, 32, 4, 1)
+    assert summarizer.prefix == "summarize: "
+    # inside max_input_tokens: a long document is cut 32 tokens after the prefix's start, not after
+    ids = summarizer.encode([long_document()])["input_ids"][0].tolist()
+    want = tok("summarize: " + long_document(), truncation=True, max_length=32).input_ids
+    assert len(ids) == 32 and ids == want
+    assert ids[:len(tok("summarize:").input_ids) - 1] == tok("summarize:").input_ids[:-1]
+    # clean and perturbed documents alike
+    rec.seen.clear()
+    reports = make_corpus(3, 0)
+    task = SummarizationTask(summarizer, reports, SPACE, 0, 0.15)
+    task.score(np.array([0, 1, 2]), np.array([0, SPACE.n_cells - 1, 5]))
+    texts = [t for batch in rec.seen for t in batch]
+    assert len(texts) == 3 + 3 + 3  # clean summaries, embeddings, scored queries
+    assert all(t.startswith("summarize: ") for t in texts)
+    assert texts[-2] == "summarize: " + perturb_cell(SPACE, reports[1], SPACE.n_cells - 1, 0, 1)
+    # and fine-tuning trains on the inputs the model will see
+    rec.seen.clear()
+    models.train_seq2seq(model, rec, ["a b c d"] * 4, ["a b"] * 4, 1, 1e-3, 2, 16, 0, prefix=summarizer.prefix)
+    assert rec.seen[0] == ["summarize: a b c d"] * 2
+
+
+def test_a_prefixed_checkpoint_keys_the_cache_and_fine_tunes_with_its_prefix(tmp_path, monkeypatch):
+    from failfade.pipeline import build_task, family_of, stage_model
+    from failfade.tasks.summarization import models
+
+    folder = save_tiny("t5", tmp_path / "t5")
+    exp = validate(summarization_config(tmp_path / "fb.csv", f"path:{folder}"))["experiments"]["r"]
+    stage_model(exp, tmp_path / "plain", tmp_path / "res")
+    assert "prefix" not in build_task(exp, tmp_path / "plain").settings  # the builtin's cache key is unchanged
+    model, tok = models.load_pretrained(folder, "k")
+    model.config.task_specific_params = {"summarization": {"prefix": "summarize: "}}
+    model.save_pretrained(str(folder))
+    stage_model(exp, tmp_path / "model", tmp_path / "res")
+    assert build_task(exp, tmp_path / "model").settings["prefix"] == "summarize: "
+    seen = {}
+
+    def record(*args, **kw):
+        seen.update(kw)
+        raise StopIteration
+
+    monkeypatch.setattr(models, "train_seq2seq", record)
+    with pytest.raises(StopIteration):
+        family_of(exp).fine_tune(exp, tmp_path / "model", {"fix": [{"cell": 3, "weight": 1.0}]}, tmp_path / "mit")
+    assert seen["prefix"] == "summarize: "

@@ -103,6 +103,8 @@ class SummarizationFamily(TaskFamily):
             # a file's documents get their distractors after the lead (they were appended after the
             # end and truncated away): outcomes cached before that change are not reused
             task.settings["distractors_at"] = "lead"
+        if summarizer.prefix:  # outcomes scored without the checkpoint's prefix are not reused
+            task.settings["prefix"] = summarizer.prefix
         return task
 
     def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
@@ -146,7 +148,8 @@ class SummarizationFamily(TaskFamily):
         student = models.with_lora(summarizer.model, m["lora_rank"], m["lora_targets"], exp["seed"]) if m["lora_rank"] else summarizer.model
         history = models.train_seq2seq(student, summarizer.tokenizer, sources, targets, m["steps"], m["lr"],
                                        m["batch_size"], exp["model"]["max_input_tokens"], exp["seed"], teacher=teacher,
-                                       distill=m["distill"], clean_sources=clean, desc="mitigate")
+                                       distill=m["distill"], clean_sources=clean, desc="mitigate",
+                                       prefix=summarizer.prefix)
         if m["lora_rank"]:
             summarizer.model = student.merge_and_unload()  # stored like any model: one set of safetensors weights
         out_dir = Path(out_dir)

@@ -105,10 +105,12 @@ def with_lora(model, rank: int, targets: list[str], seed: int):
 
 @keeps_denormals
 def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, batch_size: int, max_input_tokens: int,
-                  seed: int, teacher=None, distill: float = 0.0, clean_sources=None, desc: str = "train") -> list[dict]:
+                  seed: int, teacher=None, distill: float = 0.0, clean_sources=None, desc: str = "train",
+                  prefix: str = "") -> list[dict]:
     """AdamW on (source, target) pairs, `steps` batches drawn with a seeded generator; linear decay
     over the last 20% of steps. With a teacher, adds distill × KL(teacher ‖ model) on the clean
-    source of each pair (teacher-forced on the target): the model keeps its clean outputs."""
+    source of each pair (teacher-forced on the target): the model keeps its clean outputs.
+    `prefix` starts every source as it does when the model summarizes (task.input_prefix)."""
     from failfade.progress import progress
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 53]))
@@ -122,14 +124,14 @@ def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, bat
     history, t0 = [], time.perf_counter()
     for step in progress(range(steps), desc=desc, unit="step", leave=False):
         idx = rng.integers(0, len(sources), batch_size)
-        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+        enc = tokenizer([prefix + sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_input_tokens).to(dev)
         labels = tokenizer([targets[i] for i in idx], return_tensors="pt", padding=True).input_ids.to(dev)
         labels[labels == tokenizer.pad_token_id] = -100
         out = model(**enc, labels=labels)
         loss = out.loss
         if teacher is not None and distill > 0:
-            clean = tokenizer([clean_sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+            clean = tokenizer([prefix + clean_sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                               max_length=max_input_tokens).to(dev)
             with torch.no_grad():
                 target = torch.log_softmax(teacher(**clean, labels=labels).logits, -1)

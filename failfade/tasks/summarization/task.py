@@ -22,18 +22,30 @@ from failfade.tasks.summarization.data import digest
 from failfade.tasks.summarization.transforms import perturb_cell
 
 
+def input_prefix(model) -> str:
+    """The text a checkpoint expects before every document: its config's
+    task_specific_params["summarization"]["prefix"] ("summarize: " for T5 checkpoints), or "".
+    The transformers pipeline that added it is gone (transformers 5), so the Summarizer adds it."""
+    params = getattr(model.config, "task_specific_params", None) or {}
+    prefix = (params.get("summarization") or {}).get("prefix") if isinstance(params, dict) else None
+    return prefix if isinstance(prefix, str) else ""
+
+
 @keeps_denormals
 class Summarizer:
-    """A seq2seq model with its generation settings."""
+    """A seq2seq model with its generation settings. Every document it encodes (clean or perturbed)
+    starts with the model's `prefix` (input_prefix), which counts inside max_input_tokens."""
 
     def __init__(self, model, tokenizer, max_input_tokens: int, max_new_tokens: int, num_beams: int, batch_size: int = 64):
         self.model, self.tokenizer = model, tokenizer
         self.max_input_tokens, self.max_new_tokens, self.num_beams = max_input_tokens, max_new_tokens, num_beams
         self.batch_size = batch_size
+        self.prefix = input_prefix(model)
 
     def encode(self, texts: list[str]):
         dev = next(self.model.parameters()).device
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_input_tokens)
+        enc = self.tokenizer([self.prefix + t for t in texts], return_tensors="pt", padding=True, truncation=True,
+                             max_length=self.max_input_tokens)
         return {k: v.to(dev) for k, v in enc.items()}
 
     @torch.no_grad()
