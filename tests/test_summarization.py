@@ -457,3 +457,43 @@ def test_a_prefixed_checkpoint_keys_the_cache_and_fine_tunes_with_its_prefix(tmp
     with pytest.raises(StopIteration):
         family_of(exp).fine_tune(exp, tmp_path / "model", {"fix": [{"cell": 3, "weight": 1.0}]}, tmp_path / "mit")
     assert seen["prefix"] == "summarize: "
+
+
+# --- level ranges: typo is a rate, distractors and buried count sentences ----------------------------------------
+
+@pytest.mark.parametrize("concept, message", [
+    ({"name": "buried", "levels": [-3, 0, 4]}, r"concepts\[1\].levels: buried levels are at least 0, got \[-3, 0, 4\]"),
+    ({"name": "distractors", "levels": [-1, 2]}, r"concepts\[1\].levels: distractors levels are at least 0"),
+    ({"name": "typing", "transform": "typo", "levels": [0, 0.5, 1.5]}, r"concepts\[1\].levels: typo levels are from 0 to 1, got \[0, 0.5, 1.5\]"),
+    ({"name": "buried", "levels": [0, 0.3, 0.6, 1]},
+     r"concepts\[1\].levels: buried levels count sentences, so they are whole numbers; got \[0, 0.3, 0.6, 1\]"),
+    ({"name": "distractors", "levels": [0.9, 2, 3]}, r"concepts\[1\].levels: distractors levels count sentences"),
+    ({"name": "buried", "levels": ["none", "some"]}, r"concepts\[1\].levels: buried levels are numbers, not words"),
+])
+def test_summarization_levels_out_of_range_or_fractional_counts_are_refused_with_the_config(concept, message):
+    cfg = summarization_config(Path("fb.csv"))
+    exp = cfg["experiments"]["r"]
+    exp["concepts"] = [{"name": "typo", "levels": [0, 0.3]}, concept]
+    with pytest.raises(FailfadeError, match=r"config: experiments\.r\." + message):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("apply, message", [
+    ({"distractors": 2.5}, r"shift.probes\[0\].apply.distractors: distractors levels count sentences"),
+    ({"buried": -2}, r"shift.probes\[0\].apply.buried: buried levels are at least 0, got -2"),
+    ({"typo": 1.2}, r"shift.probes\[0\].apply.typo: typo levels are from 0 to 1, got 1.2"),
+])
+def test_summarization_probe_levels_are_checked_like_the_grid(apply, message):
+    cfg = summarization_config(Path("fb.csv"))
+    cfg["experiments"]["r"]["shift"] = {"probes": [{"name": "p", "apply": apply}]}
+    with pytest.raises(FailfadeError, match=r"config: experiments\.r\." + message):
+        validate(cfg)
+
+
+def test_whole_number_counts_and_rates_in_range_pass():
+    cfg = summarization_config(Path("fb.csv"))
+    exp = cfg["experiments"]["r"]
+    exp["concepts"] = [{"name": "typo", "levels": [0, 1]}, {"name": "distractors", "levels": [0, 2.0, 4]},
+                       {"name": "buried", "levels": [0, 4, 32]}]
+    exp["shift"] = {"probes": [{"name": "p", "apply": {"buried": 40, "distractors": 6.0, "typo": 0.5}}]}
+    validate(cfg)

@@ -16,10 +16,11 @@ import numpy as np
 import polars as pl
 import torch
 
+from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.numerics import keeps_denormals
 from failfade.tasks.family import TaskFamily
-from failfade.tasks.summarization.transforms import TRANSFORMS
+from failfade.tasks.summarization.transforms import COUNTS, LEVEL_RANGES, TRANSFORMS
 
 
 def _device(exp: dict) -> torch.device:
@@ -34,6 +35,7 @@ class SummarizationFamily(TaskFamily):
     quality = "rouge_l"
     thread_invariant = True  # 1 vs 2 threads: identical outcomes (tests/test_threads.py)
     transforms = frozenset(TRANSFORMS)
+    level_ranges = LEVEL_RANGES  # typo a rate in [0, 1]; distractors and buried counts >= 0
 
     def splits(self, exp: dict):
         from failfade.tasks.summarization.data import load_splits
@@ -41,7 +43,30 @@ class SummarizationFamily(TaskFamily):
         return load_splits(exp["data"], exp["seed"])
 
     def space(self, exp: dict) -> ConceptSpace:
-        return ConceptSpace.from_config(exp["concepts"], self.transforms)
+        return ConceptSpace.from_config(exp["concepts"], self.transforms, ranges=self.level_ranges)
+
+    def check(self, exp: dict, key: str = "experiment") -> None:
+        """Levels are numbers, and whole numbers where the transform counts sentences (in the
+        concepts and in the shift probes); the ranges themselves are checked with level_ranges."""
+        for i, item in enumerate(exp["concepts"]):
+            transform, levels = item.get("transform", item["name"]), list(item["levels"])
+            if any(isinstance(v, str) for v in levels):
+                raise FailfadeError(f"{key}.concepts[{i}].levels: {transform} levels are numbers, not words; "
+                                    f"got {levels}")
+            if transform in COUNTS and any(float(v) != int(v) for v in levels):
+                raise FailfadeError(f"{key}.concepts[{i}].levels: {transform} levels count sentences, so they are "
+                                    f"whole numbers; got {levels}")
+        for j, probe in enumerate((exp.get("shift") or {}).get("probes") or []):
+            for name, level in probe["apply"].items():
+                at = f"{key}.shift.probes[{j}].apply.{name}"
+                if isinstance(level, str) or not np.isfinite(float(level)):
+                    raise FailfadeError(f"{at}: a level is a finite number, got {level!r}")
+                lo, hi = LEVEL_RANGES.get(name, (-np.inf, np.inf))
+                if not lo <= float(level) <= hi:
+                    raise FailfadeError(f"{at}: {name} levels are " + (f"from {lo:g} to {hi:g}" if np.isfinite(hi)
+                                        else f"at least {lo:g}") + f", got {level!r}")
+                if name in COUNTS and float(level) != int(level):
+                    raise FailfadeError(f"{at}: {name} levels count sentences, so they are whole numbers; got {level!r}")
 
     def summarizer(self, exp: dict, model, tokenizer):
         from failfade.tasks.summarization.task import Summarizer

@@ -27,6 +27,10 @@ from failfade.concepts import ConceptSpace
 from failfade.tasks.summarization.corpus import CITIES, DAYS, EVENTS, FILLERS, FIRST, LAST, ROLES, UNITS, Report
 
 TRANSFORMS = ("typo", "distractors", "buried")
+# typo is a rate; distractors and buried count sentences, so their levels are whole numbers (checked
+# with the config: a level of 0.3 sentences would be cut to 0 and two cells would be the same)
+LEVEL_RANGES = {"typo": (0.0, 1.0), "distractors": (0.0, float("inf")), "buried": (0.0, float("inf"))}
+COUNTS = frozenset({"distractors", "buried"})
 LEAD_WORDS = 50  # a file document's lead: its first sentence, cut at this many words
 _CLOSERS = "\"'\u201d\u2019)]"
 KEYBOARD = "qwertyuiop asdfghjkl zxcvbnm"
