@@ -134,13 +134,63 @@ def test_a_data_file_edited_in_place_gets_a_new_digest(tmp_path):
     ("broken.jsonl", '{"document": "a", "summary": "b"}\nnot json\n', r"broken.jsonl:2: not valid JSON"),
     ("cols.csv", "text,summary\na,b\n", r"cols.csv:1: missing column\(s\) \['document'\]"),
     ("empty.csv", "document,summary\na,b\n,c\n", r"empty.csv:3: empty document or summary"),
+    # the record's first line, after a quoted document that spans three lines (enumerate said 4)
+    ("multi.csv", 'document,summary\n"one\ntwo\nthree",s\nb,c\nd,\n', r"multi.csv:6: empty document or summary"),
+    ("dup.csv", "document,summary,summary\na,b,c\n", r"dup.csv:1: repeated column\(s\) \['summary'\]"),
+    ("dup.jsonl", '{"document": "a", "summary": "b", "summary": "c"}\n', r"dup.jsonl:1: repeated field\(s\) \['summary'\]"),
+    ("blank.jsonl", '{"document": "a", "summary": "b"}\n{"document": " ", "summary": "b"}\n',
+     r"blank.jsonl:2: empty document or summary"),
 ])
 def test_bad_data_files_are_named_by_line(tmp_path, name, text, message):
     p = tmp_path / name
-    p.write_text(text)
+    p.write_text(text, encoding="utf-8")
     kind = "jsonl" if name.endswith("jsonl") else "csv"
     with pytest.raises(FailfadeError, match=message):
         load_splits({"source": f"{kind}:{p}", "heldout_fraction": 0.2}, 0)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_a_file_not_in_utf8_is_named_by_line_and_byte(tmp_path, kind):
+    rows = [("doc one .", "s ."), ("doc two .", "s ."), ("the café opened .", "s .")]
+    text = ("document,summary\n" + "".join(f"{d},{r}\n" for d, r in rows) if kind == "csv"
+            else "".join(json.dumps({"document": d, "summary": r}, ensure_ascii=False) + "\n" for d, r in rows))
+    p = tmp_path / f"cp1252.{kind}"
+    p.write_bytes(text.encode("cp1252"))
+    line = 4 if kind == "csv" else 3
+    byte = text.encode("cp1252").index("é".encode("cp1252"))
+    with pytest.raises(FailfadeError, match=rf"cp1252.{kind}:{line}: not UTF-8 \(byte {byte}: b'\\xe9'\)"):
+        load_splits({"source": f"{kind}:{p}", "heldout_fraction": 0.2}, 0)
+
+
+def test_a_csv_document_over_128_kib_loads(tmp_path):
+    import csv
+
+    long = "word " * 60_000  # 300 KB in one quoted field: over Python's default csv field limit
+    p = tmp_path / "long.csv"
+    p.write_text("document,summary\n" + f'"{long}",s .\n' + "".join(f"doc {i} .,s {i} .\n" for i in range(9)))
+    before = csv.field_size_limit()
+    reports = load_splits({"source": f"csv:{p}", "heldout_fraction": 0.2}, 0)
+    docs = [r.document for r in reports.train + reports.heldout]
+    assert long.strip() in docs and len(docs) == 10
+    assert csv.field_size_limit() == before  # the process-wide limit is restored
+
+
+def test_a_csv_record_the_reader_refuses_is_named_by_file_and_line(tmp_path, monkeypatch):
+    from failfade.tasks.summarization import data
+
+    monkeypatch.setattr(data, "CSV_FIELD_LIMIT", 100)
+    p = tmp_path / "big.csv"
+    p.write_text("document,summary\na,b\nc,d\n" + f'"{"x" * 200}",s\n')
+    with pytest.raises(FailfadeError, match=r"big.csv:4: not a valid CSV record \(field larger than field limit"):
+        load_splits({"source": f"csv:{p}", "heldout_fraction": 0.2}, 0)
+
+
+def test_jsonl_documents_may_hold_unicode_line_separators(tmp_path):
+    p = tmp_path / "sep.jsonl"
+    rows = [{"document": f"first part\u2028second part {i} .\u0085end", "summary": f"s {i} ."} for i in range(5)]
+    p.write_text("\ufeff" + "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    s = load_splits({"source": f"jsonl:{p}", "heldout_fraction": 0.2}, 0)
+    assert len(s.train) + len(s.heldout) == 5 and all("\u2028" in r.document for r in s.train)
 
 
 def test_unknown_source_and_missing_file_name_the_key(tmp_path):

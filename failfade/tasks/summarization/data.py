@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 
 from failfade import FailfadeError
 from failfade.tasks.summarization.corpus import Report, make_corpus
+
+CSV_FIELD_LIMIT = 1 << 30  # characters in one CSV field (Python's csv default is 128 KiB)
 
 
 @dataclass
@@ -42,31 +45,73 @@ def _from_pairs(pairs: list[tuple[str, str]]) -> list[Report]:
     return [Report(doc.strip(), "", (), ref.strip(), {}) for doc, ref in pairs]
 
 
+def _decoded(path: Path) -> str:
+    """The file's text (UTF-8, a byte-order mark allowed); another encoding is named by line and byte."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise FailfadeError(f"{path}:{line}: not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+                            "save the file as UTF-8") from None
+
+
+def _no_repeated_keys(path: Path, n: int):
+    def pairs(items):
+        keys = [k for k, _ in items]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise FailfadeError(f"{path}:{n}: repeated field(s) {dup}")
+        return dict(items)
+    return pairs
+
+
 def read_pairs(path: Path, kind: str, key: str) -> list[Report]:
     if not path.is_file():
         raise FailfadeError(f"{key}: {path} does not exist")
+    text = _decoded(path)
     pairs = []
     if kind == "jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        # split on newlines only: str.splitlines also breaks at U+2028, U+0085, ... which JSON strings may hold
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=_no_repeated_keys(path, n))
             except json.JSONDecodeError as e:
                 raise FailfadeError(f"{path}:{n}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict) or not isinstance(row.get("document"), str) or not isinstance(row.get("summary"), str):
                 raise FailfadeError(f"{path}:{n}: needs string fields 'document' and 'summary'")
+            if not row["document"].strip() or not row["summary"].strip():
+                raise FailfadeError(f"{path}:{n}: empty document or summary")
             pairs.append((row["document"], row["summary"]))
     else:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = {"document", "summary"} - set(reader.fieldnames or [])
+        reader = csv.reader(io.StringIO(text, newline=""))
+        limit = csv.field_size_limit()
+        csv.field_size_limit(CSV_FIELD_LIMIT)  # a long article is one field: the default 128 KiB is too small
+        try:
+            header = next(reader, None) or []
+            missing = {"document", "summary"} - set(header)
             if missing:
                 raise FailfadeError(f"{path}:1: missing column(s) {sorted(missing)}; need 'document' and 'summary'")
-            for n, row in enumerate(reader, start=2):
-                if not (row["document"] or "").strip() or not (row["summary"] or "").strip():
-                    raise FailfadeError(f"{path}:{n}: empty document or summary")
-                pairs.append((row["document"], row["summary"]))
+            named = [h for h in header if h.strip()]
+            dup = sorted({h for h in named if named.count(h) > 1})
+            if dup:
+                raise FailfadeError(f"{path}:1: repeated column(s) {dup}; each column name once")
+            di, si = header.index("document"), header.index("summary")
+            end = reader.line_num
+            for row in reader:
+                start, end = end + 1, reader.line_num  # a quoted field may span lines: name the record's first
+                if not row:
+                    continue
+                doc, ref = (row[i] if i < len(row) else "" for i in (di, si))
+                if not doc.strip() or not ref.strip():
+                    raise FailfadeError(f"{path}:{start}: empty document or summary")
+                pairs.append((doc, ref))
+        except csv.Error as e:
+            raise FailfadeError(f"{path}:{reader.line_num}: not a valid CSV record ({e})") from None
+        finally:
+            csv.field_size_limit(limit)
     if len(pairs) < 3:
         raise FailfadeError(f"{key}: {path} has {len(pairs)} document(s); at least 3 are needed to split")
     return _from_pairs(pairs)
