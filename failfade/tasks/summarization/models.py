@@ -39,7 +39,10 @@ def load_pretrained(folder: Path, key: str, device: torch.device = torch.device(
         raise FailfadeError(f"{key}: {folder} is not a model folder written by save_pretrained (no config.json)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(folder), trust_remote_code=False, use_safetensors=True)
+        # use_kernels=False: transformers 5 otherwise swaps layers for kernels fetched from the Hub (code not
+        # in this folder; and model.train() on the `meta` device fails in their kernelize)
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(folder), trust_remote_code=False, use_safetensors=True,
+                                                      use_kernels=False)
     except Exception as e:  # transformers raises many types for missing or broken files
         raise FailfadeError(f"{key}: cannot load a seq2seq model and tokenizer from {folder} ({type(e).__name__}: {str(e)[:200]})") from e
     return model.to(device).eval(), tokenizer
