@@ -546,6 +546,58 @@ def test_bad_ratings_are_named_by_file_and_line(tmp_path):
         ratings.read_ratings(_write(tmp_path / "e.csv", ["c2-s0,2,,,ann", "c2-s1,2,,,"]), _space(), 4)
 
 
+def test_ratings_csv_is_read_strictly_and_named_by_the_line_where_a_record_starts(tmp_path):
+    """An unclosed quote swallowed the rows after it into one rater field, a field over the csv
+    module's limit escaped as a bare _csv.Error, and U+2028 inside a field split its line."""
+    from failfade.feedback import FeedbackError
+    from failfade.tasks.generation import ratings
+
+    head = "image_id,cell,bias,quality,rater\n"
+    path = tmp_path / "r.csv"
+    path.write_text(head + 'c1-s0,1,0,5,"ann\nc2-s1,2,0,4,bob\nc3-s0,3,1,1,cy\n', newline="")
+    with pytest.raises(FeedbackError, match="line 2: not readable as CSV"):
+        ratings.read_ratings(path, _space(), 4)
+    path.write_text(head + "c1-s0,1,0,5,ann\n" + 'c2-s0,2,0,4,"' + "x" * (200 << 10) + '"\n', newline="")
+    with pytest.raises(FeedbackError, match="line 3: not readable as CSV"):
+        ratings.read_ratings(path, _space(), 4)
+    path.write_text(head + 'c1-s0,1,0,5,"ann\u2028lee"\nc2-s0,2,0,4,bob\n', newline="")
+    table = ratings.read_ratings(path, _space(), 4)
+    assert table.select("line", "rater").rows() == [(2, "ann\u2028lee"), (3, "bob")]
+    # a quoted line break: the next record starts on line 4, and problems name where records start
+    path.write_text(head + 'c1-s0,1,0,5,"ann\nlee"\nc2-s0,2,0,9,bob\nc1-s0,1,0,5,"ann\nlee"\n', newline="")
+    with pytest.raises(FeedbackError) as ei:
+        ratings.read_ratings(path, _space(), 4)
+    assert "line 4: quality '9'" in str(ei.value)
+    assert "line 5: rater 'ann\\nlee' already rated c1-s0 on line 2" in str(ei.value)
+
+
+def test_a_quoted_ratings_header_is_a_ratings_file(tmp_path):
+    """R's write.csv and pandas' QUOTE_ALL quote the header: it was split on "," and read as decisions."""
+    from failfade.tasks.generation import ratings
+
+    path = tmp_path / "r.csv"
+    path.write_text('"image_id","cell","bias","quality","rater"\n"c1-s0","1","0","5","ann"\n')
+    assert ratings.is_ratings(path)
+    assert ratings.read_ratings(path, _space(), 4).select("image_id", "rater").rows() == [("c1-s0", "ann")]
+    path.write_text('"selector","decision"\n"digit=eight","fix"\n')
+    assert not ratings.is_ratings(path)
+
+
+def test_a_non_utf8_byte_in_ratings_is_named_by_its_offset_and_line_with_a_bom(tmp_path):
+    """utf-8-sig counts offsets after the BOM: the reported byte was 3 bytes early."""
+    from failfade.feedback import FeedbackError
+    from failfade.tasks.generation import ratings
+
+    body = b"image_id,cell,bias,quality,rater\nc1-s0,1,0,5,ann\nc2-s0,2,0,4,b\xe9b\n"
+    for bom in (b"", b"\xef\xbb\xbf"):
+        path = tmp_path / "r.csv"
+        path.write_bytes(bom + body)
+        assert ratings.is_ratings(path)  # the bad byte is not on the header's line: read_ratings names it
+        at = len(bom) + body.index(b"\xe9")
+        with pytest.raises(FeedbackError, match=f"line 3: not UTF-8 text \\(byte 0xe9 at offset {at}\\)"):
+            ratings.read_ratings(path, _space(), 4)
+
+
 def test_a_partly_filled_ratings_template_is_read_as_its_rated_rows(tmp_path):
     """The template lists every sheet image (with a prompt column); people rate some of them, often with the
     rater filled down the whole column: the blank rows are images left unrated, not errors."""

@@ -26,6 +26,7 @@ The judge is compared with the raters image by image (agreement, Cohen's kappa) 
 from __future__ import annotations
 
 import base64
+import codecs
 import csv
 import html
 import io
@@ -38,7 +39,7 @@ import polars as pl
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
-from failfade.feedback import FeedbackError
+from failfade.feedback import FeedbackError, _records
 
 COLUMNS = ("image_id", "cell", "bias", "quality", "rater")
 _ID = re.compile(r"^c(\d+)-s(\d+)$")
@@ -50,12 +51,42 @@ def image_id(cell: int, seed_index: int) -> str:
 
 
 def is_ratings(path: Path) -> bool:
-    """Whether a feedback file is a ratings CSV (its header has image_id) rather than decisions."""
+    """Whether a feedback file is a ratings CSV (its header has image_id) rather than decisions. The
+    header is parsed as CSV (R's and pandas' QUOTE_ALL write "image_id","cell",...), and only the
+    first line need be UTF-8: read_ratings names a bad byte further down by its line."""
     try:
-        first = Path(path).read_text(encoding="utf-8-sig").splitlines()[:1]
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as f:
+            first = f.readline()
+    except OSError:
         return False
-    return bool(first) and "image_id" in [h.strip() for h in first[0].split(",")]
+    try:
+        text = first.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        header = next(csv.reader(io.StringIO(text, newline=""), strict=True), [])
+    except (UnicodeDecodeError, csv.Error):
+        return False
+    return "image_id" in [h.strip() for h in header]
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """The file's text (a leading BOM dropped); a byte that is not UTF-8 is named by its offset in
+    the file and its line (decoding with utf-8-sig counts offsets after the BOM: 3 bytes off)."""
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = bom + e.start
+        line = data[:at].count(b"\n") + 1
+        raise FeedbackError(path, [f"line {line}: not UTF-8 text (byte 0x{data[at]:02x} at offset {at}); save the file "
+                                   "as UTF-8 CSV"]) from None
+
+
+def _numbered(reader: csv.DictReader, path: Path):
+    """(line where the record starts, record): a quoted field may span lines. CSV syntax errors are
+    feedback's (_records): named by the line where their record starts."""
+    start = reader.line_num + 1
+    for raw in _records(reader, path):
+        yield start, raw
+        start = reader.line_num + 1
 
 
 def _png(img: np.ndarray, scale: int = 4) -> str:
@@ -151,18 +182,19 @@ document.getElementById('export').onclick = function () {
 def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[str] | None = None) -> pl.DataFrame:
     """Validated ratings; every problem is collected and reported by file and line."""
     path = Path(path)
+    text = _decode(path.read_bytes(), path)
+    # strict: an unclosed quote is an error, not a field that swallows the rows after it; newline="":
+    # quoted line breaks stay in their field and only \r, \n end a line (not U+2028 or a form feed)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise FeedbackError(path, [f"not UTF-8 text (byte {e.start}); save the file as UTF-8 CSV"]) from None
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as e:
+        raise FeedbackError(path, [f"line 1: not readable as CSV ({e})"]) from None
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise FeedbackError(path, [f"line 1: a ratings CSV needs columns {list(COLUMNS)}; missing {missing}"])
     problems, rows, seen = [], [], {}
-    for raw in reader:
-        line = reader.line_num
+    for line, raw in _numbered(reader, path):
         if None in raw or None in raw.values():
             problems.append(f"line {line}: the number of fields differs from the header's")
             continue
