@@ -71,8 +71,13 @@ def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
     task = family_of(exp).build_task(exp, Path(model_dir))
     if cache_dir is None:
         return task
-    # the data's config and its content: a file edited under the same path must not reuse old outcomes
-    parts = [task.model_sha256, exp["data"], getattr(task, "data_digest", None), exp["seed"], exp["concepts"]]
+    # every model file that can change an outcome (not only the weights: generation_config.json,
+    # tokenizer and scheduler files too; storage.outcome_digest), the data's config and its content:
+    # a file edited under the same path must not reuse old outcomes
+    from failfade.tasks.storage import outcome_digest
+
+    parts = [outcome_digest(model_dir) or task.model_sha256, exp["data"], getattr(task, "data_digest", None),
+             exp["seed"], exp["concepts"]]
     if getattr(task, "settings", None) is not None:  # what else decides an outcome (e.g. generation settings)
         parts.append(task.settings)
     key = fingerprint(*parts)

@@ -663,6 +663,59 @@ def test_ratings_that_fix_nothing_are_refused_at_the_feedback_stage(tmp_path):
                              source=str(tmp_path / "r.csv"), judge_cells=cells, judged=None)
 
 
+def test_every_pipeline_file_keys_the_outcome_cache(tmp_path, monkeypatch):
+    """The card pins the weights (*.safetensors) only, and its sha256 keyed the cache: a pipeline whose
+    scheduler_config.json, tokenizer or component configs differ reused the other one's outcomes.
+    The key covers them now, for a model folder and for a derived one whose pipeline lives in its base."""
+    import os
+    import shutil
+    from types import SimpleNamespace
+
+    from failfade import pipeline
+    from failfade.tasks.generation import models
+    from failfade.tasks.generation import training as T
+    from failfade.tasks.generation.pipeline import save_components
+
+    base = tmp_path / "model"
+    files = ["pipeline/" + f for f in save_components(T.build(seed=0, width=8), base / "pipeline")]
+    models.write_card({"pipeline": "pipeline", "files": models.digest_files(base, files)}, base)
+    (base / "training.csv").write_text("step,loss,seconds\n-1,,0.0\n")
+    post = tmp_path / "post"
+    (post / models.ADAPTER).mkdir(parents=True)
+    (post / models.ADAPTER / models.ADAPTER_WEIGHTS).write_bytes(b"adapter")
+    (post / models.ADAPTER / "adapter.json").write_text('{"rank": 4}')
+    models.write_card({"pipeline": os.path.relpath(base / "pipeline", post),
+                       "files": {**models.digest_files(base, files),
+                                 **models.digest_files(post, [f"{models.ADAPTER}/{models.ADAPTER_WEIGHTS}"])}}, post)
+
+    def key(model_dir):
+        task = SimpleNamespace(model_sha256=json.loads((model_dir / "model.json").read_text())["sha256"], space=None,
+                               n_inputs=2, n_cells=3, labels=np.zeros(2), observations=np.zeros((2, 1)))
+        monkeypatch.setattr(pipeline, "family_of", lambda exp: SimpleNamespace(build_task=lambda exp, d: task))
+        exp = {"data": {"template": "{digit}", "seeds": 2}, "seed": 0, "concepts": []}
+        name = pipeline.build_task(exp, model_dir, tmp_path / "cache").path.name
+        models.read_card(model_dir)  # the pinned weights still match their card
+        return name
+
+    first, derived = key(base), key(post)
+    shutil.copytree(base, tmp_path / "copy")
+    assert key(tmp_path / "copy") == first  # an identical copy reuses the outcomes
+    (post / models.ADAPTER / "adapter.json").write_text('{"rank": 8}')
+    assert key(post) != derived
+    for rel, edit in [("pipeline/scheduler/scheduler_config.json", {"steps_offset": 0}),
+                      ("pipeline/tokenizer/tokenizer_config.json", {"model_max_length": 7}),
+                      ("pipeline/unet/config.json", {"upcast_attention": True})]:
+        shutil.rmtree(tmp_path / "copy")
+        shutil.copytree(base, tmp_path / "copy")
+        f = tmp_path / "copy" / rel
+        f.write_text(json.dumps({**json.loads(f.read_text()), **edit}))
+        assert key(tmp_path / "copy") != first, rel
+    derived = key(post)
+    f = base / "pipeline" / "scheduler" / "scheduler_config.json"  # the derived model's pipeline is its base's
+    f.write_text(json.dumps({**json.loads(f.read_text()), "steps_offset": 0}))
+    assert key(post) != derived
+
+
 def test_the_clip_judge_and_its_question_key_the_outcome_cache(tmp_path):
     """A CLIP judge lives outside the model folder: its files are pinned by the card (so another
     judge, or one edited in place, is not read back from the outcome cache), and the bias question

@@ -155,3 +155,47 @@ def test_clean_accuracy_after_mitigation_is_measured_at_full_precision(tmp_path,
            "mitigate": {"mode": "last_layer", "epochs": 1, "lr": 0.01, "batch_size": 64, "perturb_fraction": 0.5, "distill": 0.0}}
     out = family("classification").fine_tune(exp, tmp_path / "m", {"fix": [{"cell": 1, "weight": 1.0}]}, tmp_path / "after")
     assert out["heldout_clean_accuracy"] == at["fp32"]
+
+
+def _key_of(model_dir: Path, cache: Path, monkeypatch) -> str:
+    """The outcome cache file pipeline.build_task picks for a model folder (a stand-in family whose
+    task carries the card's weights digest, as every family's does)."""
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from failfade import pipeline
+
+    sha = json.loads((model_dir / "model.json").read_text())["sha256"]
+    task = SimpleNamespace(model_sha256=sha, space=None, n_inputs=2, n_cells=3, labels=np.zeros(2),
+                           observations=np.zeros((2, 1)))
+    monkeypatch.setattr(pipeline, "family_of", lambda exp: SimpleNamespace(build_task=lambda exp, model_dir: task))
+    exp = {"data": {"source": "builtin:reports"}, "seed": 0, "concepts": []}
+    return pipeline.build_task(exp, model_dir, cache).path.name
+
+
+def test_every_file_of_a_summarizer_folder_keys_the_outcome_cache(tmp_path, monkeypatch):
+    """The key held the card's sha256, which covers model.safetensors only: a copy of the model folder
+    with no_repeat_ngram_size=2 in generation_config.json kept the cache file while 17 of 80 clean
+    summaries changed. The weights' integrity check is unchanged."""
+    import json
+    import shutil
+
+    from failfade.tasks.storage import read_checked_card
+    from failfade.tasks.summarization import models
+
+    tok = models.train_tokenizer(["the cat sat on the mat 12", "a dog ran 3 miles home"] * 4, vocab_size=60)
+    models.save(models.tiny_t5(tok, 0), tok, {"arch": "T5ForConditionalGeneration"}, tmp_path / "m")
+    (tmp_path / "m" / "training.csv").write_text("step,loss,seconds\n0,1.0,0.5\n")
+    first = _key_of(tmp_path / "m", tmp_path / "cache", monkeypatch)
+    shutil.copytree(tmp_path / "m", tmp_path / "same")
+    (tmp_path / "same" / "training.csv").write_text("step,loss,seconds\n0,1.0,0.7\n")  # wall times decide nothing
+    assert _key_of(tmp_path / "same", tmp_path / "cache", monkeypatch) == first
+    for name, edit in [("generation_config.json", {"no_repeat_ngram_size": 2}), ("config.json", {"num_beams": 3}),
+                       ("tokenizer_config.json", {"model_max_length": 7})]:
+        shutil.copytree(tmp_path / "m", tmp_path / name)
+        f = tmp_path / name / name
+        f.write_text(json.dumps({**json.loads(f.read_text()), **edit}))
+        assert _key_of(tmp_path / name, tmp_path / "cache", monkeypatch) != first, name
+        read_checked_card(tmp_path / name, "weights")  # the weights still match their card

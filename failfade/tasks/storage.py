@@ -50,6 +50,47 @@ def missing_files(model_dir: Path) -> list[Path]:
     return [p for p in paths if not p.is_file()]
 
 
+# what a model folder holds that decides no outcome: the card (its clean-check figures and
+# timings are rewritten on every run) and the training log (wall times)
+NOT_OUTCOME = (CARD, "training.csv")
+
+
+def outcome_digest(model_dir: Path) -> str | None:
+    """One sha256 over every file of a model folder that can change an outcome, names included, in
+    name order: the weights and everything beside them (config.json, generation_config.json,
+    tokenizer files; a text-to-image pipeline's scheduler, tokenizer and component configs, wherever
+    the card's `pipeline` lives; an adapter's files; a CLIP judge's pinned files). The card's sha256
+    covers the weights only, so an edited generation_config.json or scheduler_config.json reused
+    outcomes computed under another one. Files the card pins take the card's digest (the family's
+    loader has checked them against it: call this after loading); the rest are hashed here. None
+    when the folder has no readable card (the task's own model_sha256 then stands)."""
+    model_dir = Path(model_dir)
+    try:
+        card = json.loads((model_dir / CARD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(card, dict):
+        return None
+    folders = {"": model_dir}
+    if isinstance(card.get("files"), dict):  # text-to-image: every pinned file, the pipeline maybe elsewhere
+        from failfade.tasks.generation.models import pipeline_dir
+
+        digests = {str(k): str(v) for k, v in card["files"].items()}
+        if card.get("pipeline"):
+            folders["pipeline/"] = pipeline_dir(model_dir, card)
+    else:
+        digests = {str(card.get("weights", WEIGHTS)): card["sha256"]} if card.get("sha256") else {}
+    for prefix, folder in folders.items():
+        for f in folder_files(folder):
+            rel = prefix + f.relative_to(folder).as_posix()
+            if rel not in digests and rel not in NOT_OUTCOME:
+                digests[rel] = sha256_file(f)
+    h = hashlib.sha256()
+    for name, d in sorted(digests.items()):
+        h.update(f"{name}:{d}\n".encode())
+    return h.hexdigest()
+
+
 def write_card(card: dict, out_dir: Path) -> dict:
     """Write the card for the weights already saved in out_dir, with their digest."""
     import torch
