@@ -839,6 +839,36 @@ def test_a_template_without_a_slot_for_an_axis_is_named_before_any_job_runs(tmp_
         failfade.config.validate({"experiments": {"t2i": exp}})
 
 
+def test_a_prompt_longer_than_the_tokenizer_keeps_is_refused_naming_the_template(tmp_path, digits_world):
+    """The builtin's tokenizer keeps 8 tokens: 'a photo of a thin small eight' reached the text encoder
+    as 'a photo' while the judge and the LoRA read the whole prompt. Refused when the config is read
+    (the builtin, a path: pipeline), by the model stage (any source) and when a model folder is loaded."""
+    import failfade.config
+    from failfade.tasks.generation import GenerationFamily
+
+    long = "a photo of a {thickness} {size} {digit}"
+    exp = {"task": "generation", "data": {"template": long}, "concepts": WORDS, "feedback": "f.csv"}  # builtin:digits
+    with pytest.raises(FailfadeError, match=r"experiments.t2i.data.template: 12 of 12 prompt\(s\) are longer than .* "
+                                            r"model_max_length of 8 tokens .* e.g. 'a photo of a thin small \w+': 14 "
+                                            r"tokens, of which the text encoder would read only 'a photo' "):
+        failfade.config.validate({"experiments": {"t2i": exp}})
+    exp["data"]["template"] = "{thickness} {size} {digit}"
+    failfade.config.validate({"experiments": {"t2i": exp}})  # 5 tokens: accepted
+    exp["data"]["template"] = "a {thickness} {size} {digit}"  # 6 words, but 'a' is one token: 6 + 2 = 8 fit
+    failfade.config.validate({"experiments": {"t2i": exp}})
+
+    pipe = digits_world["root"] / "pipeline"  # the builtin's tokenizer (8 tokens) in a path: pipeline
+    exp = {**digits_world["exp"], "data": {**digits_world["exp"]["data"], "template": long}}
+    with pytest.raises(FailfadeError, match=rf"experiments.t2i.data.template: .* \({pipe / 'tokenizer'}\)"):
+        failfade.config.validate({"experiments": {"t2i": exp}})
+    fam = GenerationFamily()
+    with pytest.raises(FailfadeError, match=r"^data.template: .*would read only 'a photo'"):
+        fam.obtain_model(exp, tmp_path / "model", tmp_path / "res")  # what an hf: pipeline meets
+    assert not (tmp_path / "model" / "pipeline").exists()
+    with pytest.raises(FailfadeError, match=r"^data.template: .*would read only 'a photo'"):
+        fam.build_task(exp, digits_world["root"] / "model")  # a model folder written for another template
+
+
 @pytest.mark.slow
 def test_the_workflow_runs_a_text_to_image_experiment_from_ratings(tmp_path, repo_root, snakemake_exe):
     """Snakemake end to end on a tiny pipeline: landscape with sample and rating sheets, ratings as

@@ -77,6 +77,24 @@ class GenerationFamily(TaskFamily):
             if t is not None and (len(t) != len(bias["classes"]) or min(t) < 0 or abs(sum(t) - 1) > 1e-6):
                 raise FailfadeError(f"{key}.model.bias.target: {t} must give one share per class "
                                     f"({len(bias['classes'])}), each >= 0, summing to 1")
+        self.check_prompt_lengths(exp, key)
+
+    def check_prompt_lengths(self, exp: dict, key: str) -> None:
+        """Every prompt fits the pipeline's tokenizer, when its files are here before the model stage
+        (the builtin, a path: folder); an hf: pipeline is checked by the model stage, and every
+        model folder when it is loaded."""
+        from failfade.tasks.generation.pipeline import check_prompt_lengths, tokenizer_folder
+
+        folder = tokenizer_folder(exp["model"]["source"])
+        if folder is None or not folder.is_dir():
+            return
+        try:
+            from transformers import CLIPTokenizer
+
+            tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+        except Exception:  # not a tokenizer folder: the model stage names the pipeline that is not one
+            return
+        check_prompt_lengths(tokenizer, self.prompts(exp), f"{key}.data.template", str(folder))
 
     def prompts(self, exp: dict, space: ConceptSpace | None = None) -> list[str]:
         from failfade.tasks.generation.task import prompt_of
@@ -88,7 +106,8 @@ class GenerationFamily(TaskFamily):
 
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         from failfade.tasks.generation import builtin, models
-        from failfade.tasks.generation.pipeline import download, load_components, parse_source, save_components
+        from failfade.tasks.generation.pipeline import (check_prompt_lengths, download, load_components, parse_source,
+                                                        save_components)
 
         m, out_dir = exp["model"], Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +118,7 @@ class GenerationFamily(TaskFamily):
         else:
             src = download(target, rev, resources, key) if kind == "hf" else Path(target)
         c = load_components(src, key)  # fails on a folder that is not a pipeline, before anything is copied
+        check_prompt_lengths(c.tokenizer, self.prompts(exp), "data.template", f"{key}: {m['source']}")
         if (out_dir / "pipeline").exists():
             shutil.rmtree(out_dir / "pipeline")
         files = ["pipeline/" + f for f in save_components(c, out_dir / "pipeline")]
@@ -151,12 +171,13 @@ class GenerationFamily(TaskFamily):
         """(sampler, judge, card) of a model folder: base pipeline (+ LoRA adapter) and its judge."""
         from failfade.tasks.generation import models
         from failfade.tasks.generation.lora import load_adapter
-        from failfade.tasks.generation.pipeline import Sampler, load_components
+        from failfade.tasks.generation.pipeline import Sampler, check_prompt_lengths, load_components
 
         device = device or _device(exp)
         model_dir = Path(model_dir)
         card = models.read_card(model_dir)
         c = load_components(models.pipeline_dir(model_dir, card), str(model_dir))
+        check_prompt_lengths(c.tokenizer, self.prompts(exp), "data.template", f"{model_dir}'s pipeline")
         if (model_dir / models.ADAPTER).is_dir():
             load_adapter(c.unet, model_dir / models.ADAPTER, str(model_dir))
         if device.type == "cuda" and exp["model"].get("fp16_on_gpu", True):
