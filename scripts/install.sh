@@ -12,7 +12,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip install -q --upgrade pip
 pip install -q "torch==2.14.1" "torchvision==0.29.1"
-pip install -q -e ".[dev,bench]"
+# every other package at the version the tests last passed with (scripts/constraints.txt, from
+# `pip freeze --exclude-editable` of a passing environment): an unpinned release (transformers 5.25
+# turning on Hub kernels) once broke a test between two CI runs of the same commit
+pip install -q -c scripts/constraints.txt -e ".[dev,bench]"
 # pufferlib 2.0.2's metadata pins numpy==1.23.3 (and old opencv/psutil); its native PufferEnv,
 # spaces and vector modules work with numpy 2.x, so it goes in without those stale pins.
 pip install -q --no-deps "pufferlib==2.0.2"
