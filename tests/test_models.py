@@ -199,6 +199,26 @@ def test_unknown_arch_in_card(tmp_path):
         load_model(out)
 
 
+@pytest.mark.parametrize("edit,said", [
+    (lambda c: c["input"].pop("mean"), "input lacks ['mean']"),
+    (lambda c: c["input"].update(size="big"), "input.size must be a positive integer, got 'big'"),
+    (lambda c: c["input"].update(std=[0]), "input.std must be positive"),
+    (lambda c: c["input"].update(mean=[0.1, 0.2, 0.3]), "input.mean must be 1 finite number(s), one per channel"),
+    (lambda c: c["input"].update(channels=2), "input.channels must be 1 or 3"),
+    (lambda c: c.update(arch=7), "arch must be an architecture name (a string), got 7"),
+])
+def test_a_hand_written_cards_input_section_is_checked(saved, edit, said):
+    """A `path:` model's card is written by hand: a missing mean was a KeyError traceback, std 0 made
+    every logit non-finite in silence, a mean of the wrong length failed inside a convolution later."""
+    _, _, out = saved
+    card = json.loads((out / CARD).read_text())
+    edit(card)
+    (out / CARD).write_text(json.dumps(card))
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert f"{out / CARD}: {said}" in str(ei.value)
+
+
 # --- running a model ---------------------------------------------------------------------------
 
 def test_logits_and_features_penultimate_width(saved):

@@ -10,6 +10,7 @@ Sources (config key `model.source`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,11 +197,40 @@ def save_model(module: nn.Module, card: dict, out_dir: Path) -> dict:
     return write_card(card, out_dir)
 
 
+def check_card_input(card: dict, where: str) -> None:
+    """A card's `arch` and `input` section, checked before anything is built from them (a `path:`
+    model's card is written by hand): a missing `mean` was a KeyError, `std: [0]` made every logit
+    non-finite without a word, a `mean` of the wrong length failed later inside a convolution."""
+    if not isinstance(card.get("arch"), str):
+        raise FailfadeError(f"{where}: arch must be an architecture name (a string), got {card.get('arch')!r}")
+    inp = card.get("input")
+    if not isinstance(inp, dict):
+        raise FailfadeError(f"{where}: input must be a mapping with size, channels, mean and std, got {inp!r}")
+    missing = [k for k in ("size", "channels", "mean", "std") if k not in inp]
+    if missing:
+        raise FailfadeError(f"{where}: input lacks {missing} (size, channels, mean and std are needed)")
+    for k in ("size", "channels"):
+        v = inp[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise FailfadeError(f"{where}: input.{k} must be a positive integer, got {v!r}")
+    if inp["channels"] not in (1, 3):
+        raise FailfadeError(f"{where}: input.channels must be 1 or 3, got {inp['channels']!r}")
+    for k in ("mean", "std"):
+        v = inp[k]
+        if not (isinstance(v, list) and len(v) == inp["channels"]
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            raise FailfadeError(f"{where}: input.{k} must be {inp['channels']} finite number(s), one per channel, "
+                                f"got {v!r}")
+    if any(x <= 0 for x in inp["std"]):
+        raise FailfadeError(f"{where}: input.std must be positive (a division), got {inp['std']!r}")
+
+
 def load_model(model_dir: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> ModelUnderTest:
     """Load a failfade model dir; a missing, tampered or truncated file fails with its path named."""
     model_dir = Path(model_dir)
     weights_path = model_dir / WEIGHTS
     card = read_checked_card(model_dir, f"{CARD} and {WEIGHTS}", ("arch", "classes", "input"))
+    check_card_input(card, str(model_dir / CARD))
     try:
         module = build_architecture(card)
     except (KeyError, TypeError, ValueError) as e:  # torchvision: unknown name; a malformed card entry
