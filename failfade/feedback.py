@@ -8,11 +8,12 @@ Selector grammar (over the concept space's axes and levels):
     selector    := "*" | conjunction ( "|" conjunction )*
     conjunction := condition ( "&" condition )*
     condition   := axis op level        op ∈ {=, ==, !=, <, <=, >, >=}
-`level` must be one of the axis's levels. Decision is `fix` or `accept`; weight > 0 (default 1).
+`level` must be one of the axis's levels. Decision is `fix` or `accept`; 0 < weight <= 1e6 (default 1).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -27,6 +28,9 @@ from failfade.concepts import ConceptSpace
 
 REQUIRED = ("selector", "decision")
 OPTIONAL = ("mode", "description", "weight", "note")
+# weights are relative sampling weights; past this their sums overflow in the mitigation's sampler
+# (1e308 twice is inf: numpy refused the probabilities, torch.multinomial drew one cell only)
+MAX_WEIGHT = 1e6
 DECISIONS = ("fix", "accept")
 _COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|=|<|>)\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[A-Za-z_][A-Za-z0-9_'-]*)\s*$")
 _OPS = {
@@ -132,8 +136,10 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
     if not path.is_file():
         raise FeedbackError(path, ["file not found"])
     data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):  # decoded as utf-8-sig, offsets would count from after the BOM
+        data = data[len(codecs.BOM_UTF8):]
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise FeedbackError(path, [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as "
@@ -182,8 +188,8 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
                 weight = float(raw["weight"])
             except ValueError:
                 weight = float("nan")
-            if not np.isfinite(weight) or weight <= 0:
-                problems.append(f"line {line}: weight {raw['weight']!r} must be a positive number")
+            if not np.isfinite(weight) or weight <= 0 or weight > MAX_WEIGHT:
+                problems.append(f"line {line}: weight {raw['weight']!r} must be a positive number, at most {MAX_WEIGHT:g}")
                 continue
         try:
             text = raw.get("selector", "")

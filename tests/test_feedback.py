@@ -195,6 +195,8 @@ BAD = {
     "negative_weight": ("selector,decision,weight\nrotation>=30,fix,-2\n", 2, "weight '-2' must be a positive number"),
     "non_numeric_weight": ("selector,decision,weight\nrotation>=30,fix,heavy\n", 2, "weight 'heavy' must be a positive number"),
     "nan_weight": ("selector,decision,weight\nrotation>=30,fix,nan\n", 2, "weight 'nan' must be a positive number"),
+    # 1e308 twice overflowed the mitigation sampler's sums (numpy refused; torch drew one cell only)
+    "huge_weight": ("selector,decision,weight\nrotation>=30,fix,1e308\n", 2, "weight '1e308' must be a positive number, at most 1e+06"),
     "duplicate": (
         "selector,decision\nrotation>=30,fix\nrotation>20,fix\n", 3, "duplicate of line 2 (selects the same cells)"
     ),
@@ -222,6 +224,15 @@ def test_bad_file_names_path_line_and_reason(space, tmp_path, case):
     assert f"line {line}:" in msg
     assert reason in msg
     assert isinstance(ei.value, FailfadeError)
+
+
+def test_a_bad_byte_after_a_byte_order_mark_is_named_by_its_own_line_and_value(space, tmp_path):
+    """Decoded as utf-8-sig, the error's offset counted from after the BOM: the wrong byte (0x74 for
+    0xe9), and line 1 for a byte on line 2."""
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfselector,decision,note\n\xe9rotation>=30,fix,x\n")
+    with pytest.raises(FeedbackError, match=r"line 2: not UTF-8 text \(byte 0xe9\)"):
+        read_feedback(path, space, ALL)
 
 
 def test_quoted_line_breaks_and_unusual_separators_stay_in_the_note(space, tmp_path):
