@@ -39,11 +39,12 @@ def probe_space(probe: dict, transforms, key: str, ranges: dict[str, tuple[float
             value = float(level)
         except (TypeError, ValueError):
             raise FailfadeError(f"{key}.apply.{name}: a level is a number, got {level!r}") from None
+        if not np.isfinite(value):
+            raise FailfadeError(f"{key}.apply.{name}: a level is a finite number, got {level!r}")
         lo, hi = (ranges or {}).get(name, (-np.inf, np.inf))
-        if not (np.isfinite(value) and lo <= value <= hi):
-            allowed = f"a finite number from {lo:g} to {hi:g}" if np.isfinite(lo) and np.isfinite(hi) else \
-                (f"a finite number, at least {lo:g}" if np.isfinite(lo) else
-                 f"a finite number, at most {hi:g}" if np.isfinite(hi) else "a finite number")
+        if not lo <= value <= hi:
+            allowed = f"from {lo:g} to {hi:g}" if np.isfinite(lo) and np.isfinite(hi) else \
+                (f"at least {lo:g}" if np.isfinite(lo) else f"at most {hi:g}")
             raise FailfadeError(f"{key}.apply.{name}: {name} levels are {allowed}, got {level!r}")
         axes.append(Axis(name, name, (value,)))
     if not axes:

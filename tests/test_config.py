@@ -292,10 +292,10 @@ def test_levels_outside_a_transforms_range_are_refused(transform, levels, said):
 
 
 @pytest.mark.parametrize("apply,said", [
-    ({"gaussian_blur": -5}, "gaussian_blur levels are a finite number, at least 0, got -5"),
-    ({"rotate": float("nan")}, "rotate levels are a finite number, got nan"),
-    ({"occlude": 3}, "occlude levels are a finite number from 0 to 1, got 3"),
-    ({"darken": 5}, "darken levels are a finite number, at most 1, got 5"),
+    ({"gaussian_blur": -5}, "gaussian_blur levels are at least 0, got -5"),
+    ({"rotate": float("nan")}, "a level is a finite number, got nan"),
+    ({"occlude": 3}, "occlude levels are from 0 to 1, got 3"),
+    ({"darken": 5}, "darken levels are at most 1, got 5"),
 ])
 def test_probe_levels_are_checked_like_concept_levels(apply, said):
     """A blur of -5 px (or a NaN rotation) left the images unchanged, so the probe scored clean

@@ -518,7 +518,7 @@ def test_a_prefixed_checkpoint_keys_the_cache_and_fine_tunes_with_its_prefix(tmp
     ({"name": "buried", "levels": [0, 0.3, 0.6, 1]},
      r"concepts\[1\].levels: buried levels count sentences, so they are whole numbers; got \[0, 0.3, 0.6, 1\]"),
     ({"name": "distractors", "levels": [0.9, 2, 3]}, r"concepts\[1\].levels: distractors levels count sentences"),
-    ({"name": "buried", "levels": ["none", "some"]}, r"concepts\[1\].levels: buried levels are numbers, not words"),
+    ({"name": "buried", "levels": ["none", "some"]}, r"concepts\[1\].levels: buried takes numbers, got words \['none', 'some'\]"),
 ])
 def test_summarization_levels_out_of_range_or_fractional_counts_are_refused_with_the_config(concept, message):
     cfg = summarization_config(Path("fb.csv"))

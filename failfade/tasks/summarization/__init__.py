@@ -46,27 +46,18 @@ class SummarizationFamily(TaskFamily):
         return ConceptSpace.from_config(exp["concepts"], self.transforms, ranges=self.level_ranges)
 
     def check(self, exp: dict, key: str = "experiment") -> None:
-        """Levels are numbers, and whole numbers where the transform counts sentences (in the
-        concepts and in the shift probes); the ranges themselves are checked with level_ranges."""
+        """Whole numbers where the transform counts sentences, in the concepts and in the shift probes
+        (that levels are numbers, and in range, is checked with word_transforms and level_ranges)."""
         for i, item in enumerate(exp["concepts"]):
             transform, levels = item.get("transform", item["name"]), list(item["levels"])
-            if any(isinstance(v, str) for v in levels):
-                raise FailfadeError(f"{key}.concepts[{i}].levels: {transform} levels are numbers, not words; "
-                                    f"got {levels}")
             if transform in COUNTS and any(float(v) != int(v) for v in levels):
                 raise FailfadeError(f"{key}.concepts[{i}].levels: {transform} levels count sentences, so they are "
                                     f"whole numbers; got {levels}")
         for j, probe in enumerate((exp.get("shift") or {}).get("probes") or []):
             for name, level in probe["apply"].items():
-                at = f"{key}.shift.probes[{j}].apply.{name}"
-                if isinstance(level, str) or not np.isfinite(float(level)):
-                    raise FailfadeError(f"{at}: a level is a finite number, got {level!r}")
-                lo, hi = LEVEL_RANGES.get(name, (-np.inf, np.inf))
-                if not lo <= float(level) <= hi:
-                    raise FailfadeError(f"{at}: {name} levels are " + (f"from {lo:g} to {hi:g}" if np.isfinite(hi)
-                                        else f"at least {lo:g}") + f", got {level!r}")
                 if name in COUNTS and float(level) != int(level):
-                    raise FailfadeError(f"{at}: {name} levels count sentences, so they are whole numbers; got {level!r}")
+                    raise FailfadeError(f"{key}.shift.probes[{j}].apply.{name}: {name} levels count sentences, so "
+                                        f"they are whole numbers; got {level!r}")
 
     def summarizer(self, exp: dict, model, tokenizer):
         from failfade.tasks.summarization.task import Summarizer
