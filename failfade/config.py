@@ -134,6 +134,12 @@ def _check_task_keys(name: str, exp: dict, source: str) -> None:
             fam.check(exp, key)
     except FailfadeError as e:
         raise FailfadeError(f"{source}: {e}") from None
+    if exp["task"] != "classification" and exp.get("precision", "fp32") != "fp32":
+        raise FailfadeError(f"{source}: {key}.precision: {exp['precision']!r} is for classification models only "
+                            "(a summarizer scores in fp32; a text-to-image pipeline runs in fp16 on a GPU by itself); "
+                            "remove the key")
+    if not exp["feedback"].strip():
+        raise FailfadeError(f"{source}: {key}.feedback: empty; give the feedback CSV's path (it need not exist yet)")
     if Path(exp["feedback"]).is_dir():
         raise FailfadeError(f"{source}: {key}.feedback: {exp['feedback']} is a directory, not a CSV file")
 

@@ -309,3 +309,23 @@ def test_word_levels_are_refused_on_a_numeric_transform():
     """Words on a numeric transform became their positions: `rotate: [none, strong]` rotated by 0° and 1°."""
     msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": ["none", "strong"]}]))
     assert "experiments.x.concepts[0].levels: rotate takes numbers, got words ['none', 'strong']" in msg
+
+
+@pytest.mark.parametrize("experiment,said", [
+    ({"model": {"source": "foo:bar"}}, "experiments.x.model.source: unknown model source kind 'foo'"),
+    ({"model": {"source": "torchvision:resnet18"}}, "experiments.x.model.source: expected torchvision:<arch>:<weights-enum>"),
+    ({"data": {"source": "imagefolders:/data"}}, "experiments.x.data.source: unknown data source 'imagefolders:/data'"),
+    ({"feedback": " "}, "experiments.x.feedback: empty"),
+])
+def test_source_typos_and_an_empty_feedback_path_are_named_before_any_job(experiment, said):
+    """A typo in a source waited for the model stage; an empty feedback path read as 'is a directory'."""
+    assert said in error_of(minimal(**experiment))
+
+
+def test_precision_is_refused_where_it_would_be_ignored():
+    """bf16 was accepted for a summarizer and silently ignored (it scores in fp32)."""
+    cfg = minimal(task="summarization", precision="bf16",
+                  concepts=[{"name": "typo", "levels": [0, 0.3]}])
+    assert "experiments.x.precision: 'bf16' is for classification models only" in error_of(cfg)
+    cfg["experiments"]["x"]["precision"] = "fp32"
+    validate(cfg)

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.tasks.family import TaskFamily
 
@@ -76,6 +77,17 @@ class ClassificationFamily(TaskFamily):
         from failfade.tasks.classification import models
 
         return models.load_model(model_dir, device_of(exp), exp.get("precision", "fp32"))
+
+    def check(self, exp: dict, key: str = "experiment") -> None:
+        """The model and data sources' forms, read when the config is (a typo such as `foo:bar`
+        otherwise waited for the model stage); whether they exist is the model stage's to find."""
+        from failfade.tasks.classification import models
+
+        models.ModelSource.parse(exp["model"]["source"], f"{key}.model.source")
+        src = exp["data"]["source"]
+        if not (src == "builtin:digits" or src.startswith(("imagefolder:", "torchvision:"))):
+            raise FailfadeError(f"{key}.data.source: unknown data source {src!r}; use builtin:digits, "
+                                "imagefolder:<dir> or torchvision:ImageNet:<root>[:val|train]")
 
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         """The model under test as safetensors + card (with held-out clean accuracy)."""
