@@ -6,8 +6,9 @@ unchanged across tasks:
   labels                             (n_inputs,) reference label per input (or -1)
   observations                       (n_inputs, d) float32: the explorer's view of each clean input
   score(input_ids, cells) -> Outcomes  one batched evaluation of the model under test
-  model_sha256                       (tasks built by a family) the model's weights digest, which keys
-                                     the outcome cache (tasks/cache.py)
+  model_sha256                       (tasks built by a family) the model's weights digest; the outcome
+                                     cache's key holds the digest of every model file that can change
+                                     an outcome (storage.outcome_digest; this one where that has none)
   data_digest                        (optional) a digest of the held-out inputs' content, which keys
                                      it too: a data file edited under the same path is scored anew
 

@@ -11,8 +11,9 @@ what differs between, say, image classification and summarization, and do the re
                              get (or train) the model under test and store it in out_dir (errors
                              about the source name `key`)
   build_task(exp, model_dir) -> Task
-                             the scoring task on the held-out split (see tasks/__init__.py); its
-                             `model_sha256` keys the outcome cache
+                             the scoring task on the held-out split (see tasks/__init__.py); the
+                             outcome cache is keyed by every file of model_dir that can change an
+                             outcome (storage.outcome_digest)
   fine_tune(exp, model_dir, plan, out_dir) -> card
                              the mitigation recipe: fine-tune away from the plan's `fix` cells
   gallery(exp, queries, modes, path, per_mode, model_dir)
