@@ -77,7 +77,11 @@ def slice_interval(rate, var_sum, inv_n_sum, vis, confidence: float) -> tuple[np
     wilson = inv_n_sum > 0
     n = np.where(wilson, vis * vis / np.where(wilson, inv_n_sum, 1.0), 0.0)
     wl, wh = wilson_interval(rate * n, n, confidence)
-    return np.where(wilson, np.minimum(lo, wl), lo), np.where(wilson, np.maximum(hi, wh), hi)
+    # one cell: its own interval exactly (the normal one could be wider, so that a failure cell's
+    # one-cell mode missed τ: k=3 of n=10 at τ=0.1 had Wilson's lower bound 0.108, the mode's 0.011)
+    lo = np.where(wilson, np.where(vis == 1, wl, np.minimum(lo, wl)), lo)
+    hi = np.where(wilson, np.where(vis == 1, wh, np.maximum(hi, wh)), hi)
+    return lo, hi
 
 
 def predicates(space: ConceptSpace) -> list[tuple[int, int, int]]:

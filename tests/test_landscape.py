@@ -367,6 +367,13 @@ def test_a_one_cell_mode_follows_the_failure_cell_rule():
     counts = {4: (3, 3)} | {c: (3, 0) for c in range(9) if c != 4}  # (queries, failures)
     cells, modes, _ = summarize(SPACE3, build_queries(counts), threshold=0.5)
     assert not cells["is_failure"].any() and modes.height == 0
+    # ... and the other way: where the normal interval is the wider one, the mode still takes the
+    # cell's (3 of 10 at τ = 0.1 is a failure cell, Wilson's lower bound 0.108; the normal one's 0.011
+    # kept it from ever being a mode on its own)
+    var = 0.3 * 0.7 / 10 * 4.5  # a cell whose weights inflate its variance
+    (lo,), (hi,) = slice_interval([0.3], [var], [1 / 10], [1], 0.95)
+    (wl,), (wh,) = wilson_interval(np.array([3.0]), np.array([10.0]))
+    assert (lo, hi) == pytest.approx((wl, wh)) and lo >= 0.1
 
 
 def test_a_word_axis_shows_its_words_in_the_cell_table():
