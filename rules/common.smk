@@ -1,6 +1,5 @@
 # Config → file names. The config is validated (and defaults filled) before any job runs;
 # a bad key fails here with its dotted path named.
-import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,23 +31,6 @@ def _warn_missing_weights():
 
 
 _warn_missing_weights()
-
-
-# text-to-image experiments' landscape also writes the rating sheet (rule landscape_sheet)
-GENERATION = [e for e, x in config["experiments"].items() if x["task"] == "generation"]
-SHEET_FILES = ("rating_sheet.html", "ratings_template.csv", "sheet_judged.csv")
-
-
-def one_of(names):
-    """A wildcard constraint matching exactly these experiment names (none: matching nothing)."""
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
-
-
-def feedback_sheet(wildcards):
-    """Input function: what the feedback stage reads of the rating sheet (text-to-image ratings)."""
-    if wildcards.experiment not in GENERATION:
-        return []
-    return [f"{R}/{wildcards.experiment}/landscape/{f}" for f in SHEET_FILES[1:]]
 
 
 wildcard_constraints:
@@ -182,8 +164,7 @@ def final_outputs():
                 + (" The feedback, mitigate and shift results already on disk come from an earlier feedback file."
                    if Path(f"{R}/{e}/feedback/plan.json").exists() else "") + "\n")
         for stage in stages:
-            name = "landscape_sheet" if stage == "landscape" and e in GENERATION else stage
-            out += expand(list(getattr(rules, name).output), experiment=e)
+            out += expand(list(getattr(rules, stage).output), experiment=e)
             if stage in SHARDED and exp["explore"]["shards"] > 1:
                 out += expand(list(getattr(rules, SHARDED[stage]).output), experiment=e,
                               shard=range(1, exp["explore"]["shards"]))

@@ -2,7 +2,6 @@ rule feedback:
     input:
         feedback=feedback_csv,
         db=f"{R}/{{experiment}}/landscape/landscape.duckdb",
-        sheet=feedback_sheet,
     output:
         plan=f"{R}/{{experiment}}/feedback/plan.json",
     log:

@@ -25,8 +25,6 @@ rule landscape:
             category="2. Summarize",
             subcategory="{experiment}",
         ),
-    wildcard_constraints:
-        experiment=one_of([e for e in config["experiments"] if e not in GENERATION]),
     log:
         "logs/{experiment}/landscape.log",
     benchmark:
@@ -41,35 +39,3 @@ rule landscape:
         "../environment.yml"
     script:
         "../workflow_scripts/landscape.py"
-
-
-# Text-to-image: the same stage, which also writes the rating sheet that people rate images on, its
-# CSV template and the judge's verdicts on the sheet's images (the feedback stage reads the last two).
-use rule landscape as landscape_sheet with:
-    output:
-        db=f"{R}/{{experiment}}/landscape/landscape.duckdb",
-        cells=f"{R}/{{experiment}}/landscape/cells.csv",
-        modes=report(
-            f"{R}/{{experiment}}/landscape/failure_modes.csv",
-            caption="../report/failure_modes.rst",
-            category="2. Summarize",
-            subcategory="{experiment}",
-        ),
-        template=f"{R}/{{experiment}}/landscape/feedback_template.csv",
-        heatmap=report(
-            f"{R}/{{experiment}}/landscape/heatmap.png",
-            caption="../report/heatmap.rst",
-            category="2. Summarize",
-            subcategory="{experiment}",
-        ),
-        gallery=report(
-            f"{R}/{{experiment}}/landscape/gallery.png",
-            caption="../report/gallery.rst",
-            category="2. Summarize",
-            subcategory="{experiment}",
-        ),
-        sheet=f"{R}/{{experiment}}/landscape/rating_sheet.html",
-        ratings_template=f"{R}/{{experiment}}/landscape/ratings_template.csv",
-        judged=f"{R}/{{experiment}}/landscape/sheet_judged.csv",
-    wildcard_constraints:
-        experiment=one_of(GENERATION),
