@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,19 +116,59 @@ class Row:
     overlaps: list = field(default_factory=list)  # partial overlaps with rows that decide the other way
 
 
-def _records(reader: csv.DictReader, path: Path):
-    """The reader's rows; a CSV syntax error (an unclosed quote, a field over the csv module's size
-    limit) names the line where its record starts."""
-    start = reader.line_num + 1
-    while True:
-        try:
-            raw = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise FeedbackError(path, [f"line {start}: not readable as CSV ({e}); a quoted field must close its quote"]) from None
-        yield raw
-        start = reader.line_num + 1
+class CsvLines:
+    """A CSV text's lines as csv reads them (newline="": quoted line breaks stay in their field and
+    only \r, \n end a line, not U+2028 or a form feed), counting the lines it hands out, so that a
+    record is named by the line where it starts: after a quoted line break, csv's line_num is its
+    last line, and after blank lines (which DictReader skips) the line after the previous record
+    is not where the next one starts."""
+
+    def __init__(self, text: str):
+        self._lines = io.StringIO(text, newline="")
+        self.count = 0  # lines handed out so far
+        self._since: list[str] = []  # those since the current record began
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        self._since.append(line)
+        return line
+
+    def begin(self) -> None:
+        self._since = []
+
+    def start(self) -> int:
+        """The line where the record read since begin() starts: its first line that is not blank."""
+        first = self.count - len(self._since) + 1
+        for i, line in enumerate(self._since):
+            if line.strip("\r\n"):
+                return first + i
+        return max(first, 1)
+
+
+def csv_records(text: str, path: Path) -> tuple[csv.DictReader, Iterator[tuple[int, dict]]]:
+    """A strict DictReader over `text` and its records as (line where the record starts, record);
+    a CSV syntax error (an unclosed quote, a field over the csv module's size limit) is a
+    FeedbackError naming the line where its record starts."""
+    lines = CsvLines(text)
+    reader = csv.DictReader(lines, strict=True)
+
+    def records():
+        while True:
+            lines.begin()
+            try:
+                raw = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise FeedbackError(path, [f"line {lines.start()}: not readable as CSV ({e}); a quoted field must "
+                                           "close its quote"]) from None
+            yield lines.start(), raw
+
+    return reader, records()
 
 
 def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
@@ -148,7 +189,7 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
         raise FeedbackError(path, ["line 1: empty file: expected a header line with columns selector,decision[,weight,note]"])
     # strict: an unclosed quote is an error, not a field that swallows the rows after it; newline="":
     # quoted line breaks stay in their field and only \r, \n end a line (not U+2028 or a form feed)
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    reader, records = csv_records(text, path)
     try:
         header = [h.strip() for h in (reader.fieldnames or [])]
     except csv.Error as e:
@@ -167,8 +208,7 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
         raise FeedbackError(path, problems)
     explored = set(int(c) for c in explored_cells)
     problems, rows, parsed = [], [], {}
-    for raw in _records(reader, path):
-        line = reader.line_num
+    for line, raw in records:
         if None in raw:  # csv puts surplus fields under the key None
             problems.append(f"line {line}: more fields than header columns")
             continue

@@ -238,7 +238,19 @@ def test_a_bad_byte_after_a_byte_order_mark_is_named_by_its_own_line_and_value(s
 def test_quoted_line_breaks_and_unusual_separators_stay_in_the_note(space, tmp_path):
     path = write(tmp_path, 'selector,decision,note\nrotation>=30,fix,"two\nlines"\nblur=2.5 & rotation=0,accept,a\u2028b\fc\n')
     rows = read_feedback(path, space, ALL)
-    assert [r.note for r in rows] == ["two\nlines", "a\u2028b\fc"] and [r.line for r in rows] == [3, 4]
+    assert [r.note for r in rows] == ["two\nlines", "a\u2028b\fc"] and [r.line for r in rows] == [2, 4]
+
+
+def test_rows_are_named_by_the_line_where_they_start_after_blank_lines(space, tmp_path):
+    """DictReader skips blank lines: counting from the line after the previous record named the
+    blank line instead of the row (and a quoted line break's row by its last line)."""
+    path = write(tmp_path, 'selector,decision,note\nrotation>=30,fix,"two\nlines"\n\n\nrotation>=30,maybe,x\n')
+    with pytest.raises(FeedbackError) as ei:
+        read_feedback(path, space, ALL)
+    assert "line 6: decision 'maybe'" in str(ei.value)
+    path = write(tmp_path, 'selector,decision,note\nrotation>=30,fix,x\n\n\nblur>=2,fix,"open\n')
+    with pytest.raises(FeedbackError, match="line 5: not readable as CSV"):
+        read_feedback(path, space, ALL)
 
 
 def test_a_field_over_the_csv_limit_names_its_line(space, tmp_path):

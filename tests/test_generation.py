@@ -598,6 +598,16 @@ def test_a_non_utf8_byte_in_ratings_is_named_by_its_offset_and_line_with_a_bom(t
             ratings.read_ratings(path, _space(), 4)
 
 
+def test_ratings_rows_are_named_by_their_own_line_after_blank_lines(tmp_path):
+    from failfade.feedback import FeedbackError
+    from failfade.tasks.generation import ratings
+
+    path = tmp_path / "b.csv"
+    path.write_text("image_id,cell,bias,quality,rater\nc1-s0,1,0,5,ann\n\n\nc2-s0,2,0,9,bob\n")
+    with pytest.raises(FeedbackError, match="line 5: quality '9'"):
+        ratings.read_ratings(path, _space(), 4)
+
+
 def test_a_partly_filled_ratings_template_is_read_as_its_rated_rows(tmp_path):
     """The template lists every sheet image (with a prompt column); people rate some of them, often with the
     rater filled down the whole column: the blank rows are images left unrated, not errors."""

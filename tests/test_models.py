@@ -201,9 +201,11 @@ def test_unknown_arch_in_card(tmp_path):
 
 @pytest.mark.parametrize("edit,said", [
     (lambda c: c["input"].pop("mean"), "input lacks ['mean']"),
-    (lambda c: c["input"].update(size="big"), "input.size must be a positive integer, got 'big'"),
+    (lambda c: c["input"].update(size="big"), "input.size must be a positive whole number, got 'big'"),
+    (lambda c: c["input"].update(size=16.5), "input.size must be a positive whole number, got 16.5"),
     (lambda c: c["input"].update(std=[0]), "input.std must be positive"),
-    (lambda c: c["input"].update(mean=[0.1, 0.2, 0.3]), "input.mean must be 1 finite number(s), one per channel"),
+    (lambda c: c["input"].update(mean=[0.1, 0.2, 0.3]), "input.mean must be a finite number or 1 of them"),
+    (lambda c: c["input"].update(mean=float("nan")), "input.mean must be a finite number"),
     (lambda c: c["input"].update(channels=2), "input.channels must be 1 or 3"),
     (lambda c: c.update(arch=7), "arch must be an architecture name (a string), got 7"),
 ])
@@ -217,6 +219,17 @@ def test_a_hand_written_cards_input_section_is_checked(saved, edit, said):
     with pytest.raises(FailfadeError) as ei:
         load_model(out)
     assert f"{out / CARD}: {said}" in str(ei.value)
+
+
+def test_hand_written_card_forms_that_broadcast_still_load(saved):
+    """A scalar mean/std, or one value for every channel, and a size written 16.0 worked before the
+    card check and must still (the check is for what fails or silently breaks)."""
+    _, _, out = saved
+    card = json.loads((out / CARD).read_text())
+    for inp in ({"mean": 0.5, "std": 0.25}, {"mean": [0.5], "std": [0.25], "size": float(card["input"]["size"])}):
+        (out / CARD).write_text(json.dumps(card | {"input": card["input"] | inp}))
+        mut = load_model(out)
+        assert torch.isfinite(mut.logits(torch.rand(2, card["input"]["channels"], 8, 8))).all()
 
 
 # --- running a model ---------------------------------------------------------------------------

@@ -160,6 +160,9 @@ def test_a_file_not_in_utf8_is_named_by_line_and_byte(tmp_path, kind):
     byte = text.encode("cp1252").index("é".encode("cp1252"))
     with pytest.raises(FailfadeError, match=rf"cp1252.{kind}:{line}: not UTF-8 \(byte {byte}: b'\\xe9'\)"):
         load_splits({"source": f"{kind}:{p}", "heldout_fraction": 0.2}, 0)
+    p.write_bytes(b"\xef\xbb\xbf" + text.encode("cp1252"))  # after a byte-order mark: the same line, 3 bytes on
+    with pytest.raises(FailfadeError, match=rf"cp1252.{kind}:{line}: not UTF-8 \(byte {byte + 3}: b'\\xe9'\)"):
+        load_splits({"source": f"{kind}:{p}", "heldout_fraction": 0.2}, 0)
 
 
 def test_a_csv_document_over_128_kib_loads(tmp_path):

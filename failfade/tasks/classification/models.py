@@ -209,20 +209,23 @@ def check_card_input(card: dict, where: str) -> None:
     missing = [k for k in ("size", "channels", "mean", "std") if k not in inp]
     if missing:
         raise FailfadeError(f"{where}: input lacks {missing} (size, channels, mean and std are needed)")
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
     for k in ("size", "channels"):
         v = inp[k]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise FailfadeError(f"{where}: input.{k} must be a positive integer, got {v!r}")
+        if not (number(v) and v == int(v) and v >= 1):
+            raise FailfadeError(f"{where}: input.{k} must be a positive whole number, got {v!r}")
     if inp["channels"] not in (1, 3):
         raise FailfadeError(f"{where}: input.channels must be 1 or 3, got {inp['channels']!r}")
-    for k in ("mean", "std"):
+    for k in ("mean", "std"):  # one number for every channel, or one per channel
         v = inp[k]
-        if not (isinstance(v, list) and len(v) == inp["channels"]
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
-            raise FailfadeError(f"{where}: input.{k} must be {inp['channels']} finite number(s), one per channel, "
-                                f"got {v!r}")
-    if any(x <= 0 for x in inp["std"]):
-        raise FailfadeError(f"{where}: input.std must be positive (a division), got {inp['std']!r}")
+        values = v if isinstance(v, list) else [v]
+        if not (len(values) in (1, inp["channels"]) and all(number(x) for x in values)):
+            raise FailfadeError(f"{where}: input.{k} must be a finite number or {inp['channels']} of them (one per "
+                                f"channel), got {v!r}")
+        if k == "std" and any(x <= 0 for x in values):
+            raise FailfadeError(f"{where}: input.std must be positive (a division), got {v!r}")
 
 
 def load_model(model_dir: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> ModelUnderTest:

@@ -39,7 +39,7 @@ import polars as pl
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
-from failfade.feedback import FeedbackError, _records
+from failfade.feedback import FeedbackError, csv_records
 
 COLUMNS = ("image_id", "cell", "bias", "quality", "rater")
 _ID = re.compile(r"^c(\d+)-s(\d+)$")
@@ -78,15 +78,6 @@ def _decode(data: bytes, path: Path) -> str:
         line = data[:at].count(b"\n") + 1
         raise FeedbackError(path, [f"line {line}: not UTF-8 text (byte 0x{data[at]:02x} at offset {at}); save the file "
                                    "as UTF-8 CSV"]) from None
-
-
-def _numbered(reader: csv.DictReader, path: Path):
-    """(line where the record starts, record): a quoted field may span lines. CSV syntax errors are
-    feedback's (_records): named by the line where their record starts."""
-    start = reader.line_num + 1
-    for raw in _records(reader, path):
-        yield start, raw
-        start = reader.line_num + 1
 
 
 def _png(img: np.ndarray, scale: int = 4) -> str:
@@ -185,7 +176,7 @@ def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[s
     text = _decode(path.read_bytes(), path)
     # strict: an unclosed quote is an error, not a field that swallows the rows after it; newline="":
     # quoted line breaks stay in their field and only \r, \n end a line (not U+2028 or a form feed)
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    reader, records = csv_records(text, path)
     try:
         header = [h.strip() for h in (reader.fieldnames or [])]
     except csv.Error as e:
@@ -194,7 +185,7 @@ def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[s
     if missing:
         raise FeedbackError(path, [f"line 1: a ratings CSV needs columns {list(COLUMNS)}; missing {missing}"])
     problems, rows, seen = [], [], {}
-    for line, raw in _numbered(reader, path):
+    for line, raw in records:
         if None in raw or None in raw.values():
             problems.append(f"line {line}: the number of fields differs from the header's")
             continue

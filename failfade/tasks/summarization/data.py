@@ -9,6 +9,7 @@ Sources (`data.source`):
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -48,11 +49,13 @@ def _from_pairs(pairs: list[tuple[str, str]]) -> list[Report]:
 def _decoded(path: Path) -> str:
     """The file's text (UTF-8, a byte-order mark allowed); another encoding is named by line and byte."""
     raw = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise FailfadeError(f"{path}:{line}: not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:  # (decoded as utf-8-sig, offsets would start after the BOM)
+        at = bom + e.start
+        line = raw.count(b"\n", 0, at) + 1
+        raise FailfadeError(f"{path}:{line}: not UTF-8 (byte {at}: {raw[at:at + 1]!r}); "
                             "save the file as UTF-8") from None
 
 
