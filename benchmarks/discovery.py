@@ -42,7 +42,7 @@ SEARCHERS = {
     "epsilon_greedy": ("epsilon_greedy", {"epsilon": 0.2}),
     "bandit (Thompson)": ("bandit", {}),
     "levelset": ("levelset", {}),
-    "confirm (PPO's prior alone)": ("confirm", {}),
+    "confirm (PPO's prior, settled at 99%)": ("confirm", {}),
     "threshold (paper)": ("threshold", {"successes": 5}),
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from failfade.explore.env import LevelSet
+from failfade.explore.env import CONFIRM_SETTLE_STRICTNESS, LevelSet
 
 
 class RandomSearcher:
@@ -106,7 +106,10 @@ class ConfirmSearcher(LevelSetSearcher):
     name = "confirm"
 
     def act(self, obs, input_ids):
-        p = self.levels.confirm(self.rng)
+        # a cell stops getting queries only once a stricter bound than the landscape's clears τ: stopping
+        # at the landscape's own is optional stopping (true rate 0.48: 6.8% called failing, 2.5% nominal)
+        settle = 1 - (1 - self.levels.confidence) / CONFIRM_SETTLE_STRICTNESS
+        p = self.levels.confirm(self.rng, settle=settle)
         return self.rng.choice(len(p), len(obs), p=p / p.sum())
 
 

@@ -15,6 +15,8 @@ from scipy.special import betainc
 from failfade.puffer import PufferEnv, box, discrete
 
 BONUSES = ("uncertainty", "count", "none")
+# the confirm searcher settles a failure cell at 1 - (1 - confidence) / this (a 95% landscape: 99%)
+CONFIRM_SETTLE_STRICTNESS = 5
 
 
 def exploration_bonus(kind: str, n: np.ndarray, k: np.ndarray, tau: float) -> np.ndarray:
@@ -68,7 +70,7 @@ class LevelSet:
         return exploration_bonus("uncertainty", self.n, self.k, self.tau)
 
     def confirm(self, rng: np.random.Generator, draws: int = 256, confidence: float | None = None,
-                max_samples: int = 2 ** 18) -> np.ndarray:
+                max_samples: int = 2 ** 18, settle: float | None = None) -> np.ndarray:
         """The confirm allocation: each cell's share of `draws` Thompson draws in which it is the
         open cell that is cheapest to confirm as a failure cell.
 
@@ -86,6 +88,13 @@ class LevelSet:
         `max_samples` (1,024 open cells at 256 draws) the draws shrink to fit, to no fewer than 16
         (still one posterior draw per few explorers), so a 15,625-cell grid costs about 25 ms per
         step here instead of 0.46 s at 256 draws; the default grids (≤ 125 cells) are unchanged.
+
+        `settle`: the level at which a cell counts as confirmed failing and stops getting queries
+        (default: `confidence`, the landscape's), and to which its cost is counted. Stopping a cell
+        the moment the landscape's own bound clears τ is optional stopping, which its fixed-sample
+        interval does not allow for: the `confirm` searcher settles at 99% for a 95% landscape
+        (CONFIRM_SETTLE_STRICTNESS); PPO's prior keeps the landscape's level, its uniform
+        proposals going on sampling settled cells (see the README's discovery section).
         """
         from statistics import NormalDist
 
@@ -93,7 +102,9 @@ class LevelSet:
 
         n_cells, tau = len(self.n), self.tau
         confidence = self.confidence if confidence is None else confidence
-        lo, hi = wilson_interval(self.k, self.n, confidence)
+        _, hi = wilson_interval(self.k, self.n, confidence)
+        confidence = confidence if settle is None else settle
+        lo, _ = wilson_interval(self.k, self.n, confidence)
         open_ = np.flatnonzero(~((self.n > 0) & ((lo >= tau) | (hi < tau))))
         share = np.zeros(n_cells)
         if len(open_) == 0:  # every cell settled: spread evenly
