@@ -387,9 +387,11 @@ def test_ppo_sampler_draws_each_cell_with_its_policy_probability():
 def prior_runs():
     task = SyntheticTask(seed=0)
     runs = {}
-    for algorithm in ("ppo", "confirm", "random"):
+    # "prior": the confirm searcher settling cells at the landscape's level, exactly PPO's prior alone
+    for algorithm, params in (("ppo", {}), ("prior", {"settle_strictness": 1}), ("random", {})):
         for seed in SEEDS:
-            q, log = explore(task, 4096, AGENTS, seed=seed, algorithm=algorithm, progress=False)
+            q, log = explore(task, 4096, AGENTS, seed=seed, algorithm="confirm" if algorithm == "prior" else algorithm,
+                             params=params, progress=False)
             cells = cell_table(task.space, q, threshold=0.5)
             found = set(cells.filter(pl.col("is_failure"))["cell"].to_list())
             runs[algorithm, seed] = {"fails": float(q["failure"].mean()), "log": log,
@@ -402,11 +404,11 @@ def test_default_ppo_learns_failures_on_top_of_its_prior(prior_runs):
     show up as more failures found than the prior alone, seed by seed, over the whole run and
     over its last rollouts (where the prior has settled most cells and only the actor still tilts)."""
     for seed in SEEDS:
-        ppo, prior_only = prior_runs["ppo", seed]["fails"], prior_runs["confirm", seed]["fails"]
+        ppo, prior_only = prior_runs["ppo", seed]["fails"], prior_runs["prior", seed]["fails"]
         assert ppo > 1.2 * prior_only, (seed, ppo, prior_only)
         log = prior_runs["ppo", seed]["log"]
         assert log["n_updates"].drop_nulls().max() > 0
-        late, late_prior = (prior_runs[a, seed]["log"]["failure_rate"].to_numpy()[-2:].mean() for a in ("ppo", "confirm"))
+        late, late_prior = (prior_runs[a, seed]["log"]["failure_rate"].to_numpy()[-2:].mean() for a in ("ppo", "prior"))
         assert late > 1.2 * late_prior, (seed, late, late_prior)
 
 

@@ -105,11 +105,17 @@ class ConfirmSearcher(LevelSetSearcher):
 
     name = "confirm"
 
-    def act(self, obs, input_ids):
+    def __init__(self, n_cells: int, seed: int, tau: float = 0.5, confidence: float = 0.95,
+                 settle_strictness: float = CONFIRM_SETTLE_STRICTNESS, **_):
+        super().__init__(n_cells, seed, tau, confidence)
+        if settle_strictness < 1:
+            raise ValueError(f"confirm: settle_strictness must be at least 1, got {settle_strictness}")
         # a cell stops getting queries only once a stricter bound than the landscape's clears τ: stopping
         # at the landscape's own is optional stopping (true rate 0.48: 6.8% called failing, 2.5% nominal)
-        settle = 1 - (1 - self.levels.confidence) / CONFIRM_SETTLE_STRICTNESS
-        p = self.levels.confirm(self.rng, settle=settle)
+        self.settle = 1 - (1 - confidence) / settle_strictness
+
+    def act(self, obs, input_ids):
+        p = self.levels.confirm(self.rng, settle=self.settle)
         return self.rng.choice(len(p), len(obs), p=p / p.sum())
 
 

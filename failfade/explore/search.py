@@ -21,7 +21,7 @@ import torch
 from failfade.explore.baselines import (ConfirmSearcher, EpsilonGreedySearcher, LevelSetSearcher, RandomSearcher,
                                        ThompsonSearcher, ThresholdSearcher, WeightedInputSearcher)
 from failfade.explore.dqn import DQNConfig, DQNSearcher
-from failfade.explore.env import ConceptEnv
+from failfade.explore.env import CONFIRM_SETTLE_STRICTNESS, ConceptEnv
 from failfade.explore.micro_env import MicroEnv
 from failfade.explore.ppo import PPO, PPOConfig
 from failfade.progress import progress as progress_bar
@@ -85,6 +85,13 @@ class WeightedInputParams:
 
 
 @dataclass
+class ConfirmParams:
+    # a failure cell is settled (stops getting queries) once its lower bound at 1 - (1 - confidence) / this
+    # clears τ; 1 = the landscape's own level, as in PPO's prior (optional stopping: see LevelSet.confirm)
+    settle_strictness: float = CONFIRM_SETTLE_STRICTNESS
+
+
+@dataclass
 class NoParams:
     pass
 
@@ -118,7 +125,7 @@ SEARCHERS = {
     "epsilon_greedy": _baseline(EpsilonGreedySearcher, EpsilonParams, "epsilon_greedy"),
     "bandit": _baseline(ThompsonSearcher, NoParams, "bandit"),
     "levelset": _baseline(LevelSetSearcher, NoParams, "levelset"),
-    "confirm": _baseline(ConfirmSearcher, NoParams, "confirm"),
+    "confirm": _baseline(ConfirmSearcher, ConfirmParams, "confirm"),
     "threshold": _baseline(ThresholdSearcher, ThresholdParams, "threshold"),
     "weighted_inputs": _baseline(WeightedInputSearcher, WeightedInputParams, "weighted_inputs"),
 }
