@@ -13,7 +13,6 @@ Selector grammar (over the concept space's axes and levels):
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -26,6 +25,7 @@ import numpy as np
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
+from failfade.textfile import NotUtf8, utf8_text
 
 REQUIRED = ("selector", "decision")
 OPTIONAL = ("mode", "description", "weight", "note")
@@ -177,13 +177,10 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
     if not path.is_file():
         raise FeedbackError(path, ["file not found"])
     data = path.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):  # decoded as utf-8-sig, offsets would count from after the BOM
-        data = data[len(codecs.BOM_UTF8):]
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise FeedbackError(path, [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as "
+        text = utf8_text(data)
+    except NotUtf8 as e:
+        raise FeedbackError(path, [f"line {e.line}: not UTF-8 text (byte 0x{e.byte:02x}); save the file as "
                                    "UTF-8 CSV (a spreadsheet's 'CSV UTF-8' format)"]) from None
     if not text.strip():
         raise FeedbackError(path, ["line 1: empty file: expected a header line with columns selector,decision[,weight,note]"])

@@ -40,6 +40,7 @@ import polars as pl
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.feedback import FeedbackError, csv_records
+from failfade.textfile import NotUtf8, utf8_text
 
 COLUMNS = ("image_id", "cell", "bias", "quality", "rater")
 _ID = re.compile(r"^c(\d+)-s(\d+)$")
@@ -69,15 +70,12 @@ def is_ratings(path: Path) -> bool:
 
 def _decode(data: bytes, path: Path) -> str:
     """The file's text (a leading BOM dropped); a byte that is not UTF-8 is named by its offset in
-    the file and its line (decoding with utf-8-sig counts offsets after the BOM: 3 bytes off)."""
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    the file and its line."""
     try:
-        return data[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        at = bom + e.start
-        line = data[:at].count(b"\n") + 1
-        raise FeedbackError(path, [f"line {line}: not UTF-8 text (byte 0x{data[at]:02x} at offset {at}); save the file "
-                                   "as UTF-8 CSV"]) from None
+        return utf8_text(data)
+    except NotUtf8 as e:
+        raise FeedbackError(path, [f"line {e.line}: not UTF-8 text (byte 0x{e.byte:02x} at offset {e.offset}); save "
+                                   "the file as UTF-8 CSV"]) from None
 
 
 def _png(img: np.ndarray, scale: int = 4) -> str:

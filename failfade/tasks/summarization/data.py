@@ -9,7 +9,6 @@ Sources (`data.source`):
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from failfade import FailfadeError
+from failfade.textfile import NotUtf8, utf8_text
 from failfade.tasks.summarization.corpus import Report, make_corpus
 
 CSV_FIELD_LIMIT = 1 << 30  # characters in one CSV field (Python's csv default is 128 KiB)
@@ -49,13 +49,10 @@ def _from_pairs(pairs: list[tuple[str, str]]) -> list[Report]:
 def _decoded(path: Path) -> str:
     """The file's text (UTF-8, a byte-order mark allowed); another encoding is named by line and byte."""
     raw = path.read_bytes()
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        return raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:  # (decoded as utf-8-sig, offsets would start after the BOM)
-        at = bom + e.start
-        line = raw.count(b"\n", 0, at) + 1
-        raise FailfadeError(f"{path}:{line}: not UTF-8 (byte {at}: {raw[at:at + 1]!r}); "
+        return utf8_text(raw)
+    except NotUtf8 as e:
+        raise FailfadeError(f"{path}:{e.line}: not UTF-8 (byte {e.offset}: {bytes([e.byte])!r}); "
                             "save the file as UTF-8") from None
 
 
