@@ -66,6 +66,13 @@ class Axis:
         return f"{self.name}{sep}{ge}{sep}{fmt(vmin)}" if below else f"{self.name}{sep}{le}{sep}{fmt(vmax)}"
 
 
+def range_text(lo: float, hi: float) -> str:
+    """A transform's level range in words, for errors: 'from 0 to 1', 'at least 0', 'at most 1'."""
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"from {lo:g} to {hi:g}"
+    return f"at least {lo:g}" if np.isfinite(lo) else f"at most {hi:g}"
+
+
 class ConceptSpace:
     """The Cartesian product of a few axes; cells are numbered row-major."""
 
@@ -115,9 +122,8 @@ class ConceptSpace:
                 raise FailfadeError(f"{key}[{i}].levels: must be finite numbers, got {list(item['levels'])}")
             lo, hi = (ranges or {}).get(transform, (-np.inf, np.inf))
             if not words and not all(lo <= v <= hi for v in levels):
-                allowed = f"from {lo:g} to {hi:g}" if np.isfinite(lo) and np.isfinite(hi) else \
-                    (f"at least {lo:g}" if np.isfinite(lo) else f"at most {hi:g}")
-                raise FailfadeError(f"{key}[{i}].levels: {transform} levels are {allowed}, got {list(item['levels'])}")
+                raise FailfadeError(f"{key}[{i}].levels: {transform} levels are {range_text(lo, hi)}, "
+                                    f"got {list(item['levels'])}")
             d = np.diff(levels)
             if not (np.all(d > 0) or np.all(d < 0)):
                 raise FailfadeError(f"{key}[{i}].levels: must be strictly increasing or decreasing, got {list(item['levels'])}")

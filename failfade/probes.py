@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from failfade import FailfadeError
-from failfade.concepts import Axis, ConceptSpace
+from failfade.concepts import Axis, ConceptSpace, range_text
 from failfade.stats import newcombe_interval, wilson_interval
 
 COLUMNS = {"probe": pl.Utf8, "condition": pl.Utf8, "inputs": pl.Int64, "failures_pre": pl.Int64, "failures_post": pl.Int64,
@@ -43,9 +43,7 @@ def probe_space(probe: dict, transforms, key: str, ranges: dict[str, tuple[float
             raise FailfadeError(f"{key}.apply.{name}: a level is a finite number, got {level!r}")
         lo, hi = (ranges or {}).get(name, (-np.inf, np.inf))
         if not lo <= value <= hi:
-            allowed = f"from {lo:g} to {hi:g}" if np.isfinite(lo) and np.isfinite(hi) else \
-                (f"at least {lo:g}" if np.isfinite(lo) else f"at most {hi:g}")
-            raise FailfadeError(f"{key}.apply.{name}: {name} levels are {allowed}, got {level!r}")
+            raise FailfadeError(f"{key}.apply.{name}: {name} levels are {range_text(lo, hi)}, got {level!r}")
         axes.append(Axis(name, name, (value,)))
     if not axes:
         raise FailfadeError(f"{key}.apply: a probe needs at least one transform")
