@@ -435,6 +435,8 @@ def test_the_lead_is_the_first_sentence_or_its_first_words():
     words = [f"w{i}" for i in range(3 * LEAD_WORDS)]
     assert split_lead(" ".join(words)) == (" ".join(words[:LEAD_WORDS]), " ".join(words[LEAD_WORDS:]))
     assert split_lead("one short line") == ("one short line", "")
+    # the document's own text: its line breaks and spacing stay (a tokenizer may read them)
+    assert split_lead("A  first line.\n\nThe  rest\nof it.") == ("A  first line.", "The  rest\nof it.")
 
 
 # --- the checkpoint's input prefix ("summarize: " for T5) ------------------------------------------------------

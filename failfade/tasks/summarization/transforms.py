@@ -20,6 +20,8 @@ always gives the same text.
 from __future__ import annotations
 
 import difflib
+import itertools
+import re
 
 import numpy as np
 
@@ -80,14 +82,16 @@ def distractor(rng: np.random.Generator) -> str:
 
 def split_lead(text: str) -> tuple[str, str]:
     """(lead, rest) of a document: the lead is its first sentence (up to a word ending in . ! or ?,
-    closing quotes or brackets allowed), or its first LEAD_WORDS words when that sentence is longer."""
-    words = text.split()
-    n = min(len(words), LEAD_WORDS)
-    for i, w in enumerate(words[:LEAD_WORDS]):
-        if w.rstrip(_CLOSERS).endswith((".", "!", "?")):
-            n = i + 1
+    closing quotes or brackets allowed), or its first LEAD_WORDS words when that sentence is longer.
+    Both are the document's own text (its line breaks and spacing kept), less the whitespace
+    between them."""
+    words = list(itertools.islice(re.finditer(r"\S+", text), LEAD_WORDS))
+    cut = words[-1].end() if words else 0
+    for m in words:
+        if m.group().rstrip(_CLOSERS).endswith((".", "!", "?")):
+            cut = m.end()
             break
-    return " ".join(words[:n]), " ".join(words[n:])
+    return text[:cut], text[cut:].lstrip()
 
 
 def perturb(report: Report, levels: dict[str, float], rng: np.random.Generator) -> str:
