@@ -68,7 +68,8 @@ def main(argv=None):
              f"Command: `{command(__file__, ap, args)}`, on the finished run in `{args.results}/{args.experiment}/`. "
              f"Every prompt ({out['other_cells'] + f['cells']} cells) at {args.seeds} seeds that no stage uses, base and "
              f"mitigated model ({out['images_per_side']:,} images each, {out['seconds']:.0f} s); fixed cells pooled with "
-             "shift.json's estimator (Wilson before/after at the seeds per cell, Katz interval of the relative change).", "",
+             "shift.json's estimator (Wilson before/after at the seeds per cell; the relative change's interval over the "
+             "seeds, paired, since every prompt shares them: " + f.get("interval", "—") + ").", "",
              "| seeds | fixed cells | images per side | failure rate before | after | relative change (95% CI) |",
              "|---|---|---|---|---|---|"]
     for name, d in rows:

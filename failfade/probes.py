@@ -164,15 +164,3 @@ def pooled_change(table: pl.DataFrame, confidence: float = 0.95, per_input: pl.D
             half = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(max(1 / x - 1 / m + 1 / y - 1 / m, 0.0))
         out["relative_change_ci"] = [float(ratio * np.exp(-half) - 1), float(ratio * np.exp(half) - 1)]
     return out
-    m = out["inputs_per_cell"]
-    (l1, u1), (l2, u2) = (tuple(map(float, wilson_interval(k * m / n, m, confidence))) for k in (k1, k2))
-    d, lo, hi = newcombe(k1, n, k2, n, confidence)
-    out |= {"pre": k1 / n, "pre_ci": [l1, u1], "post": k2 / n, "post_ci": [l2, u2], "change": float(d),
-            "change_ci": [float(lo), float(hi)]}
-    if k1 > 0:
-        a, b = k1 + 0.5 * (k2 == 0), k2 + 0.5 * (k2 == 0)  # Haldane's correction when no failure is left
-        log_ratio = np.log((b / n) / (a / n))
-        half = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(1 / a - 1 / n + 1 / b - 1 / n)
-        out |= {"relative_change": k2 / k1 - 1, "relative_change_ci": [float(np.exp(log_ratio - half) - 1),
-                                                                       float(np.exp(log_ratio + half) - 1)]}
-    return out

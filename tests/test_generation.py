@@ -391,6 +391,8 @@ def test_the_fresh_seed_check_scores_seeds_no_stage_uses(digits_world):
     k = sum(int(judge(sampler.generate([prompts[c]] * 3, seeds), [prompts[c]] * 3)[2].sum()) for c in (11, 3))
     f = out["fixed"]
     assert f["cells"] == 2 and f["queries"] == 6 and f["failures"] == {"pre": k, "post": k}
+    # every prompt shares the seeds: the change's interval is over the seeds, paired, as shift.json's
+    assert f["interval"] == "over the 3 inputs (paired)" and f["change_ci"] == [0.0, 0.0]
     assert out["other_pass"]["pre"] == out["other_pass"]["post"] and out["new_failure_cells"] == []
 
 

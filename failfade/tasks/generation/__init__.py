@@ -262,10 +262,12 @@ class GenerationFamily(TaskFamily):
         """Every cell before and after mitigation on `n_seeds` seeds that no stage uses
         (pipeline.fresh_seed_of): the mitigation's settings were chosen by looking at the held-out
         seeds, so its effect measured there can be optimistic; here it is measured on images that
-        played no part in the choice. Returns the fixed cells pooled (probes.pooled_change, as
-        shift.json's `targeted_heldout`), the judge's pass rate on the other cells, and the cells
-        that are failure cells by the landscape's rule (interval lower bound >= the threshold)."""
-        from failfade.probes import pooled_change, targeted_table
+        played no part in the choice. Returns the fixed cells pooled (probes.pooled_change with the
+        per-seed table, as shift.json's `targeted_heldout`: every prompt shares the seeds, so the
+        change's interval is over the seeds, paired), the judge's pass rate on the other cells, and
+        the cells that are failure cells by the landscape's rule (interval lower bound >= the
+        threshold)."""
+        from failfade.probes import input_table, pooled_change, targeted_table
         from failfade.stats import wilson_interval
         from failfade.tasks.generation.pipeline import fresh_seed_of
 
@@ -285,7 +287,8 @@ class GenerationFamily(TaskFamily):
         for side, f in fails.items():
             lo, _ = wilson_interval(f.sum(1), np.full(len(f), n_seeds), conf)
             failing[side] = lo >= tau
-        return {"seeds": n_seeds, "images_per_side": len(ps), "fixed": pooled_change(table, conf),
+        per_seed = input_table([fails["pre"][c] for c in fix], [fails["post"][c] for c in fix])
+        return {"seeds": n_seeds, "images_per_side": len(ps), "fixed": pooled_change(table, conf, per_seed),
                 "other_pass": {side: float(1 - f[other].mean()) for side, f in fails.items()},
                 "other_cells": int(len(other)),
                 "failure_cells": {side: [int(c) for c in np.flatnonzero(v)] for side, v in failing.items()},
