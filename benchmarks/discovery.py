@@ -153,10 +153,12 @@ def report(results, curves, args, cmd: str):
                 continue
             q90 = [r["queries_to_90"] for r in runs]
             reached = sum(v is not None for v in q90)
+            q90_text = _fmt(q90, 0)  # names the runs that reach 90% when only some do
+            q90_text += "" if q90_text.endswith("runs)") else f" ({reached}/{len(runs)})"
             lines.append(f"| {s} | {_fmt([r['recall'] for r in runs])} | {_paired([r['recall'] for r in runs], base, s == 'random')} | "
                          f"{_fmt([r['precision'] for r in runs])} | {_fmt([r['recall_point'] for r in runs])} | "
                          f"{_fmt([r['precision_point'] for r in runs])} | "
-                         f"{_fmt([r['mae'] for r in runs])} | {_fmt([r['failures_found'] for r in runs])} | {_fmt(q90, 0)} ({reached}/{len(runs)}) | "
+                         f"{_fmt([r['mae'] for r in runs])} | {_fmt([r['failures_found'] for r in runs])} | {q90_text} | "
                          f"{int(np.mean([r['updates'] for r in runs]))} |")
         lines.append("")
     lines.append("Recall curves: `benchmarks/out/discovery.png`.")

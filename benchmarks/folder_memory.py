@@ -31,7 +31,7 @@ from common import OUT, ROOT, command, write_section  # noqa: E402
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-def rss(key="VmHWM"):  # MB, from /proc/self/status
+def rss(key="VmHWM"):  # MiB (kB / 1024), from /proc/self/status
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":")) / 1024
 import torch
 from failfade.config import load
@@ -133,7 +133,7 @@ def main(argv=None):
              f"(the uint8 cache file on disk: {runs[0]['cache_mb'] / 1024:.1f} GiB).", "",
              "| run | peak RSS | after imports | model stage | explore stage |", "|---|---|---|---|---|"]
     for r in runs:
-        lines.append(f"| {r['label']} | {r['peak_mb']:,.0f} MB | {r['imports_mb']:,.0f} MB | {r['model_s']:.0f} s | {r['explore_s']:.0f} s |")
+        lines.append(f"| {r['label']} | {r['peak_mb']:,.0f} MiB | {r['imports_mb']:,.0f} MiB | {r['model_s']:.0f} s | {r['explore_s']:.0f} s |")
     write_section("folder-memory", "\n".join(lines))
     print("\n".join(lines))
 

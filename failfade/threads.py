@@ -2,7 +2,8 @@
 
 On 2 cores a torch job with more threads than free cores collapses (its threads wait on each other
 at every parallel region while one of them is descheduled): with one core busy elsewhere the digits
-CNN scored 6,400-7,400 queries/s on 2 threads and 11,300-12,600 on 1 (benchmarks/RESULTS.md). The
+exploration ran 5,137 queries/s on 2 fixed threads and 10,509 on the 1 chosen from the free cores
+(benchmarks/RESULTS.md, sections throughput-cpu-digits-busy1-*). The
 free cores are measured from /proc/stat over a short window on the CPUs this process may run on.
 """
 
