@@ -155,25 +155,31 @@ def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str
 
 def slices_against_truth(exp: dict, truth_q: pl.DataFrame, explored: pl.DataFrame) -> dict:
     """The failure modes (slices) of the exhaustive landscape beside those of the exploration: which
-    the exploration shows, which it misses, and what each list covers of the true failure cells."""
-    from failfade.slices import coverage
+    the exploration shows, which it misses, and what each list covers of the true failure cells (as
+    discovery.json's `true_failure_cells` counts them: exhaustive failure rate >= tau)."""
+    from failfade.metrics import true_rates
 
     space, ls = space_of(exp), exp["landscape"]
-    truth_cells, truth_modes, _ = summarize(space, truth_q, ls["failure_rate_threshold"], ls["confidence"], ls)
-    _, modes, _ = summarize(space, explored, ls["failure_rate_threshold"], ls["confidence"], ls)
+    tau = ls["failure_rate_threshold"]
+    _, truth_modes, _ = summarize(space, truth_q, tau, ls["confidence"], ls)
+    _, modes, _ = summarize(space, explored, tau, ls["confidence"], ls)
     true_sel, got_sel = truth_modes["selector"].to_list(), modes["selector"].to_list()
-    inside = np.zeros(space.n_cells, dtype=bool)
-    for text in modes["cells"]:
-        inside[[int(c) for c in text.split()]] = True
-    failing = truth_cells["is_failure"].to_numpy()
+    failing = true_rates(space.n_cells, truth_q) >= tau
+
+    def share_covered(mode_cells) -> float:
+        inside = np.zeros(space.n_cells, dtype=bool)
+        for text in mode_cells:
+            inside[[int(c) for c in text.split()]] = True
+        return float((failing & inside).sum() / failing.sum()) if failing.any() else float("nan")
+
     return {
         "truth": [{"selector": s, "description": d, "failure_rate": r} for s, d, r in
                   zip(true_sel, truth_modes["description"], truth_modes["failure_rate"])],
         "explored": got_sel,
         "precision": len(set(true_sel) & set(got_sel)) / len(got_sel) if got_sel else float("nan"),
         "recall": len(set(true_sel) & set(got_sel)) / len(true_sel) if true_sel else float("nan"),
-        "truth_covers_true_failure_cells": coverage(truth_cells, truth_modes)["failing_cell_share"],
-        "explored_cover_true_failure_cells": float((failing & inside).sum() / failing.sum()) if failing.any() else float("nan"),
+        "truth_covers_true_failure_cells": share_covered(truth_modes["cells"]),
+        "explored_cover_true_failure_cells": share_covered(modes["cells"]),
     }
 
 

@@ -270,3 +270,29 @@ def test_groundtruth_compares_the_explored_slices_with_the_exhaustive_ones():
     assert [t["selector"] for t in out["truth"]] == ["contrast=0.2"] == out["explored"]
     assert out["precision"] == out["recall"] == 1.0
     assert out["truth_covers_true_failure_cells"] == out["explored_cover_true_failure_cells"] == 1.0
+
+
+def test_groundtruth_coverage_counts_the_true_failure_cells_by_true_rate():
+    """discovery.json's `true_failure_cells` are the cells whose exhaustive rate is >= tau; the two coverage
+    keys count against that same set, not against the cells whose exhaustive Wilson lower bound clears tau."""
+    from pathlib import Path
+
+    from failfade.config import load
+    from failfade.pipeline import slices_against_truth, space_of
+
+    exp = load(Path(__file__).resolve().parent.parent / "config" / "config.yaml")["experiments"]["digits"]
+    space = space_of(exp)
+    names = [a.name for a in space.axes]
+    coords = space.all_coords()
+    lowest_contrast = coords[:, names.index("contrast")] == int(np.argmin(space.axis("contrast").levels))
+    k = np.where(lowest_contrast, 38, 1)  # failures out of 40 per cell
+    borderline = int(np.flatnonzero(~lowest_contrast)[0])
+    k[borderline] = 22  # true rate 0.55 >= tau = 0.5, but its 95% Wilson lower bound is below 0.5
+    cells = np.repeat(np.arange(space.n_cells), 40)
+    fail = np.arange(len(cells)) % 40 < k[cells]
+    truth = pl.DataFrame({"cell": cells.astype(np.int32), "failure": fail, "delta": fail.astype(np.float32)})
+    out = slices_against_truth(exp, truth, truth)
+    true_failing = int(lowest_contrast.sum()) + 1
+    assert [t["selector"] for t in out["truth"]] == ["contrast=0.2"] == out["explored"]
+    assert out["truth_covers_true_failure_cells"] == pytest.approx((true_failing - 1) / true_failing)
+    assert out["explored_cover_true_failure_cells"] == pytest.approx((true_failing - 1) / true_failing)
