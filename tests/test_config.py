@@ -116,6 +116,21 @@ def test_threshold_out_of_range():
     assert "experiments.x.landscape.failure_rate_threshold: " in msg
 
 
+@pytest.mark.parametrize("tau", [0, 0.0, 1, 1.0])
+def test_a_threshold_of_zero_or_one_is_refused(tau):
+    # tau = 0 makes every visited cell a failure cell (even at 0 failures); tau = 1 makes none one
+    # (a Wilson lower bound is below 1)
+    msg = error_of(minimal(landscape={"failure_rate_threshold": tau}))
+    assert "experiments.x.landscape.failure_rate_threshold: " in msg
+
+
+def test_an_epsilon_of_one_is_refused():
+    # a query fails when ROUGE-L F drops by more than epsilon; a drop is at most 1
+    msg = error_of(minimal(task="summarization", model={"epsilon": 1},
+                           concepts=[{"name": "typo", "transform": "typo", "levels": [0, 0.1]}]))
+    assert "experiments.x.model.epsilon: " in msg
+
+
 def test_several_errors_reported_together():
     msg = error_of(minimal(explore={"budget": "lots"}, mitigate={"mode": "half"}))
     assert "experiments.x.explore.budget" in msg and "experiments.x.mitigate.mode" in msg
