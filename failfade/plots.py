@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
@@ -27,6 +28,17 @@ def _panels(space: ConceptSpace, values: np.ndarray):
 
 def _panel_title(space: ConceptSpace, combo) -> str:
     return ", ".join(f"{space.axes[2 + i].name}={space.axes[2 + i].label(j)}" for i, j in enumerate(combo)) or "all"
+
+
+UNQUERIED = "lightgrey"  # an unqueried cell (NaN): drawn in this colour, its label in dark text
+
+
+def _with_unqueried(cmap: str) -> mcolors.Colormap:
+    return plt.get_cmap(cmap).with_extremes(bad=UNQUERIED)
+
+
+def _text_colour(v: float, vmin: float, vmax: float) -> str:
+    return "black" if np.isnan(v) or v >= (vmin + vmax) / 2 else "white"
 
 
 MAX_PANELS = 25  # beyond this (e.g. 6 axes x 5 levels: 625 panels), one panel per pair of axes
@@ -70,12 +82,12 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title:
     for p, (ax, combo) in enumerate(zip(axes.flat, combos)):
         sl = (slice(None), slice(None)) + tuple(combo)
         img = grid[sl]
-        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+        im = ax.imshow(img, cmap=_with_unqueried(cmap), vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
         for (i, j), v in np.ndenumerate(img):
             txt = "·" if np.isnan(v) else f"{v:.2f}"
             if counts is not None:
                 txt += f"\nn={int(counts[sl][i, j])}"
-            ax.text(j, i, txt, ha="center", va="center", fontsize=6, color="white" if (np.isnan(v) or v < (vmin + vmax) / 2) else "black")
+            ax.text(j, i, txt, ha="center", va="center", fontsize=6, color=_text_colour(v, vmin, vmax))
             if marks is not None and marks[sl][i, j]:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.5))
         ax.set_yticks(range(len(a0.levels)), [a0.label(i) for i in range(len(a0.levels))], fontsize=7)
@@ -84,6 +96,8 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title:
         if a1 is not None:
             ax.set_xticks(range(len(a1.levels)), [a1.label(i) for i in range(len(a1.levels))], fontsize=7)
             ax.set_xlabel(a1.name, fontsize=8)
+        else:  # one axis: the panel is a single column, with nothing to mark across it
+            ax.set_xticks([])
         ax.set_title(_panel_title(space, combo), fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -109,10 +123,10 @@ def _pair_heatmaps(space: ConceptSpace, values: np.ndarray, path, title: str, co
         with warnings.catch_warnings():  # an all-unvisited pair of levels is NaN, not a warning
             warnings.simplefilter("ignore", RuntimeWarning)
             img = np.nanmean(grid, axis=other)
-        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+        im = ax.imshow(img, cmap=_with_unqueried(cmap), vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
         for (r, c), v in np.ndenumerate(img):
             ax.text(c, r, "·" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if (np.isnan(v) or v < (vmin + vmax) / 2) else "black")
+                    color=_text_colour(v, vmin, vmax))
         ai, aj = space.axes[i], space.axes[j]
         ax.set_yticks(range(len(ai.levels)), [ai.label(k) for k in range(len(ai.levels))], fontsize=7)
         ax.set_xticks(range(len(aj.levels)), [aj.label(k) for k in range(len(aj.levels))], fontsize=7)
