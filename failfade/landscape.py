@@ -191,10 +191,16 @@ def summarize(space: ConceptSpace, queries, threshold: float, confidence: float 
     finally:
         if own:
             con.close()
-    mode_of = np.zeros(space.n_cells, dtype=np.int32)
+    return cells.with_columns(pl.Series("mode", mode_of_cells(space.n_cells, modes))), modes, search
+
+
+def mode_of_cells(n_cells: int, modes: pl.DataFrame) -> np.ndarray:
+    """Each cell's failure mode (0: none). Modes may overlap; a cell in several belongs to the first,
+    best one (the cells table's `mode` column, and what the rating sheet groups by)."""
+    mode_of = np.zeros(n_cells, dtype=np.int32)
     for m, text in zip(modes["mode"].to_list()[::-1], modes["cells"].to_list()[::-1]):  # the best mode wins
         mode_of[[int(c) for c in text.split()]] = m
-    return cells.with_columns(pl.Series("mode", mode_of)), modes, search
+    return mode_of
 
 
 def write_database(db_path: Path, queries: pl.DataFrame | Path | list, cells: pl.DataFrame, modes: pl.DataFrame,

@@ -509,6 +509,29 @@ def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):
     assert bool(row["judge_failure"][0]) == bool(task.score([2], [5]).failure[0])
 
 
+def test_the_rating_sheet_puts_a_cell_in_two_modes_under_the_landscapes_mode(digits_world, tmp_path, monkeypatch):
+    """A cell that two failure modes hold belongs to the first (best) one in cells.csv and
+    landscape.duckdb; the rating sheet groups it the same way."""
+    from failfade.landscape import mode_of_cells
+    from failfade.tasks.family import family
+    from failfade.tasks.generation import ratings
+
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    fam = family("generation")
+    _, queries, _, _ = explored_exhaustively(digits_world)
+    modes = pl.DataFrame({"mode": [1, 2], "selector": ["a", "b"], "description": ["first", "second"],
+                          "cells": ["0 1 2", "2 3"]})
+    assert mode_of_cells(12, modes).tolist() == [1, 1, 1, 2] + [0] * 8  # the landscape's: the best mode wins
+    sheet = []
+    write_sheet = ratings.write_sheet
+    monkeypatch.setattr(ratings, "write_sheet", lambda *a, **k: sheet.extend(write_sheet(*a, **k)) or sheet)
+    fam.gallery(exp, queries, modes, tmp_path / "gallery.png", 1, model_dir)
+    assert {r["cell"]: r["mode"] for r in sheet} == dict(enumerate(mode_of_cells(12, modes).tolist()))
+    page = (tmp_path / "rating_sheet.html").read_text()
+    first, second = page.index("Failure mode 1: first"), page.index("Failure mode 2: second")
+    assert first < page.index('data-cell="2"') < second < page.index('data-cell="3"')
+
+
 # --- ratings: read, validate, aggregate, compare with the judge ----------------------------------------
 
 def _space():

@@ -400,7 +400,7 @@ class GenerationFamily(TaskFamily):
         judge, the share of its images whose digit the judge recognises (same weighting), so that an
         immature model is not read as bias; failure cells are outlined. Beside it: the rating sheet
         (rating_sheet.html) and its CSV template (ratings_template.csv) for people to rate images."""
-        from failfade.landscape import cell_table
+        from failfade.landscape import cell_table, mode_of_cells
         from failfade.plots import sample_sheet
         from failfade.tasks.generation import ratings
         from failfade.tasks.generation.pipeline import seed_of
@@ -438,10 +438,9 @@ class GenerationFamily(TaskFamily):
         sample_sheet(panels, list(dict.fromkeys(rows)), list(dict.fromkeys(cols)), path,
                      f"One sample sheet per cell ({k} held-out seeds each): the landscape's failure rate"
                      + ("" if digit is None else ", digit recognised by the judge") + "; failure cells in red")
-        mode_of = np.zeros(space.n_cells, dtype=np.int64)
-        for m in modes.iter_rows(named=True):
-            mode_of[[int(c) for c in m["cells"].split()]] = int(m["mode"])
-        ratings.write_sheet(exp, space, prompts, queries, modes, cells.with_columns(pl.Series("mode", mode_of)), sampler,
+        # a cell in several modes goes under the landscape's mode for it (the first, best one), as in cells.csv
+        ratings.write_sheet(exp, space, prompts, queries, modes,
+                            cells.with_columns(pl.Series("mode", mode_of_cells(space.n_cells, modes))), sampler,
                             Path(path).parent, self.rating_ids(exp), judge)
 
     def sheet_layout(self, space: ConceptSpace):
