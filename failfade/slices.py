@@ -26,9 +26,11 @@ Each level's statistics are one join of the candidate boxes with the cells' marg
 candidate's axes (at most ∏ levels rows), so the lattice is never enumerated in full.
 
 A slice is a *failure mode* candidate when the lower end of its rate's interval is at or above
-τ (`landscape.failure_rate_threshold`, the rule failure cells follow), and, when it adds a
-predicate, its rate beats every parent's by `landscape.slice_margin` (else the parent says it
-already). The modes are then chosen greedily by score: a candidate is kept when the cells it adds to
+τ (`landscape.failure_rate_threshold`, the rule failure cells follow) and its rate beats every
+parent's (the slice less one predicate) by `landscape.slice_margin` (else the parent says it
+already). The whole grid is level 0: every one-term slice's parent, so a one-term slice must beat
+the grid's rate too, and itself a candidate of no term (`*`, "every cell") when its rate is
+confidently at or above τ. The modes are then chosen greedily by score: a candidate is kept when the cells it adds to
 the modes kept so far fail at a rate of at least τ; a kept slice that a later, larger one contains
 is replaced by it. Up to `landscape.top_k` modes; a cell may belong to several.
 """
@@ -181,6 +183,18 @@ def _find(con, space: ConceptSpace, cells: pl.DataFrame, p: SliceParams):
             best = max(best, p.alpha * (e / ebar - 1) - (1 - p.alpha) * (M / n - 1))
         return best
 
+    # level 0: the whole grid, every one-term slice's parent; itself a mode (`*`, every cell) when
+    # it fails confidently at or above τ and the greedy choice finds its cells failing
+    grid = box_of([])
+    size, vis, se, me, sv, sinv = con.execute(
+        "SELECT count(*), count(e), sum(e), max(e), coalesce(sum(v), 0), coalesce(sum(ninv), 0) FROM sl_cells").fetchall()[0]
+    whole = {"size": int(size), "vis": int(vis), "se": float(se), "me": float(me), "sv": float(sv), "sinv": float(sinv),
+             "terms": 0, "rate": se / vis, "score": 0.0}  # the score of the mean rate at size M
+    (lo,), (hi,) = slice_interval([whole["rate"]], [sv], [sinv], [vis], p.confidence)
+    whole |= {"rate_lo": float(lo), "rate_hi": float(hi)}
+    whole["candidate"] = bool(vis >= p.min_cells and whole["rate_lo"] >= p.threshold)
+    evaluated[grid] = whole
+
     cut = -np.inf
     for level in range(1, min(p.max_terms, d) + 1):
         if level == 1:
@@ -230,7 +244,8 @@ def _find(con, space: ConceptSpace, cells: pl.DataFrame, p: SliceParams):
                 else:
                     s["rate"] = s["rate_lo"] = np.nan
                     s["rate_hi"], s["score"] = np.nan, -np.inf
-                parents = [box_of([t for t in terms_of(box) if t[0] != drop]) for drop, _, _ in terms_of(box)] if level > 1 else []
+                # at level 1 the one parent is the whole grid: a one-term slice must beat it too
+                parents = [box_of([t for t in terms_of(box) if t[0] != drop]) for drop, _, _ in terms_of(box)]
                 beats = all(s["rate"] >= evaluated[q]["rate"] + p.margin for q in parents if q in evaluated)
                 s["candidate"] = bool(s["vis"] >= p.min_cells and s["rate_lo"] >= p.threshold and beats)
                 evaluated[box] = s
@@ -317,8 +332,9 @@ def _modes_frame(found, space: ConceptSpace, cells: pl.DataFrame | None = None) 
             "score": float(s["score"]),
             "cum_failing_cells": float(failing[covered].sum() / total_fail_cells),
             "cum_failures": float(k[covered].sum() / total_failures),
-            "description": " and ".join(words),
-            "selector": " & ".join(space.axes[j].range_condition(lo, hi) for j, lo, hi in terms),
+            # no term: the whole grid, which the feedback's `*` selects
+            "description": " and ".join(words) or "every cell",
+            "selector": " & ".join(space.axes[j].range_condition(lo, hi) for j, lo, hi in terms) or "*",
             "cells": " ".join(str(c) for c in idx),
         })
     return pl.DataFrame(rows, schema=MODE_SCHEMA)

@@ -296,3 +296,60 @@ def test_groundtruth_coverage_counts_the_true_failure_cells_by_true_rate():
     assert [t["selector"] for t in out["truth"]] == ["contrast=0.2"] == out["explored"]
     assert out["truth_covers_true_failure_cells"] == pytest.approx((true_failing - 1) / true_failing)
     assert out["explored_cover_true_failure_cells"] == pytest.approx((true_failing - 1) / true_failing)
+
+# --- the whole grid, unqueried levels, the mode's mean delta -------------------------------------
+
+SPACE5 = ConceptSpace([Axis("rotation", "rotate", (0.0, 10.0, 20.0, 30.0, 40.0), "°"),
+                       Axis("blur", "gaussian_blur", (0.0, 1.0, 1.5, 2.0, 2.5), "px"),
+                       Axis("contrast", "contrast", (1.0, 0.6, 0.4, 0.3, 0.2))])
+
+
+def queries_from_rates(space: ConceptSpace, rates: np.ndarray, per_cell: int, seed: int = 0,
+                       cells: np.ndarray | None = None) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    cell = np.repeat(np.arange(space.n_cells) if cells is None else cells, per_cell)
+    fail = rng.random(len(cell)) < rates[cell]
+    return pl.DataFrame({"cell": cell.astype(np.int32), "failure": fail, "delta": fail.astype(np.float32)})
+
+
+def test_a_grid_that_fails_everywhere_is_one_mode_every_cell(tmp_path):
+    """Every cell fails at 0.8: no one-term slice beats the whole grid by the margin, so none is a
+    mode (four arbitrary overlapping halves were); the whole grid is, once, as `*`."""
+    from failfade.feedback import mitigation_plan, read_feedback
+    from failfade.landscape import feedback_template
+
+    cells, modes, _ = summarize(SPACE5, queries_from_rates(SPACE5, np.full(SPACE5.n_cells, 0.8), 40), threshold=0.5)
+    assert modes["selector"].to_list() == ["*"] and modes["description"].to_list() == ["every cell"]
+    r = modes.row(0, named=True)
+    assert r["terms"] == 0 and r["n_cells"] == r["visited_cells"] == SPACE5.n_cells
+    assert r["failure_rate"] == pytest.approx(np.nanmean(cells["failure_rate"].to_numpy()))
+    assert r["rate_lo"] >= 0.5 and r["cum_failing_cells"] == 1.0
+    assert parse_selector(r["selector"], SPACE5).tolist() == [int(c) for c in r["cells"].split()] == list(range(SPACE5.n_cells))
+    assert (cells["mode"] == 1).all()
+    # the template's row is feedback the parser takes as it is
+    path = tmp_path / "fb.csv"
+    feedback_template(modes).with_columns(pl.lit("fix").alias("decision")).write_csv(path)
+    rows = read_feedback(path, SPACE5, range(SPACE5.n_cells))
+    assert len(mitigation_plan(rows, SPACE5, range(SPACE5.n_cells), str(path))["fix"]) == SPACE5.n_cells
+
+
+def test_a_one_term_slice_must_beat_the_whole_grid_by_the_margin():
+    """0.6 everywhere and 0.62 at rotation 40°: `rotation = 40°` says no more than the whole grid
+    (its parent), and halves such as `blur ≤ 2 px` say less; the mode is every cell."""
+    rates = np.full(SPACE5.n_cells, 0.6)
+    rates[SPACE5.all_coords()[:, 0] == 4] = 0.62
+    _, modes, _ = summarize(SPACE5, queries_from_rates(SPACE5, rates, 200), threshold=0.5)
+    assert modes["selector"].to_list() == ["*"]
+    # a slice that does beat the grid by the margin is a mode, and the grid is not when part of it passes
+    rates[SPACE5.all_coords()[:, 0] == 4] = 0.9
+    rates[SPACE5.all_coords()[:, 0] <= 1] = 0.05  # the grid's mean is 0.44: no longer a failure region
+    _, modes, _ = summarize(SPACE5, queries_from_rates(SPACE5, rates, 200), threshold=0.5)
+    assert modes["selector"].to_list() == ["rotation>=20"]
+
+
+def test_no_mode_every_cell_when_some_cells_do_not_fail():
+    """Four fifths of the grid at 0.9, rotation 40° at 0.05: the whole grid's rate (0.73) is
+    confidently above τ, but the cells it adds to `rotation ≤ 30°` do not fail."""
+    rates = np.where(SPACE5.all_coords()[:, 0] <= 3, 0.9, 0.05)
+    _, modes, _ = summarize(SPACE5, queries_from_rates(SPACE5, rates, 40), threshold=0.5)
+    assert modes["selector"].to_list() == ["rotation<=30"]
