@@ -270,7 +270,8 @@ def box_mask(space: ConceptSpace, box) -> np.ndarray:
 def _choose(space: ConceptSpace, rate: np.ndarray, cands, p: SliceParams, terms_of) -> list:
     """Greedy by score: keep a candidate when the visited cells it adds fail at ≥ τ on average; a
     kept slice inside a later one is replaced by it."""
-    cands = sorted(cands, key=lambda bs: (-bs[1]["score"], len(terms_of(bs[0])), bs[0]))[: p.pool]
+    # ties (the same visited cells and rates) go to fewer terms, then to the smaller box
+    cands = sorted(cands, key=lambda bs: (-bs[1]["score"], len(terms_of(bs[0])), bs[1]["size"], bs[0]))[: p.pool]
     chosen: list = []
     masks: dict = {}
     covered = np.zeros(space.n_cells, dtype=bool)
@@ -287,15 +288,17 @@ def _choose(space: ConceptSpace, rate: np.ndarray, cands, p: SliceParams, terms_
 
 
 def _tight(space: ConceptSpace, rate: np.ndarray, box, mask: np.ndarray, threshold: float, terms_of) -> bool:
-    """Each range's end levels fail at ≥ τ inside the slice: "x4 >= 20" is not said when only
-    x4 >= 30 fails (its x4 = 20 slab would ride along on the others' rate)."""
+    """Each range's end levels were explored and fail at ≥ τ inside the slice: "x4 >= 20" is not
+    said when only x4 >= 30 fails (its x4 = 20 slab would ride along on the others' rate), nor when
+    no cell of its x4 = 20 slab was queried (x4 = 30 has the same evidence, and a `fix` of x4 >= 20
+    would fine-tune on cells nobody looked at)."""
     coords = space.all_coords()
     for j, lo, hi in terms_of(box):
         if lo == hi:
             continue
         for end in (lo, hi):
             slab = mask & (coords[:, j] == end) & np.isfinite(rate)
-            if slab.any() and rate[slab].mean() < threshold:
+            if not slab.any() or rate[slab].mean() < threshold:
                 return False
     return True
 

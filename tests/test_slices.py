@@ -353,3 +353,21 @@ def test_no_mode_every_cell_when_some_cells_do_not_fail():
     rates = np.where(SPACE5.all_coords()[:, 0] <= 3, 0.9, 0.05)
     _, modes, _ = summarize(SPACE5, queries_from_rates(SPACE5, rates, 40), threshold=0.5)
     assert modes["selector"].to_list() == ["rotation<=30"]
+
+
+
+def test_a_range_does_not_end_on_a_level_never_queried():
+    """Rotation 30° is never queried and rotation 40° fails: the mode is `rotation = 40°` (25
+    explored cells), not `rotation ≥ 30°`, which has the same evidence and 25 cells more that a
+    `fix` would fine-tune on unexplored."""
+    coords = SPACE5.all_coords()
+    rates = np.where(coords[:, 0] == 4, 0.8, 0.1)
+    q = queries_from_rates(SPACE5, rates, 30, cells=np.flatnonzero(coords[:, 0] != 3))
+    _, modes, _ = summarize(SPACE5, q, threshold=0.5)
+    assert modes["selector"].to_list() == ["rotation=40"]
+    assert modes["n_cells"].to_list() == modes["visited_cells"].to_list() == [25]
+    # the same with a second term: blur 1 px never queried, rotation 40° at blur ≥ 1.5 px fails
+    rates = np.where((coords[:, 0] == 4) & (coords[:, 1] >= 1), 0.9, 0.05)
+    q = queries_from_rates(SPACE5, rates, 30, cells=np.flatnonzero(coords[:, 1] != 1))
+    _, modes, _ = summarize(SPACE5, q, threshold=0.5)
+    assert modes["selector"].to_list() == ["rotation=40 & blur>=1.5"]
