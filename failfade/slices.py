@@ -331,7 +331,8 @@ def _modes_frame(found, space: ConceptSpace, cells: pl.DataFrame | None = None) 
             "mode": i, "terms": len(terms), "n_cells": int(m.sum()), "visited_cells": int(s["vis"]),
             "failing_cells": int(failing[m].sum()), "queries": int(n[m].sum()), "failures": int(k[m].sum()),
             "failure_rate": float(s["rate"]), "rate_lo": float(s["rate_lo"]), "rate_hi": float(s["rate_hi"]),
-            "mean_delta": float(np.average(dl[seen], weights=n[seen])) if len(seen) else float("nan"),
+            # each visited cell weighs the same, as in the failure rate (not the explorer's query counts)
+            "mean_delta": float(np.mean(dl[seen])) if len(seen) else float("nan"),
             "score": float(s["score"]),
             "cum_failing_cells": float(failing[covered].sum() / total_fail_cells),
             "cum_failures": float(k[covered].sum() / total_failures),

@@ -371,3 +371,19 @@ def test_a_range_does_not_end_on_a_level_never_queried():
     q = queries_from_rates(SPACE5, rates, 30, cells=np.flatnonzero(coords[:, 1] != 1))
     _, modes, _ = summarize(SPACE5, q, threshold=0.5)
     assert modes["selector"].to_list() == ["rotation=40 & blur>=1.5"]
+
+
+
+def test_a_modes_mean_delta_weighs_each_cell_the_same():
+    """As its failure rate does: a cell the explorer queried 90 times counts as one queried 10 times."""
+    coords = SPACE5.all_coords()
+    inside = np.flatnonzero(coords[:, 0] == 4)
+    heavy = inside[:5]
+    per_cell = {c: 10 for c in range(SPACE5.n_cells)} | {c: 90 for c in heavy}
+    cell = np.concatenate([np.full(n, c) for c, n in per_cell.items()]).astype(np.int32)
+    fail = np.isin(cell, inside)
+    delta = np.where(np.isin(cell, heavy), 0.2, np.where(fail, 1.0, 0.0)).astype(np.float32)
+    q = pl.DataFrame({"cell": cell, "failure": fail, "delta": delta})
+    _, modes, _ = summarize(SPACE5, q, threshold=0.5)
+    assert modes["selector"].to_list() == ["rotation=40"]
+    assert modes["mean_delta"][0] == pytest.approx((5 * 0.2 + 20 * 1.0) / 25, rel=1e-6)  # not (450·0.2 + 200) / 650
