@@ -269,15 +269,17 @@ def box_mask(space: ConceptSpace, box) -> np.ndarray:
 
 def _choose(space: ConceptSpace, rate: np.ndarray, cands, p: SliceParams, terms_of) -> list:
     """Greedy by score: keep a candidate when the visited cells it adds fail at ≥ τ on average; a
-    kept slice inside a later one is replaced by it."""
+    kept slice inside a later one is replaced by it. The whole grid (no term) is weighed in its
+    place even past the pool and top_k: kept, it replaces every mode, so no cut may hide it."""
     # ties (the same visited cells and rates) go to fewer terms, then to the smaller box
-    cands = sorted(cands, key=lambda bs: (-bs[1]["score"], len(terms_of(bs[0])), bs[1]["size"], bs[0]))[: p.pool]
+    ranked = sorted(cands, key=lambda bs: (-bs[1]["score"], len(terms_of(bs[0])), bs[1]["size"], bs[0]))
+    cands = ranked[: p.pool] + [bs for bs in ranked[p.pool:] if not terms_of(bs[0])]
     chosen: list = []
     masks: dict = {}
     covered = np.zeros(space.n_cells, dtype=bool)
     for box, s in cands:
-        if len(chosen) >= p.top_k:
-            break
+        if len(chosen) >= p.top_k and terms_of(box):
+            continue
         m = masks.setdefault(box, box_mask(space, box))
         new = m & ~covered & np.isfinite(rate)
         if not new.any() or np.nanmean(rate[new]) < p.threshold or not _tight(space, rate, box, m, p.threshold, terms_of):

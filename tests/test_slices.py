@@ -347,6 +347,18 @@ def test_a_one_term_slice_must_beat_the_whole_grid_by_the_margin():
     assert modes["selector"].to_list() == ["rotation>=20"]
 
 
+def test_top_k_does_not_hide_a_grid_that_fails_everywhere():
+    """Every cell fails; rotation 0° and blur 2.5 px fail more (they beat the grid and rank above
+    it). With top_k = 2 they filled the list before the grid was weighed, and the list said that
+    only they fail; the grid, kept, replaces both, whatever top_k."""
+    coords = SPACE5.all_coords()
+    rates = np.where((coords[:, 0] == 0) | (coords[:, 1] == 4), 0.97, 0.75)
+    cells = cell_table(SPACE5, queries_from_rates(SPACE5, rates, 60), 0.5)
+    for top_k in (2, 8):
+        modes, _ = find_slices(SPACE5, cells, SliceParams(top_k=top_k))
+        assert modes["selector"].to_list() == ["*"]
+
+
 def test_no_mode_every_cell_when_some_cells_do_not_fail():
     """Four fifths of the grid at 0.9, rotation 40° at 0.05: the whole grid's rate (0.73) is
     confidently above τ, but the cells it adds to `rotation ≤ 30°` do not fail."""
