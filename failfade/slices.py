@@ -30,9 +30,12 @@ A slice is a *failure mode* candidate when the lower end of its rate's interval 
 parent's (the slice less one predicate) by `landscape.slice_margin` (else the parent says it
 already). The whole grid is level 0: every one-term slice's parent, so a one-term slice must beat
 the grid's rate too, and itself a candidate of no term (`*`, "every cell") when its rate is
-confidently at or above τ. The modes are then chosen greedily by score: a candidate is kept when the cells it adds to
-the modes kept so far fail at a rate of at least τ; a kept slice that a later, larger one contains
-is replaced by it. Up to `landscape.top_k` modes; a cell may belong to several.
+confidently at or above τ. The modes are then chosen greedily by score: a candidate is kept when
+the cells it adds to the modes kept so far fail at a rate of at least τ and each of its ranges ends
+on a level that was explored inside it and fails there at ≥ τ; a kept slice that a later, larger
+one contains is replaced by it (the whole grid, kept, replaces them all). Up to `landscape.top_k`
+modes; a cell may belong to several. A mode's mean delta, like its rate, weighs each visited cell
+the same.
 """
 
 from __future__ import annotations
