@@ -297,6 +297,7 @@ def test_groundtruth_coverage_counts_the_true_failure_cells_by_true_rate():
     assert out["truth_covers_true_failure_cells"] == pytest.approx((true_failing - 1) / true_failing)
     assert out["explored_cover_true_failure_cells"] == pytest.approx((true_failing - 1) / true_failing)
 
+
 # --- the whole grid, unqueried levels, the mode's mean delta -------------------------------------
 
 SPACE5 = ConceptSpace([Axis("rotation", "rotate", (0.0, 10.0, 20.0, 30.0, 40.0), "°"),
