@@ -367,12 +367,18 @@ def markdown(result: dict, experiment: str) -> str:
         f"[{_ci(m['change_ci'], signed=True)}] |",
         f"| failure cells | {result['failure_cells_pre']} | {result['failure_cells_post']} | |",
         "",
-        f"- Targeted failure rate reduced by **{_pct(red)}** (relative; {conf} interval "
-        f"{_ci(result['targeted_relative_reduction_ci'])}).",
     ]
+    landscape_red = (f"reduced by **{_pct(red)}** (relative; {conf} interval "
+                     f"{_ci(result['targeted_relative_reduction_ci'])})")
     if th and "relative_change" in th:
-        lines.append(f"- Measured on every held-out input instead (no exploration noise): reduced by "
-                     f"**{_pct(-th['relative_change'])}** ({conf} interval {_ci([-th['relative_change_ci'][1], -th['relative_change_ci'][0]])}).")
+        # the exhaustive measurement leads: the landscapes' estimate carries the explorer's stopping bias
+        lines += [f"- Targeted failure rate, measured on every held-out input: reduced by "
+                  f"**{_pct(-th['relative_change'])}** ({conf} interval "
+                  f"{_ci([-th['relative_change_ci'][1], -th['relative_change_ci'][0]])}).",
+                  f"- The landscapes' estimate of it: {landscape_red.replace('**', '')}. It can read a few points "
+                  "off: an explorer that stops querying a cell once it is settled leaves early high readings standing."]
+    else:
+        lines.append(f"- Targeted failure rate {landscape_red}.")
     lines += [
         f"- Failure mass over the whole grid changed by {_pct(m['relative_change'])} relative "
         "(negative: fewer failures).",

@@ -481,3 +481,26 @@ def test_the_grid_emd_interval_covers_the_true_distance():
         lo, hi = result["grid_emd_ci"]
         covered += lo <= true_emd <= hi
     assert covered >= 32, covered  # nominal 95%: 38 of 40
+
+
+def test_shift_md_leads_with_the_held_out_measurement_when_there_is_one():
+    """The landscapes' targeted rate carries the explorer's stopping bias (a cell that read high early
+    is not queried on), so where the probes stage scored every fixed cell on every held-out input,
+    shift.md's headline reduction is that exhaustive figure, and the landscapes' estimate follows it."""
+    from failfade.probes import input_table, pooled_change, targeted_table
+
+    pre = build_queries({c: (20, 16) if c in TARGETED else (20, 2) for c in range(9)})
+    post = build_queries({c: (20, 2) for c in range(9)})
+    plan = plan_for(TARGETED)
+    res, _ = compare(SPACE3, pre, post, plan, threshold=0.5, clean_pre=0.97, clean_post=0.96, bootstrap=0)
+    assert "- Targeted failure rate reduced by **87.5%**" in markdown(res, "x")  # no held-out table: the landscapes'
+    rng = np.random.default_rng(0)
+    before = [rng.random(50) < 0.6 for _ in TARGETED]
+    after = [b & (rng.random(50) < 0.5) for b in before]
+    table = targeted_table(SPACE3, plan, [int(b.sum()) for b in before], [int(a.sum()) for a in after], 50)
+    res["targeted_heldout"] = pooled_change(table, 0.95, input_table(before, after))
+    bullets = [line for line in markdown(res, "x").splitlines() if line.startswith("- ")]
+    expected = f"{100 * -res['targeted_heldout']['relative_change']:.1f}%"
+    assert bullets[0].startswith("- Targeted failure rate, measured on every held-out input: reduced by")
+    assert f"**{expected}**" in bullets[0]
+    assert bullets[1].startswith("- The landscapes' estimate of it: reduced by 87.5%")
