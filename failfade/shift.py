@@ -255,6 +255,7 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         f"clean_{quality}_post": clean_post,
         f"clean_{quality}_change": clean_post - clean_pre,
         "targeted_cells": int(targeted.sum()),
+        "other_cells": int((~targeted).sum()),
         "targeted_failure_rate_pre": targeted_s["pre"],
         "targeted_failure_rate_post": targeted_s["post"],
         "targeted_relative_reduction": None if targeted_s["relative_change"] is None else -targeted_s["relative_change"],
@@ -361,7 +362,7 @@ def markdown(result: dict, experiment: str) -> str:
                      f"[{_ci(th['pre_ci'])}] | {_pct(th['post'])} [{_ci(th['post_ci'])}] | {_signed_pt(th['change'])} "
                      f"[{_ci(th['change_ci'], signed=True)}] |")
     lines += [
-        f"| other failure rate ({o['cells']} cells) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "
+        f"| other failure rate ({_cells(o['cells'], result.get('other_cells', o['cells']))}) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "
         f"{_signed_pt(o['change'])} [{_ci(o['change_ci'], signed=True)}] |",
         f"| failure mass (whole grid) | {_pct(m['pre'])} | {_pct(m['post'])} | {_signed_pt(m['change'])} "
         f"[{_ci(m['change_ci'], signed=True)}] |",

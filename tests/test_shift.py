@@ -288,10 +288,12 @@ def test_a_cell_unexplored_before_is_not_a_new_failure_cell():
 
 def test_the_papers_distance_and_the_targeted_row_use_the_cells_explored_on_both_sides():
     rates = {c: (20, 10) for c in range(9)}
-    post = {c: v for c, v in rates.items() if c != 1}  # a targeted cell left out after
+    post = {c: v for c, v in rates.items() if c not in (1, 8)}  # a targeted and an other cell left out after
     res, _ = compare(SPACE3, build_queries(rates), build_queries(post), plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0)
     assert res["paper_wasserstein_1d"] == 0.0 and res["grid_emd"] == 0.0  # the same rates where both looked
-    assert "| targeted failure rate (2 of 3 cells explored) |" in markdown(res, "x")
+    md = markdown(res, "x")
+    assert "| targeted failure rate (2 of 3 cells explored) |" in md
+    assert "| other failure rate (5 of 6 cells explored) |" in md
 
 
 def test_compare_rates_average_over_cells_not_queries():
