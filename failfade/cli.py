@@ -225,6 +225,12 @@ def check_feedback(experiment, feedback_csv, configfile, results):
     except FailfadeError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{feedback_csv}: valid; {len(plan['fix'])} cell(s) to fix, {len(plan['accept'])} accepted")
+    for o in plan["overlaps"]:
+        click.echo(f"  lines {o['fix_line']} (fix) and {o['accept_line']} (accept) share {o['cells']} cell(s): they are fixed")
+    for r in plan["rows"]:
+        if r["cells_not_explored"]:
+            click.echo(f"  line {r['line']}: {r['cells_not_explored']} of its {r['n_cells']} cell(s) were never explored: "
+                       f"left out of the plan (no evidence they fail)")
 
 
 @main.command("standin-ratings")

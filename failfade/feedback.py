@@ -300,7 +300,10 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
 
 
 def mitigation_plan(rows: list[Row], space: ConceptSpace, explored_cells, source: str) -> dict:
-    """Cells to fade (only explored ones) with weights; overlapping fix rows keep the largest weight."""
+    """Cells to fade (only explored ones: a row's cells that the exploration never visited are left
+    out, and counted in its `cells_not_explored`) with weights; overlapping fix rows keep the largest
+    weight; a cell shared by a fix row and an accept row (a partial overlap) is fixed, listed in
+    `overlaps`."""
     explored = set(int(c) for c in explored_cells)
     weights: dict[int, float] = {}
     accept: set[int] = set()
@@ -324,7 +327,9 @@ def mitigation_plan(rows: list[Row], space: ConceptSpace, explored_cells, source
         ],
         "accept": sorted(accept),
         "rows": [{"line": r.line, "selector": r.selector, "decision": r.decision, "weight": r.weight, "note": r.note,
-                  "n_cells": int(len(r.cells))} for r in rows],
+                  "n_cells": int(len(r.cells)),
+                  # matched but never explored: left out of the plan (no evidence they fail), said here
+                  "cells_not_explored": int(sum(int(c) not in explored for c in r.cells.tolist()))} for r in rows],
     }
 
 

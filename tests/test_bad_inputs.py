@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -219,6 +220,17 @@ def test_a_flood_of_problems_is_summarised_and_fast(project):
     assert_refused(proc, str(path.relative_to(project)))
     assert "99999 problem(s)" in proc.stderr and "... and 99979 more: 99979 × duplicate of line 2" in proc.stderr
     assert len(proc.stderr.splitlines()) < 30
+
+
+def test_check_feedback_says_what_a_partial_overlap_resolves_to(project):
+    """Rows that decide differently and share only some cells are valid; the shared cells are fixed,
+    and the check says so instead of fixing them silently."""
+    path = project / "bad_feedback" / "overlap.csv"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("selector,decision\nrotation>=30,fix\ncontrast=0.2,accept\n")
+    proc = quick(project, "check-feedback", EXP, str(path.relative_to(project)))
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"lines 2 \(fix\) and 3 \(accept\) share [1-9]\d* cell\(s\): they are fixed", proc.stdout), proc.stdout
 
 
 def test_bad_feedback_fails_the_feedback_rule_and_keeps_the_landscape(copy_of, repo_root):

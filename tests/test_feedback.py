@@ -144,6 +144,9 @@ def test_mitigation_plan_only_explored_cells(space, tmp_path):
     assert [f["weight"] for f in plan["fix"]] == [2.0 if ROT[f["cell"] // 25] == 30 else 3.0 for f in plan["fix"]]
     assert {f["weight"] for f in plan["fix"]} == {2.0, 3.0}
     assert plan["accept"] == cells_where(lambda r, b, c: b == 0 and r <= 20 and c == 0.2)
+    # the rows say how many of their cells were left out as never explored
+    assert [r["cells_not_explored"] for r in plan["rows"]] == [r["n_cells"] - n for r, n in
+                                                                zip(plan["rows"], (10, 5, 3))]
 
 
 def test_overlapping_fix_rows_keep_largest_weight_whatever_the_order(space, tmp_path):
