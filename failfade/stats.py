@@ -116,12 +116,51 @@ def variance_from_sums(sw, sw2, swf, sw2f):
     return np.where(n_eff > 0, np.maximum(sandwich, binom), np.nan)
 
 
-def newcombe_interval(p1, l1, u1, p2, l2, u2):
-    """p2 − p1 with Newcombe's hybrid-score interval (1998, method 10) from the two proportions'
-    own (Wilson) intervals [l, u]."""
-    p1, l1, u1, p2, l2, u2 = (np.asarray(v, dtype=np.float64) for v in (p1, l1, u1, p2, l2, u2))
+def newcombe_interval(p1, l1, u1, p2, l2, u2, phi=0.0):
+    """p2 − p1 with Newcombe's hybrid-score interval from the two proportions' own (Wilson)
+    intervals [l, u]: for independent samples (Newcombe 1998a, method 10) with `phi` 0; for paired
+    ones (Newcombe 1998b, method 10) with `phi` the correlation of the two proportions' estimates
+    (paired_newcombe_interval)."""
+    p1, l1, u1, p2, l2, u2, phi = (np.asarray(v, dtype=np.float64) for v in (p1, l1, u1, p2, l2, u2, phi))
     d = p2 - p1
-    return d, d - np.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + np.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
+    below = (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2
+    above = (u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2
+    return d, d - np.sqrt(np.maximum(below, 0.0)), d + np.sqrt(np.maximum(above, 0.0))
+
+
+def paired_newcombe_interval(both, only_first, only_second, neither, confidence: float = 0.95):
+    """p2 − p1 for two proportions measured on the same n units (p1 = (both + only_first)/n, p2 =
+    (both + only_second)/n: e.g. the share of inputs that fail before and after a change) with
+    Newcombe's hybrid score interval for paired data: R. G. Newcombe, "Improved confidence intervals
+    for the difference between binomial proportions based on paired data", Statistics in Medicine
+    17 (1998) 2635-2650, method 10.
+
+    As the independent-samples interval it combines the two Wilson intervals [l1, u1], [l2, u2],
+    but the squared distances are combined with the correlation of the two estimates, φ̂ = C/√(EFGH)
+    (E, F, G, H the table's margins, φ̂ = 0 when one is 0), where C = AD − BC is shrunk towards 0 by
+    n/2 when positive (the method's continuity correction of φ̂, against an interval too narrow when
+    the discordant pairs are few; its Wilson limits stay uncorrected):
+        lower = d − √((p2 − l2)² − 2φ̂(p2 − l2)(u1 − p1) + (u1 − p1)²)
+        upper = d + √((u2 − p2)² − 2φ̂(u2 − p2)(p1 − l1) + (p1 − l1)²)
+    With φ̂ = 0 it is the independent-samples interval, which is far too wide for strongly correlated
+    outcomes (it reads the sampling noise of the concordant units into a change they do not make).
+    Array arguments are taken elementwise; n = 0 gives d NaN and [−1, 1]. Returns (d, lower, upper),
+    clipped to [−1, 1]."""
+    a, b, c, dd = (np.asarray(v, dtype=np.float64) for v in (both, only_first, only_second, neither))
+    n = a + b + c + dd
+    safe = np.maximum(n, 1)
+    k1, k2 = a + b, a + c
+    l1, u1 = wilson_interval(k1, n, confidence)
+    l2, u2 = wilson_interval(k2, n, confidence)
+    margins = k1 * (n - k1) * k2 * (n - k2)
+    cross = a * dd - b * c
+    cross = np.where(cross > 0, np.maximum(cross - n / 2, 0.0), cross)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = np.where(margins > 0, cross / np.sqrt(np.where(margins > 0, margins, 1.0)), 0.0)
+    d, lo, hi = newcombe_interval(k1 / safe, l1, u1, k2 / safe, l2, u2, phi)
+    empty = n == 0
+    return (np.where(empty, np.nan, d), np.where(empty, -1.0, np.clip(lo, -1, 1)),
+            np.where(empty, 1.0, np.clip(hi, -1, 1)))
 
 
 def weighted_rate_variance(cells: np.ndarray, failures: np.ndarray, propensity: np.ndarray | None, n_cells: int) -> np.ndarray:
