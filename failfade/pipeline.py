@@ -263,8 +263,11 @@ def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: 
                  targeted_csv: Path | None = None, inputs_csv: Path | None = None) -> pl.DataFrame:
     """Score every off-grid probe (`shift.probes`) on every held-out input, before and after mitigation;
     with the plan, also every fixed cell (`targeted_csv`), and per input how many of them it failed
-    (`inputs_csv`: what the pooled change's interval needs)."""
-    from failfade.probes import COLUMNS, check_probes, input_table, probe_table, targeted_spaces, targeted_table
+    (`inputs_csv`: what the pooled change's interval needs). Each probe's and cell's row carries its
+    paired counts (inputs newly failing / newly passing) from the per-input outcomes, and so the paired
+    interval of its change: both sides are the same inputs."""
+    from failfade.probes import (COLUMNS, check_probes, input_table, paired_counts, probe_table, targeted_spaces,
+                                 targeted_table)
 
     probes = exp.get("shift", {}).get("probes", [])
     fam = family_of(exp)
@@ -275,11 +278,11 @@ def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: 
     pre, n = fam.probe_failures(exp, Path(pre_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
     post, _ = fam.probe_failures(exp, Path(post_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
     k = len(spaces)
-    count = lambda outcomes: [int(np.sum(o)) for o in outcomes]  # noqa: E731
-    table = probe_table(probes, spaces, count(pre[:k]), count(post[:k]), n, conf) if probes else pl.DataFrame(schema=COLUMNS)
+    on_probes, on_cells = paired_counts(pre[:k], post[:k]), paired_counts(pre[k:], post[k:])
+    table = probe_table(probes, spaces, n=n, confidence=conf, **on_probes) if probes else pl.DataFrame(schema=COLUMNS)
     table.write_csv(out_csv)
     if targeted_csv is not None:
-        targeted_table(space_of(exp), plan, count(pre[k:]), count(post[k:]), n, conf).write_csv(targeted_csv)
+        targeted_table(space_of(exp), plan, n=n, confidence=conf, **on_cells).write_csv(targeted_csv)
     if inputs_csv is not None:
         input_table(pre[k:], post[k:]).write_csv(inputs_csv)
     return table
@@ -298,16 +301,10 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
     clean_post = post[f"heldout_clean_{quality}"]
     if "clean_check" in post:  # the family measured clean quality where it matters (generation: untargeted prompts)
         clean_pre, clean_post = post["clean_check"]["pre"], post["clean_check"]["post"]
-    probes = None
-    if probes_csv is not None:
-        from failfade.probes import COLUMNS
+    from failfade.probes import read_table  # tables written before the paired counts were kept read too
 
-        probes = pl.read_csv(probes_csv, schema=COLUMNS)
-    targeted = None
-    if targeted_csv is not None:
-        from failfade.probes import COLUMNS
-
-        targeted = pl.read_csv(targeted_csv, schema=COLUMNS)
+    probes = read_table(probes_csv) if probes_csv is not None else None
+    targeted = read_table(targeted_csv) if targeted_csv is not None else None
     inputs = None
     if inputs_csv is not None:
         from failfade.probes import INPUT_COLUMNS

@@ -4,8 +4,18 @@ Fine-tuning can move failures out of the region that was explored: the grid look
 while a condition just beside it got worse. A probe (`shift.probes` in the config) is one fixed
 condition, e.g. `{name: "darkening 0.5", apply: {darken: 0.5}}` or a level beyond the grid's
 range; the task family applies it to every held-out input for the model before and after
-mitigation (`probe_failures`), and the change in failure rate gets Newcombe's 95% interval. A
-probe whose interval lies above 0 got significantly worse.
+mitigation (`probe_failures`), and the change in failure rate gets a 95% interval. A probe whose
+interval lies above 0 got significantly worse.
+
+Both sides are the same inputs, and an input that fails before mostly fails after (phi 0.5-0.8 on
+the digits default), so the interval is the paired one (Newcombe 1998b, method 10:
+stats.paired_newcombe_interval) from each probe's paired 2x2 counts: the inputs that fail only after
+(`newly_failing`) and only before (`newly_passing`) besides the failures on each side. The unpaired
+interval (Newcombe 1998a), which treats the two sides as independent samples, was far too wide: a
+rotation with 37 inputs newly failing and 18 newly passing of 539 (McNemar p = 0.015) read +3.5 pt
+[-2.4, +9.5], "no significant change"; paired it is [+0.8, +6.2]. It is used only where the
+per-input counts are missing (a probes.csv written before they were kept), and the `interval`
+column says which.
 
 The cells the feedback asked to fix are measured the same way (`targeted_spaces`): every fixed
 cell on every held-out input, before and after. The landscape's targeted rate rests on the
@@ -19,11 +29,14 @@ import polars as pl
 
 from failfade import FailfadeError
 from failfade.concepts import Axis, ConceptSpace, range_text
-from failfade.stats import newcombe_interval, wilson_interval
+from failfade.stats import newcombe_interval, paired_newcombe_interval, wilson_interval
 
 COLUMNS = {"probe": pl.Utf8, "condition": pl.Utf8, "inputs": pl.Int64, "failures_pre": pl.Int64, "failures_post": pl.Int64,
+           "newly_failing": pl.Int64, "newly_passing": pl.Int64,
            "failure_rate_pre": pl.Float64, "failure_rate_post": pl.Float64, "delta": pl.Float64, "delta_lo": pl.Float64,
-           "delta_hi": pl.Float64, "significantly_worse": pl.Boolean, "significantly_better": pl.Boolean}
+           "delta_hi": pl.Float64, "significantly_worse": pl.Boolean, "significantly_better": pl.Boolean,
+           "interval": pl.Utf8}
+PAIRED, UNPAIRED = "paired", "unpaired (no per-input outcomes)"  # the `interval` column
 
 
 def probe_space(probe: dict, transforms, key: str, ranges: dict[str, tuple[float, float]] | None = None) -> ConceptSpace:
@@ -68,19 +81,91 @@ def newcombe(k1, n1, k2, n2, confidence: float = 0.95):
     return newcombe_interval(np.asarray(k1) / n1, l1, u1, np.asarray(k2) / n2, l2, u2)
 
 
+def paired_counts(pre: list[np.ndarray], post: list[np.ndarray]) -> dict[str, list[int]]:
+    """From each probe's per-input outcomes before and after (True: the input failed; the same
+    inputs in the same order on both sides), what its paired interval needs: the failures on each
+    side, and the inputs that fail only after (`newly_failing`) and only before (`newly_passing`)."""
+    out = {"failures_pre": [], "failures_post": [], "newly_failing": [], "newly_passing": []}
+    for a, b in zip(pre, post):
+        a, b = np.asarray(a, bool), np.asarray(b, bool)
+        if a.shape != b.shape:
+            raise FailfadeError(f"per-input outcomes before and after differ in length: {a.shape} vs {b.shape}")
+        out["failures_pre"].append(int(a.sum()))
+        out["failures_post"].append(int(b.sum()))
+        out["newly_failing"].append(int((b & ~a).sum()))
+        out["newly_passing"].append(int((a & ~b).sum()))
+    return out
+
+
+def change_interval(failures_pre, failures_post, n, newly_failing=None, newly_passing=None, confidence: float = 0.95):
+    """(change, lower, upper, paired) of the failure rate on the same n inputs, elementwise: the
+    paired interval (stats.paired_newcombe_interval) where the discordant counts are known (not
+    None / NaN), the unpaired one (`newcombe`, as if before and after were independent samples:
+    far too wide when the outcomes are correlated) where not."""
+    k1, k2, n = (np.asarray(v, dtype=np.float64) for v in (failures_pre, failures_post, n))
+    k1, k2, n = np.broadcast_arrays(k1, k2, n)
+    missing = np.full(k1.shape, np.nan)
+    nf = missing if newly_failing is None else np.asarray(newly_failing, dtype=np.float64) * np.ones(k1.shape)
+    npass = missing if newly_passing is None else np.asarray(newly_passing, dtype=np.float64) * np.ones(k1.shape)
+    paired = np.isfinite(nf) & np.isfinite(npass)
+    nf, npass = np.where(paired, nf, 0.0), np.where(paired, npass, 0.0)
+    both, neither = k1 - npass, n - k1 - nf
+    bad = paired & ((both < 0) | (neither < 0) | (k2 != k1 + nf - npass) | (nf < 0) | (npass < 0))
+    if bad.any():
+        raise FailfadeError("newly failing / passing counts do not fit the failures before and after "
+                            f"(row {int(np.flatnonzero(bad)[0])})")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_u, lo_u, hi_u = newcombe(k1, n, k2, n, confidence)
+    d_p, lo_p, hi_p = paired_newcombe_interval(both, npass, nf, neither, confidence)
+    pick = lambda p, u: np.where(paired, p, u)  # noqa: E731
+    return pick(d_p, d_u), pick(lo_p, lo_u), pick(hi_p, hi_u), paired
+
+
 def probe_table(probes: list[dict], spaces: list[ConceptSpace], failures_pre: list[int], failures_post: list[int],
-                n: int, confidence: float = 0.95) -> pl.DataFrame:
-    """One row per probe: failures of the same n held-out inputs before and after, and the change."""
+                n: int, confidence: float = 0.95, newly_failing: list[int] | None = None,
+                newly_passing: list[int] | None = None) -> pl.DataFrame:
+    """One row per probe: failures of the same n held-out inputs before and after, and the change.
+    With each probe's inputs that fail only after (`newly_failing`) and only before (`newly_passing`:
+    paired_counts of the per-input outcomes) the change gets the paired interval; without them the
+    unpaired one (the `interval` column says which)."""
+    if (newly_failing is None) != (newly_passing is None):
+        raise FailfadeError("probe_table: newly_failing and newly_passing go together")
     rows = []
-    for probe, space, k1, k2 in zip(probes, spaces, failures_pre, failures_post):
-        d, lo, hi = newcombe(k1, n, k2, n, confidence)
+    for i, (probe, space, k1, k2) in enumerate(zip(probes, spaces, failures_pre, failures_post)):
+        nf = None if newly_failing is None else int(newly_failing[i])
+        npass = None if newly_passing is None else int(newly_passing[i])
+        d, lo, hi, paired = change_interval(k1, k2, n, nf, npass, confidence)
         rows.append({
             "probe": probe["name"], "condition": ", ".join(f"{a.name} {a.levels[0]:g}" for a in space.axes),
-            "inputs": n, "failures_pre": int(k1), "failures_post": int(k2), "failure_rate_pre": k1 / n,
-            "failure_rate_post": k2 / n, "delta": float(d), "delta_lo": float(lo), "delta_hi": float(hi),
-            "significantly_worse": bool(lo > 0), "significantly_better": bool(hi < 0),
+            "inputs": n, "failures_pre": int(k1), "failures_post": int(k2), "newly_failing": nf, "newly_passing": npass,
+            "failure_rate_pre": k1 / n, "failure_rate_post": k2 / n, "delta": float(d), "delta_lo": float(lo),
+            "delta_hi": float(hi), "significantly_worse": bool(lo > 0), "significantly_better": bool(hi < 0),
+            "interval": PAIRED if bool(paired) else UNPAIRED,
         })
     return pl.DataFrame(rows, schema=COLUMNS)
+
+
+def table_interval(table: pl.DataFrame, confidence: float = 0.95):
+    """(change, lower, upper, paired) of each row of a probes.csv or targeted.csv table at
+    `confidence` (the guard's family-wise level): paired where the row has its discordant counts."""
+    if not table.height:
+        return (np.zeros(0),) * 3 + (np.zeros(0, bool),)
+    col = lambda c: table[c].cast(pl.Float64).fill_null(np.nan).to_numpy() if c in table.columns else None  # noqa: E731
+    return change_interval(col("failures_pre"), col("failures_post"), col("inputs"), col("newly_failing"),
+                           col("newly_passing"), confidence)
+
+
+def read_table(path) -> pl.DataFrame:
+    """A probes.csv or targeted.csv as COLUMNS; one written before the discordant counts were kept
+    gets them as nulls and its `interval` as UNPAIRED (what its verdicts were computed with)."""
+    names = pl.read_csv(path, n_rows=0).columns
+    fill = {"newly_failing": pl.lit(None, pl.Int64), "newly_passing": pl.lit(None, pl.Int64), "interval": pl.lit(UNPAIRED)}
+    wrong = sorted(set(names) - set(COLUMNS)) + sorted(set(COLUMNS) - set(names) - set(fill))
+    if wrong:
+        raise FailfadeError(f"{path}: not a probes table (columns {wrong} unexpected or missing)")
+    table = pl.read_csv(path, schema_overrides={c: COLUMNS[c] for c in names})
+    return table.with_columns([v.alias(c) for c, v in fill.items() if c not in names]).select(
+        [pl.col(c).cast(t) for c, t in COLUMNS.items()])
 
 
 def targeted_spaces(space: ConceptSpace, plan: dict) -> list[ConceptSpace]:
@@ -94,10 +179,12 @@ def targeted_spaces(space: ConceptSpace, plan: dict) -> list[ConceptSpace]:
 
 
 def targeted_table(space: ConceptSpace, plan: dict, failures_pre: list[int], failures_post: list[int], n: int,
-                   confidence: float = 0.95) -> pl.DataFrame:
+                   confidence: float = 0.95, newly_failing: list[int] | None = None,
+                   newly_passing: list[int] | None = None) -> pl.DataFrame:
     """One row per fixed cell, as probe_table (the probe's name is the cell's description)."""
     probes = [{"name": space.describe_cell(int(f["cell"]))} for f in plan["fix"]]
-    return probe_table(probes, targeted_spaces(space, plan), failures_pre, failures_post, n, confidence)
+    return probe_table(probes, targeted_spaces(space, plan), failures_pre, failures_post, n, confidence,
+                       newly_failing, newly_passing)
 
 
 INPUT_COLUMNS = {"input": pl.Int64, "failures_pre": pl.Int64, "failures_post": pl.Int64}

@@ -292,13 +292,14 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         result["probes_significantly_worse"] = int(probes["significantly_worse"].sum())
         result["probes_significantly_better"] = int(probes["significantly_better"].sum())
     # the guard: what got worse beyond chance, family-wise over the cells compared and over the probes
+    # (a probe's interval is paired over its inputs where probes.csv has the discordant counts: the
+    # unpaired one, as if before and after were independent samples, missed real harm)
     probes_worse = []
     if probes is not None and probes.height:
-        from failfade.probes import newcombe
+        from failfade.probes import table_interval
 
         p_conf = 1 - (1 - confidence) / probes.height
-        _, p_lo, _ = newcombe(probes["failures_pre"].to_numpy(), probes["inputs"].to_numpy(),
-                              probes["failures_post"].to_numpy(), probes["inputs"].to_numpy(), p_conf)
+        _, p_lo, _, _ = table_interval(probes, p_conf)
         probes_worse = [name for name, lo_p in zip(probes["probe"], p_lo) if lo_p > 0]
     broken = {"new_failure_cells": [space.describe_cell(int(c)) for c in new_fail if worse[c]],
               "untargeted_cells_significantly_worse": [space.describe_cell(int(c)) for c in np.flatnonzero(worse & ~targeted)],
@@ -396,15 +397,22 @@ def markdown(result: dict, experiment: str) -> str:
         + ("undefined, one side has no failures." if result["grid_emd_shape"] is None else f"{result['grid_emd_shape']:.4f}."),
     ]
     if "probes" in result:
+        unpaired = any(p.get("interval") != "paired" for p in result["probes"])
         lines += ["", "## Off-grid probes", "",
                   "Conditions outside the explored grid, scored on every held-out input for both models. "
-                  f"A probe is significantly worse when the {conf} Newcombe interval of its change lies above 0; the "
-                  f"guard counts it only when that holds {conf} family-wise over the {len(result['probes'])} probes.", "",
-                  "| probe | before | after | change | verdict |", "|---|---|---|---|---|"]
+                  f"A probe is significantly worse when the {conf} interval of its change lies above 0: Newcombe's paired "
+                  "interval (1998b), since both sides are the same inputs; *newly failing / passing* counts the inputs "
+                  "that fail only after / only before, the evidence of the change. The guard counts a probe only when "
+                  f"that holds {conf} family-wise over the {len(result['probes'])} probes."
+                  + (" Rows without the counts come from results written before they were kept: their interval is "
+                     "the unpaired one (Newcombe 1998a), far wider when the outcomes are correlated." if unpaired else ""),
+                  "", "| probe | before | after | change | newly failing / passing | verdict |", "|---|---|---|---|---|---|"]
         for p in result["probes"]:
             verdict = "**worse**" if p["significantly_worse"] else ("better" if p["significantly_better"] else "no significant change")
+            moved = (f"{p['newly_failing']} / {p['newly_passing']}" if p.get("newly_failing") is not None
+                     else "n/a (unpaired interval)")
             lines.append(f"| {p['probe']} | {_pct(p['failure_rate_pre'])} | {_pct(p['failure_rate_post'])} | "
-                         f"{_signed_pt(p['delta'])} [{_ci([p['delta_lo'], p['delta_hi']], signed=True)}] | {verdict} |")
+                         f"{_signed_pt(p['delta'])} [{_ci([p['delta_lo'], p['delta_hi']], signed=True)}] | {moved} | {verdict} |")
         worse = [p["probe"] for p in result["probes"] if p["significantly_worse"]]
         lines += ["", f"- Probes significantly worse: **{len(worse)}**" + (": " + ", ".join(worse) + "." if worse else ".")]
     lines += [

@@ -110,6 +110,89 @@ def test_probe_table_flags_a_regression():
     assert dark["condition"] == "darken 0.5"
 
 
+ROTATION_30 = {"name": "rotation 30", "apply": {"rotate": -30}}
+
+
+def test_probe_table_pairs_the_same_inputs():
+    """Before and after are the same 539 inputs. A rotation probe whose outcome changed on 55 of them,
+    37 newly failing and 18 newly passing (McNemar p = 0.014), with the other 484 unchanged: the
+    unpaired interval, as if the two sides were independent samples, read +3.5 pt [-2.4, +9.4],
+    "no significant change"; the paired one is [+0.8, +6.2], significantly worse."""
+    from scipy.stats import binomtest
+
+    spaces = check_probes([ROTATION_30], TRANSFORMS)
+    paired = probe_table([ROTATION_30], spaces, [250], [269], 539, newly_failing=[37], newly_passing=[18]).row(0, named=True)
+    assert paired["interval"] == "paired" and (paired["newly_failing"], paired["newly_passing"]) == (37, 18)
+    assert paired["delta"] == pytest.approx(19 / 539)
+    assert paired["significantly_worse"] and not paired["significantly_better"]
+    assert paired["delta_lo"] == pytest.approx(0.0082, abs=5e-4) and paired["delta_hi"] == pytest.approx(0.0621, abs=5e-4)
+    assert binomtest(37, 37 + 18).pvalue < 0.05  # McNemar's exact test agrees
+    unpaired = probe_table([ROTATION_30], spaces, [250], [269], 539).row(0, named=True)  # the counts alone
+    assert unpaired["interval"].startswith("unpaired") and unpaired["newly_failing"] is None
+    assert not unpaired["significantly_worse"] and unpaired["delta_lo"] < -0.02 < 0.09 < unpaired["delta_hi"]
+    # the same change with no concordance at all (independent outcomes): the paired interval is no narrower
+    spread = probe_table([ROTATION_30], spaces, [250], [269], 539, newly_failing=[145], newly_passing=[126]).row(0, named=True)
+    assert spread["delta_hi"] - spread["delta_lo"] >= 0.95 * (unpaired["delta_hi"] - unpaired["delta_lo"])
+    assert not spread["significantly_worse"]
+
+
+def test_paired_counts_from_per_input_outcomes():
+    from failfade.probes import paired_counts
+
+    pre = [np.array([1, 1, 0, 0, 1], bool), np.zeros(5, bool)]
+    post = [np.array([1, 0, 1, 1, 1], bool), np.ones(5, bool)]
+    assert paired_counts(pre, post) == {"failures_pre": [3, 0], "failures_post": [4, 5], "newly_failing": [2, 5],
+                                        "newly_passing": [1, 0]}
+    with pytest.raises(FailfadeError, match="differ in length"):
+        paired_counts([np.zeros(3, bool)], [np.zeros(4, bool)])
+    with pytest.raises(FailfadeError, match="do not fit"):  # 250 -> 269 cannot be 30 newly failing, 18 newly passing
+        probe_table([ROTATION_30], check_probes([ROTATION_30], TRANSFORMS), [250], [269], 539,
+                    newly_failing=[30], newly_passing=[18])
+
+
+def test_stage_probes_writes_paired_counts(tmp_path, monkeypatch):
+    """The probes stage pairs each probe's and each fixed cell's per-input outcomes before and after:
+    probes.csv and targeted.csv carry the discordant counts and the paired verdicts, and shift reads
+    them back (and a table written before the counts were kept, as unpaired)."""
+    from failfade import pipeline
+    from failfade.probes import read_table
+
+    exp = small_experiment()
+    exp["shift"]["probes"] = [ROTATION_30]
+    rng = np.random.default_rng(3)
+    n = 539
+    before = rng.random(n) < 250 / n
+    after = before.copy()
+    after[np.flatnonzero(~before)[:37]] = True  # 37 newly failing
+    after[np.flatnonzero(before)[:18]] = False  # 18 newly passing
+    cell_pre, cell_post = rng.random(n) < 0.6, rng.random(n) < 0.2
+
+    class Family:
+        transforms, level_ranges = TRANSFORMS, {}
+
+        def probe_failures(self, exp, model_dir, spaces):
+            assert len(spaces) == 2  # the probe, then the fixed cell
+            return ([before, cell_pre] if model_dir.name == "pre" else [after, cell_post]), n
+
+    monkeypatch.setattr(pipeline, "family_of", lambda exp: Family())
+    (tmp_path / "plan.json").write_text(json.dumps({"fix": [{"cell": 1, "weight": 1.0}]}))
+    out = {k: tmp_path / f"{k}.csv" for k in ("probes", "targeted", "inputs")}
+    pipeline.stage_probes(exp, tmp_path / "pre", tmp_path / "post", out["probes"], tmp_path / "plan.json",
+                          out["targeted"], out["inputs"])
+    probe = read_table(out["probes"]).row(0, named=True)
+    assert (probe["failures_pre"], probe["failures_post"]) == (before.sum(), after.sum())
+    assert (probe["newly_failing"], probe["newly_passing"], probe["interval"]) == (37, 18, "paired")
+    assert probe["significantly_worse"]
+    cell = read_table(out["targeted"]).row(0, named=True)
+    assert cell["newly_failing"] == int((cell_post & ~cell_pre).sum()) and cell["interval"] == "paired"
+    assert cell["significantly_better"]
+    # a probes.csv from before the counts were kept: read as unpaired, its verdicts as written
+    old = tmp_path / "old.csv"
+    pl.read_csv(out["probes"]).drop("newly_failing", "newly_passing", "interval").write_csv(old)
+    probe_old = read_table(old).row(0, named=True)
+    assert probe_old["newly_failing"] is None and probe_old["interval"].startswith("unpaired")
+
+
 def _pair_probabilities(p1, p2, shared):
     """Cell probabilities (both fail, only before, only after, neither) of a pair of Bernoulli outcomes
     with rates p1, p2: with probability `shared` both read one uniform draw (as concordant as the rates

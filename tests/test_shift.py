@@ -257,6 +257,40 @@ def test_the_guard_trips_on_what_nobody_targeted():
     assert markdown(res, "x").splitlines()[2].startswith("> **Guard (warn): the repair broke something nobody targeted.**")
 
 
+def _probes(paired: bool) -> pl.DataFrame:
+    """Seven probes on the same 539 inputs before and after: occlusion 0.3 fails on 47 more inputs
+    and passes on 6 more (250 -> 291), the others stay (100 -> 100, 5 each way)."""
+    from failfade.probes import check_probes, probe_table
+    from failfade.tasks.classification.transforms import TRANSFORMS
+
+    probes = [{"name": "occlusion 0.3", "apply": {"occlude": 0.3}}] + [
+        {"name": f"rotation {r}", "apply": {"rotate": r}} for r in (-30, -20, -10, 10, 20, 30)]
+    counts = {"failures_pre": [250] + [100] * 6, "failures_post": [291] + [100] * 6}
+    if paired:
+        counts |= {"newly_failing": [47] + [5] * 6, "newly_passing": [6] + [5] * 6}
+    return probe_table(probes, check_probes(probes, TRANSFORMS), n=539, **counts)
+
+
+def test_the_guard_trips_on_a_probe_worse_on_the_same_inputs():
+    """Occlusion 0.3: 47 inputs newly failing, 6 newly passing (of 539). Family-wise over the seven
+    probes the unpaired interval's lower bound was -0.6 pt, and the guard ignored it; paired over
+    the inputs it is +4.0 pt: the guard trips (shift.md's table shows the 95% intervals). A table without the counts (written before they were
+    kept) still gets the unpaired interval, and shift.md says so."""
+    pre = build_queries({c: (20, 16) if c in TARGETED else (20, 2) for c in range(9)})
+    fine = build_queries({c: (20, 2) for c in range(9)})
+    res, _ = compare(SPACE3, pre, fine, plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0, probes=_probes(paired=True))
+    assert res["guard"]["tripped"] and res["guard"]["probes_significantly_worse"] == ["occlusion 0.3"]
+    assert res["probes_significantly_worse"] == 1
+    page = markdown(res, "x")
+    assert "probes significantly worse: occlusion 0.3" in page.splitlines()[2]
+    assert "| occlusion 0.3 | 46.4% | 54.0% | +7.6 pt [+5.0 to +10.2 pt] | 47 / 6 | **worse** |" in page
+    assert "Newcombe's paired interval" in page and "unpaired one" not in page
+    res, _ = compare(SPACE3, pre, fine, plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0, probes=_probes(paired=False))
+    assert not res["guard"]["tripped"]  # the unpaired interval is too wide to see it family-wise
+    page = markdown(res, "x")
+    assert "| n/a (unpaired interval) | **worse** |" in page and "Rows without the counts" in page
+
+
 SPACE5 = ConceptSpace([Axis("rotation", "rotate", (0.0, 10.0, 20.0, 30.0, 40.0), "°"),
                        Axis("contrast", "contrast", (1.0, 0.8, 0.6, 0.4, 0.2))])
 

@@ -20,7 +20,9 @@ what differs between, say, image classification and summarization, and do the re
                              examples of each failure mode for people to look at (model_dir, when
                              given, is the explored model, for families that show its outputs)
   probe_failures(exp, model_dir, probe_spaces) -> (per probe, whether each held-out input failed; inputs)
-                             off-grid probes: every held-out input under each one-cell probe space
+                             off-grid probes: every held-out input under each one-cell probe space,
+                             in the same order for any model (the probes stage pairs the inputs
+                             before and after mitigation)
   thread_invariant           True when scoring does not depend on the torch thread count
   level_ranges               {transform: (lowest, highest)} level, where a transform has bounds
   word_transforms            the transforms whose levels are words (the rest take numbers)

@@ -267,7 +267,7 @@ class GenerationFamily(TaskFamily):
         change's interval is over the seeds, paired), the judge's pass rate on the other cells, and
         the cells that are failure cells by the landscape's rule (interval lower bound >= the
         threshold)."""
-        from failfade.probes import input_table, pooled_change, targeted_table
+        from failfade.probes import input_table, paired_counts, pooled_change, targeted_table
         from failfade.stats import wilson_interval
         from failfade.tasks.generation.pipeline import fresh_seed_of
 
@@ -281,8 +281,8 @@ class GenerationFamily(TaskFamily):
             fails[side] = np.asarray(judge(sampler.generate(ps, seeds * len(prompts)), ps)[2]).reshape(len(prompts), n_seeds)
         fix = np.array([int(f["cell"]) for f in plan["fix"]], dtype=np.int64)
         other = np.setdiff1d(np.arange(space.n_cells), fix)
-        table = targeted_table(space, plan, [int(fails["pre"][c].sum()) for c in fix],
-                               [int(fails["post"][c].sum()) for c in fix], n_seeds, conf)
+        table = targeted_table(space, plan, n=n_seeds, confidence=conf,
+                               **paired_counts([fails["pre"][c] for c in fix], [fails["post"][c] for c in fix]))
         failing = {}
         for side, f in fails.items():
             lo, _ = wilson_interval(f.sum(1), np.full(len(f), n_seeds), conf)
