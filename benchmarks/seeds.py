@@ -97,7 +97,8 @@ def main(argv=None):
             f"{s['probes_significantly_worse']} | {d['recall']:.3f} ({d['recall_point']:.3f}) |")
     probe_names = [p["probe"] for p in runs[0]["shift"]["probes"]]
     lines += ["", "Off-grid probes: failure rate before → after on every held-out input (change in points, 95% Newcombe "
-              "interval; **bold** = significantly worse).", "",
+              "interval, paired over the inputs (1998b) where the run kept the per-input counts; **bold** = "
+              "significantly worse).", "",
               "| probe | " + " | ".join(f"seed {r['seed']}" for r in runs) + " |",
               "|---|" + "---|" * len(runs)]
     for name in probe_names:
