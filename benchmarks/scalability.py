@@ -165,8 +165,10 @@ def discovery(args, exp) -> dict:
                 r["seconds"] = time.perf_counter() - t0
                 runs.append(r)
             res["runs"][sname] = runs
+            prec = [r["precision"] for r in runs if r["precision"] == r["precision"]]  # NaN: a run that reports no cell
             print(f"  {sname:20s} recall {np.mean([r['recall'] for r in runs]):.3f} precision "
-                  f"{np.nanmean([r['precision'] for r in runs]):.3f} ({np.mean([r['seconds'] for r in runs]):.1f} s per run)", flush=True)
+                  f"{f'{np.mean(prec):.3f}' if prec else 'n/a (no cell reported)'} "
+                  f"({np.mean([r['seconds'] for r in runs]):.1f} s per run)", flush=True)
         results[tname] = res
     return results
 
