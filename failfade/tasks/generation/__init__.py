@@ -281,13 +281,13 @@ class GenerationFamily(TaskFamily):
             fails[side] = np.asarray(judge(sampler.generate(ps, seeds * len(prompts)), ps)[2]).reshape(len(prompts), n_seeds)
         fix = np.array([int(f["cell"]) for f in plan["fix"]], dtype=np.int64)
         other = np.setdiff1d(np.arange(space.n_cells), fix)
-        table = targeted_table(space, plan, n=n_seeds, confidence=conf,
-                               **paired_counts([fails["pre"][c] for c in fix], [fails["post"][c] for c in fix]))
+        on_fixed = {side: [f[c] for c in fix] for side, f in fails.items()}  # each fixed cell's per-seed outcomes
+        table = targeted_table(space, plan, n=n_seeds, confidence=conf, **paired_counts(on_fixed["pre"], on_fixed["post"]))
         failing = {}
         for side, f in fails.items():
             lo, _ = wilson_interval(f.sum(1), np.full(len(f), n_seeds), conf)
             failing[side] = lo >= tau
-        per_seed = input_table([fails["pre"][c] for c in fix], [fails["post"][c] for c in fix])
+        per_seed = input_table(on_fixed["pre"], on_fixed["post"])
         return {"seeds": n_seeds, "images_per_side": len(ps), "fixed": pooled_change(table, conf, per_seed),
                 "other_pass": {side: float(1 - f[other].mean()) for side, f in fails.items()},
                 "other_cells": int(len(other)),
