@@ -151,6 +151,23 @@ def run(configfile, cores, profile, snakemake_args):
     raise SystemExit(rc if rc >= 0 else 128 - rc)
 
 
+def _audit_of(path: Path, modes: pl.DataFrame) -> dict | None:
+    """The modes' audit (modes_audit.csv) by selector, when it exists and was made from these modes;
+    None when there is none, {} when it audited other modes (an earlier landscape's: not shown beside these)."""
+    if not path.is_file():
+        return None
+    try:
+        audit = pl.read_csv(path)
+        audit.select("selector", "audit_rate", "audit_lo", "audit_hi", "audit_queries", "exact", "confirmed")
+    except Exception as e:
+        from failfade import unreadable
+
+        raise unreadable(path, e, "a modes' audit table (CSV)") from None
+    if audit["selector"].to_list() != modes["selector"].to_list():
+        return {}
+    return {r["selector"]: r for r in audit.iter_rows(named=True)}
+
+
 @main.command()
 @click.argument("experiment")
 @click.option("--results", default="results", show_default=True)
@@ -170,17 +187,31 @@ def modes(experiment, results, top):
         from failfade import unreadable
 
         raise unreadable(path, e, "a failure-mode table (CSV)") from None
+    audit = _audit_of(Path(path).with_name("modes_audit.csv"), df)
     table = Table(title=f"{experiment}: {df.height} failure mode(s)")
-    for col in ("mode", "failure rate (95% CI)", "cells (failing)", "covers, with those above: failing cells / failing queries",
-                "description", "selector (for the feedback CSV)"):
+    for col in ("mode", "explored rate (95% CI)", *(("audited rate (95% CI)",) if audit else ()), "cells (failing)",
+                "covers, with those above: failing cells / failing queries", "description", "selector (for the feedback CSV)"):
         table.add_column(col, overflow="fold")
     shown = df.head(top)
     for r in shown.iter_rows(named=True):
-        table.add_row(str(r["mode"]), f"{r['failure_rate']:.0%} [{r['rate_lo']:.0%}, {r['rate_hi']:.0%}]",
+        a = audit.get(r["selector"]) if audit else None
+        audited = (() if not audit else
+                   ("—",) if a is None else
+                   (f"{a['audit_rate']:.0%} (all {a['audit_queries']} pairs)" if a["exact"] else
+                    f"{a['audit_rate']:.0%} [{a['audit_lo']:.0%}, {a['audit_hi']:.0%}], {a['audit_queries']} queries"
+                    + ("" if a["confirmed"] else ", not confirmed"),))
+        table.add_row(str(r["mode"]), f"{r['failure_rate']:.0%} [{r['rate_lo']:.0%}, {r['rate_hi']:.0%}]", *audited,
                       f"{r['n_cells']} ({r['failing_cells']})", f"{r['cum_failing_cells']:.0%} / {r['cum_failures']:.0%}",
                       r["description"], r["selector"])
     console = Console()
     console.print(table)
+    if audit:
+        console.print("Explored rates come from the exploration's own queries and read a few points high; audited rates "
+                      "score fresh pairs drawn uniformly from each mode (modes_audit.csv): read those.")
+    else:
+        console.print("Explored rates come from the exploration's own queries and read a few points high; the `audit` "
+                      "stage measures each mode on fresh queries (modes_audit.csv, "
+                      + ("not written yet)." if audit is None else "which is from an earlier landscape: `failfade run` redoes it)."))
     if shown.height:
         last = shown.row(-1, named=True)
         console.print(f"These {shown.height} mode(s) cover {last['cum_failing_cells']:.0%} of the failure cells and "

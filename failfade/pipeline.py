@@ -3,7 +3,7 @@
 Workflow scripts call exactly one of these; tests and the CLI call them directly. The stages know
 no task: what depends on the kind of input and model comes from the experiment's task family
 (`task:`, tasks/family.py).
-model → explore → landscape → feedback → mitigate → reexplore (= explore) → probes → shift
+model → explore → landscape → audit, feedback → mitigate → reexplore (= explore) → probes → shift
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def _read_parquet(path) -> pl.DataFrame:
         raise
     except Exception as e:  # polars raises several kinds for a truncated or foreign file
         raise unreadable(path, e, "a query log (Parquet)") from None
+
+
+AUDIT_STREAM = 7001  # the audit's draws: a stream of the experiment's seed of its own
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -208,6 +211,32 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], model_dir: P
     heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({int(cells['queries'].sum())} queries)")
     family_of(exp).gallery(exp, scan_queries(paths), modes, out["gallery"], ls["gallery_per_mode"], model_dir)
     return modes
+
+
+def stage_audit(exp: dict, model_dir: Path, db_path: Path, out_csv: Path, cache_dir: Path | None = None,
+                show_progress: bool = True) -> pl.DataFrame:
+    """Each failure mode's rate again on `audit.queries_per_mode` fresh (held-out input, cell) pairs
+    drawn uniformly from the mode (failfade.audit): what the landscape's rates, chosen by an adaptive
+    exploration, cannot give, an unbiased rate with an interval that holds."""
+    from failfade.audit import COLUMNS, audit_modes
+
+    ls, per_mode = exp["landscape"], exp["audit"]["queries_per_mode"]
+    modes = read_table(db_path, "failure_modes")
+    if per_mode == 0 or modes.height == 0:  # nothing to score: no model is loaded
+        table = pl.DataFrame(schema=COLUMNS)
+    else:
+        task = build_task(exp, model_dir, cache_dir if exp["explore"].get("cache", True) else None)
+        table = audit_modes(task, modes, per_mode, substream(exp["seed"], AUDIT_STREAM), ls["failure_rate_threshold"],
+                            ls["confidence"], show_progress)
+        if isinstance(task, CachedTask):
+            task.save()
+            log.info("outcome cache: %d hits, %d new (input, cell) pairs scored", task.hits, task.misses)
+    table.write_csv(out_csv)
+    for r in table.iter_rows(named=True):
+        log.info("audit: mode %d %s: explored %.3f [%.3f, %.3f], audited %.3f [%.3f, %.3f] on %d of %d pairs%s",
+                 r["mode"], r["selector"], r["explored_rate"], r["explored_lo"], r["explored_hi"], r["audit_rate"],
+                 r["audit_lo"], r["audit_hi"], r["audit_queries"], r["pairs"], "" if r["confirmed"] else " (not confirmed)")
+    return table
 
 
 def scan_queries(paths) -> pl.LazyFrame:

@@ -16,7 +16,7 @@ from failfade.tasks.family import family
 from failfade.threads import usable_threads
 
 # stages that only score a fixed model (no training): their thread count may follow the free cores
-SCORING_STAGES = frozenset({"explore", "explore_shard", "reexplore", "reexplore_shard", "groundtruth", "probes"})
+SCORING_STAGES = frozenset({"explore", "explore_shard", "reexplore", "reexplore_shard", "groundtruth", "probes", "audit"})
 
 
 def resources_dir(snakemake) -> Path:

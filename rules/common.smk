@@ -75,6 +75,15 @@ def landscape_cfg(wildcards):
     return exp_cfg(wildcards, "seed", "data", "model", "concepts", "landscape")
 
 
+def audit_cfg(wildcards):
+    # what scores the pairs (as the exploration's) and the audit's own settings; of `landscape:`,
+    # only what decides `confirmed` (the modes themselves come in with landscape.duckdb). `explore`
+    # is there empty for its outcome-cache switch (put back by failfade.workflow.with_locations)
+    ls = config["experiments"][wildcards.experiment]["landscape"]
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "audit") | {
+        "explore": {}, "landscape": {k: ls[k] for k in ("failure_rate_threshold", "confidence")}}
+
+
 def feedback_cfg(wildcards):
     # the path too: pointing `feedback` at another file reruns the stage even if that file is older;
     # text-to-image ratings also need the seeds (image ids) and the landscape's threshold (the rule)
@@ -141,7 +150,7 @@ def feedback_ready(e):
 # truncated-and-removed intermediate (landscape.duckdb, queries.parquet, ...) is rebuilt by the
 # next plain run, and everything downstream of it reruns (its input is newer), instead of
 # "Nothing to be done" on results whose inputs no longer exist.
-UPSTREAM = ("model", "explore", "landscape")
+UPSTREAM = ("model", "explore", "landscape", "audit")
 DOWNSTREAM = ("feedback", "mitigate", "reexplore", "probes", "shift")
 SHARDED = {"explore": "explore_shard", "reexplore": "reexplore_shard"}
 

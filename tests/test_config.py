@@ -40,6 +40,7 @@ def test_defaults_filled():
     assert exp["landscape"]["failure_rate_threshold"] == 0.5 and exp["landscape"]["confidence"] == 0.95
     assert exp["data"] == {"source": "builtin:digits", "image_size": 32, "heldout_fraction": 0.3, "validation_fraction": 0.15,
                            "cache_dir": "resources/cache/images", "crop": None}
+    assert exp["audit"] == {"queries_per_mode": 512}
     assert exp["groundtruth"] == {"cache": True} and exp["shift"] == {"bootstrap": 200, "guard": "warn", "probes": []}
     assert exp["mitigate"]["early_stopping"] is True and exp["mitigate"]["max_clean_drop"] == 0.005
     assert exp["model"]["source"] == "builtin:digits-cnn"

@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm_cluster" / "cluster.sh"
 PROFILE = REPO / "slurm" / "config.yaml"
 EXP = "digits"
-GPU_STAGES = {"model", "explore", "groundtruth", "mitigate", "reexplore", "probes"}
+GPU_STAGES = {"model", "explore", "groundtruth", "audit", "mitigate", "reexplore", "probes"}
 CPU_STAGES = {"landscape", "feedback", "shift"}
 # the stages a tiny run executes (groundtruth is off)
-RUN_STAGES = {"model", "explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}
+RUN_STAGES = {"model", "explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}
 CPU_PARTITION, GPU_PARTITION = "debug", "gpu"  # tests/slurm_cluster/slurm.conf
 # snakemake ignores SIGTERM while jobs run (it waits for them), hence `timeout -k`
 RUN_TIMEOUT = 600
@@ -42,7 +42,7 @@ FLAKY_TIMEOUT = 240
 # One torch thread per job, in the SLURM run and in the local run it is compared with (threads
 # change floating-point reduction order, so both runs need the same number).
 ONE_THREAD = ["--set-threads", "model=1", "explore=1", "explore_shard=1", "mitigate=1", "reexplore=1",
-              "reexplore_shard=1", "probes=1"]
+              "reexplore_shard=1", "probes=1", "audit=1"]
 
 
 # --- the cluster ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ EXPECTED_OUTPUTS = [
     "landscape/feedback_template.csv",
     "landscape/heatmap.png",
     "landscape/gallery.png",
+    "landscape/modes_audit.csv",
     "feedback/plan.json",
     "mitigate/model.safetensors",
     "reexplore/queries.parquet",
@@ -148,6 +149,19 @@ def test_every_expected_output_exists(finished_run):
 
 
 @pytest.mark.slow
+def test_the_audit_scores_every_mode_on_fresh_pairs(finished_run):
+    res = finished_run / "results" / EXP / "landscape"
+    modes, audit = pl.read_csv(res / "failure_modes.csv"), pl.read_csv(res / "modes_audit.csv")
+    assert modes.height > 0, "the tiny digits run has rotation and contrast modes"
+    assert audit["selector"].to_list() == modes["selector"].to_list()
+    assert audit["explored_rate"].to_list() == pytest.approx(modes["failure_rate"].to_list())
+    # the shipped default, 512 pairs per mode (all of a mode's pairs where it has fewer)
+    assert all(q == min(512, p) for q, p in zip(audit["audit_queries"], audit["pairs"]))
+    assert all(lo <= r <= hi for lo, r, hi in zip(audit["audit_lo"], audit["audit_rate"], audit["audit_hi"]))
+    assert "audit: mode 1" in (finished_run / "logs" / EXP / "audit.log").read_text()
+
+
+@pytest.mark.slow
 def test_shift_json_reports_the_mitigation(finished_run):
     shift = json.loads((finished_run / "results" / EXP / "shift" / "shift.json").read_text())
     missing = [k for k in SHIFT_KEYS if k not in shift]
@@ -197,7 +211,7 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     cfg["experiments"][EXP]["explore"]["budget"] = 1024
     write_config(work, cfg)
     after_budget = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
-    assert after_budget - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_budget
+    assert after_budget - {"all"} == {"explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_budget
     assert "model" not in after_budget
 
     # (d) the scoring precision: every stage that scores sees it (it was once dropped on the way), not the model
@@ -205,7 +219,7 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     cfg["experiments"][EXP]["precision"] = "bf16"
     write_config(work, cfg)
     after_precision = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
-    assert after_precision - {"all"} == {"explore", "landscape", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_precision
+    assert after_precision - {"all"} == {"explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_precision
 
     # (f) locations are no rerun trigger: moving `resources:` (downloads, outcome and image caches) reruns nothing
     (work / "config" / "config.yaml").write_text(original_cfg)

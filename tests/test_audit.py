@@ -1,0 +1,149 @@
+"""The modes' audit (failfade/audit.py): fresh, uniformly drawn pairs of each failure mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from failfade.audit import COLUMNS, audit_modes, draw_pairs
+from failfade.concepts import Axis, ConceptSpace
+from failfade.tasks import Outcomes
+
+
+class Table:
+    """A model given by its failure table F[input, cell]: inputs differ a lot in difficulty, so a
+    draw that favoured some inputs would miss the truth."""
+
+    def __init__(self, n_inputs=300, shape=(5, 5), seed=0):
+        self.space = ConceptSpace([Axis(f"a{k}", "contrast", tuple(float(i) for i in range(n))) for k, n in enumerate(shape)])
+        self.n_cells, self.n_inputs = self.space.n_cells, n_inputs
+        rng = np.random.default_rng(seed)
+        coords = self.space.all_coords()
+        logit = -2.0 + 0.8 * coords.sum(1)[None, :] + 2.5 * np.linspace(-1, 1, n_inputs)[:, None]
+        self.F = rng.random((n_inputs, self.n_cells)) < 1 / (1 + np.exp(-logit))
+        self.scored = 0
+
+    def score(self, input_ids, cells):
+        f = self.F[np.asarray(input_ids), np.asarray(cells)]
+        self.scored += len(f)
+        return Outcomes(f.astype(np.int64), f.astype(np.float32), f)
+
+
+def modes_of(boxes: list[np.ndarray]) -> pl.DataFrame:
+    """failure_modes rows for the given cell sets (the landscape's columns the audit reads)."""
+    return pl.DataFrame({
+        "mode": list(range(1, len(boxes) + 1)), "selector": [f"m{k}" for k in range(len(boxes))],
+        "description": [f"mode {k}" for k in range(len(boxes))], "cells": [" ".join(map(str, b)) for b in boxes],
+        "failure_rate": [0.6] * len(boxes), "rate_lo": [0.55] * len(boxes), "rate_hi": [0.65] * len(boxes),
+    })
+
+
+def test_pairs_are_distinct_inside_the_mode_and_all_of_them_when_few():
+    rng = np.random.default_rng(0)
+    cells = np.array([3, 7, 11])
+    ids, cs, exact = draw_pairs(100, cells, 200, rng)
+    assert not exact and len(ids) == 200 and set(cs) <= set(cells)
+    assert len(set(zip(ids.tolist(), cs.tolist()))) == 200  # without replacement
+    ids, cs, exact = draw_pairs(10, cells, 200, rng)
+    assert exact and sorted(zip(ids.tolist(), cs.tolist())) == sorted((i, c) for i in range(10) for c in cells)
+
+
+def test_a_mode_with_few_pairs_is_scored_whole_and_its_rate_is_exact():
+    task = Table(n_inputs=40)
+    box = np.array([0, 1, 5, 6])
+    out = audit_modes(task, modes_of([box]), per_mode=512, seed=0, threshold=0.5, show_progress=False)
+    assert dict(out.schema) == COLUMNS
+    r = out.row(0, named=True)
+    assert r["exact"] and r["audit_queries"] == r["pairs"] == 160
+    assert r["audit_rate"] == r["audit_lo"] == r["audit_hi"] == pytest.approx(task.F[:, box].mean())
+    assert r["confirmed"] == (task.F[:, box].mean() >= 0.5)
+    assert (r["explored_rate"], r["explored_lo"], r["explored_hi"]) == (0.6, 0.55, 0.65)  # the landscape's, repeated
+
+
+def test_audited_intervals_hold_the_truth_at_their_level():
+    """400 random boxes, 128 pairs each: the 95% intervals hold each box's exhaustive rate about 95% of
+    the time. The same check on pairs drawn from the easier half of the inputs fails, so the check
+    has the power to see a draw that is not uniform."""
+    task = Table()
+    rng = np.random.default_rng(1)
+    boxes = []
+    for _ in range(400):
+        lo, hi = np.sort(rng.integers(0, 5, 2)), np.sort(rng.integers(0, 5, 2))
+        boxes.append(np.array([c for c, (x, y) in enumerate(task.space.all_coords()) if lo[0] <= x <= lo[1] and hi[0] <= y <= hi[1]]))
+    truth = np.array([task.F[:, b].mean() for b in boxes])
+    out = audit_modes(task, modes_of(boxes), per_mode=128, seed=2, threshold=0.5, show_progress=False)
+    assert not out["exact"].any()
+    held = (out["audit_lo"].to_numpy() <= truth) & (truth <= out["audit_hi"].to_numpy())
+    assert 0.92 <= held.mean() <= 0.985, held.mean()
+    assert abs(float((out["audit_rate"].to_numpy() - truth).mean())) < 0.01
+
+    class EasyHalf(Table):  # a sampler that, wrongly, only ever sees the first half of the inputs
+        def score(self, input_ids, cells):
+            return super().score(np.asarray(input_ids) // 2, cells)
+
+    easy = EasyHalf()
+    skewed = audit_modes(easy, modes_of(boxes), per_mode=128, seed=2, threshold=0.5, show_progress=False)
+    held = (skewed["audit_lo"].to_numpy() <= truth) & (truth <= skewed["audit_hi"].to_numpy())
+    assert held.mean() < 0.8, held.mean()
+
+
+def test_the_draws_follow_the_seed_and_reuse_nothing_between_modes():
+    task = Table()
+    boxes = [np.arange(0, 10), np.arange(10, 25)]
+    a = audit_modes(task, modes_of(boxes), per_mode=64, seed=5, threshold=0.5, show_progress=False)
+    b = audit_modes(task, modes_of(boxes), per_mode=64, seed=5, threshold=0.5, show_progress=False)
+    c = audit_modes(task, modes_of(boxes), per_mode=64, seed=6, threshold=0.5, show_progress=False)
+    assert a.equals(b) and not a.equals(c)
+    assert task.scored == 3 * 128
+    with pytest.raises(ValueError, match="per_mode"):
+        audit_modes(task, modes_of(boxes), per_mode=0, seed=5, threshold=0.5)
+
+
+def test_failfade_modes_shows_the_audit_beside_the_explored_rate(tmp_path):
+    from click.testing import CliRunner
+
+    from failfade.cli import main
+
+    task = Table()
+    boxes = [np.arange(0, 10), np.arange(10, 25)]
+    modes = modes_of(boxes).with_columns(n_cells=pl.lit(10), failing_cells=pl.lit(8), cum_failing_cells=pl.lit(0.5),
+                                         cum_failures=pl.lit(0.5))
+    land = tmp_path / "results" / "t" / "landscape"
+    land.mkdir(parents=True)
+    modes.write_csv(land / "failure_modes.csv")
+    run = lambda: CliRunner().invoke(main, ["modes", "t", "--results", str(tmp_path / "results")], env={"COLUMNS": "250"})  # noqa: E731
+    r = run()
+    assert r.exit_code == 0 and "audited rate" not in r.output and "not written yet" in r.output, r.output
+    audit = audit_modes(task, modes, per_mode=64, seed=5, threshold=0.5, show_progress=False)
+    audit.write_csv(land / "modes_audit.csv")
+    r = run()
+    assert r.exit_code == 0 and "audited rate" in r.output and "64 queries" in r.output, r.output
+    first = audit.row(0, named=True)
+    assert f"{first['audit_rate']:.0%} [{first['audit_lo']:.0%}, {first['audit_hi']:.0%}]" in r.output
+    audit.reverse().write_csv(land / "modes_audit.csv")  # an audit of other modes (an earlier landscape's)
+    r = run()
+    assert r.exit_code == 0 and "audited rate" not in r.output and "from an earlier landscape" in r.output, r.output
+    (land / "modes_audit.csv").write_text("not,an\naudit")
+    r = run()
+    assert r.exit_code != 0 and "modes_audit.csv" in r.output, r.output
+
+
+def test_the_stage_writes_an_empty_table_without_the_model_when_switched_off(tmp_path):
+    from failfade.landscape import summarize, write_database
+    from failfade.pipeline import stage_audit
+
+    task = Table()
+    ids = np.repeat(np.arange(task.n_inputs), task.n_cells)
+    cells = np.tile(np.arange(task.n_cells), task.n_inputs)
+    f = task.F[ids, cells]
+    q = pl.DataFrame({"input_id": ids, "cell": cells.astype(np.int32), "failure": f, "delta": f.astype(np.float32),
+                      "prediction": f.astype(np.int64), "propensity": np.full(len(f), np.nan), "marginal": np.full(len(f), np.nan)})
+    cells_t, modes, _ = summarize(task.space, q, 0.5)
+    assert modes.height > 0
+    db = tmp_path / "landscape.duckdb"
+    write_database(db, q, cells_t, modes, None)
+    exp = {"landscape": {"failure_rate_threshold": 0.5, "confidence": 0.95}, "audit": {"queries_per_mode": 0},
+           "explore": {}, "seed": 0}
+    out = stage_audit(exp, tmp_path / "no-model-here", db, tmp_path / "audit.csv")
+    assert out.height == 0 and pl.read_csv(tmp_path / "audit.csv").columns == list(COLUMNS)
