@@ -80,14 +80,22 @@ def main(argv=None):
         "(shift.json's `targeted_heldout`, interval paired over the inputs); *landscapes' estimate* is the same from "
         "the two explorations (it carries the explorer's stopping bias: README, \"Unbiased landscapes\"); *mass* is the failure rate over the whole grid; "
         "*EMD* is the grid earth mover's distance between the landscapes (failure mass × level steps) beside its noise "
-        "floor (what two explorations of the same landscape read); recall is of the true failure cells, by the "
+        "floor (what two explorations of the same landscape read); *other cells, fresh pairs* is shift.json's `other_heldout`: "
+        "the untargeted cells on `shift.other_pairs` pairs drawn at random (2,048 by default), scored by both models (95% paired interval; pairs newly "
+        "failing / newly passing); recall is of the true failure cells, by the "
         "landscape's rule (Wilson lower bound ≥ τ) and, in brackets, by the point estimate.",
         "",
         "| seed | clean accuracy before → after (pt) | targeted rate before → after | targeted reduction | "
-        "landscapes' estimate | other cells (pt) | failure mass (pt) | EMD (noise floor) | new failure cells | "
-        "probes significantly worse | recall (point) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "landscapes' estimate | other cells (pt) | other cells, fresh pairs (pt) | failure mass (pt) | EMD (noise floor) | "
+        "new failure cells | probes significantly worse | recall (point) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def fresh(s):  # the untargeted cells on fresh pairs (shift.json's other_heldout), where the run has them
+        oh = s.get("other_heldout")
+        if not oh or "change" not in oh:
+            return "n/a"
+        return f"{pt(oh['change'])} ({pt(oh['change_ci'][0])} to {pt(oh['change_ci'][1])}; {oh['newly_failing']} / {oh['newly_passing']})"
+
     for r in runs:
         s, d, th = r["shift"], r["discovery"], r["shift"]["targeted_heldout"]
         lo, hi = s["targeted_relative_reduction_ci"]
@@ -97,7 +105,7 @@ def main(argv=None):
             f"({pt(s['clean_accuracy_change'])}) | {100 * th['pre']:.1f}% → {100 * th['post']:.1f}% | "
             f"**−{-100 * th['relative_change']:.1f}%** ({-100 * hhi:.1f} to {-100 * hlo:.1f}%) | "
             f"{100 * s['targeted_failure_rate_pre']:.1f}% → {100 * s['targeted_failure_rate_post']:.1f}%: "
-            f"−{100 * s['targeted_relative_reduction']:.1f}% ({100 * lo:.1f} to {100 * hi:.1f}%) | {pt(s['other']['change'])} | {pt(s['failure_mass_change'])} | "
+            f"−{100 * s['targeted_relative_reduction']:.1f}% ({100 * lo:.1f} to {100 * hi:.1f}%) | {pt(s['other']['change'])} | {fresh(s)} | {pt(s['failure_mass_change'])} | "
             f"{s['grid_emd']:.3f} ({s['grid_emd_noise_floor']:.3f}) | {s['new_failure_cells']} | "
             f"{s['probes_significantly_worse']} | {d['recall']:.3f} ({d['recall_point']:.3f}) |")
     probe_names = [p["probe"] for p in runs[0]["shift"]["probes"]]

@@ -84,3 +84,66 @@ def audit_modes(task, modes: pl.DataFrame, per_mode: int, seed: int, threshold: 
         })
     bar.close()
     return pl.DataFrame(rows, schema=COLUMNS)
+
+
+# --- the cells nobody targeted, before and after mitigation ---------------------------------------
+
+# region_cells, region_pairs: the region's size (its cells, × every held-out input), the same on every row
+PAIR_COLUMNS = {"input": pl.Int64, "cell": pl.Int64, "failure_pre": pl.Boolean, "failure_post": pl.Boolean,
+                "region_cells": pl.Int64, "region_pairs": pl.Int64}
+
+
+def paired_sample(task_pre, task_post, cells: np.ndarray, size: int, seed: int) -> pl.DataFrame:
+    """`size` (input, cell) pairs drawn uniformly from `cells` × inputs (all of them when there are
+    no more), each scored for the model before (`task_pre`) and after (`task_post`) mitigation: the
+    same pairs on both sides. The draw depends on the seed alone, not on any outcome."""
+    ids, cs, _ = draw_pairs(task_pre.n_inputs, np.asarray(cells, dtype=np.int64), size, np.random.default_rng(seed))
+    fail = [np.asarray(t.score(ids, cs).failure, dtype=bool) if len(ids) else np.zeros(0, bool) for t in (task_pre, task_post)]
+    return pl.DataFrame({"input": ids, "cell": cs, "failure_pre": fail[0], "failure_post": fail[1],
+                         "region_cells": np.full(len(ids), len(cells)),
+                         "region_pairs": np.full(len(ids), len(cells) * task_pre.n_inputs)}, schema=PAIR_COLUMNS)
+
+
+def paired_sample_change(pairs: pl.DataFrame, confidence: float = 0.95) -> dict:
+    """The failure rate of a region (its cells × every held-out input: `region_pairs`) before and
+    after, from a uniform sample of its pairs scored on both sides (paired_sample): rates with Wilson
+    intervals, the change with Newcombe's paired interval (stats.paired_newcombe_interval: the pair
+    is the unit, and the sample is a simple random one), the relative change with a delta-method
+    interval on its log. The intervals leave out the finite-population correction (conservative when
+    the sample is a large share). A sample of the whole region is exact: its intervals are points."""
+    from scipy import stats as st
+
+    from failfade.stats import paired_newcombe_interval
+
+    a, b = pairs["failure_pre"].to_numpy().astype(bool), pairs["failure_post"].to_numpy().astype(bool)
+    n = len(a)
+    population = int(pairs["region_pairs"][0]) if n else 0
+    exact = n == population
+    out = {"cells": int(pairs["region_cells"][0]) if n else 0, "pairs": int(population), "queries": n, "exact": exact,
+           "failures": {"pre": int(a.sum()), "post": int(b.sum())},
+           "newly_failing": int((b & ~a).sum()), "newly_passing": int((a & ~b).sum())}
+    if n == 0:
+        return out
+    p1, p2 = a.mean(), b.mean()
+    out |= {"pre": float(p1), "post": float(p2), "change": float(p2 - p1)}
+    if exact:
+        out |= {"pre_ci": [out["pre"]] * 2, "post_ci": [out["post"]] * 2, "change_ci": [out["change"]] * 2,
+                "interval": f"exact: every one of the region's {n} pairs"}
+    else:
+        (l1, u1), (l2, u2) = (tuple(map(float, wilson_interval(k, n, confidence))) for k in (a.sum(), b.sum()))
+        _, lo, hi = paired_newcombe_interval((a & b).sum(), (a & ~b).sum(), (b & ~a).sum(), (~a & ~b).sum(), confidence)
+        out |= {"pre_ci": [l1, u1], "post_ci": [l2, u2], "change_ci": [float(lo), float(hi)],
+                "interval": f"paired, over {n} of the region's {population} pairs drawn at random"}
+    if a.sum() > 0:
+        out["relative_change"] = float(p2 / p1 - 1)
+        if exact:
+            out["relative_change_ci"] = [out["relative_change"]] * 2
+        else:  # log(p2/p1) by the delta method with the pairs' covariance (Haldane's 0.5 when nothing fails after)
+            z = float(st.norm.ppf(0.5 + confidence / 2))
+            y = b.astype(float) if b.any() else b.astype(float) + 0.5 / n
+            cov = np.cov(a.astype(float), y, ddof=1)
+            ma, mb = a.mean(), y.mean()
+            var_log = (cov[1, 1] / mb**2 + cov[0, 0] / ma**2 - 2 * cov[0, 1] / (ma * mb)) / n
+            half = z * np.sqrt(max(var_log, 0.0))
+            out["relative_change_ci"] = [float(mb / ma * np.exp(-half) - 1), float(mb / ma * np.exp(half) - 1)]
+    return out

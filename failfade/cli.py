@@ -305,7 +305,8 @@ def shift(experiment, results, check):
 
         raise unreadable(path, e, "a shift summary with a guard") from None
     if not guard["tripped"]:
-        click.echo(f"{experiment}: guard passed: no new failure cells, no untargeted cell or probe significantly worse")
+        click.echo(f"{experiment}: guard passed: no new failure cells; no untargeted cell, probe or "
+                   "sample of the untargeted cells significantly worse")
         return
     broken = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in guard.items() if isinstance(v, list) and v)
     click.echo(f"{experiment}: guard tripped ({guard['mode']}): {broken}", err=True)

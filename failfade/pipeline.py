@@ -55,6 +55,7 @@ def _read_parquet(path) -> pl.DataFrame:
 
 
 AUDIT_STREAM = 7001  # the audit's draws: a stream of the experiment's seed of its own
+OTHER_STREAM = 7002  # the untargeted cells' pairs (stage_probes)
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -289,12 +290,15 @@ def stage_mitigate(exp: dict, model_dir: Path, plan_path: Path, out_dir: Path) -
 
 
 def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: Path, plan_path: Path | None = None,
-                 targeted_csv: Path | None = None, inputs_csv: Path | None = None) -> pl.DataFrame:
+                 targeted_csv: Path | None = None, inputs_csv: Path | None = None, other_csv: Path | None = None,
+                 cache_dir: Path | None = None) -> pl.DataFrame:
     """Score every off-grid probe (`shift.probes`) on every held-out input, before and after mitigation;
     with the plan, also every fixed cell (`targeted_csv`), and per input how many of them it failed
     (`inputs_csv`: what the pooled change's interval needs). Each probe's and cell's row carries its
     paired counts (inputs newly failing / newly passing) from the per-input outcomes, and so the paired
-    interval of its change: both sides are the same inputs."""
+    interval of its change: both sides are the same inputs. `other_csv`: `shift.other_pairs` pairs
+    drawn uniformly from the cells the plan does not fix × the held-out inputs, each scored for both
+    models (failfade.audit.paired_sample; through the outcome cache in `cache_dir`)."""
     from failfade.probes import (COLUMNS, check_probes, input_table, paired_counts, probe_table, targeted_spaces,
                                  targeted_table)
 
@@ -314,13 +318,37 @@ def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: 
         targeted_table(space_of(exp), plan, n=n, confidence=conf, **on_cells).write_csv(targeted_csv)
     if inputs_csv is not None:
         input_table(pre[k:], post[k:]).write_csv(inputs_csv)
+    if other_csv is not None:
+        other_pairs(exp, pre_model_dir, post_model_dir, plan, cache_dir).write_csv(other_csv)
     return table
+
+
+def other_pairs(exp: dict, pre_model_dir: Path, post_model_dir: Path, plan: dict, cache_dir: Path | None = None) -> pl.DataFrame:
+    """The untargeted cells' sample for shift.json's `other_heldout` (empty when `shift.other_pairs`
+    is 0 or the plan fixes every cell)."""
+    from failfade.audit import PAIR_COLUMNS, paired_sample
+
+    size = exp.get("shift", {}).get("other_pairs", 0)
+    space = space_of(exp)
+    other = np.setdiff1d(np.arange(space.n_cells), [int(f["cell"]) for f in plan["fix"]])
+    if size == 0 or len(other) == 0:
+        return pl.DataFrame(schema=PAIR_COLUMNS)
+    use_cache = cache_dir if exp.get("explore", {}).get("cache", True) else None
+    tasks = [build_task(exp, Path(d), use_cache) for d in (pre_model_dir, post_model_dir)]
+    pairs = paired_sample(*tasks, other, size, substream(exp["seed"], OTHER_STREAM))
+    for t in tasks:
+        if isinstance(t, CachedTask):
+            t.save()
+    log.info("other cells: %d pairs of %d cells x %d inputs scored before and after: %d newly failing, %d newly passing",
+             pairs.height, len(other), tasks[0].n_inputs, int((pairs["failure_post"] & ~pairs["failure_pre"]).sum()),
+             int((pairs["failure_pre"] & ~pairs["failure_post"]).sum()))
+    return pairs
 
 
 def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path, pre_card: Path,
                 post_card: Path, out: dict[str, Path], probes_csv: Path | None = None,
-                targeted_csv: Path | None = None, inputs_csv: Path | None = None) -> dict:
-    """out keys: json, md, cells, figure."""
+                targeted_csv: Path | None = None, inputs_csv: Path | None = None, other_csv: Path | None = None) -> dict:
+    """out keys: json, md, cells, figure. `other_csv`: the untargeted cells' pairs from the probes stage."""
     space = space_of(exp)
     ls = exp["landscape"]
     pre_q, post_q = read_queries(pre_queries), read_queries(post_queries)
@@ -339,10 +367,20 @@ def stage_shift(exp: dict, name: str, pre_queries, post_queries, plan_path: Path
         from failfade.probes import INPUT_COLUMNS
 
         inputs = pl.read_csv(inputs_csv, schema=INPUT_COLUMNS)
+    other = None
+    if other_csv is not None:
+        from failfade.audit import PAIR_COLUMNS
+
+        try:
+            other = pl.read_csv(other_csv, schema=PAIR_COLUMNS)
+        except Exception as e:
+            from failfade import unreadable
+
+            raise unreadable(other_csv, e, "the untargeted cells' pairs (CSV)") from None
     result, per_cell = compare(space, pre_q, post_q, read_plan(plan_path), ls["failure_rate_threshold"],
                                clean_pre, clean_post, ls["confidence"], bootstrap=exp.get("shift", {}).get("bootstrap", 200),
                                seed=exp.get("seed", 0), probes=probes, quality=quality, targeted_heldout=targeted, targeted_inputs=inputs,
-                               guard=exp.get("shift", {}).get("guard", "warn"))
+                               other_heldout=other, guard=exp.get("shift", {}).get("guard", "warn"))
     result = {"experiment": name, **result}
     if result["guard"]["tripped"]:
         log.warning("the no-new-failures guard tripped for %s: see the top of %s", name, out["md"])

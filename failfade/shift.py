@@ -194,9 +194,12 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
             threshold: float, clean_pre: float, clean_post: float, confidence: float = 0.95,
             bootstrap: int = 200, seed: int = 0, probes: pl.DataFrame | None = None, quality: str = "accuracy",
             targeted_heldout: pl.DataFrame | None = None, guard: str = "warn",
-            targeted_inputs: pl.DataFrame | None = None):
+            targeted_inputs: pl.DataFrame | None = None, other_heldout: pl.DataFrame | None = None):
     """Compare two explorations of the same concept space; `clean_pre/post` are the models' held-out
-    clean quality (the task family's metric, named by `quality`)."""
+    clean quality (the task family's metric, named by `quality`). `other_heldout`: pairs drawn
+    uniformly from the untargeted cells × held-out inputs, scored by both models
+    (failfade.audit.paired_sample): an unbiased measure of what the repair did to the rest of the
+    grid, which the guard also reads."""
     pre = cell_table(space, pre_queries, threshold, confidence)
     post = cell_table(space, post_queries, threshold, confidence)
     targeted = np.zeros(space.n_cells, dtype=bool)
@@ -301,9 +304,17 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         p_conf = 1 - (1 - confidence) / probes.height
         _, p_lo, _, _ = table_interval(probes, p_conf)
         probes_worse = [name for name, lo_p in zip(probes["probe"], p_lo) if lo_p > 0]
+    other_worse = []
+    if other_heldout is not None and other_heldout.height:
+        from failfade.audit import paired_sample_change
+
+        oh = result["other_heldout"] = paired_sample_change(other_heldout, confidence)
+        if oh["change_ci"][0] > 0:
+            other_worse = [f"{_signed_pt(oh['change'])} [{_ci(oh['change_ci'], signed=True)}] over "
+                           + (f"all {oh['queries']} pairs" if oh["exact"] else f"{oh['queries']} pairs drawn at random")]
     broken = {"new_failure_cells": [space.describe_cell(int(c)) for c in new_fail if worse[c]],
               "untargeted_cells_significantly_worse": [space.describe_cell(int(c)) for c in np.flatnonzero(worse & ~targeted)],
-              "probes_significantly_worse": probes_worse}
+              "probes_significantly_worse": probes_worse, "other_cells_worse_on_fresh_pairs": other_worse}
     result["guard"] = {"mode": guard, "tripped": any(broken.values()), **broken}
     if targeted_heldout is not None and targeted_heldout.height:
         from failfade.probes import pooled_change
@@ -343,12 +354,13 @@ def markdown(result: dict, experiment: str) -> str:
     if g and g["tripped"]:
         what = [f"{label}: {', '.join(g[k])}" for k, label in (
             ("new_failure_cells", "new failure cells"), ("untargeted_cells_significantly_worse", "untargeted cells significantly worse"),
-            ("probes_significantly_worse", "probes significantly worse")) if g[k]]
+            ("probes_significantly_worse", "probes significantly worse"),
+            ("other_cells_worse_on_fresh_pairs", "the untargeted cells, on fresh pairs, significantly worse")) if g.get(k)]
         lines += [f"> **Guard ({g['mode']}): the repair broke something nobody targeted.** " + "; ".join(what) + ".", ""]
     lines += [
         "All numbers are on held-out inputs that neither training, validation nor fine-tuning saw. "
-        f"Rates are the share of (input, cell) pairs that fail, importance-weighted as in the landscape; "
-        f"brackets are {conf} intervals.",
+        f"Rates are the share of (input, cell) pairs that fail: from the explorations, importance-weighted as in the "
+        f"landscape; on every held-out input or on fresh pairs drawn at random, plain shares. Brackets are {conf} intervals.",
         "",
         "| | before | after | change |",
         "|---|---|---|---|",
@@ -365,6 +377,14 @@ def markdown(result: dict, experiment: str) -> str:
     lines += [
         f"| other failure rate ({_cells(o['cells'], result.get('other_cells', o['cells']))}) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "
         f"{_signed_pt(o['change'])} [{_ci(o['change_ci'], signed=True)}] |",
+    ]
+    oh = result.get("other_heldout")
+    if oh and "pre" in oh:
+        lines.append(f"| other, fresh held-out pairs ({oh['cells']} cells; "
+                     + (f"all {oh['queries']} pairs" if oh["exact"] else f"{oh['queries']} of {oh['pairs']} pairs at random")
+                     + f") | {_pct(oh['pre'])} [{_ci(oh['pre_ci'])}] | {_pct(oh['post'])} [{_ci(oh['post_ci'])}] | "
+                     f"{_signed_pt(oh['change'])} [{_ci(oh['change_ci'], signed=True)}] |")
+    lines += [
         f"| failure mass (whole grid) | {_pct(m['pre'])} | {_pct(m['post'])} | {_signed_pt(m['change'])} "
         f"[{_ci(m['change_ci'], signed=True)}] |",
         f"| failure cells | {result['failure_cells_pre']} | {result['failure_cells_post']} | |",
@@ -381,6 +401,12 @@ def markdown(result: dict, experiment: str) -> str:
                   "off: an explorer that stops querying a cell once it is settled leaves early high readings standing."]
     else:
         lines.append(f"- Targeted failure rate {landscape_red}.")
+    if oh and "pre" in oh:
+        lines.append(f"- The untargeted cells on fresh held-out pairs ({oh['interval']}): "
+                     f"{oh['newly_failing']} pairs newly failing, {oh['newly_passing']} newly passing; "
+                     + ("significantly worse." if oh["change_ci"][0] > 0 else
+                        "significantly better." if oh["change_ci"][1] < 0 else "no significant change.")
+                     + " The landscapes' `other` row above rests on the explorations' own queries and can read a few points off.")
     lines += [
         f"- Failure mass over the whole grid changed by {_pct(m['relative_change'])} relative "
         "(negative: fewer failures).",

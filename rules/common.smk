@@ -100,9 +100,10 @@ def shift_cfg(wildcards):
 
 
 def probes_cfg(wildcards):
-    probes = config["experiments"][wildcards.experiment]["shift"]["probes"]
+    # `explore` empty, for its outcome-cache switch (put back by failfade.workflow.with_locations)
+    shift = config["experiments"][wildcards.experiment]["shift"]
     return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "landscape") | {
-        "shift": {"probes": probes}}
+        "shift": {k: shift[k] for k in ("probes", "other_pairs")}, "explore": {}}
 
 
 def groundtruth_cfg(wildcards):

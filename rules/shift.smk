@@ -8,6 +8,7 @@ rule shift:
         probes=f"{R}/{{experiment}}/shift/probes.csv",
         targeted=f"{R}/{{experiment}}/shift/targeted.csv",
         inputs=f"{R}/{{experiment}}/shift/targeted_inputs.csv",
+        other=f"{R}/{{experiment}}/shift/other_pairs.csv",
     output:
         json=f"{R}/{{experiment}}/shift/shift.json",
         md=report(

@@ -346,6 +346,14 @@ def test_truncated_landscape_is_named_with_the_rebuild_command(command, copy_of)
     assert digest(copy_of / "results") == before
 
 
+def test_a_garbled_audit_is_named_with_the_rebuild_command(copy_of):
+    audit = f"results/{EXP}/landscape/modes_audit.csv"
+    (copy_of / audit).write_bytes(b"\xff\xfe\x00garbage")
+    before = digest(copy_of / "results")
+    assert_refused(quick(copy_of, "modes", EXP), audit, f"failfade run --forcerun {audit}")
+    assert digest(copy_of / "results") == before
+
+
 @pytest.mark.parametrize("victim, rule, named", [
     (f"results/{EXP}/landscape/landscape.duckdb", "feedback", f"results/{EXP}/landscape/landscape.duckdb"),
     (f"results/{EXP}/explore/queries.parquet", "landscape", f"results/{EXP}/explore/queries.parquet"),

@@ -246,7 +246,8 @@ def test_the_guard_trips_on_what_nobody_targeted():
     fine = build_queries({c: (20, 2) for c in range(9)})
     res, _ = compare(SPACE3, pre, fine, plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0, guard="fail")
     assert res["guard"] == {"mode": "fail", "tripped": False, "new_failure_cells": [],
-                            "untargeted_cells_significantly_worse": [], "probes_significantly_worse": []}
+                            "untargeted_cells_significantly_worse": [], "probes_significantly_worse": [],
+                            "other_cells_worse_on_fresh_pairs": []}
     assert "Guard" not in markdown(res, "x")
     worse = {c: (20, 2) for c in range(9)}
     worse[7] = (20, 12)  # rotation 20°, contrast 0.5: untargeted, significantly worse (family-wise), not a failure cell

@@ -41,6 +41,7 @@ EXPECTED_OUTPUTS = [
     "shift/shift.json",
     "shift/shift.md",
     "shift/before_after.png",
+    "shift/other_pairs.csv",
 ]
 LANDSCAPE_OUTPUTS = ["landscape.duckdb", "cells.csv", "failure_modes.csv", "feedback_template.csv", "heatmap.png",
                      "gallery.png"]
@@ -170,6 +171,13 @@ def test_shift_json_reports_the_mitigation(finished_run):
         assert 0.0 <= shift[k] <= 1.0, (k, shift[k])
     assert shift["targeted_failure_rate_post"] < shift["targeted_failure_rate_pre"], shift
     assert isinstance(shift["new_failure_cells"], int) and shift["new_failure_cells"] >= 0
+    # the untargeted cells on 2,048 fresh pairs (the default), scored for both models
+    oh = shift["other_heldout"]
+    assert oh["queries"] == 2048 and not oh["exact"] and oh["cells"] == 125 - len(
+        json.loads((finished_run / "results" / EXP / "feedback" / "plan.json").read_text())["fix"])
+    assert oh["change_ci"][0] <= oh["change"] <= oh["change_ci"][1]
+    pairs = pl.read_csv(finished_run / "results" / EXP / "shift" / "other_pairs.csv")
+    assert pairs.height == 2048 and int(pairs["failure_pre"].sum()) == oh["failures"]["pre"]
     plan = json.loads((finished_run / "results" / EXP / "feedback" / "plan.json").read_text())
     assert plan["fix"], "the shipped feedback says `fix rotation>=30`"
     assert all(f["levels"]["rotation"] >= 30 for f in plan["fix"])
