@@ -108,11 +108,12 @@ def paired_sample_change(pairs: pl.DataFrame, confidence: float = 0.95) -> dict:
     """The failure rate of a region (its cells × every held-out input: `region_pairs`) before and
     after, from a uniform sample of its pairs scored on both sides (paired_sample): rates with Wilson
     intervals, the change with Newcombe's paired interval (stats.paired_newcombe_interval: the pair
-    is the unit, and the sample is a simple random one), the relative change with a delta-method
-    interval on its log. The intervals leave out the finite-population correction (conservative when
-    the sample is a large share). A sample of the whole region is exact: its intervals are points."""
-    from scipy import stats as st
-
+    is the unit, and the sample is a simple random one), the relative change with that interval over
+    the rate before (the rate before taken as known; a delta-method interval on the log ratio
+    collapsed to a point when no pair changed, and held the truth 88% of the time at 95% in
+    tests/test_audit.py's simulation, this one 98.5%, as the change's). The intervals leave out the finite-population
+    correction (conservative when the sample is a large share). A sample of the whole region is
+    exact: its intervals are points."""
     from failfade.stats import paired_newcombe_interval
 
     a, b = pairs["failure_pre"].to_numpy().astype(bool), pairs["failure_post"].to_numpy().astype(bool)
@@ -138,12 +139,6 @@ def paired_sample_change(pairs: pl.DataFrame, confidence: float = 0.95) -> dict:
         out["relative_change"] = float(p2 / p1 - 1)
         if exact:
             out["relative_change_ci"] = [out["relative_change"]] * 2
-        else:  # log(p2/p1) by the delta method with the pairs' covariance (Haldane's 0.5 when nothing fails after)
-            z = float(st.norm.ppf(0.5 + confidence / 2))
-            y = b.astype(float) if b.any() else b.astype(float) + 0.5 / n
-            cov = np.cov(a.astype(float), y, ddof=1)
-            ma, mb = a.mean(), y.mean()
-            var_log = (cov[1, 1] / mb**2 + cov[0, 0] / ma**2 - 2 * cov[0, 1] / (ma * mb)) / n
-            half = z * np.sqrt(max(var_log, 0.0))
-            out["relative_change_ci"] = [float(mb / ma * np.exp(-half) - 1), float(mb / ma * np.exp(half) - 1)]
+        else:  # the change's paired interval over the rate before: the same verdict as the change's
+            out["relative_change_ci"] = [out["change_ci"][0] / p1, out["change_ci"][1] / p1]
     return out

@@ -183,7 +183,7 @@ def test_the_paired_change_on_sampled_pairs_holds_the_truth_at_its_level():
     pre = Table(seed=3)
     rng = np.random.default_rng(4)
     cells = np.arange(pre.n_cells)
-    held, widths = [], []
+    held, held_rel, widths = [], [], []
     for k in range(200):
         post = Table(seed=3)
         flip = rng.random(post.F.shape) < rng.uniform(0.0, 0.1)  # some pairs change, either way
@@ -192,7 +192,10 @@ def test_the_paired_change_on_sampled_pairs_holds_the_truth_at_its_level():
         ch = paired_sample_change(paired_sample(pre, post, cells, 256, seed=k))
         held.append(ch["change_ci"][0] <= truth <= ch["change_ci"][1])
         widths.append(ch["change_ci"][1] - ch["change_ci"][0])
+        rel = post.F.mean() / pre.F.mean() - 1
+        held_rel.append(ch["relative_change_ci"][0] <= rel <= ch["relative_change_ci"][1])
     assert 0.92 <= np.mean(held) <= 0.99, np.mean(held)
+    assert 0.92 <= np.mean(held_rel) <= 0.99, np.mean(held_rel)
     assert np.mean(widths) < 0.09, np.mean(widths)  # unpaired, two rates near 0.6 on 256: about 0.17
 
 
