@@ -49,13 +49,19 @@ def draw_pairs(n_inputs: int, cells: np.ndarray, size: int, rng: np.random.Gener
 
 
 def audit_modes(task, modes: pl.DataFrame, per_mode: int, seed: int, threshold: float, confidence: float = 0.95,
-                show_progress: bool = True, chunk: int = 1024) -> pl.DataFrame:
-    """Score `per_mode` fresh (input, cell) pairs of every mode (failure_modes' rows) on `task`.
+                show_progress: bool = True, chunk: int = 256) -> pl.DataFrame:
+    """Score `per_mode` (input, cell) pairs of every mode (failure_modes' rows), drawn afresh and
+    independently of every outcome, on `task` (in chunks of `chunk` pairs: a text-to-image model
+    holds a chunk's images at once).
 
     `confirmed`: the audit's lower bound is at or above the threshold τ, as the landscape asks of a
-    mode, now on queries that did not choose the mode. `explored_*` repeat the landscape's rate and
-    interval (the mean of the mode's visited cells' rates) for comparison; the audit's covers every
-    cell of the mode, visited or not."""
+    mode, now on pairs that played no part in choosing the mode (they may include pairs the
+    exploration also scored: which are drawn does not depend on their outcomes). `exact`: every pair
+    of the mode was scored, so the rate is the mode's rate on the held-out inputs with no sampling
+    error from the draw; its interval still counts the held-out inputs as a sample of inputs, as
+    every held-out measurement here does. `explored_*` repeat the landscape's rate and interval (the
+    mean of the mode's visited cells' rates) for comparison; the audit's covers every cell of the
+    mode, visited or not."""
     if per_mode < 1:
         raise ValueError(f"audit: per_mode must be at least 1, got {per_mode}")
     rng = np.random.default_rng(seed)
@@ -72,10 +78,7 @@ def audit_modes(task, modes: pl.DataFrame, per_mode: int, seed: int, threshold: 
             bar.update(len(ids[s:s + chunk]))
         n = len(ids)
         rate = failed / n
-        if exact:  # every pair of the mode: the rate itself, no sampling error
-            lo = hi = rate
-        else:
-            lo, hi = (float(v) for v in wilson_interval(failed, n, confidence))
+        lo, hi = (float(v) for v in wilson_interval(failed, n, confidence))
         rows.append({
             "mode": r["mode"], "selector": r["selector"], "description": r["description"], "n_cells": len(cells),
             "pairs": len(cells) * task.n_inputs, "explored_rate": r["failure_rate"], "explored_lo": r["rate_lo"],
@@ -93,12 +96,14 @@ PAIR_COLUMNS = {"input": pl.Int64, "cell": pl.Int64, "failure_pre": pl.Boolean, 
                 "region_cells": pl.Int64, "region_pairs": pl.Int64}
 
 
-def paired_sample(task_pre, task_post, cells: np.ndarray, size: int, seed: int) -> pl.DataFrame:
+def paired_sample(task_pre, task_post, cells: np.ndarray, size: int, seed: int, chunk: int = 256) -> pl.DataFrame:
     """`size` (input, cell) pairs drawn uniformly from `cells` × inputs (all of them when there are
     no more), each scored for the model before (`task_pre`) and after (`task_post`) mitigation: the
-    same pairs on both sides. The draw depends on the seed alone, not on any outcome."""
+    same pairs on both sides, `chunk` pairs at a time. The draw depends on the seed alone, not on
+    any outcome."""
     ids, cs, _ = draw_pairs(task_pre.n_inputs, np.asarray(cells, dtype=np.int64), size, np.random.default_rng(seed))
-    fail = [np.asarray(t.score(ids, cs).failure, dtype=bool) if len(ids) else np.zeros(0, bool) for t in (task_pre, task_post)]
+    fail = [np.concatenate([np.asarray(t.score(ids[s:s + chunk], cs[s:s + chunk]).failure, dtype=bool)
+                            for s in range(0, len(ids), chunk)] or [np.zeros(0, bool)]) for t in (task_pre, task_post)]
     return pl.DataFrame({"input": ids, "cell": cs, "failure_pre": fail[0], "failure_post": fail[1],
                          "region_cells": np.full(len(ids), len(cells)),
                          "region_pairs": np.full(len(ids), len(cells) * task_pre.n_inputs)}, schema=PAIR_COLUMNS)
@@ -108,37 +113,41 @@ def paired_sample_change(pairs: pl.DataFrame, confidence: float = 0.95) -> dict:
     """The failure rate of a region (its cells × every held-out input: `region_pairs`) before and
     after, from a uniform sample of its pairs scored on both sides (paired_sample): rates with Wilson
     intervals, the change with Newcombe's paired interval (stats.paired_newcombe_interval: the pair
-    is the unit, and the sample is a simple random one), the relative change with that interval over
-    the rate before (the rate before taken as known; a delta-method interval on the log ratio
-    collapsed to a point when no pair changed, and held the truth 88% of the time at 95% in
-    tests/test_audit.py's simulation, this one 98.5%, as the change's). The intervals leave out the finite-population
-    correction (conservative when the sample is a large share). A sample of the whole region is
-    exact: its intervals are points."""
+    is the unit of a simple random sample), and the relative change p2/p1 − 1 with a Wald interval
+    on log(p2/p1) for paired proportions, var = (b + c) / ((a + b)(a + c)) from the pairs failing on
+    both sides (a), only before (b) and only after (c), each count + ½ (without it the interval
+    collapsed to a point when no pair changed: 88% coverage at 95% in tests/test_audit.py's
+    simulation, and dividing the change's interval by p1 held it only 66-71% of the time where
+    failures rose from a low base; with the ½ it held it 0.94-0.96 in 32 of 36 settings of rates
+    0.02-0.66, rises and drops, n 256-2,048 and weak to strong pairing, and 0.98-1.0 in the other 4,
+    at n = 256 with pairs that rarely change). `exact`: the sample is the whole region (every held-out pair): no error from the
+    draw, but the intervals still count the held-out inputs as a sample of inputs, as every
+    held-out measurement here does. The intervals leave out the finite-population correction
+    (conservative when the sample is a large share)."""
+    from scipy import stats as st
+
     from failfade.stats import paired_newcombe_interval
 
     a, b = pairs["failure_pre"].to_numpy().astype(bool), pairs["failure_post"].to_numpy().astype(bool)
     n = len(a)
     population = int(pairs["region_pairs"][0]) if n else 0
-    exact = n == population
-    out = {"cells": int(pairs["region_cells"][0]) if n else 0, "pairs": int(population), "queries": n, "exact": exact,
-           "failures": {"pre": int(a.sum()), "post": int(b.sum())},
+    out = {"cells": int(pairs["region_cells"][0]) if n else 0, "pairs": population, "queries": n,
+           "exact": bool(n) and n == population, "failures": {"pre": int(a.sum()), "post": int(b.sum())},
            "newly_failing": int((b & ~a).sum()), "newly_passing": int((a & ~b).sum())}
     if n == 0:
         return out
     p1, p2 = a.mean(), b.mean()
-    out |= {"pre": float(p1), "post": float(p2), "change": float(p2 - p1)}
-    if exact:
-        out |= {"pre_ci": [out["pre"]] * 2, "post_ci": [out["post"]] * 2, "change_ci": [out["change"]] * 2,
-                "interval": f"exact: every one of the region's {n} pairs"}
-    else:
-        (l1, u1), (l2, u2) = (tuple(map(float, wilson_interval(k, n, confidence))) for k in (a.sum(), b.sum()))
-        _, lo, hi = paired_newcombe_interval((a & b).sum(), (a & ~b).sum(), (b & ~a).sum(), (~a & ~b).sum(), confidence)
-        out |= {"pre_ci": [l1, u1], "post_ci": [l2, u2], "change_ci": [float(lo), float(hi)],
-                "interval": f"paired, over {n} of the region's {population} pairs drawn at random"}
-    if a.sum() > 0:
+    both, only_pre, only_post = int((a & b).sum()), int((a & ~b).sum()), int((b & ~a).sum())
+    (l1, u1), (l2, u2) = (tuple(map(float, wilson_interval(k, n, confidence))) for k in (a.sum(), b.sum()))
+    _, lo, hi = paired_newcombe_interval(both, only_pre, only_post, n - both - only_pre - only_post, confidence)
+    out |= {"pre": float(p1), "post": float(p2), "change": float(p2 - p1), "pre_ci": [l1, u1], "post_ci": [l2, u2],
+            "change_ci": [float(lo), float(hi)],
+            "interval": (f"paired, over all {n} pairs of the region (the held-out inputs as a sample)" if out["exact"] else
+                         f"paired, over {n} of the region's {population} pairs drawn at random")}
+    if p1 > 0:
         out["relative_change"] = float(p2 / p1 - 1)
-        if exact:
-            out["relative_change_ci"] = [out["relative_change"]] * 2
-        else:  # the change's paired interval over the rate before: the same verdict as the change's
-            out["relative_change_ci"] = [out["change_ci"][0] / p1, out["change_ci"][1] / p1]
+        x, y, z = both + 0.5, only_pre + 0.5, only_post + 0.5
+        ratio = (x + z) / (x + y)
+        half = float(st.norm.ppf(0.5 + confidence / 2)) * np.sqrt((y + z) / ((x + y) * (x + z)))
+        out["relative_change_ci"] = [float(ratio * np.exp(-half) - 1), float(ratio * np.exp(half) - 1)]
     return out

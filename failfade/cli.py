@@ -151,21 +151,28 @@ def run(configfile, cores, profile, snakemake_args):
     raise SystemExit(rc if rc >= 0 else 128 - rc)
 
 
-def _audit_of(path: Path, modes: pl.DataFrame) -> dict | None:
-    """The modes' audit (modes_audit.csv) by selector, when it exists and was made from these modes;
-    None when there is none, {} when it audited other modes (an earlier landscape's: not shown beside these)."""
+def _audit_of(path: Path, modes: pl.DataFrame) -> tuple[dict | None, str]:
+    """The modes' audit (modes_audit.csv) by selector, when it exists and audited these very modes
+    (same selectors, same explored rates); else None and why not, for the line under the table."""
+    import numpy as np
+
+    from failfade.audit import COLUMNS
+
     if not path.is_file():
-        return None
+        return None, "not written yet: `failfade run` writes it"
     try:
-        audit = pl.read_csv(path)
-        audit.select("selector", "audit_rate", "audit_lo", "audit_hi", "audit_queries", "exact", "confirmed")
-    except Exception as e:
+        audit = pl.read_csv(path, schema=COLUMNS)
+    except Exception as e:  # not UTF-8, wrong columns, or values that are not numbers
         from failfade import unreadable
 
         raise unreadable(path, e, "a modes' audit table (CSV)") from None
-    if audit["selector"].to_list() != modes["selector"].to_list():
-        return {}
-    return {r["selector"]: r for r in audit.iter_rows(named=True)}
+    if audit.height == 0:
+        return None, "empty: `audit.queries_per_mode` is 0, or there was no mode to audit"
+    same = (audit["selector"].to_list() == modes["selector"].to_list()
+            and np.allclose(audit["explored_rate"].to_numpy(), modes["failure_rate"].to_numpy(), rtol=0, atol=1e-9))
+    if not same:
+        return None, "from an earlier landscape: `failfade run` redoes it"
+    return {r["selector"]: r for r in audit.iter_rows(named=True)}, ""
 
 
 @main.command()
@@ -187,7 +194,7 @@ def modes(experiment, results, top):
         from failfade import unreadable
 
         raise unreadable(path, e, "a failure-mode table (CSV)") from None
-    audit = _audit_of(Path(path).with_name("modes_audit.csv"), df)
+    audit, why_not = _audit_of(Path(path).with_name("modes_audit.csv"), df)
     table = Table(title=f"{experiment}: {df.height} failure mode(s)")
     for col in ("mode", "explored rate (95% CI)", *(("audited rate (95% CI)",) if audit else ()), "cells (failing)",
                 "covers, with those above: failing cells / failing queries", "description", "selector (for the feedback CSV)"):
@@ -197,8 +204,8 @@ def modes(experiment, results, top):
         a = audit.get(r["selector"]) if audit else None
         audited = (() if not audit else
                    ("—",) if a is None else
-                   (f"{a['audit_rate']:.0%} (all {a['audit_queries']} pairs)" if a["exact"] else
-                    f"{a['audit_rate']:.0%} [{a['audit_lo']:.0%}, {a['audit_hi']:.0%}], {a['audit_queries']} queries"
+                   (f"{a['audit_rate']:.0%} [{a['audit_lo']:.0%}, {a['audit_hi']:.0%}], "
+                    + (f"all {a['audit_queries']} pairs" if a["exact"] else f"{a['audit_queries']} queries")
                     + ("" if a["confirmed"] else ", not confirmed"),))
         table.add_row(str(r["mode"]), f"{r['failure_rate']:.0%} [{r['rate_lo']:.0%}, {r['rate_hi']:.0%}]", *audited,
                       f"{r['n_cells']} ({r['failing_cells']})", f"{r['cum_failing_cells']:.0%} / {r['cum_failures']:.0%}",
@@ -207,11 +214,11 @@ def modes(experiment, results, top):
     console.print(table)
     if audit:
         console.print("Explored rates come from the exploration's own queries and read a few points high; audited rates "
-                      "score fresh pairs drawn uniformly from each mode (modes_audit.csv): read those.")
+                      "score pairs drawn uniformly from each mode, independently of any outcome (modes_audit.csv): "
+                      "read those.")
     else:
         console.print("Explored rates come from the exploration's own queries and read a few points high; the `audit` "
-                      "stage measures each mode on fresh queries (modes_audit.csv, "
-                      + ("not written yet)." if audit is None else "which is from an earlier landscape: `failfade run` redoes it)."))
+                      f"stage measures each mode on fresh queries (modes_audit.csv, {why_not}).")
     if shown.height:
         last = shown.row(-1, named=True)
         console.print(f"These {shown.height} mode(s) cover {last['cum_failing_cells']:.0%} of the failure cells and "

@@ -50,14 +50,24 @@ def test_pairs_are_distinct_inside_the_mode_and_all_of_them_when_few():
 
 
 def test_a_mode_with_few_pairs_is_scored_whole_and_its_rate_is_exact():
+    """Exact on the held-out inputs, but the interval still counts them as a sample of inputs (as
+    every held-out measurement does): a mode failing 33 of 64 seeds is no confirmed failure mode."""
+    from failfade.stats import wilson_interval
+
     task = Table(n_inputs=40)
     box = np.array([0, 1, 5, 6])
     out = audit_modes(task, modes_of([box]), per_mode=512, seed=0, threshold=0.5, show_progress=False)
     assert dict(out.schema) == COLUMNS
     r = out.row(0, named=True)
-    assert r["exact"] and r["audit_queries"] == r["pairs"] == 160
-    assert r["audit_rate"] == r["audit_lo"] == r["audit_hi"] == pytest.approx(task.F[:, box].mean())
-    assert r["confirmed"] == (task.F[:, box].mean() >= 0.5)
+    truth = task.F[:, box].mean()
+    assert r["exact"] and r["audit_queries"] == r["pairs"] == 160 and r["audit_rate"] == pytest.approx(truth)
+    lo, hi = wilson_interval(task.F[:, box].sum(), 160)
+    assert (r["audit_lo"], r["audit_hi"]) == pytest.approx((float(lo), float(hi))) and r["audit_lo"] < truth < r["audit_hi"]
+    assert r["confirmed"] == (r["audit_lo"] >= 0.5)
+    half = Table(n_inputs=64)
+    half.F[:, 0] = np.arange(64) < 33
+    r = audit_modes(half, modes_of([np.array([0])]), per_mode=512, seed=0, threshold=0.5, show_progress=False).row(0, named=True)
+    assert r["exact"] and r["audit_rate"] > 0.5 and not r["confirmed"]
     assert (r["explored_rate"], r["explored_lo"], r["explored_hi"]) == (0.6, 0.55, 0.65)  # the landscape's, repeated
 
 
@@ -115,6 +125,9 @@ def test_failfade_modes_shows_the_audit_beside_the_explored_rate(tmp_path):
     run = lambda: CliRunner().invoke(main, ["modes", "t", "--results", str(tmp_path / "results")], env={"COLUMNS": "250"})  # noqa: E731
     r = run()
     assert r.exit_code == 0 and "audited rate" not in r.output and "not written yet" in r.output, r.output
+    pl.DataFrame(schema=COLUMNS).write_csv(land / "modes_audit.csv")  # audit.queries_per_mode: 0
+    r = run()
+    assert r.exit_code == 0 and "audited rate" not in r.output and "queries_per_mode` is 0" in r.output, r.output
     audit = audit_modes(task, modes, per_mode=64, seed=5, threshold=0.5, show_progress=False)
     audit.write_csv(land / "modes_audit.csv")
     r = run()
@@ -124,9 +137,13 @@ def test_failfade_modes_shows_the_audit_beside_the_explored_rate(tmp_path):
     audit.reverse().write_csv(land / "modes_audit.csv")  # an audit of other modes (an earlier landscape's)
     r = run()
     assert r.exit_code == 0 and "audited rate" not in r.output and "from an earlier landscape" in r.output, r.output
-    (land / "modes_audit.csv").write_text("not,an\naudit")
+    audit.with_columns(explored_rate=pl.col("explored_rate") + 0.1).write_csv(land / "modes_audit.csv")  # same selectors
     r = run()
-    assert r.exit_code != 0 and "modes_audit.csv" in r.output, r.output
+    assert r.exit_code == 0 and "audited rate" not in r.output and "from an earlier landscape" in r.output, r.output
+    for garbled in ("not,an\naudit", audit.write_csv().replace("0.", "x.", 1)):  # wrong columns; a rate that is no number
+        (land / "modes_audit.csv").write_text(garbled)
+        r = run()
+        assert r.exit_code != 0 and "modes_audit.csv" in r.output and "Traceback" not in r.output, r.output
 
 
 def test_the_stage_writes_an_empty_table_without_the_model_when_switched_off(tmp_path):
@@ -168,7 +185,8 @@ def test_the_same_pairs_are_scored_for_both_models_and_the_whole_region_is_exact
     truth_pre, truth_post = pre.F[:, cells].mean(), post.F[:, cells].mean()
     assert whole["exact"] and whole["queries"] == whole["pairs"] == 900 and whole["cells"] == 3
     assert whole["pre"] == pytest.approx(truth_pre) and whole["post"] == pytest.approx(truth_post)
-    assert whole["change_ci"] == [whole["change"]] * 2 and whole["relative_change_ci"] == [whole["relative_change"]] * 2
+    assert whole["change_ci"][0] < whole["change"] < whole["change_ci"][1]  # the held-out inputs are still a sample
+    assert whole["relative_change_ci"][0] < whole["relative_change"] < whole["relative_change_ci"][1]
     flipped = pre.F[:, 3]
     assert (whole["newly_failing"], whole["newly_passing"]) == (int((~flipped).sum()), int(flipped.sum()))
     assert paired_sample_change(paired_sample(pre, post, cells, 0, seed=7))["queries"] == 0
@@ -197,6 +215,28 @@ def test_the_paired_change_on_sampled_pairs_holds_the_truth_at_its_level():
     assert 0.92 <= np.mean(held) <= 0.99, np.mean(held)
     assert 0.92 <= np.mean(held_rel) <= 0.99, np.mean(held_rel)
     assert np.mean(widths) < 0.09, np.mean(widths)  # unpaired, two rates near 0.6 on 256: about 0.17
+
+
+@pytest.mark.parametrize("p1, p2, n", [(0.05, 0.15, 2048), (0.02, 0.08, 2048), (0.10, 0.30, 512), (0.66, 0.16, 2048),
+                                       (0.30, 0.30, 256)])
+def test_the_relative_change_interval_holds_where_failures_rise_from_a_low_base(p1, p2, n):
+    """A rise from a low base is where dividing the change's interval by the rate before failed (it
+    held the truth 66-71% of the time): the paired log-ratio interval holds it at about its level."""
+    from failfade.audit import PAIR_COLUMNS, paired_sample_change
+
+    rng = np.random.default_rng(int(1000 * p1 + 10 * p2))
+    held = []
+    for _ in range(400):
+        a = rng.random(n) < p1
+        if p2 >= 0.7 * p1:  # most pairs keep their outcome; the rest draw anew at the rate that gives p2
+            b = np.where(rng.random(n) < 0.7, a, rng.random(n) < (p2 - 0.7 * p1) / 0.3)
+        else:  # a large drop: a pair fails after only if it failed before, at the ratio's rate
+            b = a & (rng.random(n) < p2 / p1)
+        pairs = pl.DataFrame({"input": np.arange(n), "cell": np.zeros(n, np.int64), "failure_pre": a, "failure_post": b,
+                              "region_cells": np.ones(n, np.int64), "region_pairs": np.full(n, 10 * n)}, schema=PAIR_COLUMNS)
+        lo, hi = paired_sample_change(pairs)["relative_change_ci"]
+        held.append(lo <= p2 / p1 - 1 <= hi)
+    assert 0.92 <= np.mean(held) <= 0.99, np.mean(held)
 
 
 def test_shift_reports_the_fresh_pairs_and_the_guard_reads_them():

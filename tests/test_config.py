@@ -41,7 +41,8 @@ def test_defaults_filled():
     assert exp["data"] == {"source": "builtin:digits", "image_size": 32, "heldout_fraction": 0.3, "validation_fraction": 0.15,
                            "cache_dir": "resources/cache/images", "crop": None}
     assert exp["audit"] == {"queries_per_mode": 512}
-    assert exp["groundtruth"] == {"cache": True} and exp["shift"] == {"bootstrap": 200, "guard": "warn", "probes": []}
+    assert exp["groundtruth"] == {"cache": True} and exp["shift"] == {"bootstrap": 200, "guard": "warn", "probes": [],
+                                                                  "other_pairs": 2048}
     assert exp["mitigate"]["early_stopping"] is True and exp["mitigate"]["max_clean_drop"] == 0.005
     assert exp["model"]["source"] == "builtin:digits-cnn"
     assert exp["concepts"][0]["unit"] == ""  # defaults inside list items too
