@@ -307,40 +307,46 @@ def stage_probes(exp: dict, pre_model_dir: Path, post_model_dir: Path, out_csv: 
     conf = exp["landscape"]["confidence"]
     spaces = check_probes(probes, fam.transforms, ranges=fam.level_ranges) if probes else []
     plan = read_plan(plan_path) if plan_path is not None else {"fix": []}
-    fixed = targeted_spaces(space_of(exp), plan)
-    pre, n = fam.probe_failures(exp, Path(pre_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
-    post, _ = fam.probe_failures(exp, Path(post_model_dir), spaces + fixed) if spaces or fixed else ([], 0)
+    space = space_of(exp)
+    fixed = targeted_spaces(space, plan)
+    others = np.setdiff1d(np.arange(space.n_cells), [int(f["cell"]) for f in plan["fix"]])
+    sample_others = other_csv is not None and exp.get("shift", {}).get("other_pairs", 0) > 0 and len(others) > 0
+    tasks = []  # each model's task, built once for the probes, the fixed cells and the other cells' sample
+    if spaces or fixed or sample_others:
+        use_cache = cache_dir if sample_others and exp.get("explore", {}).get("cache", True) else None
+        tasks = [build_task(exp, Path(d), use_cache) for d in (pre_model_dir, post_model_dir)]
+    pre, post, n = [], [], 0
+    if spaces or fixed:  # every held-out input, straight through the model (the outcome cache keeps grid cells only)
+        (pre, n), (post, _) = (fam.probe_failures(t.task if isinstance(t, CachedTask) else t, spaces + fixed) for t in tasks)
     k = len(spaces)
     on_probes, on_cells = paired_counts(pre[:k], post[:k]), paired_counts(pre[k:], post[k:])
     table = probe_table(probes, spaces, n=n, confidence=conf, **on_probes) if probes else pl.DataFrame(schema=COLUMNS)
     table.write_csv(out_csv)
     if targeted_csv is not None:
-        targeted_table(space_of(exp), plan, n=n, confidence=conf, **on_cells).write_csv(targeted_csv)
+        targeted_table(space, plan, n=n, confidence=conf, **on_cells).write_csv(targeted_csv)
     if inputs_csv is not None:
         input_table(pre[k:], post[k:]).write_csv(inputs_csv)
     if other_csv is not None:
-        other_pairs(exp, pre_model_dir, post_model_dir, plan, cache_dir).write_csv(other_csv)
+        other_pairs(exp, tasks, others).write_csv(other_csv)
     return table
 
 
-def other_pairs(exp: dict, pre_model_dir: Path, post_model_dir: Path, plan: dict, cache_dir: Path | None = None) -> pl.DataFrame:
-    """The untargeted cells' sample for shift.json's `other_heldout` (empty when `shift.other_pairs`
-    is 0 or the plan fixes every cell)."""
+def other_pairs(exp: dict, tasks: list, cells: np.ndarray) -> pl.DataFrame:
+    """The untargeted cells' sample for shift.json's `other_heldout`: `shift.other_pairs` pairs of
+    `cells` (those the plan does not fix) x held-out inputs, scored by both models' `tasks` (before,
+    after; through the outcome cache when they are CachedTasks). Empty when the size is 0 or there
+    are no such cells."""
     from failfade.audit import PAIR_COLUMNS, paired_sample
 
     size = exp.get("shift", {}).get("other_pairs", 0)
-    space = space_of(exp)
-    other = np.setdiff1d(np.arange(space.n_cells), [int(f["cell"]) for f in plan["fix"]])
-    if size == 0 or len(other) == 0:
+    if size == 0 or len(cells) == 0:
         return pl.DataFrame(schema=PAIR_COLUMNS)
-    use_cache = cache_dir if exp.get("explore", {}).get("cache", True) else None
-    tasks = [build_task(exp, Path(d), use_cache) for d in (pre_model_dir, post_model_dir)]
-    pairs = paired_sample(*tasks, other, size, substream(exp["seed"], OTHER_STREAM))
+    pairs = paired_sample(*tasks, cells, size, substream(exp["seed"], OTHER_STREAM))
     for t in tasks:
         if isinstance(t, CachedTask):
             t.save()
     log.info("other cells: %d pairs of %d cells x %d inputs scored before and after: %d newly failing, %d newly passing",
-             pairs.height, len(other), tasks[0].n_inputs, int((pairs["failure_post"] & ~pairs["failure_pre"]).sum()),
+             pairs.height, len(cells), tasks[0].n_inputs, int((pairs["failure_post"] & ~pairs["failure_pre"]).sum()),
              int((pairs["failure_pre"] & ~pairs["failure_post"]).sum()))
     return pairs
 

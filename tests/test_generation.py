@@ -369,7 +369,7 @@ def test_the_task_scores_queries_deterministically_and_probes_fixed_cells(digits
     np.testing.assert_allclose(b.delta, a.delta[[2, 0]], atol=1e-5)
     assert task.settings["judge"] == "attribute" and len(task.model_sha256) == 64
     (space,) = targeted_spaces(fam.space(exp), {"fix": [{"cell": 11}]})
-    counts, n = fam.probe_failures(exp, model_dir, [space])
+    counts, n = fam.probe_failures(task, [space])
     assert n == 4 and [c.tolist() for c in counts] == [a.failure.tolist()]  # the fixed cell, on every held-out seed
 
 

@@ -170,9 +170,12 @@ def test_stage_probes_writes_paired_counts(tmp_path, monkeypatch):
     class Family:
         transforms, level_ranges = TRANSFORMS, {}
 
-        def probe_failures(self, exp, model_dir, spaces):
+        def build_task(self, exp, model_dir):
+            return model_dir.name  # stands for the model's task
+
+        def probe_failures(self, task, spaces):
             assert len(spaces) == 2  # the probe, then the fixed cell
-            return ([before, cell_pre] if model_dir.name == "pre" else [after, cell_post]), n
+            return ([before, cell_pre] if task == "pre" else [after, cell_post]), n
 
     monkeypatch.setattr(pipeline, "family_of", lambda exp: Family())
     (tmp_path / "plan.json").write_text(json.dumps({"fix": [{"cell": 1, "weight": 1.0}]}))
@@ -267,7 +270,7 @@ def test_classification_probe_failures(tmp_path):
     fam = family_of(exp)
     spaces = check_probes([{"name": "identity", "apply": {"darken": 0.0}}, {"name": "black", "apply": {"darken": 1.0}}],
                           fam.transforms)
-    (identity, black), n = fam.probe_failures(exp, tmp_path / "model", spaces)
+    (identity, black), n = fam.probe_failures(fam.build_task(exp, tmp_path / "model"), spaces)
     assert n == card["heldout_inputs"]
     assert len(identity) == len(black) == n and identity.dtype == bool  # whether each held-out input failed
     assert identity.sum() == round((1 - card["heldout_clean_accuracy"]) * n)
@@ -285,8 +288,9 @@ def test_fixed_cells_scored_on_every_heldout_input_match_the_grid(tmp_path):
     stage_model(exp, tmp_path / "model", ROOT / "resources")
     space = space_of(exp)
     plan = {"fix": [{"cell": 1, "weight": 1.0}]}  # rotation 40
-    (outcomes,), n = family_of(exp).probe_failures(exp, tmp_path / "model", targeted_spaces(space, plan))
-    truth, _ = exhaustive(build_task(exp, tmp_path / "model"), exp["seed"], progress=False)
+    task = build_task(exp, tmp_path / "model")
+    (outcomes,), n = family_of(exp).probe_failures(task, targeted_spaces(space, plan))
+    truth, _ = exhaustive(task, exp["seed"], progress=False)
     cell = truth.filter(pl.col("cell") == 1).sort("input_id")
     assert outcomes.tolist() == cell["failure"].to_list() and n == cell.height  # input by input
     k = int(outcomes.sum())

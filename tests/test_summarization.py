@@ -364,7 +364,10 @@ def test_probe_failures_match_a_task_built_per_probe(tmp_path):
     stage_model(exp, tmp_path / "model", tmp_path / "res")
     fam = family_of(exp)
     spaces = check_probes([{"name": "a", "apply": {"typo": 0.5}}, {"name": "b", "apply": {"distractors": 3}}], fam.transforms)
-    counts, n = fam.probe_failures(exp, tmp_path / "model", spaces)
+    grid_task = fam.build_task(exp, tmp_path / "model")
+    grid, cells = grid_task.space, grid_task.n_cells
+    counts, n = fam.probe_failures(grid_task, spaces)
+    assert grid_task.space is grid and grid_task.n_cells == cells > 1  # the task the other stages use keeps its grid
     summarizer, _ = fam.load(exp, tmp_path / "model")
     reports = fam.splits(exp).heldout
     for space, k in zip(spaces, counts):

@@ -29,7 +29,7 @@ class CachedTask:
     def __init__(self, task, path: Path | None = None):
         self.task = task
         self.space, self.n_inputs, self.n_cells = task.space, task.n_inputs, task.n_cells
-        self.labels, self.observations = task.labels, task.observations
+        self.labels = task.labels  # observations and anything else task-specific: __getattr__, on first use
         shape = (task.n_inputs, task.n_cells)
         self.known = np.zeros(shape, dtype=bool)
         self.prediction = np.zeros(shape, dtype=np.int64)

@@ -19,10 +19,11 @@ what differs between, say, image classification and summarization, and do the re
   gallery(exp, queries, modes, path, per_mode, model_dir)
                              examples of each failure mode for people to look at (model_dir, when
                              given, is the explored model, for families that show its outputs)
-  probe_failures(exp, model_dir, probe_spaces) -> (per probe, whether each held-out input failed; inputs)
+  probe_failures(task, probe_spaces) -> (per probe, whether each held-out input failed; inputs)
                              off-grid probes: every held-out input under each one-cell probe space,
-                             in the same order for any model (the probes stage pairs the inputs
-                             before and after mitigation)
+                             scored by the model of `task` (one build_task gives it, so a model
+                             is loaded once per stage), in the same order for any model (the
+                             probes stage pairs the inputs before and after mitigation)
   thread_invariant           True when scoring does not depend on the torch thread count
   level_ranges               {transform: (lowest, highest)} level, where a transform has bounds
   word_transforms            the transforms whose levels are words (the rest take numbers)
@@ -70,7 +71,7 @@ class TaskFamily:
         shards (or a DataFrame): filter it before collecting, since a landscape may hold millions."""
         raise NotImplementedError
 
-    def probe_failures(self, exp: dict, model_dir, probe_spaces) -> tuple[list, int]:
+    def probe_failures(self, task, probe_spaces) -> tuple[list, int]:
         raise NotImplementedError
 
 

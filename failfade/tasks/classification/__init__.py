@@ -136,12 +136,11 @@ class ClassificationFamily(TaskFamily):
         mut = self.load(exp, model_dir)
         return ClassificationTask(mut, self.splits(exp, mut.card).heldout, self.space(exp))
 
-    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
+    def probe_failures(self, task, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
         from failfade.tasks.classification.data import batch_rows
         from failfade.tasks.classification.transforms import apply
 
-        mut = self.load(exp, model_dir)
-        inputs = self.splits(exp, mut.card).heldout
+        mut, inputs = task.mut, task.inputs
         labels = inputs.labels.numpy()
         out = []
         with torch.no_grad():

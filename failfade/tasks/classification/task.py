@@ -6,6 +6,8 @@ query fails exactly when the model's top-1 index differs from the label index.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -48,12 +50,18 @@ class ClassificationTask:
         # an ImageArray (a folder decoded to a uint8 file) stays on disk: each batch is read, then
         # moved to the model's device for the transforms
         self._labels_dev = torch.as_tensor(self.labels, device=mut.device)
-        # The explorer's observation: the model's own penultimate features of the clean input.
-        fb = batch_rows(inputs.images, batch_size)
-        feats = [mut.logits_and_features(inputs.images[s : s + fb])[1] for s in range(0, self.n_inputs, fb)]
-        self.observations = standardize(torch.cat(feats).cpu().numpy())
+        self._feature_batch = batch_rows(inputs.images, batch_size)
         # the model is fixed while it is explored: score through its frozen inference graph
         self._forward = mut.scoring_forward(inputs.images[: min(3, self.n_inputs)])
+
+    @functools.cached_property
+    def observations(self) -> np.ndarray:
+        """The explorer's observation: the model's own penultimate features of each clean input.
+        Computed on first use: only exploration needs it, and it is a forward pass over the whole
+        held-out split (the audit, probe and shift stages score without it)."""
+        images, fb = self.inputs.images, self._feature_batch
+        feats = [self.mut.logits_and_features(images[s : s + fb])[1] for s in range(0, self.n_inputs, fb)]
+        return standardize(torch.cat(feats).cpu().numpy())
 
     def render(self, input_ids, cells) -> torch.Tensor:
         idx = torch.as_tensor(np.asarray(input_ids))

@@ -243,19 +243,18 @@ class GenerationFamily(TaskFamily):
         task.settings["precision"] = "fp16" if next(sampler.c.unet.parameters()).dtype == torch.float16 else "fp32"
         return task
 
-    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
+    def probe_failures(self, task, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
         """Every held-out seed under each one-cell space's prompt (generation knows no off-grid
         transforms: its probes are the fixed cells)."""
         from failfade.tasks.generation.pipeline import seed_of
         from failfade.tasks.generation.task import prompt_of
 
-        sampler, judge, _ = self.load(exp, model_dir)
-        n = exp["data"]["seeds"]
-        seeds = [seed_of(exp["seed"], i) for i in range(n)]
+        n = task.n_inputs
+        seeds = [seed_of(task.seed, i) for i in range(n)]
         counts = []
         for space in probe_spaces:
-            ps = [prompt_of(space, exp["data"]["template"], 0)] * n
-            counts.append(np.asarray(judge(sampler.generate(ps, seeds), ps)[2], bool))
+            ps = [prompt_of(space, task.template, 0)] * n
+            counts.append(np.asarray(task.judge(task.sampler.generate(ps, seeds), ps)[2], bool))
         return counts, n
 
     def fresh_seed_check(self, exp: dict, pre_dir: Path, post_dir: Path, plan: dict, n_seeds: int) -> dict:

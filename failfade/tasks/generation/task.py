@@ -11,11 +11,13 @@ noise and asks the judge about the image. Judges (`judges.py`) return, per image
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from failfade.concepts import ConceptSpace
-from failfade.numerics import keeps_denormals
+from failfade.numerics import denormals_kept, keeps_denormals
 from failfade.tasks import Outcomes, standardize
 from failfade.tasks.generation.pipeline import Sampler, seed_of
 
@@ -36,9 +38,15 @@ class GenerationTask:
         self.labels = np.full(self.n_inputs, -1, dtype=np.int64)  # a seed has no reference label
         self.prompts = [prompt_of(space, template, c) for c in range(self.n_cells)]
         self.device = sampler.device
-        # the explorer's view of a seed: the judge's embedding of what the seed gives with no prompt
+
+    @functools.cached_property
+    def observations(self) -> np.ndarray:
+        """The explorer's view of a seed: the judge's embedding of what the seed gives with no
+        prompt. Computed on first use: only exploration needs it, and it costs one image per seed
+        (the audit, probe and shift stages score without it)."""
         seeds = [seed_of(self.seed, i) for i in range(self.n_inputs)]
-        self.observations = standardize(self.judge.embed(sampler.generate([""] * self.n_inputs, seeds)))
+        with denormals_kept():
+            return standardize(self.judge.embed(self.sampler.generate([""] * self.n_inputs, seeds)))
 
     def render(self, input_ids, cells) -> torch.Tensor:
         ids, cells = np.asarray(input_ids), np.asarray(cells)

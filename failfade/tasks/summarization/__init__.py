@@ -123,18 +123,15 @@ class SummarizationFamily(TaskFamily):
             task.settings["prefix"] = summarizer.prefix
         return task
 
-    def probe_failures(self, exp: dict, model_dir: Path, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
-        from failfade.tasks.summarization.task import SummarizationTask
-
-        summarizer, card = self.load(exp, model_dir)
-        reports = self.splits(exp).heldout
-        counts, task = [], None
+    def probe_failures(self, task, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
+        """Each one-cell space scored on every held-out report by a view of `task` with that space:
+        the clean summaries it holds are the same for every probe."""
+        n, counts = task.n_inputs, []
         for space in probe_spaces:
-            if task is None:  # the clean summaries are the same for every probe: generate them once
-                task = SummarizationTask(summarizer, reports, space, exp["seed"], exp["model"]["epsilon"])
-            task.space, task.n_cells = space, space.n_cells
-            counts.append(np.asarray(task.score(np.arange(len(reports)), np.zeros(len(reports), dtype=np.int64)).failure, bool))
-        return counts, len(reports)
+            view = copy.copy(task)
+            view.space, view.n_cells = space, space.n_cells
+            counts.append(np.asarray(view.score(np.arange(n), np.zeros(n, dtype=np.int64)).failure, bool))
+        return counts, n
 
     # --- restructure -------------------------------------------------------------------------------------
 

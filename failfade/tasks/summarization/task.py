@@ -10,12 +10,14 @@ the perturbed output lost (−1 for documents without facts). Generation is batc
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from rouge_score import rouge_scorer
 
 from failfade.concepts import ConceptSpace
-from failfade.numerics import keeps_denormals
+from failfade.numerics import denormals_kept, keeps_denormals
 from failfade.tasks import Outcomes, standardize
 from failfade.tasks.summarization.corpus import Report, facts_kept
 from failfade.tasks.summarization.data import digest
@@ -93,7 +95,13 @@ class SummarizationTask:
         self.data_digest = digest(reports)  # what the held-out documents are (the outcome cache's key)
         self.clean_outputs = summarizer.summarize([r.document for r in reports])
         self.clean_rouge = rouge_l(self.clean_outputs, self.references)
-        self.observations = standardize(summarizer.embed([r.document for r in reports]))
+
+    @functools.cached_property
+    def observations(self) -> np.ndarray:
+        """The explorer's view of a document: the model's embedding of the clean text. Computed on
+        first use: only exploration needs it (the audit, probe and shift stages score without it)."""
+        with denormals_kept():
+            return standardize(self.summarizer.embed([r.document for r in self.reports]))
 
     def documents(self, input_ids, cells) -> list[str]:
         return [perturb_cell(self.space, self.reports[i], c, self.seed, i) for i, c in zip(input_ids, cells)]
