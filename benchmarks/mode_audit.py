@@ -47,7 +47,8 @@ def main():
     import torch
 
     torch.set_num_threads(2)
-    from failfade.audit import audit_modes, mode_cells
+    from failfade.audit import audit_modes
+    from failfade.slices import cells_of
     from failfade.config import load
     from failfade.explore.search import exhaustive, explore, substream
     from failfade.landscape import summarize
@@ -73,7 +74,7 @@ def main():
         _, modes, _ = summarize(task.space, q, tau, conf, ls)
         audit = audit_modes(table, modes, per_mode, substream(seed, AUDIT_STREAM), tau, conf, show_progress=False)
         for m, a in zip(modes.iter_rows(named=True), audit.iter_rows(named=True)):
-            t = F[:, mode_cells(m["cells"])].mean()
+            t = F[:, cells_of(m["cells"])].mean()
             rows.append({"seed": seed, "selector": m["selector"], "truth": t, "explored": a["explored_rate"],
                          "explored_lo": a["explored_lo"], "explored_hi": a["explored_hi"], "audit": a["audit_rate"],
                          "audit_lo": a["audit_lo"], "audit_hi": a["audit_hi"], "exact": a["exact"],

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from failfade.progress import progress
+from failfade.slices import cells_of
 from failfade.stats import wilson_interval
 
 COLUMNS = {
@@ -30,11 +31,6 @@ COLUMNS = {
     "audit_queries": pl.Int64, "audit_failures": pl.Int64, "audit_rate": pl.Float64, "audit_lo": pl.Float64,
     "audit_hi": pl.Float64, "exact": pl.Boolean, "confirmed": pl.Boolean,
 }
-
-
-def mode_cells(text: str) -> np.ndarray:
-    """A mode's cells from the `cells` column of failure_modes (space-separated ids)."""
-    return np.asarray([int(c) for c in str(text).split()], dtype=np.int64)
 
 
 def draw_pairs(n_inputs: int, cells: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -66,10 +62,10 @@ def audit_modes(task, modes: pl.DataFrame, per_mode: int, seed: int, threshold: 
         raise ValueError(f"audit: per_mode must be at least 1, got {per_mode}")
     rng = np.random.default_rng(seed)
     rows = []
-    total = sum(min(per_mode, len(mode_cells(t)) * task.n_inputs) for t in modes["cells"].to_list())
+    total = sum(min(per_mode, len(cells_of(t)) * task.n_inputs) for t in modes["cells"].to_list())
     bar = progress(total=total, desc="audit", unit="query", disable=not show_progress)
     for r in modes.iter_rows(named=True):
-        cells = mode_cells(r["cells"])
+        cells = cells_of(r["cells"])
         ids, cs, exact = draw_pairs(task.n_inputs, cells, per_mode, rng)
         failed = 0
         for s in range(0, len(ids), chunk):

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from failfade.concepts import ConceptSpace
+from failfade.slices import cells_of, cells_text
 from failfade.stats import (cell_counts, rates_from_sums, stabilized_propensity, variance_from_sums, weight_sums,
                             wilson_interval)
 
@@ -157,7 +158,7 @@ def components(space: ConceptSpace, cells: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame({"component": np.arange(1, len(comps) + 1, dtype=np.int32),
                          "n_cells": [len(c) for c in comps], "failures": [int(k[c].sum()) for c in comps],
                          "selector": [selector_for(space, c) if boxes <= 20_000 else "" for c in comps],
-                         "cells": [" ".join(map(str, c)) for c in comps]},
+                         "cells": [cells_text(c) for c in comps]},
                         schema={"component": pl.Int32, "n_cells": pl.Int64, "failures": pl.Int64, "selector": pl.Utf8,
                                 "cells": pl.Utf8})
 
@@ -199,7 +200,7 @@ def mode_of_cells(n_cells: int, modes: pl.DataFrame) -> np.ndarray:
     best one (the cells table's `mode` column, and what the rating sheet groups by)."""
     mode_of = np.zeros(n_cells, dtype=np.int32)
     for m, text in zip(modes["mode"].to_list()[::-1], modes["cells"].to_list()[::-1]):  # the best mode wins
-        mode_of[[int(c) for c in text.split()]] = m
+        mode_of[cells_of(text)] = m
     return mode_of
 
 
@@ -224,7 +225,7 @@ def write_database(db_path: Path, queries: pl.DataFrame | Path | list, cells: pl
         con.register("modes_df", modes.to_arrow())
         con.execute("CREATE TABLE cells AS SELECT * FROM cells_df")
         con.execute("CREATE TABLE failure_modes AS SELECT * FROM modes_df")
-        pairs = [(int(m), int(c)) for m, text in zip(modes["mode"], modes["cells"]) for c in text.split()]
+        pairs = [(int(m), int(c)) for m, text in zip(modes["mode"], modes["cells"]) for c in cells_of(text)]
         con.register("mode_cells_df", pl.DataFrame(pairs, schema={"mode": pl.Int32, "cell": pl.Int32}, orient="row").to_arrow())
         con.execute("CREATE TABLE mode_cells AS SELECT * FROM mode_cells_df")
         if comps is not None:

@@ -21,6 +21,7 @@ from failfade.explore.search import exhaustive, explore, substream
 from failfade.feedback import mitigation_plan, read_feedback, read_plan, write_plan
 from failfade.landscape import components, feedback_template, read_table, summarize, write_database
 from failfade.shift import compare, markdown
+from failfade.slices import cells_of
 from failfade.tasks.cache import CachedTask, fingerprint
 from failfade.tasks.family import TaskFamily, family
 
@@ -173,7 +174,7 @@ def slices_against_truth(exp: dict, truth_q: pl.DataFrame, explored: pl.DataFram
     def share_covered(mode_cells) -> float:
         inside = np.zeros(space.n_cells, dtype=bool)
         for text in mode_cells:
-            inside[[int(c) for c in text.split()]] = True
+            inside[cells_of(text)] = True
         return float((failing & inside).sum() / failing.sum()) if failing.any() else float("nan")
 
     return {

@@ -51,6 +51,16 @@ from failfade.concepts import ConceptSpace
 from failfade.stats import wilson_interval
 
 
+def cells_text(cells) -> str:
+    """Cell ids as a `cells` column holds them (failure modes, components): space-separated."""
+    return " ".join(str(int(c)) for c in cells)
+
+
+def cells_of(text) -> np.ndarray:
+    """The cell ids of one `cells` entry (cells_text's inverse)."""
+    return np.asarray([int(c) for c in str(text).split()], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class SliceParams:
     threshold: float = 0.5  # τ
@@ -344,7 +354,7 @@ def _modes_frame(found, space: ConceptSpace, cells: pl.DataFrame | None = None) 
             # no term: the whole grid, which the feedback's `*` selects
             "description": " and ".join(words) or "every cell",
             "selector": " & ".join(space.axes[j].range_condition(lo, hi) for j, lo, hi in terms) or "*",
-            "cells": " ".join(str(c) for c in idx),
+            "cells": cells_text(idx),
         })
     return pl.DataFrame(rows, schema=MODE_SCHEMA)
 
@@ -355,7 +365,7 @@ def coverage(cells: pl.DataFrame, modes: pl.DataFrame) -> dict:
     k = cells["failures"].to_numpy()
     inside = np.zeros(cells.height, dtype=bool)
     for text in modes["cells"]:
-        inside[[int(c) for c in text.split()]] = True
+        inside[cells_of(text)] = True
     return {
         "modes": modes.height, "failing_cells": int(failing.sum()), "failing_cells_covered": int((failing & inside).sum()),
         "failing_cell_share": float((failing & inside).sum() / failing.sum()) if failing.any() else float("nan"),
