@@ -440,7 +440,11 @@ def markdown(result: dict, experiment: str) -> str:
             lines.append(f"| {p['probe']} | {_pct(p['failure_rate_pre'])} | {_pct(p['failure_rate_post'])} | "
                          f"{_signed_pt(p['delta'])} [{_ci([p['delta_lo'], p['delta_hi']], signed=True)}] | {moved} | {verdict} |")
         worse = [p["probe"] for p in result["probes"] if p["significantly_worse"]]
-        lines += ["", f"- Probes significantly worse: **{len(worse)}**" + (": " + ", ".join(worse) + "." if worse else ".")]
+        guarded = result.get("guard", {}).get("probes_significantly_worse", [])
+        lines += ["", f"- Probes significantly worse, each at {conf} alone (the table's verdicts): **{len(worse)}**"
+                  + (": " + ", ".join(worse) + "." if worse else "."),
+                  f"- Of those, {conf} family-wise over the {len(result['probes'])} probes (what the guard counts): "
+                  f"**{len(guarded)}**" + (": " + ", ".join(guarded) + "." if guarded else ".")]
     lines += [
         "",
         "## Why not the paper's distance",

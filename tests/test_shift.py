@@ -286,10 +286,14 @@ def test_the_guard_trips_on_a_probe_worse_on_the_same_inputs():
     assert "probes significantly worse: occlusion 0.3" in page.splitlines()[2]
     assert "| occlusion 0.3 | 46.4% | 54.0% | +7.6 pt [+5.0 to +10.2 pt] | 47 / 6 | **worse** |" in page
     assert "Newcombe's paired interval" in page and "unpaired one" not in page
+    assert "- Probes significantly worse, each at 95% alone (the table's verdicts): **1**: occlusion 0.3." in page
+    assert "- Of those, 95% family-wise over the 7 probes (what the guard counts): **1**: occlusion 0.3." in page
     res, _ = compare(SPACE3, pre, fine, plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0, probes=_probes(paired=False))
     assert not res["guard"]["tripped"]  # the unpaired interval is too wide to see it family-wise
     page = markdown(res, "x")
     assert "| n/a (unpaired interval) | **worse** |" in page and "Rows without the counts" in page
+    # the table's verdict (95% alone) and the guard's count (family-wise) differ here: the page says both
+    assert "(the table's verdicts): **1**: occlusion 0.3." in page and "(what the guard counts): **0**." in page
 
 
 SPACE5 = ConceptSpace([Axis("rotation", "rotate", (0.0, 10.0, 20.0, 30.0, 40.0), "°"),
