@@ -21,8 +21,9 @@ what differs between, say, image classification and summarization, and do the re
                              given, is the explored model, for families that show its outputs)
   probe_failures(task, probe_spaces) -> (per probe, whether each held-out input failed; inputs)
                              off-grid probes: every held-out input under each one-cell probe space,
-                             scored by the model of `task` (one build_task gives it, so a model
-                             is loaded once per stage), in the same order for any model (the
+                             scored by the model of `task`: the family's own build_task result,
+                             not the outcome cache's wrapper (probes are off the grid), so a
+                             stage loads a model once; in the same order for any model (the
                              probes stage pairs the inputs before and after mitigation)
   thread_invariant           True when scoring does not depend on the torch thread count
   level_ranges               {transform: (lowest, highest)} level, where a transform has bounds

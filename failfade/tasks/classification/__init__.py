@@ -187,12 +187,13 @@ class ClassificationFamily(TaskFamily):
                 model_dir: Path | None = None) -> None:
         """Failing held-out inputs of the largest modes, as rendered images with true → predicted class."""
         from failfade.plots import gallery
+        from failfade.slices import cells_of
         from failfade.tasks.classification.transforms import apply
 
         heldout, space = self.splits(exp).heldout, self.space(exp)
         rows = []
         for m in modes.head(8).iter_rows(named=True):
-            mode_cells = [int(c) for c in m["cells"].split()]
+            mode_cells = cells_of(m["cells"]).tolist()
             fails = queries.lazy().filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(per_mode).collect()
             if fails.height == 0:
                 continue

@@ -180,13 +180,14 @@ class SummarizationFamily(TaskFamily):
         """One failing example per mode (up to 6): the clean document, the perturbed one with its
         edits marked, the reference, the summaries of both (with the model), and what was lost."""
         from failfade.plots import text_gallery
+        from failfade.slices import cells_of
         from failfade.tasks.summarization.transforms import mark_edits, perturb_cell
 
         reports, space = self.splits(exp).heldout, self.space(exp)
         summarizer = self.load(exp, model_dir)[0] if model_dir is not None else None
         rows = []
         for m in modes.head(6).iter_rows(named=True):
-            mode_cells = [int(c) for c in m["cells"].split()]
+            mode_cells = cells_of(m["cells"]).tolist()
             fails = queries.lazy().filter(pl.col("failure") & pl.col("cell").is_in(mode_cells)).head(1).collect()
             for q in fails.iter_rows(named=True):
                 r = reports[q["input_id"]]
