@@ -481,6 +481,8 @@ def test_the_checkpoints_prefix_starts_every_encoded_document_inside_the_limit(t
     rec.seen.clear()
     reports = make_corpus(3, 0)
     task = SummarizationTask(summarizer, reports, SPACE, 0, 0.15)
+    assert len([t for batch in rec.seen for t in batch]) == 3  # the clean summaries; the embeddings wait for first use
+    task.observations  # what exploration reads first: the embeddings
     task.score(np.array([0, 1, 2]), np.array([0, SPACE.n_cells - 1, 5]))
     texts = [t for batch in rec.seen for t in batch]
     assert len(texts) == 3 + 3 + 3  # clean summaries, embeddings, scored queries
