@@ -16,6 +16,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.explore.search import exhaustive, explore, substream
 from failfade.feedback import mitigation_plan, read_feedback, read_plan, write_plan
@@ -213,6 +214,17 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], model_dir: P
     heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({int(cells['queries'].sum())} queries)")
     family_of(exp).gallery(exp, scan_queries(paths), modes, out["gallery"], ls["gallery_per_mode"], model_dir)
     return modes
+
+
+def stage_rating_sheet(exp: dict, model_dir: Path, db_path: Path, out_dir: Path) -> None:
+    """Text-to-image: the images people rate (rating_sheet.html, ratings_template.csv) and the judge's
+    verdicts on them (sheet_judged.csv), in out_dir, grouped by the landscape's failure modes."""
+    fam = family_of(exp)
+    if not hasattr(fam, "rating_sheet"):
+        raise FailfadeError(f"task {exp['task']!r}: people rate images only in text-to-image experiments "
+                            "(task: generation); the other tasks' feedback is feedback_template.csv")
+    fam.rating_sheet(exp, read_table(db_path, "cells"), read_table(db_path, "failure_modes"), Path(out_dir),
+                     Path(model_dir))
 
 
 def stage_audit(exp: dict, model_dir: Path, db_path: Path, out_csv: Path, cache_dir: Path | None = None,

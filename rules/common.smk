@@ -33,6 +33,10 @@ def _warn_missing_weights():
 _warn_missing_weights()
 
 
+# the text-to-image experiments (their own rule: rating_sheet); a regex that matches no name if none
+GENERATION = "|".join(e for e, exp in config["experiments"].items() if exp["task"] == "generation") or "(?!)"
+
+
 wildcard_constraints:
     experiment="|".join(config["experiments"]),
     shard=r"[1-9][0-9]*",
@@ -73,6 +77,12 @@ def explore_cfg(wildcards):
 
 def landscape_cfg(wildcards):
     return exp_cfg(wildcards, "seed", "data", "model", "concepts", "landscape")
+
+
+def rating_sheet_cfg(wildcards):
+    # the prompts (data.template, concepts), the images' seeds and the model that draws and judges them;
+    # the modes come in with landscape.duckdb
+    return exp_cfg(wildcards, "seed", "data", "model", "concepts")
 
 
 def audit_cfg(wildcards):
@@ -133,8 +143,18 @@ def shard_queries(stage):
     return inner
 
 
-def feedback_csv(wildcards):
-    return config["experiments"][wildcards.experiment]["feedback"]
+def feedback_inputs(wildcards):
+    """The feedback file, and for ratings of a text-to-image experiment the rating sheet's image ids
+    and the judge's verdicts on them (the ratings are checked against the one, compared with the other)."""
+    exp = config["experiments"][wildcards.experiment]
+    out = {"feedback": exp["feedback"]}
+    if exp["task"] == "generation":
+        import failfade.tasks.generation.ratings
+
+        if failfade.tasks.generation.ratings.is_ratings(Path(exp["feedback"])):
+            landscape = f"{R}/{wildcards.experiment}/landscape"
+            out.update(sheet=f"{landscape}/ratings_template.csv", judged=f"{landscape}/sheet_judged.csv")
+    return out
 
 
 def gpus(wildcards):
@@ -160,7 +180,8 @@ def final_outputs():
     out = []
     for e in EXPERIMENTS:
         exp = config["experiments"][e]
-        stages = list(UPSTREAM) + (["groundtruth"] if exp["explore"]["groundtruth"] else [])
+        stages = (list(UPSTREAM) + (["rating_sheet"] if exp["task"] == "generation" else [])
+                  + (["groundtruth"] if exp["explore"]["groundtruth"] else []))
         if feedback_ready(e):
             stages += DOWNSTREAM
         else:

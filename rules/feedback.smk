@@ -1,6 +1,6 @@
 rule feedback:
     input:
-        feedback=feedback_csv,
+        unpack(feedback_inputs),
         db=f"{R}/{{experiment}}/landscape/landscape.duckdb",
     output:
         plan=f"{R}/{{experiment}}/feedback/plan.json",

@@ -489,14 +489,19 @@ def explored_exhaustively(world: dict):
 
 
 def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):
+    from failfade.landscape import write_database
+    from failfade.pipeline import stage_rating_sheet
     from failfade.tasks.family import family
     from failfade.tasks.generation import ratings
 
     exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
     fam = family("generation")
-    task, queries, _, modes = explored_exhaustively(digits_world)
+    task, queries, cells, modes = explored_exhaustively(digits_world)
     fam.gallery(exp, queries, modes, tmp_path / "gallery.png", 4, model_dir)
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
+    assert not (tmp_path / "rating_sheet.html").exists()  # the rating sheet is a stage of its own
+    write_database(tmp_path / "landscape.duckdb", queries, cells, modes)
+    stage_rating_sheet(exp, model_dir, tmp_path / "landscape.duckdb", tmp_path)
     template = pl.read_csv(tmp_path / "ratings_template.csv", infer_schema=False)
     assert template.columns == ["image_id", "cell", "bias", "quality", "rater", "prompt"]
     assert template.height == 12 * 3 and template["image_id"][0].startswith("c")
@@ -511,25 +516,36 @@ def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):
 
 def test_the_rating_sheet_puts_a_cell_in_two_modes_under_the_landscapes_mode(digits_world, tmp_path, monkeypatch):
     """A cell that two failure modes hold belongs to the first (best) one in cells.csv and
-    landscape.duckdb; the rating sheet groups it the same way."""
-    from failfade.landscape import mode_of_cells
+    landscape.duckdb; the rating sheet, which reads the landscape's cells, groups it the same way."""
+    from failfade.landscape import mode_of_cells, summarize, write_database
+    from failfade.pipeline import stage_rating_sheet
     from failfade.tasks.family import family
     from failfade.tasks.generation import ratings
 
     exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
-    fam = family("generation")
     _, queries, _, _ = explored_exhaustively(digits_world)
     modes = pl.DataFrame({"mode": [1, 2], "selector": ["a", "b"], "description": ["first", "second"],
                           "cells": ["0 1 2", "2 3"]})
     assert mode_of_cells(12, modes).tolist() == [1, 1, 1, 2] + [0] * 8  # the landscape's: the best mode wins
+    space = family("generation").space(exp)
+    # the landscape's cells, with these modes' cells as the landscape stores them
+    cells = summarize(space, queries, 0.5, 0.95)[0].with_columns(pl.Series("mode", mode_of_cells(12, modes)))
+    write_database(tmp_path / "landscape.duckdb", queries, cells, modes)
     sheet = []
     write_sheet = ratings.write_sheet
     monkeypatch.setattr(ratings, "write_sheet", lambda *a, **k: sheet.extend(write_sheet(*a, **k)) or sheet)
-    fam.gallery(exp, queries, modes, tmp_path / "gallery.png", 1, model_dir)
+    stage_rating_sheet(exp, model_dir, tmp_path / "landscape.duckdb", tmp_path)
     assert {r["cell"]: r["mode"] for r in sheet} == dict(enumerate(mode_of_cells(12, modes).tolist()))
     page = (tmp_path / "rating_sheet.html").read_text()
     first, second = page.index("Failure mode 1: first"), page.index("Failure mode 2: second")
     assert first < page.index('data-cell="2"') < second < page.index('data-cell="3"')
+
+
+def test_only_a_text_to_image_experiment_has_a_rating_sheet(tmp_path):
+    from failfade.pipeline import stage_rating_sheet
+
+    with pytest.raises(FailfadeError, match=r"task 'classification': people rate images only in text-to-image"):
+        stage_rating_sheet({"task": "classification"}, tmp_path, tmp_path / "landscape.duckdb", tmp_path)
 
 
 # --- ratings: read, validate, aggregate, compare with the judge ----------------------------------------
@@ -569,6 +585,37 @@ def test_bad_ratings_are_named_by_file_and_line(tmp_path):
     assert "line 4" not in str(ei.value)
     with pytest.raises(FeedbackError, match="no row after the header has both a bias and a quality"):
         ratings.read_ratings(_write(tmp_path / "e.csv", ["c2-s0,2,,,ann", "c2-s1,2,,,"]), _space(), 4)
+
+
+def test_a_ratings_column_given_twice_is_refused(tmp_path):
+    """csv.DictReader keeps the later of two columns of one name: a quality of 1 (a failure) was
+    read as the 5 of a second quality column."""
+    from failfade.feedback import FeedbackError
+    from failfade.tasks.generation import ratings
+
+    path = tmp_path / "r.csv"
+    path.write_text("image_id,cell,bias,quality,rater,quality\nc1-s0,1,0,1,ann,5\n")
+    with pytest.raises(FeedbackError, match=r"line 1: column\(s\) \['quality'\] appear more than once"):
+        ratings.read_ratings(path, _space(), 4)
+
+
+@pytest.mark.parametrize("name, text, said", [
+    ("sheet_judged.csv", "", "empty"),
+    ("sheet_judged.csv", "image_id,cell,judge_failure,judge_delta\nc1-s0,1,true,0.5\nc1-s1,1,tr", "could not parse"),
+    ("sheet_judged.csv", "image_id,cell,judge_failure,judge_delta\nc1-s0,1,true,0.5\nc1-s1,1,,\n", "blank field"),
+    ("sheet_judged.csv", "image_id,cell,judge_failure,judge_delta\nc1-s0,1,maybe,0.5\n", ""),
+    ("ratings_template.csv", "id,cell\nc1-s0,1\n", "no column(s) ['image_id']"),
+])
+def test_a_broken_rating_sheet_file_is_named_with_the_command_that_rebuilds_it(tmp_path, name, text, said):
+    from failfade.tasks.generation import ratings
+
+    (tmp_path / name).write_text(text)
+    read = ratings.read_judged if name == ratings.JUDGED else ratings.sheet_ids
+    with pytest.raises(FailfadeError) as ei:
+        read(tmp_path)
+    msg = str(ei.value)
+    assert msg.startswith(f"{tmp_path / name}: cannot be read as the rating sheet's") and said in msg, msg
+    assert f"failfade run --forcerun {tmp_path / name}" in msg
 
 
 def test_ratings_csv_is_read_strictly_and_named_by_the_line_where_a_record_starts(tmp_path):
@@ -678,7 +725,7 @@ def test_ratings_need_the_landscapes_sheet_files(tmp_path):
     file (it used to drop the judge-rater comparison and the id check silently)."""
     from failfade.tasks.generation import ratings
 
-    with pytest.raises(FailfadeError, match=r"sheet_judged\.csv: missing .* rerun the landscape stage"):
+    with pytest.raises(FailfadeError, match=r"sheet_judged\.csv: missing .* a plain `failfade run` rebuilds it"):
         ratings.read_judged(tmp_path)
     with pytest.raises(FailfadeError, match=r"ratings_template\.csv: missing"):
         ratings.sheet_ids(tmp_path)
@@ -812,18 +859,16 @@ def test_a_person_rates_the_sheet_in_a_real_browser_and_the_feedback_stage_takes
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from failfade.pipeline import stage_feedback
     from failfade.landscape import write_database
-    from failfade.tasks.family import family
+    from failfade.pipeline import stage_feedback, stage_rating_sheet
 
     browser, driver_path = _chromium()
     exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
-    fam = family("generation")
     _, queries, cell_t, modes = explored_exhaustively(digits_world)
     land = tmp_path / "landscape"
     land.mkdir()
     write_database(land / "landscape.duckdb", queries, cell_t, modes)
-    fam.gallery(exp, queries, modes, land / "gallery.png", 4, model_dir)
+    stage_rating_sheet(exp, model_dir, land / "landscape.duckdb", land)
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser

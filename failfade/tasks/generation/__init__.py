@@ -398,10 +398,9 @@ class GenerationFamily(TaskFamily):
         captioned with the cell's failure rate as the landscape estimates it and, for the attribute
         judge, the share of its images whose digit the judge recognises (same weighting), so that an
         immature model is not read as bias; failure cells are outlined. Beside it: the rating sheet
-        (rating_sheet.html) and its CSV template (ratings_template.csv) for people to rate images."""
-        from failfade.landscape import cell_table, mode_of_cells
+        (`rating_sheet`, a stage of its own) for people to rate images."""
+        from failfade.landscape import cell_table
         from failfade.plots import sample_sheet
-        from failfade.tasks.generation import ratings
         from failfade.tasks.generation.pipeline import seed_of
 
         space, ls = self.space(exp), exp["landscape"]
@@ -420,7 +419,7 @@ class GenerationFamily(TaskFamily):
         if model_dir is None:
             sample_sheet({}, ["-"], ["-"], path, "The sample sheet needs the explored model")
             return
-        sampler, judge, _ = self.load(exp, model_dir)
+        sampler, _, _ = self.load(exp, model_dir)
         k = max(1, min(per_mode, 4, exp["data"]["seeds"]))
         images = sampler.generate([p for p in prompts for _ in range(k)],
                                   [seed_of(exp["seed"], i) for _ in prompts for i in range(k)])
@@ -437,10 +436,18 @@ class GenerationFamily(TaskFamily):
         sample_sheet(panels, list(dict.fromkeys(rows)), list(dict.fromkeys(cols)), path,
                      f"One sample sheet per cell ({k} held-out seeds each): the landscape's failure rate"
                      + ("" if digit is None else ", digit recognised by the judge") + "; failure cells in red")
-        # a cell in several modes goes under the landscape's mode for it (the first, best one), as in cells.csv
-        ratings.write_sheet(exp, space, prompts, queries, modes,
-                            cells.with_columns(pl.Series("mode", mode_of_cells(space.n_cells, modes))), sampler,
-                            Path(path).parent, self.rating_ids(exp), judge)
+
+    def rating_sheet(self, exp: dict, cells: pl.DataFrame, modes: pl.DataFrame, out_dir: Path, model_dir: Path) -> None:
+        """The images people rate, grouped by the landscape's failure modes (`cells` holds each cell's
+        `mode`: a cell in several modes goes under the first, best one, as in cells.csv):
+        rating_sheet.html, the same as ratings_template.csv to fill in a spreadsheet, and the judge's
+        verdicts on them (sheet_judged.csv), which the ratings are compared with."""
+        from failfade.tasks.generation import ratings
+
+        space = self.space(exp)
+        sampler, judge, _ = self.load(exp, model_dir)
+        ratings.write_sheet(exp, space, self.prompts(exp, space), modes, cells, sampler, Path(out_dir),
+                            self.rating_ids(exp), judge)
 
     def sheet_layout(self, space: ConceptSpace):
         """Rows: the last axis's words; columns: the other axes' combinations."""

@@ -1,6 +1,7 @@
 """People rate images, not cells: the rating sheet, the ratings CSV, and how ratings become a plan.
 
-The landscape stage writes, beside the sample sheet:
+The rating_sheet stage (text-to-image experiments) writes into the landscape folder, beside the
+sample sheet:
   rating_sheet.html      a self-contained page (images inlined) with the first few held-out seeds of
                          every cell, grouped by failure mode; each image has a bias and a quality
                          input; "Export" gives the ratings CSV (download, and shown in a text box)
@@ -88,8 +89,8 @@ def _png(img: np.ndarray, scale: int = 4) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def write_sheet(exp: dict, space: ConceptSpace, prompts: list[str], queries: pl.DataFrame, modes: pl.DataFrame,
-                cells: pl.DataFrame, sampler, out_dir: Path, seed_ids: list[int], judge=None) -> list[dict]:
+def write_sheet(exp: dict, space: ConceptSpace, prompts: list[str], modes: pl.DataFrame, cells: pl.DataFrame,
+                sampler, out_dir: Path, seed_ids: list[int], judge=None) -> list[dict]:
     """The rating sheet, its CSV template and the judge's verdicts on the sheet's images."""
     from failfade.tasks.generation.pipeline import seed_of
 
@@ -182,6 +183,9 @@ def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[s
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise FeedbackError(path, [f"line 1: a ratings CSV needs columns {list(COLUMNS)}; missing {missing}"])
+    repeated = sorted({h for h in header if h and header.count(h) > 1})
+    if repeated:  # csv.DictReader keeps the last of two columns of one name: a rating would be read from it alone
+        raise FeedbackError(path, [f"line 1: column(s) {repeated} appear more than once"])
     problems, rows, seen = [], [], {}
     for line, raw in records:
         if None in raw or None in raw.values():
@@ -344,22 +348,42 @@ def markdown(summary: dict) -> str:
 
 
 def _sheet_file(landscape_dir: Path, name: str) -> Path:
-    """A file the landscape stage writes with the rating sheet, which the feedback stage needs to
+    """A file the rating_sheet stage writes with the rating sheet, which the feedback stage needs to
     check the ratings' image ids and to compare the raters with the judge."""
     p = Path(landscape_dir) / name
     if not p.is_file():
-        raise FailfadeError(f"{p}: missing (the landscape stage writes it with the rating sheet; the ratings cannot "
-                            "be checked against the sheet or compared with the judge without it): rerun the landscape "
-                            "stage, e.g. snakemake --forcerun landscape")
+        raise FailfadeError(f"{p}: missing (the rating_sheet stage writes it with the rating sheet; the ratings cannot "
+                            "be checked against the sheet or compared with the judge without it): a plain "
+                            "`failfade run` rebuilds it")
     return p
 
 
+def _read_sheet_file(landscape_dir: Path, name: str, schema: dict) -> pl.DataFrame:
+    """One of the rating sheet's tables, with the columns (and types) it was written with; a
+    truncated or edited file is named with the command that rebuilds it."""
+    from failfade import unreadable
+
+    p = _sheet_file(landscape_dir, name)
+    try:
+        table = pl.read_csv(p, schema_overrides=schema)
+        if missing := [c for c in schema if c not in table.columns]:
+            raise ValueError(f"no column(s) {missing}")
+        table = table.select(list(schema))
+        if table.null_count().sum_horizontal().item():
+            raise ValueError("a row with a blank field")
+        return table
+    except (pl.exceptions.PolarsError, ValueError) as e:
+        raise unreadable(p, e, "the rating sheet's " + ("verdicts of the judge" if name == JUDGED else "image list")) from None
+
+
 def read_judged(landscape_dir: Path) -> pl.DataFrame:
-    return pl.read_csv(_sheet_file(landscape_dir, JUDGED))
+    return _read_sheet_file(landscape_dir, JUDGED, {"image_id": pl.String, "cell": pl.Int64, "judge_failure": pl.Boolean,
+                                                   "judge_delta": pl.Float64})
 
 
 def sheet_ids(landscape_dir: Path) -> set[str]:
-    return set(pl.read_csv(_sheet_file(landscape_dir, "ratings_template.csv"), infer_schema=False)["image_id"].to_list())
+    return set(_read_sheet_file(landscape_dir, "ratings_template.csv", {"image_id": pl.String, "cell": pl.Int64})
+               ["image_id"].to_list())
 
 
 def write_json(obj: dict, path: Path) -> None:
