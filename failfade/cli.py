@@ -301,23 +301,28 @@ def shift(experiment, results, check):
     """Print an experiment's before/after summary."""
     import json
 
-    if not check:
-        click.echo(_results(results, experiment, "shift", "shift.md").read_text())
-        return
-    path = _results(results, experiment, "shift", "shift.json")
-    try:
-        guard = json.loads(path.read_text())["guard"]
-    except (ValueError, KeyError, TypeError) as e:
-        from failfade import unreadable
+    from failfade import unreadable
 
-        raise unreadable(path, e, "a shift summary with a guard") from None
-    if not guard["tripped"]:
+    path = _results(results, experiment, "shift", "shift.json" if check else "shift.md")
+    try:
+        text = path.read_bytes().decode("utf-8")
+        if not check:
+            click.echo(text)
+            return
+        guard = json.loads(text)["guard"]
+        tripped, mode = guard["tripped"], guard["mode"]
+        if not isinstance(tripped, bool) or mode not in ("fail", "warn"):
+            raise ValueError(f"guard.tripped {tripped!r}, guard.mode {mode!r}")
+        broken = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v))}" for k, v in guard.items()
+                           if isinstance(v, list) and v)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise unreadable(path, e, "a shift summary with a guard" if check else "a shift report (UTF-8 text)") from None
+    if not tripped:
         click.echo(f"{experiment}: guard passed: no new failure cells; no untargeted cell, probe or "
                    "sample of the untargeted cells significantly worse")
         return
-    broken = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in guard.items() if isinstance(v, list) and v)
-    click.echo(f"{experiment}: guard tripped ({guard['mode']}): {broken}", err=True)
-    raise SystemExit(1 if guard["mode"] == "fail" else 0)
+    click.echo(f"{experiment}: guard tripped ({mode}): {broken}", err=True)
+    raise SystemExit(1 if mode == "fail" else 0)
 
 
 if __name__ == "__main__":

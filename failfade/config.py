@@ -6,6 +6,7 @@ An invalid config fails before any job runs, with the offending key named as a d
 from __future__ import annotations
 
 import copy
+import math
 from importlib import resources as ir
 from pathlib import Path
 
@@ -52,8 +53,24 @@ def _fill(node: dict, value, root: dict):
     return value
 
 
+def _non_finite(node, path: str = "") -> list[str]:
+    """The dotted paths of the NaN and infinite numbers in a config (YAML's .nan, .inf): JSON
+    Schema's bounds let them through (every comparison with NaN is false), and none is a setting."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{path or '(top level)'}: {node} is not a finite number"]
+    if isinstance(node, dict):
+        return [m for k, v in node.items() for m in _non_finite(v, f"{path}.{k}".lstrip("."))]
+    if isinstance(node, list):
+        return [m for i, v in enumerate(node) for m in _non_finite(v, f"{path}[{i}]")]
+    return []
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Return a validated copy of `config` with defaults filled in; raise naming the bad key."""
+    bad = _non_finite(config)
+    if bad:
+        raise FailfadeError(f"{source}: invalid configuration: " + "; ".join(bad[:5])
+                            + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""))
     sch = schema()
     validator = jsonschema.Draft202012Validator(sch)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

@@ -478,6 +478,25 @@ def test_guard_fail_mode_sets_the_exit_status(copy_of):
     assert proc.returncode == 0 and "guard tripped (warn)" in proc.stderr
 
 
+@pytest.mark.parametrize("name, content", [
+    ("shift.json", {"guard": 5}),
+    ("shift.json", {"guard": {"tripped": True}}),  # no mode (an older or hand-edited file)
+    ("shift.json", {"guard": {"tripped": "yes", "mode": "fail"}}),
+    ("shift.json", b"\xff\xfe not json"),
+    ("shift.md", b"# shift\n\xe9t\xe9\n"),  # not UTF-8
+    ("shift.md", None),  # a folder where the report should be
+])
+def test_a_broken_shift_summary_is_named(copy_of, name, content):
+    path = copy_of / "results" / EXP / "shift" / name
+    path.unlink()
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    proc = quick(copy_of, "shift", EXP, *(["--check"] if name == "shift.json" else []))
+    assert_refused(proc, str(Path("results") / EXP / "shift" / name), "cannot be read as")
+
+
 # --- 9. faults: kill -9, Ctrl-C, two runs at once ------------------------------------------------------
 
 def _start(work: Path, repo_root: Path, *args: str) -> subprocess.Popen:

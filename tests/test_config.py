@@ -157,7 +157,25 @@ def test_a_microscopic_explore_is_refused_before_any_job():
 
 def test_levels_must_be_finite():
     msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": [0, 10, float("inf")]}]))
-    assert "experiments.x.concepts[0].levels: must be finite numbers" in msg
+    assert "experiments.x.concepts[0].levels[2]: inf is not a finite number" in msg
+
+
+@pytest.mark.parametrize("section, key", [("landscape", "failure_rate_threshold"), ("landscape", "confidence"),
+                                          ("mitigate", "lr"), ("mitigate", "distill")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_no_setting_takes_a_nan_or_an_infinity(section, key, value):
+    """JSON Schema's bounds let NaN through (every comparison with it is false): a threshold of
+    .nan made every landscape modeless, where 0.5 found 4 modes."""
+    msg = error_of(minimal(**{section: {key: value}}), "cfg.yaml")
+    assert msg.startswith(f"cfg.yaml: invalid configuration: experiments.x.{section}.{key}: {value} is not a finite number")
+
+
+def test_a_nan_in_a_yaml_file_is_named(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("experiments:\n  x:\n    feedback: f.csv\n    concepts: [{name: r, transform: rotate, levels: [0, 10]}]\n"
+                 "    landscape: {failure_rate_threshold: .nan}\n")
+    with pytest.raises(FailfadeError, match=r"experiments\.x\.landscape\.failure_rate_threshold: nan is not a finite"):
+        load(f)
 
 
 @pytest.mark.parametrize("axes, where", [
@@ -310,7 +328,7 @@ def test_levels_outside_a_transforms_range_are_refused(transform, levels, said):
 
 @pytest.mark.parametrize("apply,said", [
     ({"gaussian_blur": -5}, "gaussian_blur levels are at least 0, got -5"),
-    ({"rotate": float("nan")}, "a level is a finite number, got nan"),
+    ({"rotate": float("nan")}, "nan is not a finite number"),
     ({"occlude": 3}, "occlude levels are from 0 to 1, got 3"),
     ({"darken": 5}, "darken levels are at most 1, got 5"),
 ])
@@ -319,7 +337,7 @@ def test_probe_levels_are_checked_like_concept_levels(apply, said):
     inputs under its name; an occlusion of 3 blacked out the whole image."""
     name = next(iter(apply))
     msg = error_of(minimal(shift={"probes": [{"name": "ok", "apply": {"rotate": 45}}, {"name": "p", "apply": apply}]}))
-    assert f"experiments.x.shift.probes[1].apply.{name}: {said}" in msg
+    assert f"experiments.x.shift.probes[1].apply.{name}: {said}" in msg, msg
 
 
 def test_word_levels_are_refused_on_a_numeric_transform():

@@ -337,6 +337,31 @@ def digits_world(tmp_path_factory):
     return {"root": root, "exp": exp, "card": card}
 
 
+@pytest.mark.parametrize("edit, said", [
+    (lambda c: c.update(files=list(c["files"])), "files must be an object of file: sha256"),
+    (lambda c: c["files"].update({next(iter(c["files"])): 5}), "files: the sha256 of "),
+    (lambda c: c.update(pipeline=None), "pipeline must be a folder, got None"),
+    (lambda c: c.update(judge="attribute"), "judge must be an object"),
+    (lambda c: c["judge"].update(kind="nope"), "judge.kind must be clip or attribute, got 'nope'"),
+])
+def test_a_hand_edited_text_to_image_card_is_named(digits_world, tmp_path, edit, said):
+    """A list of files, a numeric digest or a null pipeline failed as a TypeError or an
+    AttributeError; an unknown judge kind loaded as the attribute judge."""
+    import shutil
+
+    from failfade.tasks.family import family
+
+    model = tmp_path / "model"
+    for folder in ("model", "pipeline"):  # the card may name its pipeline relative to the model folder
+        shutil.copytree(digits_world["root"] / folder, tmp_path / folder)
+    card = json.loads((model / "model.json").read_text())
+    edit(card)
+    (model / "model.json").write_text(json.dumps(card))
+    with pytest.raises(FailfadeError) as ei:
+        family("generation").load(digits_world["exp"], model, torch.device("cpu"))
+    assert str(ei.value).startswith(f"{model / 'model.json'}: ") and said in str(ei.value), str(ei.value)
+
+
 def test_the_model_stage_pins_pipeline_and_judge(digits_world):
     from failfade.tasks.generation import models
 
@@ -429,6 +454,10 @@ def test_lora_adapter_round_trip(tmp_path, alpha):
     (tmp_path / "adapter" / "adapter.json").write_text(json.dumps({"rank": 2, "alpha": 4.0 if alpha else 8.0}))
     with pytest.raises(FailfadeError, match="m: the LoRA adapter .* loads at scale alpha/rank"):
         lora.load_adapter(load_components(tmp_path / "base", "m").unet, tmp_path / "adapter", "m")
+    for broken in ('{"rank": 2', "{}", '{"rank": 0}', "[2]"):  # truncated, no rank, rank 0, not an object
+        (tmp_path / "adapter" / "adapter.json").write_text(broken)
+        with pytest.raises(FailfadeError, match=r"adapter\.json: cannot be read as the adapter's card .* --forcerun mitigate"):
+            lora.load_adapter(load_components(tmp_path / "base", "m").unet, tmp_path / "adapter", "m")
     with pytest.raises(FailfadeError, match="m: cannot load the LoRA adapter"):
         (tmp_path / "empty").mkdir()
         lora.load_adapter(load_components(tmp_path / "base", "m").unet, tmp_path / "empty", "m")
@@ -917,6 +946,21 @@ def test_a_template_without_a_slot_for_an_axis_is_named_before_any_job_runs(tmp_
     exp["data"]["template"] = "{thickness} {size} {digit}"
     with pytest.raises(FailfadeError, match="experiments.t2i.model.judge"):
         failfade.config.validate({"experiments": {"t2i": exp}})
+
+
+def test_a_word_the_attribute_judge_does_not_know_is_refused():
+    """`huge` named no size, so the judge dropped its size head and those cells could never fail on size."""
+    import failfade.config
+
+    words = [dict(a) for a in WORDS]
+    words[1] = {"name": "size", "transform": "word", "levels": ["small", "medium", "huge"]}
+    exp = {"task": "generation", "data": {"template": "{thickness} {size} {digit}"}, "concepts": words, "feedback": "f.csv"}
+    with pytest.raises(FailfadeError, match=r"experiments.t2i.concepts\[1\].levels: 'huge' names no digit, thickness or "
+                                            r"size that the attribute judge knows .*; for other words use judge: clip"):
+        failfade.config.validate({"experiments": {"t2i": exp}})
+    words[1]["levels"] = ["small", "medium", "LARGE"]  # the judge reads prompts in lower case
+    exp["model"] = {"judge": "attribute"}
+    failfade.config.validate({"experiments": {"t2i": exp}})
 
 
 def test_a_prompt_longer_than_the_tokenizer_keeps_is_refused_naming_the_template(tmp_path, digits_world):

@@ -195,8 +195,25 @@ def test_weights_for_another_arch(tmp_path):
 def test_unknown_arch_in_card(tmp_path):
     out = tmp_path / "m"
     save_model(DigitsCNN(), dict(CARD_DIGITS, arch="lenet"), out)
-    with pytest.raises(FailfadeError, match="unknown arch 'lenet'"):
+    with pytest.raises(FailfadeError) as ei:
         load_model(out)
+    assert str(ei.value).startswith(f"{out / CARD}: cannot build arch 'lenet' (ValueError: known: digits-cnn or torchvision:")
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("sha256", 5, "sha256 must be a sha256 (64 hex digits), got 5"),
+    ("classes", "0123456789", "classes must be a list of class names, got '0123456789'"),
+])
+def test_a_hand_edited_card_value_of_the_wrong_type_is_named(tmp_path, key, value, said):
+    """A string of classes loaded as 10 classes, a numeric sha256 failed as a TypeError."""
+    out = tmp_path / "m"
+    save_model(DigitsCNN(), CARD_DIGITS, out)
+    card = json.loads((out / CARD).read_text())
+    card[key] = value
+    (out / CARD).write_text(json.dumps(card))
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(ei.value) == f"{out / CARD}: {said}"
 
 
 @pytest.mark.parametrize("edit,said", [

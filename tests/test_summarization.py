@@ -137,6 +137,11 @@ def test_a_data_file_edited_in_place_gets_a_new_digest(tmp_path):
     # the record's first line, after a quoted document that spans three lines (enumerate said 4)
     ("multi.csv", 'document,summary\n"one\ntwo\nthree",s\nb,c\nd,\n', r"multi.csv:6: empty document or summary"),
     ("dup.csv", "document,summary,summary\na,b,c\n", r"dup.csv:1: repeated column\(s\) \['summary'\]"),
+    # an unquoted comma moved "killing 3 people" into the summary and dropped the real one
+    ("comma.csv", "document,summary\na,b\nA fire broke out, killing 3,Fire kills 3\n",
+     r"comma.csv:3: 3 fields where the header has 2; a field with a comma must be quoted"),
+    # an unclosed quote swallowed every row after it into one summary
+    ("quote.csv", 'document,summary\na,b\nc,"d\ne,f\ng,h\n', r"quote.csv:3: not a valid CSV record \(.*\); a quoted field must close"),
     ("dup.jsonl", '{"document": "a", "summary": "b", "summary": "c"}\n', r"dup.jsonl:1: repeated field\(s\) \['summary'\]"),
     ("blank.jsonl", '{"document": "a", "summary": "b"}\n{"document": " ", "summary": "b"}\n',
      r"blank.jsonl:2: empty document or summary"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from failfade import FailfadeError
@@ -118,7 +119,19 @@ def read_card_json(card_path: Path, holds: str, required: tuple[str, ...] = ()) 
     missing = [k for k in required if k not in card]
     if missing:
         raise FailfadeError(f"{card_path}: missing key(s) {missing} (a failfade model card has {list(required)})")
+    for key, (kind, what) in CARD_TYPES.items():  # a hand-edited card: named here, not as a TypeError later
+        if key in card and not (isinstance(card[key], kind) and not isinstance(card[key], bool)):
+            raise FailfadeError(f"{card_path}: {key} must be {what}, got {card[key]!r:.80}")
+    bad = [k for k, v in card.get("files", {}).items() if not (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v))]
+    if bad:
+        raise FailfadeError(f"{card_path}: files: the sha256 of {bad[0]!r} is not 64 hex digits")
     return card
+
+
+# the types of the card keys that the families read without checks of their own (a classifier's
+# `arch` and `input` have theirs: classification.models.check_card_input)
+CARD_TYPES = {"sha256": (str, "a sha256 (64 hex digits)"), "files": (dict, "an object of file: sha256"),
+              "pipeline": (str, "a folder"), "classes": (list, "a list of class names"), "judge": (dict, "an object")}
 
 
 def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = ()) -> dict:

@@ -186,7 +186,7 @@ def build_architecture(card: dict) -> nn.Module:
         import torchvision
 
         return torchvision.models.get_model(arch.split(":", 1)[1], weights=None, num_classes=n)
-    raise FailfadeError(f"model card: unknown arch {arch!r} (digits-cnn or torchvision:<name>)")
+    raise ValueError("known: digits-cnn or torchvision:<name>")  # load_model names the card
 
 
 def save_model(module: nn.Module, card: dict, out_dir: Path) -> dict:

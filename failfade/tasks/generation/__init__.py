@@ -77,7 +77,22 @@ class GenerationFamily(TaskFamily):
             if t is not None and (len(t) != len(bias["classes"]) or min(t) < 0 or abs(sum(t) - 1) > 1e-6):
                 raise FailfadeError(f"{key}.model.bias.target: {t} must give one share per class "
                                     f"({len(bias['classes'])}), each >= 0, summing to 1")
+        if exp["model"]["judge"] == "attribute":
+            self.check_attribute_words(exp, key)
         self.check_prompt_lengths(exp, key)
+
+    def check_attribute_words(self, exp: dict, key: str) -> None:
+        """The attribute judge sees a digit, a thickness and a size: every level of every axis must
+        name one of them (`huge` named none, so its cells could never fail on size)."""
+        from failfade.tasks.generation import digits as D
+
+        for i, axis in enumerate(exp["concepts"]):
+            for level in axis["levels"]:
+                if all(n < 0 for n in D.requested(str(level))):
+                    raise FailfadeError(
+                        f"{key}.concepts[{i}].levels: {level!r} names no digit, thickness or size that the attribute "
+                        f"judge knows (digits {', '.join(D.DIGITS)}; thickness {', '.join(D.THICKNESS)}; size "
+                        f"{', '.join(D.SIZES)}); for other words use judge: clip")
 
     def check_prompt_lengths(self, exp: dict, key: str) -> None:
         """Every prompt fits the pipeline's tokenizer, when its files are here before the model stage
@@ -190,7 +205,10 @@ class GenerationFamily(TaskFamily):
         return sampler, self.judge(exp, model_dir, card, device), card
 
     def judge(self, exp: dict, model_dir: Path, card: dict, device: torch.device):
-        j = card["judge"]
+        j = card.get("judge", {})
+        if j.get("kind") not in ("clip", "attribute"):
+            raise FailfadeError(f"{Path(model_dir) / 'model.json'}: judge.kind must be clip or attribute, got "
+                                f"{j.get('kind')!r}: rebuild the model stage (failfade run --forcerun model)")
         if j["kind"] == "clip":
             from failfade.tasks.generation.judges import ClipJudge
 
@@ -202,7 +220,11 @@ class GenerationFamily(TaskFamily):
         from failfade.tasks.generation.models import JUDGE_WEIGHTS
 
         net = D.JudgeNet()
-        net.load_state_dict(load_file(str(Path(model_dir) / JUDGE_WEIGHTS)))
+        try:  # pinned by the card, so this is a file changed together with its digest
+            net.load_state_dict(load_file(str(Path(model_dir) / JUDGE_WEIGHTS)))
+        except Exception as e:  # safetensors raises several types for truncated or garbage files
+            raise FailfadeError(f"{Path(model_dir) / JUDGE_WEIGHTS}: cannot be read as the attribute judge's weights "
+                                f"({type(e).__name__}: {str(e)[:200]})") from None
         return D.AttributeJudge(net.to(device))
 
     def clean_check(self, exp: dict, model_dir: Path, untargeted=None) -> dict:

@@ -145,8 +145,12 @@ def load_adapter(unet, folder: Path, key: str) -> None:
         raise FailfadeError(f"{key}: cannot load the LoRA adapter in {folder} ({type(e).__name__}: {str(e)[:200]})") from e
     card_path = folder / "adapter.json"
     if card_path.is_file():  # the strength it was trained at, alpha / rank, must be the one it loads at
-        card = json.loads(card_path.read_text())
-        want = float(card.get("alpha") or card["rank"]) / float(card["rank"])
+        try:
+            card = json.loads(card_path.read_text())
+            want = float(card.get("alpha") or card["rank"]) / float(card["rank"])
+        except (ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
+            raise FailfadeError(f"{card_path}: cannot be read as the adapter's card with its rank and alpha "
+                                f"({type(e).__name__}: {e}); rebuild it: failfade run --forcerun mitigate") from None
         cfg = unet.peft_config["failfade"]
         got = float(cfg.lora_alpha) / float(cfg.r)
         if abs(got - want) > 1e-6 * want:

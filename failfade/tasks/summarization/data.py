@@ -86,9 +86,11 @@ def read_pairs(path: Path, kind: str, key: str) -> list[Report]:
                 raise FailfadeError(f"{path}:{n}: empty document or summary")
             pairs.append((row["document"], row["summary"]))
     else:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        # strict: an unclosed quote is an error, not a field that swallows every row after it
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         limit = csv.field_size_limit()
         csv.field_size_limit(CSV_FIELD_LIMIT)  # a long article is one field: the default 128 KiB is too small
+        end = 0
         try:
             header = next(reader, None) or []
             missing = {"document", "summary"} - set(header)
@@ -104,12 +106,16 @@ def read_pairs(path: Path, kind: str, key: str) -> list[Report]:
                 start, end = end + 1, reader.line_num  # a quoted field may span lines: name the record's first
                 if not row:
                     continue
-                doc, ref = (row[i] if i < len(row) else "" for i in (di, si))
+                if len(row) != len(header):  # an unquoted comma would move the summary into the document
+                    raise FailfadeError(f"{path}:{start}: {len(row)} fields where the header has {len(header)}; "
+                                        "a field with a comma must be quoted (\"...\")")
+                doc, ref = row[di], row[si]
                 if not doc.strip() or not ref.strip():
                     raise FailfadeError(f"{path}:{start}: empty document or summary")
                 pairs.append((doc, ref))
-        except csv.Error as e:
-            raise FailfadeError(f"{path}:{reader.line_num}: not a valid CSV record ({e})") from None
+        except csv.Error as e:  # named by the line where the record starts (an unclosed quote runs to the end)
+            raise FailfadeError(f"{path}:{end + 1}: not a valid CSV record ({e}); a quoted field must close "
+                                "its quote") from None
         finally:
             csv.field_size_limit(limit)
     if len(pairs) < 3:
