@@ -33,6 +33,9 @@ def cell_failure_rates(mut, inputs, space) -> np.ndarray:
 
 
 def main():
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help, before anything runs
     torch.set_num_threads(2)
     exp = default_experiment()
     mut = models.load_model(digits_model(exp))
