@@ -171,8 +171,9 @@ def test_bias_config_is_checked_before_anything_runs():
 
     fam = family("generation")
     exp = {"concepts": [{"name": "job", "transform": "word", "levels": ["nurse", "pilot"]}],
-           "data": {"template": "a {job}"}, "model": {"judge": "clip", "bias": {"question": "a {}", "classes": ["a", "b"],
-                                                                                  "target": [0.7, 0.2]}}}
+           "data": {"template": "a {job}"},
+           "model": {"source": "builtin:digits", "judge": "clip", "judge_source": "hf:openai/clip-vit-base-patch32",
+                     "bias": {"question": "a {}", "classes": ["a", "b"], "target": [0.7, 0.2]}}}
     with pytest.raises(FailfadeError, match="model.bias.target"):
         fam.check(exp, "x")
     exp["model"]["bias"]["target"] = None

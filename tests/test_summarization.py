@@ -208,6 +208,37 @@ def test_unknown_source_and_missing_file_name_the_key(tmp_path):
         load_splits({"source": f"jsonl:{tmp_path / 'nope.jsonl'}", "heldout_fraction": 0.2}, 0)
 
 
+@pytest.mark.parametrize("task, section, value, said", [
+    ("summarization", "model", "builtin:tiny-t6", "model.source: unknown builtin summarizer 'tiny-t6'"),
+    ("summarization", "data", "builtinreports", "data.source: unknown data source 'builtinreports'"),
+    ("summarization", "data", "csv:", "data.source: unknown data source 'csv:'"),
+    ("generation", "model", "builtin:digitz", "model.source: unknown builtin text-to-image model 'digitz'"),
+    ("generation", "model", "stable-diffusion", "model.source: 'stable-diffusion' is not a model source"),
+    ("classification", "data", "imagefolder:", "data.source: 'imagefolder:' names no folder"),
+])
+def test_a_source_typo_is_named_when_the_config_is_read(task, section, value, said):
+    """Classification checked its sources' forms up front; the text tasks waited for the model stage."""
+    import failfade.config
+
+    concepts = {"summarization": [{"name": "typo", "transform": "typo", "levels": [0, 0.1]}],
+                "generation": [{"name": "digit", "transform": "word", "levels": ["one", "two"]}],
+                "classification": [{"name": "rotation", "transform": "rotate", "levels": [0, 10]}]}[task]
+    exp = {"task": task, "concepts": concepts, "feedback": "f.csv", section: {"source": value}}
+    if task == "generation":
+        exp["data"] = {"template": "{digit}"}
+    with pytest.raises(FailfadeError, match=rf"^config: experiments\.x\.{said}"):
+        failfade.config.validate({"experiments": {"x": exp}})
+
+
+def test_a_clip_judge_from_a_builtin_is_refused_when_the_config_is_read():
+    import failfade.config
+
+    exp = {"task": "generation", "concepts": [{"name": "digit", "transform": "word", "levels": ["one", "two"]}],
+           "data": {"template": "{digit}"}, "feedback": "f.csv", "model": {"judge": "clip", "judge_source": "builtin:digits"}}
+    with pytest.raises(FailfadeError, match=r"experiments\.x\.model\.judge_source: the CLIP judge needs hf:"):
+        failfade.config.validate({"experiments": {"x": exp}})
+
+
 # --- models through path:, and scoring ----------------------------------------------------------------------
 
 def summarization_config(feedback: Path, source: str = "builtin:tiny-t5") -> dict:

@@ -85,6 +85,8 @@ class ClassificationFamily(TaskFamily):
 
         models.ModelSource.parse(exp["model"]["source"], f"{key}.model.source")
         src = exp["data"]["source"]
+        if src.startswith("imagefolder:") and not src.split(":", 1)[1].strip():  # it scanned the working folder
+            raise FailfadeError(f"{key}.data.source: {src!r} names no folder; use imagefolder:<dir>")
         if not (src == "builtin:digits" or src.startswith(("imagefolder:", "torchvision:"))):
             raise FailfadeError(f"{key}.data.source: unknown data source {src!r}; use builtin:digits, "
                                 "imagefolder:<dir> or torchvision:ImageNet:<root>[:val|train]")

@@ -48,8 +48,15 @@ class GenerationFamily(TaskFamily):
         return ConceptSpace.from_config(exp["concepts"], self.transforms)
 
     def check(self, exp: dict, key: str = "experiment") -> None:
-        """Every concept axis has its {slot} in data.template, and the template has no other slot."""
+        """The model (and CLIP judge) sources' forms; every concept axis has its {slot} in
+        data.template, and the template has no other slot."""
         import string
+
+        from failfade.tasks.generation.pipeline import parse_source
+
+        parse_source(exp["model"]["source"], f"{key}.model.source")
+        if exp["model"]["judge"] == "clip":
+            self.clip_judge_source(exp, f"{key}.model.judge_source")
 
         names = [c["name"] for c in exp["concepts"]]
         template = exp["data"]["template"]
@@ -150,6 +157,15 @@ class GenerationFamily(TaskFamily):
         card.update(self.clean_check(exp, out_dir))
         return models.write_card(card, out_dir)
 
+    def clip_judge_source(self, exp: dict, key: str = "model.judge_source") -> tuple[str, str, str | None]:
+        """(kind, target, revision) of the CLIP judge's source: hf: or path:, not a builtin."""
+        from failfade.tasks.generation.pipeline import parse_source
+
+        kind, target, rev = parse_source(exp["model"]["judge_source"], key)
+        if kind == "builtin":
+            raise FailfadeError(f"{key}: the CLIP judge needs hf:<owner>/<name> or path:<CLIPModel folder>")
+        return kind, target, rev
+
     def obtain_judge(self, exp: dict, out_dir: Path, resources: Path) -> dict:
         """The attribute judge trained here (seeded) on renders of the training digits, with its
         accuracy on renders of held-out digits; or the CLIP judge's source."""
@@ -161,11 +177,9 @@ class GenerationFamily(TaskFamily):
         m = exp["model"]
         if m["judge"] == "clip":
             from failfade.tasks.generation.judges import ClipJudge
-            from failfade.tasks.generation.pipeline import download, parse_source
+            from failfade.tasks.generation.pipeline import download
 
-            kind, target, rev = parse_source(m["judge_source"], "model.judge_source")
-            if kind == "builtin":
-                raise FailfadeError("model.judge_source: the CLIP judge needs hf:<owner>/<name> or path:<CLIPModel folder>")
+            kind, target, rev = self.clip_judge_source(exp)
             folder = download(target, rev, resources, "model.judge_source") if kind == "hf" else Path(target)
             ClipJudge.load(folder, "model.judge_source", m["threshold"])  # fails here, at the model stage
             # its files are pinned by the card like the pipeline's: they decide every outcome, so

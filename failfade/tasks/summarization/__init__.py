@@ -46,8 +46,14 @@ class SummarizationFamily(TaskFamily):
         return ConceptSpace.from_config(exp["concepts"], self.transforms, ranges=self.level_ranges)
 
     def check(self, exp: dict, key: str = "experiment") -> None:
-        """Whole numbers where the transform counts sentences, in the concepts and in the shift probes
-        (that levels are numbers, and in range, is checked with word_transforms and level_ranges)."""
+        """The model and data sources' forms (a typo otherwise waited for the model stage), and whole
+        numbers where the transform counts sentences, in the concepts and in the shift probes (that
+        levels are numbers, and in range, is checked with word_transforms and level_ranges)."""
+        from failfade.tasks.summarization.data import check_source
+        from failfade.tasks.summarization.models import parse_source
+
+        parse_source(exp["model"]["source"], f"{key}.model.source")
+        check_source(exp["data"]["source"], f"{key}.data.source")
         for i, item in enumerate(exp["concepts"]):
             transform, levels = item.get("transform", item["name"]), list(item["levels"])
             if transform in COUNTS and any(float(v) != int(v) for v in levels):

@@ -123,15 +123,21 @@ def read_pairs(path: Path, kind: str, key: str) -> list[Report]:
     return _from_pairs(pairs)
 
 
+def check_source(source: str, key: str = "data.source") -> None:
+    """The data source's form (whether its file exists is found when it is read)."""
+    kind, _, rest = source.partition(":")
+    if not (source == "builtin:reports" or (kind in ("jsonl", "csv") and rest.strip())):
+        raise FailfadeError(f"{key}: unknown data source {source!r}; use builtin:reports, jsonl:<file> or csv:<file>")
+
+
 def load_splits(data: dict, seed: int, key: str = "data.source") -> Splits:
     source = data["source"]
+    check_source(source, key)
     if source == "builtin:reports":
         reports = make_corpus(data["n_documents"], seed)
-    elif source.startswith(("jsonl:", "csv:")):
+    else:
         kind, rest = source.split(":", 1)
         reports = read_pairs(Path(rest), kind, key)
-    else:
-        raise FailfadeError(f"{key}: unknown data source {source!r}; use builtin:reports, jsonl:<file> or csv:<file>")
     order = np.random.default_rng(seed).permutation(len(reports))
     n_held = int(round(len(reports) * data["heldout_fraction"]))
     n_val = int(round(len(reports) * data.get("validation_fraction", 0.0)))
