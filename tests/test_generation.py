@@ -422,6 +422,41 @@ def test_the_fresh_seed_check_scores_seeds_no_stage_uses(digits_world):
     assert out["other_pass"]["pre"] == out["other_pass"]["post"] and out["new_failure_cells"] == []
 
 
+SAVE_ADAPTER = """
+import sys
+from pathlib import Path
+from failfade.tasks.generation import lora, training as T
+from failfade.tasks.generation.pipeline import load_components, save_components
+root = Path(sys.argv[1])
+save_components(T.build(seed=0, width=8), root / "base")
+c = load_components(root / "base", "m")
+lora.add_lora(c.unet, rank=2, alpha=4.0, targets=lora.TARGETS + ("conv1", "conv2"), seed=0)
+lora.save_adapter(c.unet, root / "adapter", {"rank": 2, "alpha": 4.0})
+"""
+
+
+def test_an_adapter_file_has_the_same_bytes_in_every_process(tmp_path):
+    """peft's target modules are a set and safetensors writes its metadata from a hash map: with
+    another PYTHONHASHSEED the same weights were written as other bytes, so the mitigated model's
+    card (and its outcome-cache key) changed with every run."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from failfade.tasks.generation.models import ADAPTER_WEIGHTS
+
+    digests = []
+    for seed in ("1", "2", "3"):
+        subprocess.run([sys.executable, "-c", SAVE_ADAPTER, str(tmp_path / seed)], check=True, timeout=300,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+        digests.append(hashlib.sha256((tmp_path / seed / "adapter" / ADAPTER_WEIGHTS).read_bytes()).hexdigest())
+    assert len(set(digests)) == 1
+    assert len(load_file(str(tmp_path / "1" / "adapter" / ADAPTER_WEIGHTS))) > 0  # still a valid safetensors file
+
+
 @pytest.mark.parametrize("alpha", [None, 8.0])
 def test_lora_adapter_round_trip(tmp_path, alpha):
     """An adapter (attention projections and convolutions) saved as a pipeline LoRA file loads back

@@ -9,6 +9,7 @@ pipeline encodes images with its VAE first. Only the adapter's weights train.
 from __future__ import annotations
 
 import json
+import struct
 import time
 from pathlib import Path
 
@@ -127,11 +128,29 @@ def save_adapter(unet, out_dir: Path, card: dict) -> Path:
     # the adapter's config (its alpha above all) travels in the file's metadata: without it a loader
     # assumes alpha = rank, and an adapter trained at another alpha would load at another strength
     config = next(iter(unet.peft_config.values())).to_dict()
+    # peft keeps target_modules as a set, whose order follows the process's string hashing
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
     StableDiffusionPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
                                               safe_serialization=True, weight_name=ADAPTER_WEIGHTS,
                                               unet_lora_adapter_metadata=config)
+    canonical_metadata(out_dir / ADAPTER_WEIGHTS)
     (out_dir / "adapter.json").write_text(json.dumps(card, indent=2) + "\n")
     return out_dir / ADAPTER_WEIGHTS
+
+
+def canonical_metadata(path: Path) -> None:
+    """Rewrite a safetensors file's header with its metadata in sorted order. safetensors writes the
+    metadata from a hash map, so two runs that trained bit-identical weights wrote different bytes:
+    the card's sha256, and with it the outcome cache's key, changed with every run. The tensors'
+    bytes and offsets are untouched; the header is padded to 8 bytes as the format asks."""
+    data = Path(path).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
 
 
 def load_adapter(unet, folder: Path, key: str) -> None:
