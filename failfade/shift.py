@@ -422,7 +422,9 @@ def markdown(result: dict, experiment: str) -> str:
         "- Shape only (normalised landscapes, where the failures sit whatever their amount): "
         + ("undefined, one side has no failures." if result["grid_emd_shape"] is None else f"{result['grid_emd_shape']:.4f}."),
     ]
-    if "probes" in result:
+    if "probes" in result and not result["probes"]:
+        lines += ["", "## Off-grid probes", "", "None: `shift.probes` lists no condition off the grid for this experiment."]
+    elif "probes" in result:
         unpaired = any(p.get("interval") != "paired" for p in result["probes"])
         lines += ["", "## Off-grid probes", "",
                   "Conditions outside the explored grid, scored on every held-out input for both models. "

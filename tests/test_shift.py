@@ -294,6 +294,11 @@ def test_the_guard_trips_on_a_probe_worse_on_the_same_inputs():
     assert "| n/a (unpaired interval) | **worse** |" in page and "Rows without the counts" in page
     # the table's verdict (95% alone) and the guard's count (family-wise) differ here: the page says both
     assert "(the table's verdicts): **1**: occlusion 0.3." in page and "(what the guard counts): **0**." in page
+    # no probe at all (text-to-image has none): said in a line, not as an empty table "over the 0 probes"
+    res, _ = compare(SPACE3, pre, fine, plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0, probes=_probes(paired=True).head(0))
+    assert res["probes"] == [] and not res["guard"]["tripped"]
+    page = markdown(res, "x")
+    assert "## Off-grid probes\n\nNone: `shift.probes` lists no condition" in page and "| probe |" not in page
 
 
 SPACE5 = ConceptSpace([Axis("rotation", "rotate", (0.0, 10.0, 20.0, 30.0, 40.0), "°"),
