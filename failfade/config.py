@@ -91,6 +91,12 @@ def validate(config: dict, source: str = "config") -> dict:
         if len(set(axes)) != len(axes):
             raise FailfadeError(f"{source}: experiments.{name}.concepts: axis names must be unique, got {axes}")
         _check_task_keys(name, exp, source)
+        fb, results = Path(exp["feedback"]).resolve(), Path(config["results"]).resolve()
+        if results in fb.parents:
+            raise FailfadeError(f"{source}: experiments.{name}.feedback: {exp['feedback']} is inside {config['results']}/, "
+                                "which the workflow writes (its templates are written again whenever the landscape "
+                                "changes, over your edits): copy the file elsewhere, e.g. resources/feedback/, and point "
+                                "feedback: at the copy")
         if exp["task"] == "classification" and exp["data"].get("cache_dir") is None:  # beside the other caches
             exp["data"]["cache_dir"] = f"{config['resources']}/cache/images"
         ex = exp["explore"]

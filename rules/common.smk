@@ -80,9 +80,9 @@ def landscape_cfg(wildcards):
 
 
 def rating_sheet_cfg(wildcards):
-    # the prompts (data.template, concepts), the images' seeds and the model that draws and judges them;
-    # the modes come in with landscape.duckdb
-    return exp_cfg(wildcards, "seed", "data", "model", "concepts")
+    # the prompts (data.template, concepts), the images' seeds and the model that draws and judges them
+    # (on `device`: a hub pipeline draws on a GPU); the modes come in with landscape.duckdb
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts")
 
 
 def audit_cfg(wildcards):
@@ -187,11 +187,12 @@ def final_outputs():
         else:
             sys.stderr.write(
                 f"failfade: experiments.{e}.feedback: {exp['feedback']} does not exist yet, so this run stops at "
-                + (f"the landscape. Rate the images of {R}/{e}/landscape/rating_sheet.html (or fill in "
-                   f"{R}/{e}/landscape/ratings_template.csv; or give decisions as in feedback_template.csv), "
+                + (f"the landscape and its rating sheet. Rate the images of {R}/{e}/landscape/rating_sheet.html (or "
+                   f"fill in a copy of {R}/{e}/landscape/ratings_template.csv; or give decisions as in "
+                   "feedback_template.csv), "
                    if exp["task"] == "generation" else
-                   f"the landscape. Fill in {R}/{e}/landscape/feedback_template.csv (or `failfade template {e}`), ")
-                + "save it there and run again."
+                   f"the landscape. Fill in a copy of {R}/{e}/landscape/feedback_template.csv (or `failfade template {e}`), ")
+                + f"save it as {exp['feedback']} and run again."
                 + (" The feedback, mitigate and shift results already on disk come from an earlier feedback file."
                    if Path(f"{R}/{e}/feedback/plan.json").exists() else "") + "\n")
         for stage in stages:

@@ -22,10 +22,11 @@ rule rating_sheet:
         "benchmarks/runs/{experiment}/rating_sheet.tsv"
     params:
         cfg=rating_sheet_cfg,
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=4000,
+        runtime=30,
+        gpu=gpus,
     conda:
         "../environment.yml"
     script:

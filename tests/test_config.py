@@ -155,6 +155,15 @@ def test_a_microscopic_explore_is_refused_before_any_job():
     validate(minimal(explore={"algorithm": "ppo", "mode": "macroscopic"}))
 
 
+@pytest.mark.parametrize("path", ["results/x/landscape/ratings_template.csv", "results/x/landscape/feedback_template.csv",
+                                  "./results/../results/mine.csv"])
+def test_feedback_filled_in_where_the_workflow_writes_is_refused(path):
+    """A template filled in where it lies is written over, blank, whenever the landscape reruns."""
+    msg = error_of(minimal(feedback=path), "cfg.yaml")
+    assert msg.startswith(f"cfg.yaml: experiments.x.feedback: {path} is inside results/, which the workflow writes")
+    validate(minimal(feedback="resources/feedback/results.csv"))  # a name that merely looks like it is fine
+
+
 def test_levels_must_be_finite():
     msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": [0, 10, float("inf")]}]))
     assert "experiments.x.concepts[0].levels[2]: inf is not a finite number" in msg

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm_cluster" / "cluster.sh"
 PROFILE = REPO / "slurm" / "config.yaml"
 EXP = "digits"
-GPU_STAGES = {"model", "explore", "groundtruth", "audit", "mitigate", "reexplore", "probes"}
-CPU_STAGES = {"landscape", "rating_sheet", "feedback", "shift"}
+GPU_STAGES = {"model", "explore", "groundtruth", "audit", "rating_sheet", "mitigate", "reexplore", "probes"}
+CPU_STAGES = {"landscape", "feedback", "shift"}
 # the stages a tiny run executes (groundtruth is off)
 RUN_STAGES = {"model", "explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}
 CPU_PARTITION, GPU_PARTITION = "debug", "gpu"  # tests/slurm_cluster/slurm.conf

@@ -26,8 +26,9 @@ what differs between, say, image classification and summarization, and do the re
                              stage loads a model once; in the same order for any model (the
                              probes stage pairs the inputs before and after mitigation)
   rating_sheet(exp, cells, modes, out_dir, model_dir)
-                             text-to-image only (a family without it has no rating_sheet stage):
-                             the images people rate, grouped by the landscape's failure modes
+                             text-to-image only (the rules give the rating_sheet stage to
+                             `task: generation` experiments): the images people rate, grouped by
+                             the landscape's failure modes
   thread_invariant           True when scoring does not depend on the torch thread count
   level_ranges               {transform: (lowest, highest)} level, where a transform has bounds
   word_transforms            the transforms whose levels are words (the rest take numbers)
