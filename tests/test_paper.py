@@ -194,8 +194,8 @@ def test_both_paper_configs_are_valid_and_name_the_same_experiments():
                        "sd14": "hf:CompVis/stable-diffusion-v1-4"}
 
 
-GPU_RULES = {"model", "explore", "groundtruth", "audit", "mitigate", "reexplore", "probes", "paper_strategies",
-             "paper_scalability"}
+GPU_RULES = {"model", "explore", "groundtruth", "audit", "rating_sheet", "mitigate", "reexplore", "probes",
+             "paper_strategies", "paper_scalability"}
 
 
 def test_the_paper_config_plans_every_experiment_on_the_cluster(tmp_path, snakemake_exe):
@@ -217,6 +217,7 @@ def test_the_paper_config_plans_every_experiment_on_the_cluster(tmp_path, snakem
         assert {(s, e) for s in ("model", "explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "shift")} <= planned, e
     assert {("paper_strategies", e) for e in exps[:3]} <= planned
     assert not {("paper_strategies", e) for e in exps[3:]} & planned  # no exhaustive truth for the text and image tasks
+    assert {exp for rule, exp in planned if rule == "rating_sheet"} == {"sd14"}  # only text-to-image rates images
     for rule, exp, res in jobs:
         assert ("gpu=1" in res.split(", ")) == (rule in GPU_RULES), (rule, exp, res)
     assert re.search(r"^rule paper_scalability:\n(?:    .*\n)*?    resources: .*gpu=1", out, flags=re.M)

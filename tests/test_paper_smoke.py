@@ -18,7 +18,7 @@ from failfade import paper
 REPO = Path(__file__).resolve().parents[1]
 # every multi-threaded stage except paper_scalability, whose timings fill Table C
 ONE_THREAD = [f"{rule}=1" for rule in ("model", "explore", "explore_shard", "reexplore", "reexplore_shard", "groundtruth",
-                                        "mitigate", "probes", "audit", "paper_strategies")]
+                                        "mitigate", "probes", "audit", "rating_sheet", "paper_strategies")]
 EXPERIMENTS = ["alexnet", "resnet50", "efficientnet_v2_l", "t5", "bart", "sd14"]
 
 
