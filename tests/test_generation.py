@@ -1051,7 +1051,8 @@ def test_the_workflow_runs_a_text_to_image_experiment_from_ratings(tmp_path, rep
                                       "c3-s0,3,0,4,bob", "c3-s1,3,0,4,bob"])
     cmd = [str(snakemake_exe), "--snakefile", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config" / "config.yaml"), "--cores", "2", "-q",
-           "--set-threads", "model=1", "explore=1", "mitigate=1", "reexplore=1"]
+           "--set-threads", "model=1", "explore=1", "mitigate=1", "reexplore=1", "probes=1", "audit=1",
+           "rating_sheet=1"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "logs").rglob("*.log")))
     assert proc.returncode == 0, proc.stderr[-3000:] + logs
