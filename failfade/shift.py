@@ -29,6 +29,8 @@ What `shift.json` reports, and what each number means:
 
 from __future__ import annotations
 
+import functools
+
 import math
 
 import numpy as np
@@ -44,9 +46,36 @@ from failfade.stats import newcombe_interval, weighted_rate_variance
 
 # --- earth mover's distance over the grid --------------------------------------------------------
 
-def _grid_edges(space: ConceptSpace) -> np.ndarray:
-    """Directed edges between cells one level apart along one axis: (2E, 2)."""
-    return np.array([(c, nb) for c in range(space.n_cells) for nb in space.neighbours(c)], dtype=np.int64).reshape(-1, 2)
+@functools.lru_cache(maxsize=8)
+def _edges_of_shape(shape: tuple[int, ...]) -> np.ndarray:
+    coords = np.stack(np.unravel_index(np.arange(int(np.prod(shape))), shape), axis=-1)
+    pairs, order = [], []  # per cell: axis by axis, one level down then one up (ConceptSpace.neighbours' order)
+    for k, n in enumerate(shape):
+        for d in (-1, 1):
+            ok = (coords[:, k] + d >= 0) & (coords[:, k] + d < n)
+            nb = coords[ok].copy()
+            nb[:, k] += d
+            pairs.append(np.stack([np.flatnonzero(ok), np.ravel_multi_index(tuple(nb.T), shape)], axis=-1))
+            order.append(np.full(int(ok.sum()), len(order)))
+    edges, order = np.concatenate(pairs).astype(np.int64), np.concatenate(order)
+    return edges[np.lexsort((order, edges[:, 0]))]
+
+
+@functools.lru_cache(maxsize=8)
+def _transport_problem(shape: tuple[int, ...], creation_cost: float):
+    """grid_emd's constraint matrix and costs, which depend on the grid's shape alone (the
+    shift's bootstrap solves hundreds of problems on one grid)."""
+    n = int(np.prod(shape))
+    edges = _edges_of_shape(shape)
+    m = len(edges)
+    # variables: flow on each directed edge (m), removal at each cell (n), creation at each cell (n)
+    # balance at cell c: out − in + removed − created = p_c − q_c
+    rows = np.concatenate([edges[:, 0], edges[:, 1], np.arange(n), np.arange(n)])
+    cols = np.concatenate([np.arange(m), np.arange(m), m + np.arange(n), m + n + np.arange(n)])
+    vals = np.concatenate([np.ones(m), -np.ones(m), np.ones(n), -np.ones(n)])
+    a_eq = coo_matrix((vals, (rows, cols)), shape=(n, m + 2 * n)).tocsr()
+    cost = np.concatenate([np.ones(m), np.full(2 * n, float(creation_cost))])
+    return a_eq, cost
 
 
 def grid_emd(p: np.ndarray, q: np.ndarray, space: ConceptSpace, creation_cost: float | None = None) -> float:
@@ -60,16 +89,7 @@ def grid_emd(p: np.ndarray, q: np.ndarray, space: ConceptSpace, creation_cost: f
     p, q = np.asarray(p, float), np.asarray(q, float)
     if creation_cost is None:
         creation_cost = max(sum(n - 1 for n in space.shape), 1) / 2
-    n = space.n_cells
-    edges = _grid_edges(space)
-    m = len(edges)
-    # variables: flow on each directed edge (m), removal at each cell (n), creation at each cell (n)
-    # balance at cell c: out − in + removed − created = p_c − q_c
-    rows = np.concatenate([edges[:, 0], edges[:, 1], np.arange(n), np.arange(n)])
-    cols = np.concatenate([np.arange(m), np.arange(m), m + np.arange(n), m + n + np.arange(n)])
-    vals = np.concatenate([np.ones(m), -np.ones(m), np.ones(n), -np.ones(n)])
-    a_eq = coo_matrix((vals, (rows, cols)), shape=(n, m + 2 * n)).tocsr()
-    cost = np.concatenate([np.ones(m), np.full(2 * n, float(creation_cost))])
+    a_eq, cost = _transport_problem(tuple(int(n) for n in space.shape), float(creation_cost))
     res = linprog(cost, A_eq=a_eq, b_eq=p - q, bounds=(0, None), method="highs")
     if not res.success:
         raise RuntimeError(f"transport problem failed: {res.message}")

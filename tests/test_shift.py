@@ -101,6 +101,17 @@ def test_matches_a_dense_transport_with_a_sink():
         assert grid_emd(p, q, SPACE3) == pytest.approx(res.fun, abs=1e-7)
 
 
+@pytest.mark.parametrize("levels", [[2], [3, 1], [2, 4, 3], [5, 5, 5]])
+def test_the_transport_graph_is_the_grids_neighbours(levels):
+    """grid_emd builds its graph once per grid shape, vectorised: the same directed edges, in the same
+    order, as ConceptSpace.neighbours cell by cell (the order fixes which optimum HiGHS returns)."""
+    from failfade.shift import _edges_of_shape
+
+    space = ConceptSpace([Axis(f"a{k}", "rotate", tuple(float(i) for i in range(n))) for k, n in enumerate(levels)])
+    expected = [(c, nb) for c in range(space.n_cells) for nb in space.neighbours(c)]
+    assert _edges_of_shape(tuple(space.shape)).tolist() == [list(e) for e in expected]
+
+
 def test_zero_masses_are_finite():
     assert grid_emd(np.zeros(9), np.zeros(9), SPACE3) == 0.0
     p = np.zeros(9)

@@ -116,7 +116,7 @@ def clone_run(src: Path, dst: Path) -> Path:
 # One torch thread per job: on a busy 2-core machine two spinning intra-op threads per job made the
 # tiny run ~4x slower (226 s vs 57 s measured). Threads are not a rerun trigger, so the dry runs below
 # (without this flag) still see the run as up to date.
-ONE_THREAD = ["--set-threads", "model=1", "explore=1", "mitigate=1", "reexplore=1"]
+ONE_THREAD = ["--set-threads", "model=1", "explore=1", "mitigate=1", "reexplore=1", "probes=1", "audit=1"]
 
 
 @pytest.fixture(scope="module")
