@@ -13,18 +13,22 @@ from test_workflow import EXP, make_workdir, tiny_config
 pytestmark = pytest.mark.slow
 
 
-def run_until_landscape(workdir, repo_root, snakemake_exe, shards: int, budget: int):
+def start_until_landscape(workdir, repo_root, snakemake_exe, shards: int, budget: int) -> subprocess.Popen:
     cfg = tiny_config(repo_root)
     exp = cfg["experiments"][EXP]
     exp["model"]["epochs"] = 2
     exp["explore"].update(shards=shards, budget=budget, num_agents=32)
     make_workdir(workdir, repo_root, cfg)
-    res = subprocess.run(
+    return subprocess.Popen(
         [str(snakemake_exe), "--snakefile", str(repo_root / "Snakefile"), "--directory", str(workdir), "--cores", "2",
          "-q", "--until", "landscape", "--set-threads", "explore=1", "explore_shard=1", "model=1"],
-        cwd=workdir, capture_output=True, text=True, timeout=900,
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def landscape_of(workdir, proc: subprocess.Popen):
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
     with duckdb.connect(str(workdir / "results" / EXP / "landscape" / "landscape.duckdb"), read_only=True) as con:
         queries = pl.DataFrame(con.execute("SELECT * FROM queries ORDER BY shard, step, explorer").fetchnumpy())
         cells = pl.DataFrame(con.execute("SELECT * FROM cells ORDER BY cell").fetchnumpy())
@@ -33,9 +37,15 @@ def run_until_landscape(workdir, repo_root, snakemake_exe, shards: int, budget: 
 
 def test_two_shards_are_deterministic_and_cover_more(tmp_path, repo_root, snakemake_exe):
     budget = 64  # two env steps of 32 explorers per shard: far fewer queries than the 125 cells
-    q2a, cells2a = run_until_landscape(tmp_path / "k2a", repo_root, snakemake_exe, 2, budget)
-    q2b, cells2b = run_until_landscape(tmp_path / "k2b", repo_root, snakemake_exe, 2, budget)
-    q1, _ = run_until_landscape(tmp_path / "k1", repo_root, snakemake_exe, 1, budget)
+    # three separate working directories, run at once (each run alone mostly keeps one core busy)
+    runs = {name: start_until_landscape(tmp_path / name, repo_root, snakemake_exe, k, budget)
+            for name, k in (("k2a", 2), ("k2b", 2), ("k1", 1))}
+    try:
+        (q2a, cells2a), (q2b, cells2b), (q1, _) = (landscape_of(tmp_path / name, proc) for name, proc in runs.items())
+    finally:
+        for proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
 
     # the landscape holds both shards' queries, each shard with the full per-shard budget
     assert sorted(q2a["shard"].unique().to_list()) == [0, 1]
