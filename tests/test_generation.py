@@ -553,6 +553,28 @@ def explored_exhaustively(world: dict):
     return (task, queries, *summarize(fam.space(world["exp"]), queries, 0.5, 0.95)[:2])
 
 
+def test_the_sample_sheet_draws_without_loading_the_judge(digits_world, tmp_path):
+    """The gallery only draws images: it used to load the judge too (CLIP ViT for Stable Diffusion)
+    and throw it away. A card whose judge cannot load still gets its gallery; the judge's
+    verdicts come from the landscape's queries."""
+    import shutil
+
+    from failfade.tasks.family import family
+
+    model = tmp_path / "model"
+    for folder in ("model", "pipeline"):
+        shutil.copytree(digits_world["root"] / folder, tmp_path / folder)
+    card = json.loads((model / "model.json").read_text())
+    card["judge"]["kind"] = "nope"
+    (model / "model.json").write_text(json.dumps(card))
+    fam = family("generation")
+    with pytest.raises(FailfadeError, match="judge.kind must be clip or attribute"):
+        fam.load(digits_world["exp"], model)
+    _, queries, _, modes = explored_exhaustively(digits_world)
+    fam.gallery(digits_world["exp"], queries, modes, tmp_path / "gallery.png", 2, model)
+    assert (tmp_path / "gallery.png").stat().st_size > 10_000
+
+
 def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):
     from failfade.landscape import write_database
     from failfade.pipeline import stage_rating_sheet

@@ -196,8 +196,9 @@ class GenerationFamily(TaskFamily):
         return {"kind": "attribute", "steps": m["judge_steps"], "heldout_render_accuracy": accuracy,
                 "heldout_digits": int(len(heldout)), "files": [JUDGE_WEIGHTS]}
 
-    def load(self, exp: dict, model_dir: Path, device: torch.device | None = None):
-        """(sampler, judge, card) of a model folder: base pipeline (+ LoRA adapter) and its judge."""
+    def load(self, exp: dict, model_dir: Path, device: torch.device | None = None, with_judge: bool = True):
+        """(sampler, judge, card) of a model folder: base pipeline (+ LoRA adapter) and its judge
+        (None when `with_judge` is false: what only draws images need not load CLIP)."""
         from failfade.tasks.generation import models
         from failfade.tasks.generation.lora import load_adapter
         from failfade.tasks.generation.pipeline import Sampler, check_prompt_lengths, load_components
@@ -216,7 +217,7 @@ class GenerationFamily(TaskFamily):
         c.to(device)
         m = exp["model"]
         sampler = Sampler(c, m["steps"], m["guidance"], m["batch_size"])
-        return sampler, self.judge(exp, model_dir, card, device), card
+        return sampler, self.judge(exp, model_dir, card, device) if with_judge else None, card
 
     def judge(self, exp: dict, model_dir: Path, card: dict, device: torch.device):
         j = card.get("judge", {})
@@ -455,7 +456,7 @@ class GenerationFamily(TaskFamily):
         if model_dir is None:
             sample_sheet({}, ["-"], ["-"], path, "The sample sheet needs the explored model")
             return
-        sampler, _, _ = self.load(exp, model_dir)
+        sampler, _, _ = self.load(exp, model_dir, with_judge=False)
         k = max(1, min(per_mode, 4, exp["data"]["seeds"]))
         images = sampler.generate([p for p in prompts for _ in range(k)],
                                   [seed_of(exp["seed"], i) for _ in prompts for i in range(k)])

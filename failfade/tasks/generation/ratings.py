@@ -402,7 +402,7 @@ def standin_ratings(exp: dict, model_dir: Path, out_csv: Path, raters: int = 3, 
     from failfade.tasks.generation.pipeline import seed_of
 
     fam = family("generation")
-    sampler, _, _ = fam.load(exp, model_dir)
+    sampler, _, _ = fam.load(exp, model_dir, with_judge=False)
     prompts = fam.prompts(exp)
     ids = fam.rating_ids(exp)
     items = [(c, i) for c in range(len(prompts)) for i in ids]
