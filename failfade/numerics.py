@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from contextlib import contextmanager
-
-import torch
 
 _NORMAL = 1e-38  # the smallest normal float32 is 1.18e-38: this over 1e3 is denormal
 
 
 def flushing() -> bool:
-    """Whether this thread's CPU arithmetic flushes denormals to zero now (torch has no getter)."""
+    """Whether this thread's CPU arithmetic flushes denormals to zero now (torch has no getter).
+    Without torch imported nothing has set it (and reading a config stays free of torch)."""
+    if "torch" not in sys.modules:
+        return False
+    import torch
+
     return bool((torch.tensor([_NORMAL], dtype=torch.float32) / 1e3).item() == 0.0)
 
 
@@ -38,6 +42,8 @@ def flush_denormals() -> None:
     of a 2-thread op's results were still flushed), and the tiny T5 trained after the digits CNN
     came out the flushed model again. So the pool is started, with denormals kept, before the first
     flush; workers started that way follow the calling thread's setting (tests/test_numerics.py)."""
+    import torch
+
     global _POOL_WARM
     if not _POOL_WARM:
         with denormals_kept():
@@ -51,6 +57,8 @@ def denormals_kept():
     """The block computes with IEEE denormals; a flush set before it is restored after it."""
     was = flushing()
     if was:
+        import torch
+
         torch.set_flush_denormal(False)
     try:
         yield

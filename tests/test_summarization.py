@@ -4,6 +4,7 @@ and scoring against the reference. Models are tiny (built from configs, saved wi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +313,22 @@ def test_tampered_weights_are_refused(tmp_path):
     data[-10] ^= 0xFF
     w.write_bytes(bytes(data))
     with pytest.raises(FailfadeError, match="corrupt checkpoint"):
+        build_task(exp, tmp_path / "model")
+
+
+def test_an_unreadable_generation_config_is_named(tmp_path):
+    """transformers reads a broken generation_config.json as absent and decodes with defaults
+    (another start token, other lengths): the summaries would change without a word."""
+    from failfade.pipeline import build_task, stage_model
+
+    folder = save_tiny("t5", tmp_path / "t5")
+    exp = validate(summarization_config(tmp_path / "fb.csv", f"path:{folder}"))["experiments"]["r"]
+    stage_model(exp, tmp_path / "model", tmp_path / "res")
+    gen = tmp_path / "model" / "generation_config.json"
+    assert gen.is_file()
+    build_task(exp, tmp_path / "model")  # intact: loads
+    gen.write_text(gen.read_text()[:25])
+    with pytest.raises(FailfadeError, match=rf"{re.escape(str(gen))} cannot be read .*fall back to defaults"):
         build_task(exp, tmp_path / "model")
 
 

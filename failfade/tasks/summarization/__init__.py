@@ -11,16 +11,27 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.numerics import keeps_denormals
 from failfade.tasks.family import TaskFamily
+from failfade.tasks.storage import parse_source as _parse_source
 from failfade.tasks.summarization.transforms import COUNTS, LEVEL_RANGES, TRANSFORMS
+
+if TYPE_CHECKING:
+    import torch
+
+BUILTIN_MODELS = ("tiny-t5",)  # model.source builtin:<name>
+
+
+def parse_model_source(text: str, key: str) -> tuple[str, str, str | None]:
+    """(kind, target, revision) of a summarizer's model.source (builtin:, hf: or path:)."""
+    return _parse_source(text, key, BUILTIN_MODELS, "summarizer")
 
 
 def _device(exp: dict) -> torch.device:
@@ -50,9 +61,8 @@ class SummarizationFamily(TaskFamily):
         numbers where the transform counts sentences, in the concepts and in the shift probes (that
         levels are numbers, and in range, is checked with word_transforms and level_ranges)."""
         from failfade.tasks.summarization.data import check_source
-        from failfade.tasks.summarization.models import parse_source
 
-        parse_source(exp["model"]["source"], f"{key}.model.source")
+        parse_model_source(exp["model"]["source"], f"{key}.model.source")
         check_source(exp["data"]["source"], f"{key}.data.source")
         for i, item in enumerate(exp["concepts"]):
             transform, levels = item.get("transform", item["name"]), list(item["levels"])
@@ -84,7 +94,7 @@ class SummarizationFamily(TaskFamily):
         from failfade.tasks.summarization.task import clean_quality
 
         m = exp["model"]
-        kind, target, rev = models.parse_source(m["source"], key)
+        kind, target, rev = parse_model_source(m["source"], key)
         splits = self.splits(exp)
         history = []
         if kind == "builtin":

@@ -26,10 +26,6 @@ from failfade.tasks import storage
 from failfade.tasks.storage import CARD, WEIGHTS, read_checked_card, write_card
 
 
-def parse_source(text: str, key: str) -> tuple[str, str, str | None]:
-    return storage.parse_source(text, key, ("tiny-t5",), "summarizer")
-
-
 def load_pretrained(folder: Path, key: str, device: torch.device = torch.device("cpu")):
     """(model, tokenizer) from a save_pretrained folder; a folder that is not one is named."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -45,6 +41,15 @@ def load_pretrained(folder: Path, key: str, device: torch.device = torch.device(
                                                       use_kernels=False)
     except Exception as e:  # transformers raises many types for missing or broken files
         raise FailfadeError(f"{key}: cannot load a seq2seq model and tokenizer from {folder} ({type(e).__name__}: {str(e)[:200]})") from e
+    gen = folder / "generation_config.json"
+    if gen.is_file():  # from_pretrained falls back to defaults, with a log line, when this file is unreadable
+        from transformers import GenerationConfig
+
+        try:
+            GenerationConfig.from_pretrained(str(folder))
+        except Exception as e:
+            raise FailfadeError(f"{key}: {gen} cannot be read ({type(e).__name__}: {str(e)[:200]}); the decoding "
+                                f"settings it holds would silently fall back to defaults") from e
     return model.to(device).eval(), tokenizer
 
 
