@@ -76,7 +76,8 @@ def explore_cfg(wildcards):
 
 
 def landscape_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "data", "model", "concepts", "landscape")
+    # `device`: the gallery runs the model (a summarizer regenerates summaries, a pipeline draws)
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "landscape")
 
 
 def rating_sheet_cfg(wildcards):

@@ -32,9 +32,11 @@ rule landscape:
     params:
         cfg=landscape_cfg,
     threads: 1
+    # a GPU stage (on SLURM too): the gallery runs the model (text-to-image draws its images)
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=4000,
+        runtime=30,
+        gpu=gpus,
     conda:
         "../environment.yml"
     script:

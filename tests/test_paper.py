@@ -194,7 +194,7 @@ def test_both_paper_configs_are_valid_and_name_the_same_experiments():
                        "sd14": "hf:CompVis/stable-diffusion-v1-4"}
 
 
-GPU_RULES = {"model", "explore", "groundtruth", "audit", "rating_sheet", "mitigate", "reexplore", "probes",
+GPU_RULES = {"model", "explore", "groundtruth", "landscape", "audit", "rating_sheet", "mitigate", "reexplore", "probes",
              "paper_strategies", "paper_scalability"}
 
 
