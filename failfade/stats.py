@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
 
 
 def wilson_interval(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval for k failures in n queries; n = 0 gives [0, 1]."""
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
+    from scipy.stats import norm  # here, not at the top: reading a config imports this module (stays light)
+
     z = norm.ppf(0.5 + confidence / 2)
     safe = np.maximum(n, 1)
     p = k / safe

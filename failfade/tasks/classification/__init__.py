@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.tasks.family import TaskFamily
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger("failfade")
 
 
 def device_of(exp: dict) -> torch.device:
+    import torch
+
     from failfade import FailfadeError
 
     want = exp.get("device", "auto")
@@ -41,13 +46,13 @@ class ClassificationFamily(TaskFamily):
 
     @property
     def transforms(self) -> frozenset[str]:
-        from failfade.tasks.classification.transforms import TRANSFORMS
+        from failfade.tasks.classification.concept_names import KERNELS
 
-        return frozenset(TRANSFORMS)
+        return frozenset(KERNELS)
 
     @property
     def level_ranges(self) -> dict[str, tuple[float, float]]:
-        from failfade.tasks.classification.transforms import LEVEL_RANGES
+        from failfade.tasks.classification.concept_names import LEVEL_RANGES
 
         return LEVEL_RANGES
 
@@ -81,9 +86,9 @@ class ClassificationFamily(TaskFamily):
     def check(self, exp: dict, key: str = "experiment") -> None:
         """The model and data sources' forms, read when the config is (a typo such as `foo:bar`
         otherwise waited for the model stage); whether they exist is the model stage's to find."""
-        from failfade.tasks.classification import models
+        from failfade.tasks.classification.sources import ModelSource
 
-        models.ModelSource.parse(exp["model"]["source"], f"{key}.model.source")
+        ModelSource.parse(exp["model"]["source"], f"{key}.model.source")
         src = exp["data"]["source"]
         if src.startswith("imagefolder:") and not src.split(":", 1)[1].strip():  # it scanned the working folder
             raise FailfadeError(f"{key}.data.source: {src!r} names no folder; use imagefolder:<dir>")
@@ -93,6 +98,8 @@ class ClassificationFamily(TaskFamily):
 
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         """The model under test as safetensors + card (with held-out clean accuracy)."""
+        import torch
+
         from failfade.tasks.classification import models
         from failfade.tasks.classification.data import aligned
         from failfade.tasks.classification.training import accuracy, fit
@@ -139,6 +146,8 @@ class ClassificationFamily(TaskFamily):
         return ClassificationTask(mut, self.splits(exp, mut.card).heldout, self.space(exp))
 
     def probe_failures(self, task, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
+        import torch
+
         from failfade.tasks.classification.data import batch_rows
         from failfade.tasks.classification.transforms import apply
 
@@ -188,6 +197,8 @@ class ClassificationFamily(TaskFamily):
     def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int,
                 model_dir: Path | None = None) -> None:
         """Failing held-out inputs of the largest modes, as rendered images with true → predicted class."""
+        import torch
+
         from failfade.plots import gallery
         from failfade.slices import cells_of
         from failfade.tasks.classification.transforms import apply

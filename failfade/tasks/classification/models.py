@@ -21,6 +21,7 @@ from torch import nn
 
 from failfade import FailfadeError
 from failfade.numerics import flush_denormals
+from failfade.tasks.classification.sources import ModelSource  # noqa: F401 (re-exported)
 from failfade.tasks.storage import CARD, WEIGHTS, read_card_json, read_checked_card, write_card
 
 
@@ -40,39 +41,6 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-
-
-@dataclass
-class ModelSource:
-    kind: str
-    target: str
-    detail: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, key: str = "model.source") -> "ModelSource":
-        if not isinstance(text, str) or ":" not in text:
-            raise FailfadeError(f"{key}: {text!r} is not a model source; expected builtin:, torchvision:, hf: or path:")
-        kind, rest = text.split(":", 1)
-        if kind == "builtin":
-            if rest != "digits-cnn":
-                raise FailfadeError(f"{key}: unknown builtin model {rest!r}; known: digits-cnn")
-            return cls(kind, rest)
-        if kind == "torchvision":
-            parts = rest.split(":")
-            if len(parts) != 2 or not all(parts):
-                raise FailfadeError(f"{key}: expected torchvision:<arch>:<weights-enum>, got {text!r}")
-            return cls(kind, parts[0], parts[1])
-        if kind == "hf":
-            repo, _, rev = rest.partition("@")
-            owner, _, name = repo.partition("/")
-            if not owner or not name or "/" in name:
-                raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
-            return cls(kind, repo, rev or None)
-        if kind == "path":
-            if not rest:
-                raise FailfadeError(f"{key}: path: needs a file or folder")
-            return cls(kind, rest)
-        raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, torchvision, hf or path")
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from failfade.concepts import ConceptSpace
+from failfade.tasks.classification.concept_names import KERNELS
 
 
 def apply(space: ConceptSpace, images: torch.Tensor, cells) -> torch.Tensor:
@@ -142,20 +143,5 @@ def occlude(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
     return images.masked_fill(mask, 0.0)
 
 
-INF = float("inf")
-# levels that mean something: a negative blur or contrast, or an occlusion past the whole image, do not
-LEVEL_RANGES = {"gaussian_blur": (0.0, INF), "blur": (0.0, INF), "contrast": (0.0, INF), "saturation": (0.0, INF),
-                "saturate": (0.0, INF), "occlude": (0.0, 1.0), "occlusion": (0.0, 1.0), "darken": (-INF, 1.0)}
-
-TRANSFORMS = {
-    "rotate": rotate,
-    "rotation": rotate,
-    "gaussian_blur": gaussian_blur,
-    "blur": gaussian_blur,
-    "contrast": contrast,
-    "darken": darken,
-    "saturation": saturation,
-    "saturate": saturation,
-    "occlude": occlude,
-    "occlusion": occlude,
-}
+# every name a config may give (concept_names.KERNELS) -> its kernel above
+TRANSFORMS = {name: globals()[kernel] for name, kernel in KERNELS.items()}
