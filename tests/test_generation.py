@@ -97,7 +97,8 @@ def test_a_query_always_gives_the_same_image(folders):
 
 
 def test_a_folder_that_is_not_a_pipeline_is_named(folders, tmp_path):
-    from failfade.tasks.generation.pipeline import load_components, parse_source
+    from failfade.tasks.generation.pipeline import load_components
+    from failfade.tasks.generation.prompts import parse_source
 
     with pytest.raises(FailfadeError, match=r"model.source: .* is not a text-to-image pipeline folder \(missing unet/"):
         (tmp_path / "text_encoder").mkdir()

@@ -18,15 +18,18 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.numerics import keeps_denormals
 from failfade.tasks.family import TaskFamily
+
+if TYPE_CHECKING:
+    import torch
 
 TRANSFORMS = frozenset({"word"})  # an axis fills the template's slot of the same name with its words
 
@@ -52,7 +55,7 @@ class GenerationFamily(TaskFamily):
         data.template, and the template has no other slot."""
         import string
 
-        from failfade.tasks.generation.pipeline import parse_source
+        from failfade.tasks.generation.prompts import parse_source
 
         parse_source(exp["model"]["source"], f"{key}.model.source")
         if exp["model"]["judge"] == "clip":
@@ -91,7 +94,7 @@ class GenerationFamily(TaskFamily):
     def check_attribute_words(self, exp: dict, key: str) -> None:
         """The attribute judge sees a digit, a thickness and a size: every level of every axis must
         name one of them (`huge` named none, so its cells could never fail on size)."""
-        from failfade.tasks.generation import digits as D
+        from failfade.tasks.generation import prompts as D
 
         for i, axis in enumerate(exp["concepts"]):
             for level in axis["levels"]:
@@ -105,7 +108,7 @@ class GenerationFamily(TaskFamily):
         """Every prompt fits the pipeline's tokenizer, when its files are here before the model stage
         (the builtin, a path: folder); an hf: pipeline is checked by the model stage, and every
         model folder when it is loaded."""
-        from failfade.tasks.generation.pipeline import check_prompt_lengths, tokenizer_folder
+        from failfade.tasks.generation.prompts import check_prompt_lengths, tokenizer_folder
 
         folder = tokenizer_folder(exp["model"]["source"])
         if folder is None or not folder.is_dir():
@@ -119,7 +122,7 @@ class GenerationFamily(TaskFamily):
         check_prompt_lengths(tokenizer, self.prompts(exp), f"{key}.data.template", str(folder))
 
     def prompts(self, exp: dict, space: ConceptSpace | None = None) -> list[str]:
-        from failfade.tasks.generation.task import prompt_of
+        from failfade.tasks.generation.prompts import prompt_of
 
         space = space or self.space(exp)
         return [prompt_of(space, exp["data"]["template"], c) for c in range(space.n_cells)]
@@ -128,8 +131,8 @@ class GenerationFamily(TaskFamily):
 
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         from failfade.tasks.generation import builtin, models
-        from failfade.tasks.generation.pipeline import (check_prompt_lengths, download, load_components, parse_source,
-                                                        save_components)
+        from failfade.tasks.generation.pipeline import download, load_components, save_components
+        from failfade.tasks.generation.prompts import check_prompt_lengths, parse_source
 
         m, out_dir = exp["model"], Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +162,7 @@ class GenerationFamily(TaskFamily):
 
     def clip_judge_source(self, exp: dict, key: str = "model.judge_source") -> tuple[str, str, str | None]:
         """(kind, target, revision) of the CLIP judge's source: hf: or path:, not a builtin."""
-        from failfade.tasks.generation.pipeline import parse_source
+        from failfade.tasks.generation.prompts import parse_source
 
         kind, target, rev = parse_source(exp["model"]["judge_source"], key)
         if kind == "builtin":
@@ -201,7 +204,8 @@ class GenerationFamily(TaskFamily):
         (None when `with_judge` is false: what only draws images need not load CLIP)."""
         from failfade.tasks.generation import models
         from failfade.tasks.generation.lora import load_adapter
-        from failfade.tasks.generation.pipeline import Sampler, check_prompt_lengths, load_components
+        from failfade.tasks.generation.pipeline import Sampler, load_components
+        from failfade.tasks.generation.prompts import check_prompt_lengths
 
         device = device or _device(exp)
         model_dir = Path(model_dir)
@@ -267,6 +271,8 @@ class GenerationFamily(TaskFamily):
     # --- scoring ---------------------------------------------------------------------------------------
 
     def build_task(self, exp: dict, model_dir: Path):
+        import torch
+
         from failfade.tasks.generation.task import GenerationTask
 
         sampler, judge, card = self.load(exp, model_dir)
@@ -284,7 +290,7 @@ class GenerationFamily(TaskFamily):
         """Every held-out seed under each one-cell space's prompt (generation knows no off-grid
         transforms: its probes are the fixed cells)."""
         from failfade.tasks.generation.pipeline import seed_of
-        from failfade.tasks.generation.task import prompt_of
+        from failfade.tasks.generation.prompts import prompt_of
 
         n = task.n_inputs
         seeds = [seed_of(task.seed, i) for i in range(n)]
@@ -540,6 +546,7 @@ def folder_batches(folder: Path, batch_size: int, key: str):
         pairs.append((img, cap.read_text().strip()))
     if not pairs:
         raise FailfadeError(f"{key}: {folder} holds no .png/.jpg images")
+    import torch
     from torchvision.transforms.functional import pil_to_tensor
 
     def batches(step: int, rng: np.random.Generator):

@@ -19,10 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from failfade.numerics import keeps_denormals
+from failfade.tasks.generation.prompts import DIGITS, SIZES, THICKNESS, requested
 
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-THICKNESS = ("thin", "normal", "thick")
-SIZES = ("small", "medium", "large")
 BOX = {"small": 8, "medium": 12, "large": 16}
 SIDE = 16
 
@@ -116,15 +114,6 @@ def train_judge(images: torch.Tensor, labels: np.ndarray, steps: int, seed: int,
         loss.backward()
         opt.step()
     return net.eval()
-
-
-HEADS = (DIGITS, THICKNESS, SIZES)
-
-
-def requested(prompt_text: str) -> tuple[int, int, int]:
-    """The (digit, thickness, size) a prompt asks for, as indices; −1 where it names none."""
-    words = prompt_text.lower().replace(",", " ").split()
-    return tuple(next((vocab.index(w) for w in words if w in vocab), -1) for vocab in HEADS)
 
 
 @keeps_denormals

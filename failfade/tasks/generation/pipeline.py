@@ -30,13 +30,6 @@ from failfade.tasks import storage
 COMPONENTS = ("text_encoder", "tokenizer", "unet", "scheduler")  # plus vae/ for latent models
 
 
-BUILTINS = ("digits",)
-
-
-def parse_source(text: str, key: str) -> tuple[str, str, str | None]:
-    return storage.parse_source(text, key, BUILTINS, "text-to-image model")
-
-
 download = storage.download
 
 
@@ -77,42 +70,6 @@ def load_components(folder: Path, key: str, device: torch.device = torch.device(
         if m is not None:
             m.float()
     return Components(text_encoder, tokenizer, unet, scheduler, vae).to(device)
-
-
-def check_prompt_lengths(tokenizer, prompts: list[str], key: str, where: str) -> None:
-    """Refuse prompts longer than the tokenizer's model_max_length (special tokens included): the
-    sampler truncates there, so the text encoder would read a shorter prompt than the judge and the
-    LoRA do (the builtin keeps 8 tokens: "a photo of a thin small eight" reached it as "a photo").
-    `key` names the config key (data.template), `where` the tokenizer."""
-    limit = int(tokenizer.model_max_length)
-    prompts = list(dict.fromkeys(prompts))
-    if not prompts:
-        return
-    ids = tokenizer(prompts, truncation=False, verbose=False).input_ids
-    over = [(p, i) for p, i in zip(prompts, ids) if len(i) > limit]
-    if over:
-        p, i = max(over, key=lambda pi: len(pi[1]))
-        kept = tokenizer(p, truncation=True, max_length=limit).input_ids  # what Sampler.encode keeps
-        reads = tokenizer.decode(kept, skip_special_tokens=True).strip()
-        raise FailfadeError(f"{key}: {len(over)} of {len(prompts)} prompt(s) are longer than the text-to-image "
-                            f"tokenizer's model_max_length of {limit} tokens ({where}), e.g. {p!r}: {len(i)} tokens, "
-                            f"of which the text encoder would read only {reads!r} while the judge reads the whole "
-                            "prompt; shorten the template or the axes' words")
-
-
-def tokenizer_folder(source: str) -> Path | None:
-    """The tokenizer folder of a text-to-image source that is on this machine before the model stage
-    runs (the builtin, a `path:` folder); None for an `hf:` source (the model stage checks it) or
-    a source that is not one (the model stage names it)."""
-    try:
-        kind, target, _ = parse_source(source, "model.source")
-    except FailfadeError:
-        return None
-    if kind == "builtin":
-        from failfade.tasks.generation.builtin import folder
-
-        return folder(target) / "tokenizer"
-    return Path(target) / "tokenizer" if kind == "path" else None
 
 
 def save_components(c: Components, out_dir: Path) -> list[str]:

@@ -20,12 +20,7 @@ from failfade.concepts import ConceptSpace
 from failfade.numerics import denormals_kept, keeps_denormals
 from failfade.tasks import Outcomes, standardize
 from failfade.tasks.generation.pipeline import Sampler, seed_of
-
-
-def prompt_of(space: ConceptSpace, template: str, cell: int) -> str:
-    """The cell's prompt: every axis's word in its `{axis}` slot of the template."""
-    coords = space.coords([cell])[0]
-    return template.format(**{a.name: a.words[i] if a.words else a.label(i) for a, i in zip(space.axes, coords)})
+from failfade.tasks.generation.prompts import prompt_of
 
 
 @keeps_denormals
