@@ -21,7 +21,7 @@ from torch import nn
 
 from failfade import FailfadeError
 from failfade.numerics import flush_denormals
-from failfade.tasks.classification.sources import ModelSource  # noqa: F401 (re-exported)
+from failfade.tasks.classification.sources import ModelSource
 from failfade.tasks.storage import CARD, WEIGHTS, read_card_json, read_checked_card, write_card
 
 
