@@ -12,6 +12,51 @@ from __future__ import annotations
 import os
 import time
 
+# the thread count a learner (PPO's, DQN's updates and acting) runs on, whatever its stage's scoring
+# got: set by the workflow to the rule's threads (workflow.stage). A learner's float results depend
+# on the thread count (matrix products split their sums differently), so a stage whose scoring
+# follows the free cores must not let its learner follow them too: the same config would then
+# give a different failure table on a busy machine. None: leave torch's setting alone (the API).
+_learner_threads: int | None = None
+
+
+def set_learner_threads(n: int | None) -> None:
+    global _learner_threads
+    _learner_threads = None if n is None else max(1, int(n))
+
+
+class LearnerRunner:
+    """Runs a learner's calls on its fixed thread count (set_learner_threads), in order, one at a time.
+
+    When torch's current count already is that count, calls run inline. Otherwise they run in a
+    worker thread of their own whose torch (OpenMP) thread count is the learner's: OpenMP keeps a
+    team per calling thread, so neither side pays for resizing the other's (switching the count
+    back and forth in one thread cost ~20 ms a switch here, more than the step itself)."""
+
+    def __init__(self):
+        import torch
+
+        self.n = _learner_threads
+        self.pool = None
+        if self.n is not None and self.n != torch.get_num_threads():
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="failfade-learner",
+                                           initializer=torch.set_num_threads, initargs=(self.n,))
+
+    def __call__(self, fn, *args, **kwargs):
+        if self.pool is None:
+            return fn(*args, **kwargs)
+        return self.pool.submit(fn, *args, **kwargs).result()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
 
 def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]]:
     """(busy, total) jiffies per allowed CPU from /proc/stat."""

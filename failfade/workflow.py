@@ -13,9 +13,10 @@ import torch
 
 from failfade import FailfadeError
 from failfade.tasks.family import family
-from failfade.threads import usable_threads
+from failfade.threads import set_learner_threads, usable_threads
 
-# stages that only score a fixed model (no training): their thread count may follow the free cores
+# stages that only score a fixed model (no training of it): their thread count may follow the free cores
+# (an exploring learner keeps the rule's threads all the same: threads.learner_threads)
 SCORING_STAGES = frozenset({"explore", "explore_shard", "reexplore", "reexplore_shard", "groundtruth", "probes", "audit"})
 
 
@@ -58,6 +59,7 @@ def stage(snakemake, name: str):
     log_path = snakemake.log[0]
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     threads = max(1, int(snakemake.threads))
+    set_learner_threads(threads)  # an exploring stage's learner keeps the rule's threads (failfade/threads.py)
     if name in SCORING_STAGES and family(snakemake.params.cfg["task"]).thread_invariant:
         # scoring whose outcomes do not depend on the thread count follows the free cores
         # (training stages keep the rule's threads: their weights depend on it)

@@ -97,3 +97,33 @@ def test_thread_invariant_families_score_the_same_on_1_and_2_threads(tmp_path, n
 
 def test_generation_keeps_its_threads():
     assert not family("generation").thread_invariant
+
+
+def test_the_learner_keeps_its_threads_when_scoring_follows_the_free_cores():
+    """An exploring stage's scoring may run on fewer threads than its rule under load, but PPO's
+    float results depend on the thread count (its weight gradients sum over the batch, split across
+    threads), so the learner keeps the rule's: the same config gives the same queries on a busy
+    machine. Wide observations (4,096 features, as AlexNet's) make the difference show: with the
+    learner on the scoring's threads, 1 and 2 threads gave different propensities within 2,048 queries
+    (and different cells within 8,192)."""
+    import hashlib
+
+    from failfade.explore.search import explore
+    from failfade.tasks.synthetic import SyntheticTask
+
+    task = SyntheticTask(n_inputs=539, obs_dim=4096, seed=0)
+    saved = torch.get_num_threads()
+
+    def digest(scoring_threads: int, learner: int | None) -> str:
+        torch.set_num_threads(scoring_threads)
+        threads.set_learner_threads(learner)
+        try:
+            q, _ = explore(task, 2048, 64, 0, "ppo", {}, progress=False)
+        finally:
+            threads.set_learner_threads(None)
+            torch.set_num_threads(saved)
+        return hashlib.sha256(q.select(["input_id", "cell", "propensity"]).write_csv().encode()).hexdigest()
+
+    assert digest(1, 2) == digest(2, 2)
+    # the check can fail: unpinned, the learner follows the scoring's thread count and drifts
+    assert digest(1, None) != digest(2, None)

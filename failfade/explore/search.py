@@ -26,6 +26,7 @@ from failfade.explore.micro_env import MicroEnv
 from failfade.explore.ppo import PPO, PPOConfig
 from failfade.progress import progress as progress_bar
 from failfade.puffer import make_native
+from failfade.threads import LearnerRunner
 
 ALGORITHMS = ("ppo", "dqn", "random", "epsilon_greedy", "bandit", "levelset", "confirm", "threshold", "weighted_inputs",
               "exhaustive")
@@ -138,8 +139,9 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
 
     Returns (queries, learning_log). queries has one row per model query: step, explorer,
     input_id (position in the task's input set: the held-out split), label, cell, prediction,
-    delta, failure, propensity (π(cell | input) for contextual learners, else NaN), marginal (the
-    same policy's probability of the cell averaged over the step's inputs, else NaN), one column per
+    delta, failure, propensity (π(cell | input) for PPO, DQN's ε-greedy π, else NaN), marginal (PPO
+    only: the same policy's probability of the cell averaged over the step's *other* inputs,
+    stats.others_marginal, which stabilizes the importance weights; else NaN), one column per
     concept axis (its level value), seed, algorithm.
     learning_log has one row per rollout: queries so far, failure rate, coverage, and the
     learner's statistics (update count, losses, entropy) when it updated.
@@ -180,33 +182,34 @@ def explore(task, budget: int, num_agents: int, seed: int, algorithm: str = "ppo
     log, row_fail, row_n = [], 0, 0
     t0 = time.perf_counter()
     bar = progress_bar(total=total_steps * num_agents, desc=f"explore[{algorithm}]", unit="query", disable=not progress, leave=False)
-    for step in range(total_steps):
-        before = obs.copy()
-        actions = searcher.act(before, env.input_ids)
-        prop = searcher.last_propensity if contextual else np.full(num_agents, np.nan)
-        marg = searcher.last_marginal if contextual else np.full(num_agents, np.nan)
-        obs, rewards, dones, *_ = env.step(actions)
-        ids, cells, out = env.last
-        stats = searcher.observe(before, actions, rewards.copy(), out.failure, obs, dones.copy())
-        if chooser is not None:
-            # the env drew the next inputs before the searcher saw this step's outcomes: ask again
-            env.sample_inputs()
-            obs = env.observations
-        for key, val in (("step", np.full(num_agents, step)), ("explorer", np.arange(num_agents)), ("input_id", ids),
-                         ("cell", cells), ("prediction", out.prediction), ("delta", out.delta), ("failure", out.failure),
-                         ("propensity", prop), ("marginal", marg)):
-            cols[key].append(val)
-        row_fail += int(out.failure.sum())
-        row_n += num_agents
-        bar.update(num_agents)
-        last_step = step == total_steps - 1
-        if last_step and stats is None and hasattr(searcher, "flush"):
-            stats = searcher.flush(obs)
-        if stats is not None or (step + 1) % 4 == 0 or last_step:
-            log.append({"rollout": len(log), "queries": (step + 1) * num_agents, "failure_rate": row_fail / row_n,
-                        "distinct_cells": int((env.visits > 0).sum()), **(stats or {}),
-                        "seconds": time.perf_counter() - t0})
-            row_fail = row_n = 0
+    with LearnerRunner() as learner:  # the learner on its own fixed threads (threads.set_learner_threads)
+        for step in range(total_steps):
+            before = obs.copy()
+            actions = learner(searcher.act, before, env.input_ids)
+            prop = searcher.last_propensity if contextual else np.full(num_agents, np.nan)
+            marg = searcher.last_marginal if contextual else np.full(num_agents, np.nan)
+            obs, rewards, dones, *_ = env.step(actions)
+            ids, cells, out = env.last
+            stats = learner(searcher.observe, before, actions, rewards.copy(), out.failure, obs, dones.copy())
+            if chooser is not None:
+                # the env drew the next inputs before the searcher saw this step's outcomes: ask again
+                env.sample_inputs()
+                obs = env.observations
+            for key, val in (("step", np.full(num_agents, step)), ("explorer", np.arange(num_agents)), ("input_id", ids),
+                             ("cell", cells), ("prediction", out.prediction), ("delta", out.delta), ("failure", out.failure),
+                             ("propensity", prop), ("marginal", marg)):
+                cols[key].append(val)
+            row_fail += int(out.failure.sum())
+            row_n += num_agents
+            bar.update(num_agents)
+            last_step = step == total_steps - 1
+            if last_step and stats is None and hasattr(searcher, "flush"):
+                stats = learner(searcher.flush, obs)
+            if stats is not None or (step + 1) % 4 == 0 or last_step:
+                log.append({"rollout": len(log), "queries": (step + 1) * num_agents, "failure_rate": row_fail / row_n,
+                            "distinct_cells": int((env.visits > 0).sum()), **(stats or {}),
+                            "seconds": time.perf_counter() - t0})
+                row_fail = row_n = 0
     bar.close()
     return _queries_frame(task, cols, seed, algorithm), pl.DataFrame(log)
 
