@@ -806,3 +806,34 @@ def test_confirm_does_not_stop_a_cell_the_moment_its_interval_clears_tau():
         false_calls += int((table["is_failure"].to_numpy() & below).sum())
         cells += int(below.sum())
     assert cells >= 240 and false_calls <= 6, (false_calls, cells)
+
+
+def test_levelset_keeps_going_on_a_model_that_never_fails():
+    """A robust model (or one whose failures were faded): past ~53 clean queries a cell's
+    uncertainty was 1 - p_below, exactly 0 in double precision, so once every cell was that sure the
+    levelset searcher's weights summed to 0 and it crashed (NaN probabilities). The upper tail is now
+    computed directly, and all-zero weights spread the queries evenly."""
+    from failfade.explore.env import exploration_bonus
+    from failfade.explore.search import explore
+    from failfade.tasks.synthetic import SyntheticTask
+
+    bonus = exploration_bonus("uncertainty", np.array([100.0, 2000.0]), np.array([3.0, 0.0]), 0.5)
+    assert bonus[0] > 0 and bonus[0] == pytest.approx(6.8e-26, rel=0.1)  # was exactly 0
+    task = SyntheticTask(p_fail=0.0, p_base=0.0, seed=0)
+    q, _ = explore(task, 64 * 125, 64, 0, "levelset", progress=False)
+    assert q.height == 64 * 125 and not q["failure"].any()
+    q, _ = explore(SyntheticTask(shape=(1,), p_fail=0.0, p_base=0.0, seed=0), 4096, 64, 0, "levelset", progress=False)
+    assert q.height == 4096
+
+
+@pytest.mark.parametrize(("algorithm", "params", "key"), [("ppo", {"bonus": "uncertanity"}, "explore.ppo.bonus"),
+                                                          ("ppo", {"uniform_mix": 1.5}, "explore.ppo.uniform_mix"),
+                                                          ("dqn", {"bonus": "counts"}, "explore.dqn.bonus")])
+def test_a_learner_setting_out_of_range_is_refused(algorithm, params, key):
+    """The config schema checks these; the Python API did not: a misspelt bonus meant no bonus, and a
+    uniform mix above 1 gave negative propensities (weights of 1e12)."""
+    from failfade.explore.search import explore
+    from failfade.tasks.synthetic import SyntheticTask
+
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        explore(SyntheticTask(seed=0), 256, 64, 0, algorithm, params, progress=False)

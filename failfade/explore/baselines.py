@@ -91,7 +91,10 @@ class LevelSetSearcher:
 
     def act(self, obs, input_ids):
         p = self.levels.uncertainty()
-        return self.rng.choice(len(p), len(obs), p=p / p.sum())
+        total = p.sum()
+        if not total > 0:  # every cell settled beyond double precision (thousands of queries each): spread evenly
+            return self.rng.integers(0, len(p), len(obs))
+        return self.rng.choice(len(p), len(obs), p=p / total)
 
     def observe(self, obs, cells, rewards, failures, next_obs=None, dones=None):
         self.levels.update(cells, failures)

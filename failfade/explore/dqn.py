@@ -36,6 +36,12 @@ class DQNConfig:
     bonus: str = "uncertainty"  # exploration bonus: uncertainty (level-set), count, or none
     learn: bool = True  # False reproduces the paper's untrained agents (for comparison)
 
+    def __post_init__(self):  # a misspelt bonus used to mean no bonus, silently
+        from failfade.explore.env import BONUSES
+
+        if self.bonus not in BONUSES:
+            raise ValueError(f"explore.dqn.bonus: unknown bonus {self.bonus!r}; known: {list(BONUSES)}")
+
 
 class QNetwork(nn.Module):
     def __init__(self, obs_dim: int, n_actions: int, hidden: int):

@@ -30,7 +30,10 @@ def exploration_bonus(kind: str, n: np.ndarray, k: np.ndarray, tau: float) -> np
     """
     if kind == "uncertainty":
         p_below = betainc(k + 1.0, n - k + 1.0, tau)
-        return np.minimum(p_below, 1.0 - p_below)
+        # the upper tail directly (I_x(a, b) = 1 - I_1-x(b, a)): 1 - p_below rounds to exactly 0 once a
+        # cell has ~53 clean queries, which left the levelset searcher with all-zero weights
+        p_above = betainc(n - k + 1.0, k + 1.0, 1.0 - tau)
+        return np.minimum(p_below, p_above)
     if kind == "count":
         return 1.0 / np.sqrt(np.maximum(n, 1))
     return np.zeros_like(n, dtype=np.float64)
@@ -75,8 +78,13 @@ class LevelSet:
         open cell that is cheapest to confirm as a failure cell.
 
         The landscape shows a cell as failing when the lower bound of its interval clears τ, and
-        how many queries that takes depends on how far the cell's rate is from τ: about
-        z²·p(1−p)/(p−τ)² (4 at p = 0.99, 90 at p = 0.6, thousands at p = 0.52). Per draw, every
+        how many queries that takes depends on how far the cell's rate is from τ. The cost counted
+        here is the Wald count z²·p(1−p)/(p−τ)² (92 at p = 0.6, thousands at p = 0.52), less the
+        cell's queries so far, floored at 1. Near p = 1 it undercounts what the landscape's Wilson
+        bound needs (0.16 at p = 0.99 and 2.2 at p = 0.9, where Wilson needs 4 and 7), so cells that
+        are nearly sure to fail all cost the floor and are drawn among themselves at random; the
+        score-test count z²·τ(1−τ)/(p−τ)² would track Wilson there. The discovery tables were
+        measured with the Wald count (changing it is a behaviour change to re-measure). Per draw, every
         cell's rate is sampled from its Beta(k+1, n−k+1) posterior and the cell with the fewest
         further queries to confirm wins, among cells not yet settled either way (interval entirely
         above or below τ). So queries go to cells that are likely failures and cheap to confirm,

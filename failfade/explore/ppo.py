@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from failfade.explore.env import LevelSet
+from failfade.explore.env import BONUSES, LevelSet
 from failfade.stats import others_marginal, query_weights, stabilized_propensity
 
 
@@ -37,6 +37,16 @@ class PPOConfig:
     bonus: str = "uncertainty"  # exploration bonus: uncertainty (level-set), count, or none
     residual_bound: float = 0.5  # the actor's largest tilt of the prior, in nats (0: unbounded)
     prior: str = "confirm"  # logits = actor(x) + log(prior weight of each cell): confirm (LevelSet.confirm), levelset (its uncertainty), or none
+
+    def __post_init__(self):
+        # the workflow's config schema checks these too; this guards the Python API (explore(params=...)),
+        # where a misspelt bonus silently meant no bonus and a mix above 1 negative propensities
+        if self.bonus not in BONUSES:
+            raise ValueError(f"explore.ppo.bonus: unknown bonus {self.bonus!r}; known: {list(BONUSES)}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"explore.ppo.prior: unknown prior {self.prior!r}; known: {list(PRIORS)}")
+        if not 0.0 <= self.uniform_mix <= 1.0:
+            raise ValueError(f"explore.ppo.uniform_mix: must lie in [0, 1], got {self.uniform_mix}")
 
 
 class Agent(nn.Module):
@@ -94,8 +104,6 @@ class PPO:
         self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones", "prior")}
         self._pending = None
-        if cfg.prior not in PRIORS:
-            raise ValueError(f"explore.ppo.prior: unknown prior {cfg.prior!r}; known: {list(PRIORS)}")
         self.levels = LevelSet(n_actions, tau, confidence) if cfg.prior != "none" else None  # actions are cells then
         self.prior_rng = np.random.default_rng(seed + 2)  # the confirm prior's posterior draws
 
