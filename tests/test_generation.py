@@ -339,8 +339,21 @@ def digits_world(tmp_path_factory):
     return {"root": root, "exp": exp, "card": card}
 
 
+def _pin(card: dict, files: dict) -> None:
+    """`files` pinned by the card, its sha256 their combined digest: an edit that looks consistent."""
+    from failfade.tasks.generation.models import combined
+
+    card.update(files=files, sha256=combined(files))
+
+
 @pytest.mark.parametrize("edit, said", [
     (lambda c: c.update(files=list(c["files"])), "files must be an object of file: sha256"),
+    (lambda c: c.pop("sha256"), "sha256 must be the combined digest of its files (64 hex digits), got None"),
+    (lambda c: c.update(sha256=""), "sha256 must be the combined digest of its files (64 hex digits), got ''"),
+    (lambda c: c.update(sha256="0" * 64), "sha256 000000000000… is not the combined digest of its files"),
+    (lambda c: _pin(c, {}), "files: 'judge/judge.safetensors' is not pinned"),
+    (lambda c: _pin(c, {k: v for k, v in c["files"].items() if not k.startswith("pipeline/unet/")}),
+     "files: 'pipeline/unet/diffusion_pytorch_model.safetensors' is not pinned"),
     (lambda c: c["files"].update({next(iter(c["files"])): 5}), "files: the sha256 of "),
     (lambda c: c.update(pipeline=None), "pipeline must be a folder, got None"),
     (lambda c: c.update(judge="attribute"), "judge must be an object"),
@@ -348,7 +361,8 @@ def digits_world(tmp_path_factory):
 ])
 def test_a_hand_edited_text_to_image_card_is_named(digits_world, tmp_path, edit, said):
     """A list of files, a numeric digest or a null pipeline failed as a TypeError or an
-    AttributeError; an unknown judge kind loaded as the attribute judge."""
+    AttributeError; an unknown judge kind loaded as the attribute judge; a card without a sha256,
+    or one pinning no weights (`files: {}`) or not all of them, loaded any weights beside it."""
     import shutil
 
     from failfade.tasks.family import family
@@ -400,6 +414,24 @@ def test_the_task_scores_queries_deterministically_and_probes_fixed_cells(digits
     assert n == 4 and [c.tolist() for c in counts] == [a.failure.tolist()]  # the fixed cell, on every held-out seed
 
 
+def test_the_device_keys_the_outcome_cache(digits_world, tmp_path, monkeypatch):
+    """Images drawn on a GPU (other kernels, other rounding, in fp32 too) can flip a borderline
+    verdict: their outcomes were read back on a CPU. No GPU here: the UNet sits on the `meta`
+    device, which builds the task without drawing an image."""
+    from failfade import pipeline
+    from failfade.tasks.family import family
+
+    exp, model_dir, fam = digits_world["exp"], digits_world["root"] / "model", family("generation")
+    cpu = pipeline.build_task(exp, model_dir, tmp_path / "cache")
+    sampler, judge, card = fam.load(exp, model_dir)
+    sampler.c.unet.to("meta")
+    monkeypatch.setattr(fam, "load", lambda *args, **kwargs: (sampler, judge, card))
+    gpu = pipeline.build_task(exp, model_dir, tmp_path / "cache")
+    assert "device" not in cpu.task.settings and gpu.task.settings["device"] == "meta"
+    assert gpu.task.settings["precision"] == cpu.task.settings["precision"] == "fp32"
+    assert cpu.path.name != gpu.path.name
+
+
 def test_the_fresh_seed_check_scores_seeds_no_stage_uses(digits_world):
     """benchmarks/t2i_fresh_seeds.py's measure: the fresh seeds are none of the held-out ones, and
     the counts are the judge's own on those images (same model on both sides: no change)."""
@@ -418,8 +450,11 @@ def test_the_fresh_seed_check_scores_seeds_no_stage_uses(digits_world):
     k = sum(int(judge(sampler.generate([prompts[c]] * 3, seeds), [prompts[c]] * 3)[2].sum()) for c in (11, 3))
     f = out["fixed"]
     assert f["cells"] == 2 and f["queries"] == 6 and f["failures"] == {"pre": k, "post": k}
-    # every prompt shares the seeds: the change's interval is over the seeds, paired, as shift.json's
-    assert f["interval"] == "over the 3 inputs (paired)" and f["change_ci"] == [0.0, 0.0]
+    # every prompt shares the seeds, so the change's interval would be over the seeds, paired, as
+    # shift.json's; but no seed's count changed, and a paired interval with no spread was [0, 0]
+    # (certainty from 3 seeds): it is the conservative one
+    assert f["interval"] == "conservative: the pooled rates as measured on 3 inputs (the paired interval had no spread to go on)"
+    assert f["change_ci"][0] < 0 < f["change_ci"][1]
     assert out["other_pass"]["pre"] == out["other_pass"]["post"] and out["new_failure_cells"] == []
 
 

@@ -332,13 +332,16 @@ def test_a_path_model_is_fed_like_the_torchvision_weights_it_came_from(tmp_path,
     from failfade.tasks.classification import models
 
     # no download here: the architecture with random weights stands in for the fetched one
-    monkeypatch.setattr(torchvision.models, "get_model", lambda arch, weights=None: torchvision.models.resnet18())
+    monkeypatch.setattr(torchvision.models, "get_model", lambda arch, weights=None, **kw: torchvision.models.resnet18())
+    monkeypatch.setattr(models, "_torchvision_state", lambda *a: torchvision.models.resnet18().state_dict())
     module, card = models._torchvision(models.ModelSource.parse("torchvision:efficientnet_v2_l:IMAGENET1K_V1"),
                                        tmp_path, "model.source")
     assert card["input"]["interpolation"] == "bicubic" and card["input"]["crop"] == pytest.approx(1.0)
     models.save_model(module, card, tmp_path / "saved")
     assert models.weights_preprocessing(f"path:{tmp_path / 'saved'}") == \
         models.weights_preprocessing("torchvision:efficientnet_v2_l:IMAGENET1K_V1") == (1.0, "bicubic")
+    for f in (models.WEIGHTS, models.CARD):  # a path: source may name a file of the folder, as resolve_source takes it
+        assert models.weights_preprocessing(f"path:{tmp_path / 'saved' / f}") == (1.0, "bicubic")
     assert models.weights_preprocessing(f"path:{tmp_path / 'nothing'}") is None
 
 

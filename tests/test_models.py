@@ -144,17 +144,31 @@ def test_flipped_bytes_fail_sha_check(saved):
     assert "sha256" in str(ei.value) and "corrupt" in str(ei.value)
 
 
-def test_truncated_file_without_sha_is_unreadable(saved):
+def test_truncated_file_pinned_by_its_card_is_unreadable(saved):
+    import hashlib
+
     _, _, out = saved
     w = out / WEIGHTS
     w.write_bytes(w.read_bytes()[: len(w.read_bytes()) // 2])
     card = json.loads((out / CARD).read_text())
-    del card["sha256"]
+    card["sha256"] = hashlib.sha256(w.read_bytes()).hexdigest()
     (out / CARD).write_text(json.dumps(card))
     with pytest.raises(FailfadeError) as ei:
         load_model(out)
     assert str(w) in str(ei.value)
     assert "cannot be read as safetensors" in str(ei.value)
+
+
+@pytest.mark.parametrize("sha256", [None, "", "0" * 63, "F" * 64])
+def test_a_card_that_pins_no_weights_is_refused(saved, sha256):
+    """A card without a sha256, or an empty one, loaded whatever weights lay beside it."""
+    _, _, out = saved
+    card = json.loads((out / CARD).read_text())
+    card.pop("sha256") if sha256 is None else card.update(sha256=sha256)
+    (out / CARD).write_text(json.dumps(card))
+    with pytest.raises(FailfadeError) as ei:
+        load_model(out)
+    assert str(ei.value) == f"{out / CARD}: sha256 must be the sha256 of {WEIGHTS} (64 hex digits), got {sha256!r}"
 
 
 def test_missing_card(saved):
@@ -358,6 +372,77 @@ def test_torchvision_weights_offline_fail_names_key(tmp_path, keep_hub_dir, monk
         assert "cannot fetch torchvision weights resnet18:IMAGENET1K_V1" in str(e)
         return
     pytest.skip(f"the download unexpectedly succeeded ({type(resolved)})")
+
+
+class _RunsCode:
+    """A pickle that creates `marker` when it is unpickled with weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _offline(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+
+
+def test_a_pickle_planted_in_the_torch_hub_cache_runs_no_code(tmp_path, keep_hub_dir, monkeypatch):
+    """torchvision's get_model(weights=...) unpickles the cached checkpoint with weights_only=False:
+    a file planted in resources/torch/checkpoints ran its code when the model stage read it."""
+    _offline(monkeypatch)
+    marker = tmp_path / "pwned"
+    cached = tmp_path / "torch" / "checkpoints" / "resnet18-f37072fd.pth"  # the IMAGENET1K_V1 file name
+    cached.parent.mkdir(parents=True)
+    torch.save({"fc.weight": _RunsCode(marker)}, cached)
+    with pytest.raises(FailfadeError) as ei:
+        resolve_source(ModelSource.parse("torchvision:resnet18:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
+    assert not marker.exists()
+    assert str(ei.value).startswith(f"{KEY}: {cached}: refused, the checkpoint of resnet18:IMAGENET1K_V1 holds more "
+                                    "than tensors"), str(ei.value)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+def test_a_cached_torchvision_checkpoint_loads_as_plain_tensors(tmp_path, keep_hub_dir, monkeypatch, arch):
+    """The checkpoint loads into the architecture built without weights (densenet's old 'norm.1'
+    keys renamed as torchvision's builder renames them), offline, from the hub cache."""
+    import torchvision
+
+    _offline(monkeypatch)
+    weights = torchvision.models.get_model_weights(arch)["IMAGENET1K_V1"]
+    torch.manual_seed(7)
+    state = torchvision.models.get_model(arch).state_dict()
+    # as the published densenet files are: 'norm.1' keys, and no num_batches_tracked (older than it)
+    old = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2.") if "denselayer" in k else k: v
+           for k, v in state.items() if not ("denselayer" in k and k.endswith("num_batches_tracked"))}
+    cached = tmp_path / "torch" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(old, cached)
+    module, card = resolve_source(ModelSource.parse(f"torchvision:{arch}:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
+    assert card["classes"] == list(weights.meta["categories"])
+    assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
+
+
+def test_torchvision_random_weights_follow_the_experiment_seed(tmp_path, keep_hub_dir):
+    """`torchvision:<arch>:none` weights are the model under test: drawn from the experiment's seed,
+    not from whatever the global generator held, and without moving it."""
+    source = ModelSource.parse("torchvision:resnet18:none")
+
+    def weights(seed):
+        torch.manual_seed(1234)  # the global generator: no influence, and left where it was
+        module, _ = resolve_source(source, tmp_path, seed=seed)
+        after = torch.rand(3)
+        torch.manual_seed(1234)
+        assert torch.equal(after, torch.rand(3))
+        return module.state_dict()
+
+    a, b, c = weights(0), weights(0), weights(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
 
 
 def test_torchvision_unknown_weights_enum(tmp_path, keep_hub_dir):

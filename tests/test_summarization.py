@@ -547,6 +547,34 @@ def test_the_checkpoints_prefix_starts_every_encoded_document_inside_the_limit(t
     assert rec.seen[0] == ["summarize: a b c d"] * 2
 
 
+def test_the_device_keys_the_outcome_cache(tmp_path, monkeypatch):
+    """Outcomes scored on a GPU (other kernels, other rounding: a borderline beam or Δ can flip)
+    were read back on a CPU and the other way round. No GPU here: the model sits on the `meta`
+    device, and the task stands in for the one that would summarize on it."""
+    from types import SimpleNamespace
+
+    from failfade import pipeline
+    from failfade.tasks.family import family
+    from failfade.tasks.summarization import models, task as T
+
+    fam = family("summarization")
+    exp = validate(summarization_config(tmp_path / "fb.csv"))["experiments"]["r"]
+    model, tok = models.load_pretrained(save_tiny("t5", tmp_path / "t5"), "k")
+    monkeypatch.setattr(T, "SummarizationTask", lambda summarizer, reports, space, seed, epsilon, sha256: SimpleNamespace(
+        reports=[], model_sha256=sha256, space=space, n_inputs=len(reports), n_cells=space.n_cells,
+        labels=np.zeros(len(reports))))
+
+    def on(device):
+        summarizer = fam.summarizer(exp, model.to(device), tok)
+        monkeypatch.setattr(fam, "load", lambda exp, model_dir: (summarizer, {"sha256": "0" * 64}))
+        task = pipeline.build_task(exp, tmp_path / "model", tmp_path / "cache")
+        return task.task.settings, task.path.name
+
+    (cpu, cpu_key), (gpu, gpu_key) = on("cpu"), on("meta")
+    assert "device" not in cpu and gpu["device"] == "meta"  # the CPU's key is the one it always was
+    assert cpu_key != gpu_key
+
+
 def test_a_prefixed_checkpoint_keys_the_cache_and_fine_tunes_with_its_prefix(tmp_path, monkeypatch):
     from failfade.pipeline import build_task, family_of, stage_model
     from failfade.tasks.summarization import models

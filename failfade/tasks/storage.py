@@ -134,6 +134,15 @@ CARD_TYPES = {"sha256": (str, "a sha256 (64 hex digits)"), "files": (dict, "an o
               "pipeline": (str, "a folder"), "classes": (list, "a list of class names"), "judge": (dict, "an object")}
 
 
+def pinned_sha256(card: dict, card_path: Path, what: str) -> str:
+    """The card's `sha256`, which must be a digest: a card without one (or with an empty one) was
+    read as pinning nothing, and any weights beside it loaded."""
+    want = card.get("sha256")
+    if not (isinstance(want, str) and re.fullmatch(r"[0-9a-f]{64}", want)):
+        raise FailfadeError(f"{card_path}: sha256 must be {what} (64 hex digits), got {want!r:.80}")
+    return want
+
+
 def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = ()) -> dict:
     """The card of a model folder, after checking that both files exist, that the card has the
     `required` keys, and that the weights match it."""
@@ -142,8 +151,9 @@ def read_checked_card(model_dir: Path, holds: str, required: tuple[str, ...] = (
     if not weights.is_file() and card_path.is_file():
         raise FailfadeError(f"{weights}: missing (a failfade model folder holds {holds})")
     card = read_card_json(card_path, holds, required)
+    pinned_sha256(card, card_path, f"the sha256 of {WEIGHTS}")
     digest = sha256_file(weights)
-    if card.get("sha256") and card["sha256"] != digest:
+    if card["sha256"] != digest:
         raise FailfadeError(f"{weights}: corrupt checkpoint, sha256 {digest[:12]}… does not match the card's {card['sha256'][:12]}…")
     return card
 

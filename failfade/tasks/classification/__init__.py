@@ -122,7 +122,7 @@ class ClassificationFamily(TaskFamily):
             history = fit(mut, splits.train, list(module.parameters()), m["epochs"], m["lr"], m["batch_size"], exp["seed"],
                           desc="train digits-cnn")
         else:
-            got = models.resolve_source(source, Path(resources), key)
+            got = models.resolve_source(source, Path(resources), key, seed=exp["seed"])
             if isinstance(got, Path):
                 mut = models.load_model(got, device)
                 card = {k: v for k, v in mut.card.items() if k not in ("sha256", "weights")}

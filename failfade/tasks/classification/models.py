@@ -11,8 +11,10 @@ Sources (config key `model.source`):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -217,8 +219,10 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu", precision: s
     return ModelUnderTest(module, card, torch.device(device), precision)
 
 
-def resolve_source(source: ModelSource, resources: Path, key: str = "model.source") -> tuple[nn.Module, dict] | Path:
-    """Obtain a non-builtin model: returns a model dir (path/hf) or a (module, card) pair (torchvision)."""
+def resolve_source(source: ModelSource, resources: Path, key: str = "model.source",
+                   seed: int = 0) -> tuple[nn.Module, dict] | Path:
+    """Obtain a non-builtin model: returns a model dir (path/hf) or a (module, card) pair (torchvision,
+    built under `seed`, the experiment's: `torchvision:<arch>:none` weights are drawn from it)."""
     if source.kind == "path":
         p = Path(source.target)
         if p.is_file():
@@ -238,7 +242,7 @@ def resolve_source(source: ModelSource, resources: Path, key: str = "model.sourc
             raise FailfadeError(f"{key}: cannot download hf:{source.target} ({type(e).__name__}: {str(e)[:200]})") from e
         return Path(local)
     if source.kind == "torchvision":
-        return _torchvision(source, resources, key)
+        return _torchvision(source, resources, key, seed)
     raise FailfadeError(f"{key}: {source.kind}: sources are built by the workflow, not resolved")
 
 
@@ -255,7 +259,10 @@ def weights_preprocessing(source_text: str) -> tuple[float, str] | None:
         return None
     if source.kind == "path":
         try:
-            inp = read_card_json(Path(source.target) / CARD, "its card").get("input", {})
+            folder = Path(source.target)
+            if folder.is_file():  # path:<dir>/model.safetensors or model.json, as resolve_source takes it
+                folder = folder.parent
+            inp = read_card_json(folder / CARD, "its card").get("input", {})
         except (FailfadeError, OSError, ValueError, AttributeError):
             return None
         return (float(inp["crop"]), str(inp.get("interpolation", "bilinear"))) if inp.get("crop") else None
@@ -270,7 +277,7 @@ def weights_preprocessing(source_text: str) -> tuple[float, str] | None:
         return None
 
 
-def _torchvision(source: ModelSource, resources: Path, key: str):
+def _torchvision(source: ModelSource, resources: Path, key: str, seed: int = 0):
     import torchvision
 
     arch, weights_name = source.target, source.detail
@@ -292,13 +299,44 @@ def _torchvision(source: ModelSource, resources: Path, key: str):
         # the weights' resize-then-crop, kept in the card: a copy loaded through path: is fed alike
         extra = {"crop": float(t.crop_size[0]) / float(t.resize_size[0]), "interpolation": t.interpolation.value}
     torch.hub.set_dir(str(resources / "torch"))
-    try:
-        module = torchvision.models.get_model(arch, weights=weights)
-    except Exception as e:
-        raise FailfadeError(f"{key}: cannot fetch torchvision weights {arch}:{weights_name} ({type(e).__name__}: {str(e)[:200]})") from e
+    # built as build_architecture rebuilds it from the card, its initial weights drawn from the
+    # experiment's seed (`none`: they are the model under test) without moving the global generator
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = torchvision.models.get_model(arch, weights=None, num_classes=len(classes))
+    if weights is not None:
+        state = _torchvision_state(weights, key, f"{arch}:{weights_name}")
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise FailfadeError(f"{key}: torchvision weights {arch}:{weights_name} do not fit the architecture "
+                                f"built without them: {str(e)[:300]}") from e
     card = {
         "arch": f"torchvision:{arch}",
         "classes": classes,
         "input": {"channels": 3, "size": size, "mean": mean, "std": std, **extra},
     }
     return module, card
+
+
+# densenet checkpoints predate the ban on '.' in module names ('norm.1' for 'norm1'); torchvision's
+# densenet builder renames these keys, so loading the checkpoint here does too
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _torchvision_state(weights, key: str, what: str) -> dict:
+    """A torchvision weights enum's checkpoint, unpickled with weights_only=True. torchvision's own
+    loader (get_model(weights=...)) unpickles it with weights_only=False, so a file planted in the
+    hub cache (resources/torch/checkpoints/) ran its code; check_hash only verifies a download, a
+    cached file is read as it is."""
+    import pickle
+
+    try:
+        state = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except pickle.UnpicklingError as e:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+        raise FailfadeError(f"{key}: {cached}: refused, the checkpoint of {what} holds more than tensors "
+                            f"(unpickling it could run code; delete it to download it again): {str(e)[:200]}") from None
+    except Exception as e:
+        raise FailfadeError(f"{key}: cannot fetch torchvision weights {what} ({type(e).__name__}: {str(e)[:200]})") from e
+    return {_DENSENET_OLD_KEY.sub(r"\1\2", k): v for k, v in state.items()}

@@ -283,7 +283,10 @@ class GenerationFamily(TaskFamily):
         # the zero-shot question a CLIP judge asks decides its `prediction` (bias.csv reads it)
         task.settings["bias"] = card["judge"].get("bias")
         # fp16 on a GPU can flip a borderline verdict: part of the outcome cache's key
-        task.settings["precision"] = "fp16" if next(sampler.c.unet.parameters()).dtype == torch.float16 else "fp32"
+        unet = next(sampler.c.unet.parameters())
+        task.settings["precision"] = "fp16" if unet.dtype == torch.float16 else "fp32"
+        if unet.device.type != "cpu":  # so can a GPU's kernels, which round differently, in any precision
+            task.settings["device"] = unet.device.type
         return task
 
     def probe_failures(self, task, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:

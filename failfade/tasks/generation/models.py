@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from failfade import FailfadeError
-from failfade.tasks.storage import CARD, folder_files, read_card_json, sha256_file
+from failfade.tasks.storage import CARD, folder_files, pinned_sha256, read_card_json, sha256_file
 
 ADAPTER = "adapter"
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -53,10 +53,19 @@ def write_card(card: dict, out_dir: Path) -> dict:
 
 
 def read_card(model_dir: Path) -> dict:
-    """The card of a generation model folder after checking every file it pins."""
+    """The card of a generation model folder after checking every file it pins, that it pins every
+    weight file (a card with `files: {}` pinned nothing), and that its `sha256` (the outcome cache's
+    key) is the combined digest of those pins."""
     model_dir = Path(model_dir)
     path = model_dir / CARD
     card = read_card_json(path, f"{CARD}, its pipeline and judge", ("files", "pipeline"))
+    sha256 = pinned_sha256(card, path, "the combined digest of its files")
+    unpinned = [rel for rel in weight_files(model_dir, card) if rel not in card["files"]]
+    if unpinned:
+        raise FailfadeError(f"{path}: files: {unpinned[0]!r} is not pinned (every weight file needs its sha256 there)")
+    if combined(card["files"]) != sha256:
+        raise FailfadeError(f"{path}: sha256 {sha256[:12]}… is not the combined digest of its files "
+                            f"({combined(card['files'])[:12]}…)")
     for rel, want in card["files"].items():
         f = resolve(model_dir, card, rel)
         if not f.is_file():
@@ -65,6 +74,16 @@ def read_card(model_dir: Path) -> dict:
         if got != want:
             raise FailfadeError(f"{f}: corrupt checkpoint, sha256 {got[:12]}… does not match the card's {want[:12]}…")
     return card
+
+
+def weight_files(model_dir: Path, card: dict) -> list[str]:
+    """The card-relative names of the weight files (*.safetensors) a model folder loads: its own
+    (judge, adapter) and its pipeline's, wherever the card's `pipeline` lives."""
+    model_dir = Path(model_dir)
+    own = [f.relative_to(model_dir).as_posix() for f in folder_files(model_dir) if f.suffix == ".safetensors"]
+    pipe = pipeline_dir(model_dir, card)
+    return sorted({rel for rel in own if not rel.startswith("pipeline/")}
+                  | {f"pipeline/{f.relative_to(pipe).as_posix()}" for f in folder_files(pipe) if f.suffix == ".safetensors"})
 
 
 def resolve(model_dir: Path, card: dict, rel: str) -> Path:

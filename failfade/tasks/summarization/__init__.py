@@ -137,6 +137,9 @@ class SummarizationFamily(TaskFamily):
             task.settings["distractors_at"] = "lead"
         if summarizer.prefix:  # outcomes scored without the checkpoint's prefix are not reused
             task.settings["prefix"] = summarizer.prefix
+        device = next(summarizer.model.parameters()).device
+        if device.type != "cpu":  # a GPU's kernels round differently: a borderline beam or Δ can flip
+            task.settings["device"] = device.type
         return task
 
     def probe_failures(self, task, probe_spaces: list[ConceptSpace]) -> tuple[list[np.ndarray], int]:
