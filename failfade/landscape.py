@@ -26,6 +26,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.slices import cells_of, cells_text
 from failfade.stats import (cell_counts, rates_from_sums, stabilized_propensity, variance_from_sums, weight_sums,
@@ -75,18 +76,48 @@ def cell_table_from_sums(space: ConceptSpace, sums: dict, threshold: float, conf
     )
 
 
+QUERY_COLUMNS = ("cell", "failure", "delta")  # what cell_sums_sql needs of every query file
+
+
 def _parquet_columns(con, paths: list[str]) -> set[str]:
-    return {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name = true)", [paths]).fetchall()}
+    """The query files' columns, all of them together, after checking that every file has
+    QUERY_COLUMNS: read together by name (union_by_name), a shard lacking `failure` was read as
+    NULLs, which count(*) counted as queries and sum() skipped, so its failures silently became
+    passes; the check on the union of the columns did not see it."""
+    cols = set()
+    for path in paths:
+        own = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()}
+        missing = [c for c in QUERY_COLUMNS if c not in own]
+        if missing:
+            raise FailfadeError(f"{path}: the query file lacks column(s) {missing}; "
+                                f"rebuild it with `failfade run --forcerun {path}`")
+        cols |= own
+    return cols
+
+
+def _bad_shard(con, paths: list[str], n_cells: int) -> FailfadeError:
+    """The error for the first query file with a query without a cell or a failure outcome (a NULL:
+    the sums would skip it and count it as a pass) or with a cell outside the concept space."""
+    row = con.execute("""
+        SELECT filename, count(*) FILTER (WHERE cell IS NULL), count(*) FILTER (WHERE failure IS NULL),
+               count(*) FILTER (WHERE cell::BIGINT < 0 OR cell::BIGINT >= ?) AS outside
+        FROM read_parquet(?, union_by_name = true, filename = true)
+        GROUP BY filename HAVING count(*) FILTER (WHERE cell IS NULL OR failure IS NULL) + outside > 0
+        ORDER BY list_position(?, filename) LIMIT 1""", [n_cells, paths, paths]).fetchone()
+    if row is None:  # not reached: the sums saw one of these
+        return FailfadeError(f"the query files {', '.join(paths)} hold queries without a cell or failure outcome")
+    name, no_cell, no_failure, outside = row
+    said = [f"{k} queries without {what}" for k, what in ((no_cell, "a cell"), (no_failure, "a failure outcome")) if k]
+    if outside:
+        said.append(f"{outside} queries with a cell outside 0..{n_cells - 1} (it belongs to another concept space)")
+    return FailfadeError(f"{name}: the query file has {' and '.join(said)}; rebuild it with `failfade run --forcerun {name}`")
 
 
 def cell_sums_sql(con: duckdb.DuckDBPyConnection, paths: list[str], n_cells: int) -> dict:
     """The per-cell sums of cell_table_from_sums, aggregated by DuckDB from the query files (the
     same weights as propensities() and stats.query_weights: 1/(π/π̄) where the marginal π̄ is
     recorded, 1/π where only π is, 1 where neither). Only n_cells rows come back."""
-    cols = _parquet_columns(con, paths)
-    missing = {"cell", "failure", "delta"} - cols
-    if missing:
-        raise ValueError(f"the query files lack column(s) {sorted(missing)}")
+    cols = _parquet_columns(con, paths)  # every file has the columns needed
     p = "propensity" if "propensity" in cols else "NULL::DOUBLE"
     if "marginal" in cols:
         p = f"CASE WHEN isfinite(marginal) AND marginal > 0 THEN {p} / marginal ELSE {p} END"
@@ -102,13 +133,14 @@ def cell_sums_sql(con: duckdb.DuckDBPyConnection, paths: list[str], n_cells: int
                 FROM read_parquet(?, union_by_name = true)),
             w AS (SELECT cell, f, delta, CASE WHEN p IS NULL OR NOT isfinite(p) THEN 1.0 ELSE 1.0 / greatest(p, 1e-12) END AS w FROM q)
             SELECT cell, count(*) AS n, sum(f) AS k, sum(delta) AS sd, sum(w) AS sw, sum(w * w) AS sw2, sum(w * f) AS swf,
-                   sum(w * w * f) AS sw2f
+                   sum(w * w * f) AS sw2f, count(*) - count(f) AS no_failure
             FROM w GROUP BY cell ORDER BY cell""", [paths]).fetchnumpy()
     finally:
         con.execute(f"SET threads = {threads}")
     cell = np.asarray(rows["cell"], dtype=np.int64)
-    if len(cell) and (cell.min() < 0 or cell.max() >= n_cells):
-        raise ValueError(f"cell ids outside 0..{n_cells - 1}: the query files belong to another concept space")
+    if np.ma.getmaskarray(rows["cell"]).any() or np.asarray(rows["no_failure"]).any() or (
+            len(cell) and (cell.min() < 0 or cell.max() >= n_cells)):
+        raise _bad_shard(con, paths, n_cells)  # found again, by file: only on this error path
     out = {}
     for key in ("n", "k", "sd", "sw", "sw2", "swf", "sw2f"):
         full = np.zeros(n_cells)

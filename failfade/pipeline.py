@@ -260,7 +260,10 @@ def scan_queries(paths) -> pl.LazyFrame:
 
 
 def _unreadable_shard(paths: list[str], error: Exception):
-    """The error for a query shard DuckDB could not read: the first file that does not open, named."""
+    """The error for a query shard DuckDB could not read: the first file that does not open, or
+    whose rows do not decode on their own, named. The message ends in a rebuild command, so it names
+    real paths only: it once named "<first> (and N more shards)", which pasted into --forcerun
+    rebuilt nothing; an error no single shard gives names them all."""
     from failfade import unreadable
 
     for path in paths:
@@ -270,8 +273,18 @@ def _unreadable_shard(paths: list[str], error: Exception):
             return FileNotFoundError(path)
         except Exception as e:  # polars raises several kinds for a truncated or foreign file
             return unreadable(path, e, "a query log (Parquet)")
-    return unreadable(paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more shards)", error,
-                      "a query log (Parquet)")
+    if len(paths) == 1:
+        return unreadable(paths[0], error, "a query log (Parquet)")
+    with duckdb.connect() as con:  # a damaged page opens but does not decode: read each shard's columns alone
+        for path in paths:
+            try:
+                con.execute("SELECT sum(cell::BIGINT), sum(failure::DOUBLE), sum(delta::DOUBLE) FROM read_parquet(?)",
+                            [path]).fetchall()
+            except duckdb.Error as e:
+                return unreadable(path, e, "a query log (Parquet)")
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return FailfadeError(f"the query shards {', '.join(paths)}: cannot be read together as query logs "
+                         f"({type(error).__name__}: {first}); rebuild them with `failfade run --forcerun {' '.join(paths)}`")
 
 
 def feedback_plan(exp: dict, feedback_path: Path, db_path: Path) -> dict:

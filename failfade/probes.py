@@ -212,7 +212,13 @@ def pooled_change(table: pl.DataFrame, confidence: float = 0.95, per_input: pl.D
     over the inputs, which carry that dependence (t interval of the per-input change; the ratio's
     log by the delta method with the per-input covariance). Without it, every interval counts the
     pooled rate as measured on `inputs_per_cell` inputs: conservative, exact when the cells agree on
-    every input. The rates before and after always use the latter (Wilson)."""
+    every input. The paired intervals fall back to the conservative ones where their standard error
+    is 0 (no input's failure count changed, or every input's changed alike; for the ratio, every
+    input's after-count proportional to its before-count): a sample that showed no spread is no
+    proof of none, and the zero-width interval claimed certainty; `interval` says so. The rates
+    before and after always use the conservative scale (Wilson). The relative change's interval is
+    centred on a smoothed ratio (Haldane's ½ when no failure is left), so it is widened to hold the
+    reported point: with nothing failing after, the point is −100% and the interval reaches it."""
     from scipy import stats
 
     n = int(table["inputs"].sum())
@@ -231,23 +237,31 @@ def pooled_change(table: pl.DataFrame, confidence: float = 0.95, per_input: pl.D
         b = per_input["failures_post"].to_numpy() / cells
         t = float(stats.t.ppf(0.5 + confidence / 2, m - 1))
         se = float(np.std(b - a, ddof=1)) / np.sqrt(m)
+    if paired and se > 1e-12:  # 0 but for rounding: no spread
         out["change_ci"] = [float(out["change"] - t * se), float(out["change"] + t * se)]
         out["interval"] = f"over the {m} inputs (paired)"
     else:
         _, lo, hi = newcombe(a1, m, a2, m, confidence)
         out["change_ci"] = [float(lo), float(hi)]
-        out["interval"] = f"conservative: the pooled rates as measured on {m} inputs"
+        out["interval"] = (f"conservative: the pooled rates as measured on {m} inputs"
+                           + (" (the paired interval had no spread to go on)" if paired else ""))
     if k1 > 0:
         out["relative_change"] = k2 / k1 - 1
+        var_log = 0.0
         if paired and k2 > 0:
             ma, mb = a.mean(), b.mean()
             cov = np.cov(a, b, ddof=1)
             var_log = (cov[1, 1] / mb**2 + cov[0, 0] / ma**2 - 2 * cov[0, 1] / (ma * mb)) / m
-            half = t * np.sqrt(max(var_log, 0.0))
+        if var_log > 1e-12:
+            half = t * np.sqrt(var_log)
             ratio = mb / ma
         else:  # Katz's log interval on the m-input scale (Haldane's correction when no failure is left)
             x, y = a1 + 0.5 * (k2 == 0), a2 + 0.5 * (k2 == 0)
             ratio = y / x
             half = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(max(1 / x - 1 / m + 1 / y - 1 / m, 0.0))
-        out["relative_change_ci"] = [float(ratio * np.exp(-half) - 1), float(ratio * np.exp(half) - 1)]
+            if paired and k2 > 0 and se > 1e-12:
+                out["interval"] += "; the relative change's interval conservative (the paired one had no spread to go on)"
+        lo, hi = float(ratio * np.exp(-half) - 1), float(ratio * np.exp(half) - 1)
+        point = out["relative_change"]
+        out["relative_change_ci"] = [min(lo, point), max(hi, point)]
     return out

@@ -247,10 +247,15 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
     v_pre, v_post = (weighted_rate_variance(q["cell"].to_numpy(), q["failure"].to_numpy(), propensities(q), space.n_cells)
                      for q in (pre_queries, post_queries))
 
-    def summary(mask):  # over the region's cells explored on both sides: the same cells before and after
-        return rate_summary(region_rate(pre, v_pre, mask & both), region_rate(post, v_post, mask & both), confidence)
+    def summary(mask):
+        """Over the region's cells explored on both sides (the same cells before and after):
+        `cells` is the region's size and `cells_compared` how many of them that is (`cells` once
+        held the latter, so the whole grid's row read as if every cell had been compared)."""
+        out = rate_summary(region_rate(pre, v_pre, mask & both), region_rate(post, v_post, mask & both), confidence)
+        return out | {"cells": int(mask.sum()), "cells_compared": int((mask & both).sum())}
 
-    targeted_s, other_s, mass_s = summary(targeted), summary(~targeted), summary(both)
+    targeted_s, other_s = summary(targeted), summary(~targeted)
+    mass_s = summary(np.ones(space.n_cells, dtype=bool))
 
     r_pre, r_post = pre["failure_rate"].to_numpy(), post["failure_rate"].to_numpy()
     emd = grid_emd(_mass(r_pre, both, space.n_cells), _mass(r_post, both, space.n_cells), space)
@@ -360,8 +365,9 @@ def _ci(pair, pct: bool = True, signed: bool = False) -> str:
     return f"{pair[0]:.4f} to {pair[1]:.4f}"
 
 
-def _cells(seen: int, total: int) -> str:
-    return f"{total} cells" if seen == total else f"{seen} of {total} cells explored"
+def _cells(seen: int, total: int, whole: str | None = None) -> str:
+    """A region's size, and how many of its cells the rates average (those explored before and after)."""
+    return (whole or f"{total} cells") if seen == total else f"{seen} of {total} cells explored before and after"
 
 
 def markdown(result: dict, experiment: str) -> str:
@@ -369,6 +375,9 @@ def markdown(result: dict, experiment: str) -> str:
     q = result.get("clean_quality_metric", "accuracy")
     conf = f"{100 * result.get('confidence', 0.95):g}%"
     red = result["targeted_relative_reduction"]
+    # a shift.json from before `cells_compared` counted only the compared cells in `cells`
+    grid = m["cells"] if "cells_compared" in m else result["targeted_cells"] + result["other_cells"]
+    mass_cells = _cells(m.get("cells_compared", m["cells"]), grid, "whole grid")
     lines = [f"# Landscape shift — {experiment}", ""]
     g = result.get("guard")
     if g and g["tripped"]:
@@ -386,7 +395,7 @@ def markdown(result: dict, experiment: str) -> str:
         "|---|---|---|---|",
         f"| clean {q.replace('_', '-')} | {_pct(result[f'clean_{q}_pre'])} | {_pct(result[f'clean_{q}_post'])} | "
         f"{100 * result[f'clean_{q}_change']:+.2f} pt |",
-        f"| targeted failure rate ({_cells(t['cells_seen']['pre'], result['targeted_cells'])}) | {_pct(t['pre'])} [{_ci(t['pre_ci'])}] | "
+        f"| targeted failure rate ({_cells(t.get('cells_compared', t['cells_seen']['pre']), result['targeted_cells'])}) | {_pct(t['pre'])} [{_ci(t['pre_ci'])}] | "
         f"{_pct(t['post'])} [{_ci(t['post_ci'])}] | {_signed_pt(t['change'])} [{_ci(t['change_ci'], signed=True)}] |",
     ]
     th = result.get("targeted_heldout")
@@ -395,7 +404,7 @@ def markdown(result: dict, experiment: str) -> str:
                      f"[{_ci(th['pre_ci'])}] | {_pct(th['post'])} [{_ci(th['post_ci'])}] | {_signed_pt(th['change'])} "
                      f"[{_ci(th['change_ci'], signed=True)}] |")
     lines += [
-        f"| other failure rate ({_cells(o['cells'], result.get('other_cells', o['cells']))}) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "
+        f"| other failure rate ({_cells(o.get('cells_compared', o['cells']), result.get('other_cells', o['cells']))}) | {_pct(o['pre'])} [{_ci(o['pre_ci'])}] | {_pct(o['post'])} [{_ci(o['post_ci'])}] | "
         f"{_signed_pt(o['change'])} [{_ci(o['change_ci'], signed=True)}] |",
     ]
     oh = result.get("other_heldout")
@@ -405,7 +414,7 @@ def markdown(result: dict, experiment: str) -> str:
                      + f") | {_pct(oh['pre'])} [{_ci(oh['pre_ci'])}] | {_pct(oh['post'])} [{_ci(oh['post_ci'])}] | "
                      f"{_signed_pt(oh['change'])} [{_ci(oh['change_ci'], signed=True)}] |")
     lines += [
-        f"| failure mass (whole grid) | {_pct(m['pre'])} | {_pct(m['post'])} | {_signed_pt(m['change'])} "
+        f"| failure mass ({mass_cells}) | {_pct(m['pre'])} | {_pct(m['post'])} | {_signed_pt(m['change'])} "
         f"[{_ci(m['change_ci'], signed=True)}] |",
         f"| failure cells | {result['failure_cells_pre']} | {result['failure_cells_post']} | |",
         "",
@@ -428,7 +437,7 @@ def markdown(result: dict, experiment: str) -> str:
                         "significantly better." if oh["change_ci"][1] < 0 else "no significant change.")
                      + " The landscapes' `other` row above rests on the explorations' own queries and can read a few points off.")
     lines += [
-        f"- Failure mass over the whole grid changed by {_pct(m['relative_change'])} relative "
+        f"- Failure mass over the {mass_cells} changed by {_pct(m['relative_change'])} relative "
         "(negative: fewer failures).",
         f"- Cells that became failure cells (of those explored before and after): **{result['new_failure_cells']}**"
         + (": " + "; ".join(result["new_failure_cell_list"]) if result["new_failure_cell_list"] else "."),

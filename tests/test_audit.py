@@ -52,7 +52,7 @@ def test_pairs_are_distinct_inside_the_mode_and_all_of_them_when_few():
 def test_a_mode_with_few_pairs_is_scored_whole_and_its_rate_is_exact():
     """Exact on the held-out inputs, but the interval still counts them as a sample of inputs (as
     every held-out measurement does): a mode failing 33 of 64 seeds is no confirmed failure mode."""
-    from failfade.stats import wilson_interval
+    from failfade.stats import clustered_wilson, wilson_interval
 
     task = Table(n_inputs=40)
     box = np.array([0, 1, 5, 6])
@@ -62,7 +62,10 @@ def test_a_mode_with_few_pairs_is_scored_whole_and_its_rate_is_exact():
     truth = task.F[:, box].mean()
     assert r["exact"] and r["audit_queries"] == r["pairs"] == 160 and r["audit_rate"] == pytest.approx(truth)
     lo, hi = wilson_interval(task.F[:, box].sum(), 160)
-    assert (r["audit_lo"], r["audit_hi"]) == pytest.approx((float(lo), float(hi))) and r["audit_lo"] < truth < r["audit_hi"]
+    # the inputs as the sample: pairs of one input move together (clustered_wilson), never narrower here
+    _, clo, chi = clustered_wilson(np.repeat(np.arange(40), len(box)), task.F[:, box].ravel())
+    assert (r["audit_lo"], r["audit_hi"]) == pytest.approx((clo, chi)) and r["audit_lo"] < truth < r["audit_hi"]
+    assert chi - clo >= float(hi - lo)
     assert r["confirmed"] == (r["audit_lo"] >= 0.5)
     half = Table(n_inputs=64)
     half.F[:, 0] = np.arange(64) < 33
@@ -239,6 +242,20 @@ def test_the_relative_change_interval_holds_where_failures_rise_from_a_low_base(
     assert 0.92 <= np.mean(held) <= 0.99, np.mean(held)
 
 
+def test_the_relative_change_interval_holds_its_point_when_nothing_fails_after():
+    """The interval is centred on the ½-smoothed ratio: with no pair failing after, the point is
+    −100% and the smoothed interval alone stopped short of it ([−99.9%, −73.6%] here)."""
+    from failfade.audit import PAIR_COLUMNS, paired_sample_change
+
+    n = 600
+    pairs = pl.DataFrame({"input": np.arange(n), "cell": np.zeros(n, np.int64), "failure_pre": np.arange(n) < 12,
+                          "failure_post": np.zeros(n, bool), "region_cells": np.ones(n, np.int64),
+                          "region_pairs": np.full(n, 10 * n)}, schema=PAIR_COLUMNS)
+    ch = paired_sample_change(pairs)
+    lo, hi = ch["relative_change_ci"]
+    assert ch["relative_change"] == -1.0 and lo == -1.0 and -1 < hi < 0
+
+
 def test_shift_reports_the_fresh_pairs_and_the_guard_reads_them():
     from failfade.audit import PAIR_COLUMNS
     from failfade.shift import compare, markdown
@@ -262,3 +279,32 @@ def test_shift_reports_the_fresh_pairs_and_the_guard_reads_them():
     assert res["guard"]["other_cells_worse_on_fresh_pairs"][0].startswith("+5.0 pt [")
     md = markdown(res, "x")
     assert "the untargeted cells, on fresh pairs, significantly worse: +5.0 pt" in md.splitlines()[2]
+
+
+def test_the_audit_interval_allows_for_pairs_that_share_an_input():
+    """A whole mode of 8 cells x 60 inputs, each input failing every cell with its own difficulty
+    (Beta(0.5, 0.5), rate 0.5 over inputs): Wilson over the 480 pairs as if independent held the
+    rate over inputs about 65% of the time at 95%; the clustered interval holds it near 95%, and
+    equals Wilson when each input appears once."""
+    from failfade.audit import draw_pairs
+    from failfade.stats import clustered_wilson, wilson_interval
+
+    rng = np.random.default_rng(1)
+    naive = clustered = 0
+    runs = 400
+    for _ in range(runs):
+        u = rng.beta(0.5, 0.5, 60)
+        f = rng.random((8, 60)) < u
+        ids, cs, exact = draw_pairs(60, np.arange(8), 512, rng)
+        assert exact
+        y = f[cs, ids]
+        lo, hi = wilson_interval(y.sum(), len(y))
+        naive += lo <= 0.5 <= hi
+        _, lo, hi = clustered_wilson(ids, y)
+        clustered += lo <= 0.5 <= hi
+    assert naive / runs < 0.75
+    assert clustered / runs > 0.9
+    y = rng.random(300) < 0.3  # one pair per input: no clustering to allow for
+    n_eff, lo, hi = clustered_wilson(np.arange(300), y)
+    assert n_eff == pytest.approx(300, rel=0.15) and hi - lo > 0
+    assert clustered_wilson(np.repeat(np.arange(10), 5), np.zeros(50, bool))[0] == 10  # nothing failed: the inputs

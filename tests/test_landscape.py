@@ -355,6 +355,79 @@ def test_sql_cell_sums_are_the_same_every_run(tmp_path):
     assert all(np.array_equal(r, runs[0]) for r in runs[1:])
 
 
+def _two_shards(tmp_path, second: pl.DataFrame | None = None) -> list[str]:
+    rng = np.random.default_rng(0)
+    n = 400
+    q = pl.DataFrame({"cell": rng.integers(0, 9, n), "failure": rng.random(n) < 0.5, "delta": rng.random(n)})
+    q.write_parquet(tmp_path / "s0.parquet")
+    (q if second is None else second).write_parquet(tmp_path / "s1.parquet")
+    return [str(tmp_path / "s0.parquet"), str(tmp_path / "s1.parquet")]
+
+
+@pytest.mark.parametrize("lacks", ["failure", "cell"])
+def test_a_shard_lacking_a_column_is_named_not_read_as_passes(tmp_path, lacks):
+    """The shards are read together by column name: the column check ran on the union of their
+    columns, so a shard without `failure` was read as NULLs, counted as queries and summed as no
+    failures (its queries silently became passes). Each file is checked, and the one lacking it named."""
+    import duckdb
+
+    from failfade import FailfadeError
+    from failfade.landscape import cell_sums_sql
+
+    paths = _two_shards(tmp_path)
+    bad = pl.read_parquet(paths[1]).drop(lacks)
+    bad.write_parquet(paths[1])
+    with duckdb.connect() as con, pytest.raises(FailfadeError) as ei:
+        cell_sums_sql(con, paths, SPACE3.n_cells)
+    msg = str(ei.value)
+    assert msg.startswith(f"{paths[1]}: the query file lacks column(s) ['{lacks}']") and paths[0] not in msg, msg
+    assert f"--forcerun {paths[1]}`" in msg
+    with pytest.raises(FailfadeError, match="lacks column"):
+        summarize(SPACE3, paths, threshold=0.5)
+
+
+@pytest.mark.parametrize("column", ["failure", "cell"])
+def test_a_shard_with_null_outcomes_is_named(tmp_path, column):
+    """A NULL failure was summed as none (a pass), a NULL cell made a cell of its own: refused, by file."""
+    import duckdb
+
+    from failfade import FailfadeError
+    from failfade.landscape import cell_sums_sql
+
+    paths = _two_shards(tmp_path)
+    q = pl.read_parquet(paths[1])
+    q.with_columns(pl.when(pl.int_range(pl.len()) % 10 == 0).then(None).otherwise(pl.col(column)).alias(column)
+                   ).write_parquet(paths[1])
+    with duckdb.connect() as con, pytest.raises(FailfadeError) as ei:
+        cell_sums_sql(con, paths, SPACE3.n_cells)
+    what = "a failure outcome" if column == "failure" else "a cell"
+    assert str(ei.value).startswith(f"{paths[1]}: the query file has 40 queries without {what}"), str(ei.value)
+
+
+def test_a_shard_that_does_not_decode_is_named_alone(tmp_path):
+    """The pipeline's error for shards DuckDB could not read together named "<first> (and N more
+    shards)", pasted into a --forcerun command that rebuilt nothing: it names the shard that fails
+    on its own, and where none does, every shard as a path of its own."""
+    import duckdb
+
+    from failfade import FailfadeError
+    from failfade.landscape import cell_sums_sql
+    from failfade.pipeline import _unreadable_shard
+
+    paths = _two_shards(tmp_path)
+    pl.read_parquet(paths[0]).write_parquet(paths[1], compression="zstd")
+    raw = bytearray(open(paths[1], "rb").read())
+    raw[40:400] = bytes(np.random.default_rng(1).integers(0, 256, 360, dtype=np.uint8))  # a data page, not the footer
+    open(paths[1], "wb").write(bytes(raw))
+    with duckdb.connect() as con, pytest.raises(duckdb.Error) as ei:
+        cell_sums_sql(con, paths, SPACE3.n_cells)
+    err = _unreadable_shard(paths, ei.value)
+    assert isinstance(err, FailfadeError) and str(err).startswith(f"{paths[1]}: cannot be read as a query log"), str(err)
+    assert str(err).endswith(f"`failfade run --forcerun {paths[1]}`") and "more shards" not in str(err)
+    both = str(_unreadable_shard(_two_shards(tmp_path), ValueError("boom")))
+    assert "more shards" not in both and both.endswith(f"`failfade run --forcerun {paths[0]} {paths[1]}`"), both
+
+
 def test_a_one_cell_mode_follows_the_failure_cell_rule():
     """A slice of one cell has the cell's own interval: 3 failures in 3 queries is not a failure
     cell (Wilson's lower bound 0.44 < 0.5), so it is no failure mode either (the normal interval

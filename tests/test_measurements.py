@@ -308,8 +308,39 @@ def test_pooled_targeted_change_keeps_an_interval_when_nothing_fails_after():
     table = pl.DataFrame({"inputs": [100, 100], "failures_pre": [30, 10], "failures_post": [0, 0]})
     p = pooled_change(table)
     assert p["pre"] == 0.2 and p["post"] == 0.0 and p["relative_change"] == -1.0
-    # finite, and a clear reduction: the two cells count as 100 inputs' worth (they share them), not 200
-    assert -1 < p["relative_change_ci"][0] < p["relative_change_ci"][1] < -0.5
+    # finite, and a clear reduction: the two cells count as 100 inputs' worth (they share them), not 200;
+    # the interval is centred on Haldane's smoothed ratio, and widened to hold the reported −100%
+    # (it read [−99.9%, −73.6%]-like, without its own point)
+    assert p["relative_change_ci"][0] == -1.0 < p["relative_change_ci"][1] < -0.5
+    per_input = pl.DataFrame({"input": np.arange(100), "failures_pre": (np.arange(100) < 30) + (np.arange(100) < 10),
+                              "failures_post": np.zeros(100, np.int64)})
+    paired = pooled_change(table, per_input=per_input)
+    assert paired["relative_change_ci"][0] == -1.0 < paired["relative_change_ci"][1] < -0.5
+
+
+@pytest.mark.parametrize("shift", [0, -1])
+def test_pooled_paired_interval_falls_back_when_the_inputs_show_no_spread(shift):
+    """No input's failure count changes (shift 0), or every input's drops by one (shift -1): the
+    per-input change has no spread, and the paired t interval collapsed to a point (and the ratio's,
+    var_log = 0), claiming certainty on 100 inputs. It falls back to the conservative one, and says so."""
+    from failfade.probes import input_table, pooled_change
+
+    rng = np.random.default_rng(0)
+    pre = [rng.random(100) < 0.5 for _ in range(3)]
+    pre[0][:] = True  # every input fails at least once before, so that every one can drop by one
+    post = [p.copy() for p in pre]
+    if shift:
+        post[0][:] = False
+    table = pl.DataFrame({"inputs": [100] * 3, "failures_pre": [int(p.sum()) for p in pre],
+                          "failures_post": [int(p.sum()) for p in post]})
+    paired = pooled_change(table, per_input=input_table(pre, post))
+    conservative = pooled_change(table)
+    assert paired["interval"].startswith("conservative") and "no spread" in paired["interval"]
+    assert paired["change_ci"] == conservative["change_ci"] and paired["change_ci"][1] - paired["change_ci"][0] > 0.1
+    lo, hi = paired["relative_change_ci"]
+    assert lo < paired["relative_change"] < hi
+    if not shift:  # the ratio's log has no spread either (a drop by one does not keep the ratio: it has some)
+        assert paired["relative_change_ci"] == conservative["relative_change_ci"]
 
 
 @pytest.mark.parametrize("post_noise", ["same", "fresh"])

@@ -347,8 +347,26 @@ def test_the_papers_distance_and_the_targeted_row_use_the_cells_explored_on_both
     res, _ = compare(SPACE3, build_queries(rates), build_queries(post), plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0)
     assert res["paper_wasserstein_1d"] == 0.0 and res["grid_emd"] == 0.0  # the same rates where both looked
     md = markdown(res, "x")
-    assert "| targeted failure rate (2 of 3 cells explored) |" in md
-    assert "| other failure rate (5 of 6 cells explored) |" in md
+    assert "| targeted failure rate (2 of 3 cells explored before and after) |" in md
+    assert "| other failure rate (5 of 6 cells explored before and after) |" in md
+
+
+def test_the_failure_mass_says_it_is_over_the_cells_explored_on_both_sides():
+    """The failure mass is over the cells explored before and after, as the targeted and other rows
+    are, but its row read "whole grid" and every region's `cells` was the count compared, not the
+    region's size: with cells left unexplored after mitigation, shift.md claimed the whole grid."""
+    rates = {c: (20, 10) for c in range(9)}
+    post = {c: v for c, v in rates.items() if c not in (1, 8)}  # a targeted and an other cell left out after
+    res, _ = compare(SPACE3, build_queries(rates), build_queries(post), plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0)
+    for key, cells, compared in (("targeted", 3, 2), ("other", 6, 5), ("failure_mass", 9, 7)):
+        assert (res[key]["cells"], res[key]["cells_compared"]) == (cells, compared), key
+    md = markdown(res, "x")
+    assert "| failure mass (7 of 9 cells explored before and after) |" in md
+    assert "- Failure mass over the 7 of 9 cells explored before and after changed by" in md
+    assert "whole grid" not in md
+    full, _ = compare(SPACE3, build_queries(rates), build_queries(rates), plan_for(TARGETED), 0.5, 0.9, 0.9, bootstrap=0)
+    assert (full["failure_mass"]["cells"], full["failure_mass"]["cells_compared"]) == (9, 9)
+    assert "| failure mass (whole grid) |" in markdown(full, "x")
 
 
 def test_compare_rates_average_over_cells_not_queries():
