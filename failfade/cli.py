@@ -21,9 +21,30 @@ from failfade import FailfadeError
 
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # the config's rule for experiment names (config.schema.yaml)
 PIDFILE = "failfade-run.pid"  # beside Snakemake's locks, in its state folder
+LOCK_GRACE_S = 600  # a run's snakemake takes its lock within this long of failfade recording the run
 
 
-def _results(results: str, experiment: str, *parts: str) -> Path:
+def _results_root(results: str | None, configfile: str = "config/config.yaml") -> str:
+    """The results folder: --results when given, else the config's `results:` (what the workflow
+    wrote to), else `results`. The config is only read for that key here: commands that need the
+    whole of it validate it themselves."""
+    if results is not None:
+        return results
+    try:
+        import yaml
+
+        raw = yaml.safe_load(Path(configfile).read_text(encoding="utf-8"))
+    except Exception:  # no config, or not readable YAML: the default (`failfade run` names the error)
+        raw = None
+    value = raw.get("results") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and value else "results"
+
+
+RESULTS_HELP = "Results folder (default: the config's `results:`, else results)."
+
+
+def _results(results: str | None, experiment: str, *parts: str, configfile: str = "config/config.yaml") -> Path:
+    results = _results_root(results, configfile)
     if not NAME.match(experiment):
         raise click.ClickException(f"experiment {experiment!r}: a name is letters, digits, '_' and '-' (as in the config)")
     p = Path(results, experiment, *parts)
@@ -74,14 +95,19 @@ def _snakemake(*args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", *args]
 
 
-def _state(args: tuple[str, ...]) -> Path:
-    """Snakemake's state folder (locks, incomplete markers) of the run that `args` describe."""
+def _directory(args: tuple[str, ...]) -> Path:
+    """The working directory of the run that `args` describe (snakemake's --directory, else here)."""
     for i, a in enumerate(args):
         if a in ("--directory", "-d") and i + 1 < len(args):
-            return Path(args[i + 1]) / ".snakemake"
+            return Path(args[i + 1])
         if a.startswith("--directory="):
-            return Path(a.split("=", 1)[1]) / ".snakemake"
-    return Path(".snakemake")
+            return Path(a.split("=", 1)[1])
+    return Path(".")
+
+
+def _state(args: tuple[str, ...]) -> Path:
+    """Snakemake's state folder (locks, incomplete markers) of the run that `args` describe."""
+    return _directory(args) / ".snakemake"
 
 
 def _unlock(state: Path) -> None:
@@ -100,12 +126,20 @@ def _free_the_folder(state: Path) -> None:
     locks = state / "locks"
     if not (locks.is_dir() and any(locks.iterdir())):
         return
-    try:
-        pid = int((state / PIDFILE).read_text().strip())
-    except (OSError, ValueError):
+    record = state / PIDFILE
+    try:  # failfade's pid, then its snakemake's (written once started)
+        pids = [int(x) for x in record.read_text().split()]
+        pid = pids[0]
+    except (OSError, ValueError, IndexError):
+        pids, pid = [], None
+    live = [p for p in pids if p != os.getpid() and _alive(p)]
+    if live:  # failfade, or its snakemake alone (failfade killed with -9 leaves it running)
+        also = "" if live[0] == pid else f"; its snakemake, pid {live[0]}, still runs"
+        raise click.ClickException(f"another `failfade run` (pid {pid}{also}) is working in this folder: wait for it or stop it")
+    # a lock made well after the record's run started is not that run's: a plain snakemake's
+    newest_lock = max((f.stat().st_mtime for f in locks.iterdir()), default=0.0)
+    if pid is not None and newest_lock > record.stat().st_mtime + LOCK_GRACE_S:
         pid = None
-    if pid is not None and pid != os.getpid() and _alive(pid):
-        raise click.ClickException(f"another `failfade run` (pid {pid}) is working in this folder: wait for it or stop it")
     if pid is None:
         raise click.ClickException("this folder is locked by a Snakemake run that failfade did not start: if none is "
                                    "running any more, remove the lock with `failfade run --unlock`")
@@ -128,8 +162,9 @@ def run(configfile, cores, profile, snakemake_args):
     such a run leaves is removed when its process is gone."""
     from failfade import config as cfgmod
 
-    cfgmod.load(configfile or "config/config.yaml")
     args = tuple(snakemake_args)
+    # without --configfile, snakemake reads the Snakefile's config/config.yaml in its working directory
+    cfgmod.load(configfile or str(_directory(args) / "config" / "config.yaml"))
     extra = ((f"--configfile={configfile}",) if configfile else ()) + (("--profile", profile) if profile else ())
     cmd = _snakemake("--cores", str(cores), "--rerun-incomplete", *extra, *args)
     click.echo("$ " + " ".join(cmd[2:]), err=True)
@@ -140,6 +175,7 @@ def run(configfile, cores, profile, snakemake_args):
     state.mkdir(parents=True, exist_ok=True)
     (state / PIDFILE).write_text(str(os.getpid()))
     proc = subprocess.Popen(cmd)  # list argv, no shell; same process group, so Ctrl-C reaches snakemake
+    (state / PIDFILE).write_text(f"{os.getpid()} {proc.pid}")  # snakemake holds the lock: record it too
     # Ctrl-C: snakemake gets it from the terminal and cleans up (incomplete outputs removed, lock
     # released); failfade waits for that instead of dying first. SIGTERM is passed on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -177,7 +213,7 @@ def _audit_of(path: Path, modes: pl.DataFrame) -> tuple[dict | None, str]:
 
 @main.command()
 @click.argument("experiment")
-@click.option("--results", default="results", show_default=True)
+@click.option("--results", default=None, help=RESULTS_HELP)
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many modes to show.")
 def modes(experiment, results, top):
     """Print an experiment's failure modes: each a slice (a conjunction of level ranges) with its
@@ -229,7 +265,7 @@ def modes(experiment, results, top):
 
 @main.command()
 @click.argument("experiment")
-@click.option("--results", default="results", show_default=True)
+@click.option("--results", default=None, help=RESULTS_HELP)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_out_file,
               help="Where to write (default: stdout).")
 def template(experiment, results, out):
@@ -248,7 +284,7 @@ def template(experiment, results, out):
 @click.argument("experiment")
 @click.argument("feedback_csv", type=click.Path(dir_okay=False))
 @click.option("--configfile", default="config/config.yaml", show_default=True)
-@click.option("--results", default="results", show_default=True)
+@click.option("--results", default=None, help=RESULTS_HELP)
 def check_feedback(experiment, feedback_csv, configfile, results):
     """Validate a feedback CSV against an explored landscape, without running anything."""
     from failfade import config as cfgmod
@@ -258,7 +294,7 @@ def check_feedback(experiment, feedback_csv, configfile, results):
         cfg = cfgmod.load(configfile)
         if experiment not in cfg["experiments"]:
             raise FailfadeError(f"{configfile}: no experiment {experiment!r}")
-        db = _results(results, experiment, "landscape", "landscape.duckdb")
+        db = _results(results if results is not None else cfg["results"], experiment, "landscape", "landscape.duckdb")
         plan = feedback_plan(cfg["experiments"][experiment], Path(feedback_csv), db)
     except FailfadeError as e:
         raise click.ClickException(str(e)) from None
@@ -276,7 +312,7 @@ def check_feedback(experiment, feedback_csv, configfile, results):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), callback=_out_file, help="ratings CSV to write")
 @click.option("--raters", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--configfile", default="config/config.yaml", show_default=True)
-@click.option("--results", default="results", show_default=True)
+@click.option("--results", default=None, help=RESULTS_HELP)
 def standin_ratings(experiment, out, raters, configfile, results):
     """Write a ratings CSV by automatic stand-in raters (classifiers with their own seeds, not
     people) for a text-to-image experiment's rating sheet: how the shipped example was made."""
@@ -287,7 +323,8 @@ def standin_ratings(experiment, out, raters, configfile, results):
         cfg = cfgmod.load(configfile)
         if experiment not in cfg["experiments"] or cfg["experiments"][experiment]["task"] != "generation":
             raise FailfadeError(f"{configfile}: no text-to-image experiment {experiment!r}")
-        table = write(cfg["experiments"][experiment], _results(results, experiment, "model"), Path(out), raters)
+        table = write(cfg["experiments"][experiment], _results(results if results is not None else cfg["results"], experiment, "model"),
+                      Path(out), raters)
     except FailfadeError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{out}: {table.height} ratings of {table['image_id'].n_unique()} images by {raters} stand-in raters")
@@ -295,7 +332,7 @@ def standin_ratings(experiment, out, raters, configfile, results):
 
 @main.command()
 @click.argument("experiment")
-@click.option("--results", default="results", show_default=True)
+@click.option("--results", default=None, help=RESULTS_HELP)
 @click.option("--check", is_flag=True, help="Only the no-new-failures guard: exit 1 when it tripped and shift.guard is fail.")
 def shift(experiment, results, check):
     """Print an experiment's before/after summary."""

@@ -225,10 +225,15 @@ def local_sources(exp: dict) -> list[str]:
     out: list[str] = []
     for key in ("source", "judge_source"):
         src = (exp.get("model") or {}).get(key)
-        if isinstance(src, str) and src.startswith("path:") and Path(src[len("path:"):]).is_dir():
+        if not (isinstance(src, str) and src.startswith("path:")):
+            continue
+        target = Path(src[len("path:"):])
+        if target.is_file():  # `path:<file>` loads its folder (resolve_source): track every file of it
+            target = target.parent
+        if target.is_dir():
             from failfade.tasks.storage import folder_files
 
-            out += [str(f) for f in folder_files(Path(src[len("path:"):]))]
+            out += [str(f) for f in folder_files(target)]
     data = (exp.get("data") or {}).get("source")
     if isinstance(data, str) and data.startswith(("jsonl:", "csv:")) and Path(data.split(":", 1)[1]).is_file():
         out.append(data.split(":", 1)[1])

@@ -556,3 +556,52 @@ def test_an_experiment_without_results_is_named_with_those_that_have_some(tmp_pa
     assert "Traceback" not in r.stderr
     r = quick(tmp_path, "modes", "digits")  # the experiment exists, its landscape file does not yet
     assert r.returncode != 0 and "failure_modes.csv does not exist yet" in r.stderr
+
+
+def test_the_reading_commands_take_the_results_folder_from_the_config(tmp_path):
+    """`failfade shift/modes/template` read the config's `results:` (where the workflow wrote) when
+    --results is not given; they always read ./results, so a config that moves it (as the paper's
+    smoke config asks) left them reading nothing, or another run's results."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("results: elsewhere\n")
+    (tmp_path / "elsewhere" / "digits" / "shift").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "digits" / "shift" / "shift.md").write_text("# the moved results\n")
+    (tmp_path / "results" / "digits" / "shift").mkdir(parents=True)
+    (tmp_path / "results" / "digits" / "shift" / "shift.md").write_text("# the default folder\n")
+    r = quick(tmp_path, "shift", "digits")
+    assert r.returncode == 0 and "the moved results" in r.stdout, r.stdout + r.stderr
+    r = quick(tmp_path, "shift", "digits", "--results", "results")  # an explicit folder still wins
+    assert r.returncode == 0 and "the default folder" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_lock_is_kept_while_the_recorded_snakemake_lives_or_when_it_is_not_that_runs(tmp_path):
+    """failfade records its own pid and its snakemake's. Killed with -9, failfade leaves snakemake
+    running, holding the lock: that lock is live, not stale. A lock made long after the recorded run
+    started is a plain snakemake's, which failfade cannot see: refused, never removed."""
+    import click
+
+    from failfade import cli
+
+    state = tmp_path / ".snakemake"
+    (state / "locks").mkdir(parents=True)
+    lock = state / "locks" / "0.input.lock"
+    lock.write_text("")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (state / cli.PIDFILE).write_text(f"{dead.pid} {child.pid}")
+        with pytest.raises(click.ClickException, match=f"its snakemake, pid {child.pid}, still runs"):
+            cli._free_the_folder(state)
+        assert lock.exists()
+    finally:
+        child.kill()
+        child.wait()
+    t = time.time()
+    os.utime(state / cli.PIDFILE, (t - 2 * cli.LOCK_GRACE_S, t - 2 * cli.LOCK_GRACE_S))
+    with pytest.raises(click.ClickException, match="did not start"):
+        cli._free_the_folder(state)
+    assert lock.exists()
+    os.utime(state / cli.PIDFILE, (t, t))  # the recorded run's own lock, its processes gone: removed
+    cli._free_the_folder(state)
+    assert not lock.exists()

@@ -301,6 +301,10 @@ def test_local_sources_are_the_model_stages_inputs(tmp_path):
     (tmp_path / "d.jsonl").write_text("{}\n")  # sources not on this machine are left out; present ones are in
     assert local_sources(exp)[-1] == str(tmp_path / "d.jsonl")
     assert local_sources({"model": {"source": "builtin:digits-cnn"}, "data": {"source": "imagefolder:/x"}}) == []
+    # `path:<file>` loads the file's folder, so the folder's files are tracked (they were not: replacing
+    # the weights file under the same name reran nothing)
+    file_source = {"model": {"source": f"path:{tmp_path / 'm' / 'model.json'}"}}
+    assert local_sources(file_source) == [str(tmp_path / "m" / "model.json"), str(tmp_path / "m" / "sub" / "w.safetensors")]
 
 
 def test_missing_pinned_weights_are_found_when_the_workflow_plans(tmp_path):
