@@ -414,6 +414,26 @@ def test_the_task_scores_queries_deterministically_and_probes_fixed_cells(digits
     assert n == 4 and [c.tolist() for c in counts] == [a.failure.tolist()]  # the fixed cell, on every held-out seed
 
 
+def test_a_large_call_is_rendered_and_judged_a_chunk_at_a_time(digits_world, monkeypatch):
+    """score() rendered every image of a call before judging any: the exhaustive truth asks 8,192
+    pairs at once, 25 GB of 512 px images with a real Stable Diffusion. Now a chunk at a time, with
+    the same outcomes."""
+    from failfade.tasks.family import family
+    from failfade.tasks.generation import task as T
+
+    task = family("generation").build_task(digits_world["exp"], digits_world["root"] / "model")
+    ids, cells = np.repeat(np.arange(4), 3), np.tile([0, 5, 11], 4)
+    whole = task.score(ids, cells)
+    seen = []
+    judge = task.judge
+    monkeypatch.setattr(T, "SCORE_CHUNK", 5)
+    monkeypatch.setattr(task, "judge", lambda images, *a: seen.append(len(images)) or judge(images, *a))
+    parts = task.score(ids, cells)
+    assert seen == [5, 5, 2]
+    assert parts.failure.tolist() == whole.failure.tolist() and parts.prediction.tolist() == whole.prediction.tolist()
+    np.testing.assert_allclose(parts.delta, whole.delta, atol=1e-5)
+
+
 def test_the_device_keys_the_outcome_cache(digits_world, tmp_path, monkeypatch):
     """Images drawn on a GPU (other kernels, other rounding, in fp32 too) can flip a borderline
     verdict: their outcomes were read back on a CPU. No GPU here: the UNet sits on the `meta`

@@ -22,6 +22,8 @@ from failfade.tasks import Outcomes, standardize
 from failfade.tasks.generation.pipeline import Sampler, seed_of
 from failfade.tasks.generation.prompts import prompt_of
 
+SCORE_CHUNK = 256  # images rendered and judged at once (a 512 px chunk: about 0.8 GB in float32)
+
 
 @keeps_denormals
 class GenerationTask:
@@ -41,14 +43,21 @@ class GenerationTask:
         (the audit, probe and shift stages score without it)."""
         seeds = [seed_of(self.seed, i) for i in range(self.n_inputs)]
         with denormals_kept():
-            return standardize(self.judge.embed(self.sampler.generate([""] * self.n_inputs, seeds)))
+            return standardize(np.concatenate([
+                np.asarray(self.judge.embed(self.sampler.generate([""] * len(part), part)))
+                for part in (seeds[s : s + SCORE_CHUNK] for s in range(0, len(seeds), SCORE_CHUNK))]))
 
     def render(self, input_ids, cells) -> torch.Tensor:
         ids, cells = np.asarray(input_ids), np.asarray(cells)
         return self.sampler.generate([self.prompts[int(c)] for c in cells], [seed_of(self.seed, int(i)) for i in ids])
 
     def score(self, input_ids, cells) -> Outcomes:
-        cells = np.asarray(cells)
-        images = self.render(input_ids, cells)
-        pred, delta, fail = self.judge(images, [self.prompts[int(c)] for c in cells], cells)
-        return Outcomes(np.asarray(pred, dtype=np.int64), np.asarray(delta, dtype=np.float32), np.asarray(fail, dtype=bool))
+        """Rendered and judged SCORE_CHUNK images at a time, so that a call's memory is a chunk's, not
+        the call's (the exhaustive truth asks 8,192 pairs at once: 25 GB of 512 px images)."""
+        ids, cells = np.asarray(input_ids), np.asarray(cells)
+        parts = []
+        for s in range(0, max(len(cells), 1), SCORE_CHUNK):
+            i, c = ids[s : s + SCORE_CHUNK], cells[s : s + SCORE_CHUNK]
+            pred, delta, fail = self.judge(self.render(i, c), [self.prompts[int(k)] for k in c], c)
+            parts.append((np.asarray(pred, dtype=np.int64), np.asarray(delta, dtype=np.float32), np.asarray(fail, dtype=bool)))
+        return Outcomes(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
