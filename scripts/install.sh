@@ -5,6 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
+# failfade needs Python 3.11 (pyproject's requires-python; the pinned torch wheels are 3.11's):
+# say so now, not after a multi-GB torch download (for the interpreter and for an existing .venv)
+is311() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; }
+if ! is311 "$PY"; then
+  echo "install.sh: $PY is not Python 3.11 ($("$PY" --version 2>&1 | head -1)); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if [ -x .venv/bin/python ] && ! is311 .venv/bin/python; then
+  echo "install.sh: .venv holds $(.venv/bin/python --version 2>&1), not Python 3.11: remove .venv and run again" >&2
+  exit 1
+fi
 # pip warns about find-links folders this machine's pip config names but does not have; hide that noise only
 pip() { .venv/bin/pip "$@" 2> >(grep -v "is neither a file nor a directory" >&2); }
 if [ ! -x .venv/bin/python ]; then
