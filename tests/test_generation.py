@@ -1161,3 +1161,31 @@ def test_a_hub_snapshot_takes_one_copy_of_each_weight():
     assert kept == ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                     "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
                     "scheduler/scheduler_config.json"]
+
+
+def test_a_bad_training_image_folder_is_named_before_training(tmp_path):
+    """mitigate.images (the paper's curated image + caption pairs): a non-UTF-8 caption, an image
+    that does not open, or images of two sizes failed mid-training with an error naming no file."""
+    from PIL import Image
+
+    from failfade import FailfadeError
+    from failfade.tasks.generation import folder_batches
+
+    def pair(name, size=(16, 16), caption=b"a thin zero"):
+        Image.new("RGB", size).save(tmp_path / f"{name}.png")
+        (tmp_path / f"{name}.txt").write_bytes(caption)
+
+    pair("a")
+    pair("b")
+    batches = folder_batches(tmp_path, 3, "mitigate.images")
+    x, captions = batches(0, np.random.default_rng(0))
+    assert tuple(x.shape) == (3, 3, 16, 16) and set(captions) == {"a thin zero"}
+    pair("c", caption="caf\u00e9".encode("latin-1"))
+    with pytest.raises(FailfadeError, match=r"mitigate.images: .*c\.txt: the caption is not UTF-8"):
+        folder_batches(tmp_path, 3, "mitigate.images")
+    pair("c", size=(32, 32))
+    with pytest.raises(FailfadeError, match=r"c\.png is 32x32 px, the images before it 16x16"):
+        folder_batches(tmp_path, 3, "mitigate.images")
+    (tmp_path / "c.png").write_bytes(b"not a png")
+    with pytest.raises(FailfadeError, match=r"c\.png: not a readable image"):
+        folder_batches(tmp_path, 3, "mitigate.images")

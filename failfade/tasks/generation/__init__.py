@@ -541,12 +541,26 @@ def folder_batches(folder: Path, batch_size: int, key: str):
 
     if not folder.is_dir():
         raise FailfadeError(f"{key}: {folder} is not a folder of image + caption pairs")
-    pairs = []
+    pairs, size = [], None
     for img in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
         cap = img.with_suffix(".txt")
         if not cap.is_file():
             raise FailfadeError(f"{key}: {img} has no caption file {cap.name}")
-        pairs.append((img, cap.read_text().strip()))
+        try:
+            caption = cap.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise FailfadeError(f"{key}: {cap}: the caption is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        # checked here, from each header, not mid-training: a batch of mixed sizes cannot be stacked
+        try:
+            with Image.open(img) as im:
+                this = im.size
+        except Exception as e:  # PIL raises several kinds for a truncated or foreign file
+            raise FailfadeError(f"{key}: {img}: not a readable image ({type(e).__name__}: {str(e)[:120]})") from None
+        if size is not None and this != size:
+            raise FailfadeError(f"{key}: {img} is {this[0]}x{this[1]} px, the images before it {size[0]}x{size[1]}: "
+                                f"every training image must have one size (the pipeline's resolution)")
+        size = this
+        pairs.append((img, caption))
     if not pairs:
         raise FailfadeError(f"{key}: {folder} holds no .png/.jpg images")
     import torch
