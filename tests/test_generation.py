@@ -1189,3 +1189,23 @@ def test_a_bad_training_image_folder_is_named_before_training(tmp_path):
     (tmp_path / "c.png").write_bytes(b"not a png")
     with pytest.raises(FailfadeError, match=r"c\.png: not a readable image"):
         folder_batches(tmp_path, 3, "mitigate.images")
+
+
+def test_the_checks_draw_and_judge_a_chunk_at_a_time(digits_world, monkeypatch):
+    """The clean check (and the probe and fresh-seed checks) drew every image before judging any:
+    the fresh-seed benchmark's 17,280 at once. Chunked, the same verdicts."""
+    import failfade.tasks.generation as G
+    from failfade.tasks.family import family
+
+    exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
+    fam = family("generation")
+    from failfade.tasks.generation.pipeline import Sampler
+
+    whole = fam.clean_check(exp, model_dir)
+    drawn = []
+    generate = Sampler.generate
+    monkeypatch.setattr(Sampler, "generate", lambda self, ps, seeds: drawn.append(len(ps)) or generate(self, ps, seeds))
+    monkeypatch.setattr(G, "CHECK_CHUNK", 7)
+    chunked = fam.clean_check(exp, model_dir)
+    assert sum(drawn) == whole["clean_check_images"] > 7 and max(drawn) == 7
+    assert chunked == whole

@@ -28,6 +28,27 @@ from failfade.concepts import ConceptSpace
 from failfade.numerics import keeps_denormals
 from failfade.tasks.family import TaskFamily
 
+CHECK_CHUNK = 1024  # images drawn and judged at once by the checks (a 512 px chunk: about 3 GB in float32)
+
+
+def judged(sampler, judge, prompts: list[str], seeds: list[int], verdicts: bool = False):
+    """The judge's failure flags (and, with `verdicts`, its per-attribute verdicts) on one image per
+    (prompts[i], seeds[i]), drawn CHECK_CHUNK at a time: the checks draw a prompt's images
+    for many seeds (the fresh-seed check 17,280 at once), which with a real Stable Diffusion held
+    tens of GB of images before the judge saw any."""
+    fails, verd = [], []
+    for s in range(0, max(len(prompts), 1), CHECK_CHUNK):
+        ps = prompts[s : s + CHECK_CHUNK]
+        images = sampler.generate(ps, list(seeds[s : s + CHECK_CHUNK]))
+        fails.append(np.asarray(judge(images, ps)[2], dtype=bool))
+        if verdicts:
+            verd.append(judge.verdicts(images, ps))
+    fail = np.concatenate(fails)
+    if not verdicts:
+        return fail
+    return fail, {k: np.concatenate([v[k] for v in verd]) for k in verd[0]}
+
+
 if TYPE_CHECKING:
     import torch
 
@@ -257,11 +278,13 @@ class GenerationFamily(TaskFamily):
         k = min(exp["model"]["check_seeds"], exp["data"]["seeds"])
         cell_of = np.repeat(np.arange(len(prompts)), k)
         ps = [prompts[int(c)] for c in cell_of]
-        images = sampler.generate(ps, [seed_of(exp["seed"], i) for _ in prompts for i in range(k)])
-        _, _, fail = judge(images, ps)
-        out = {"heldout_clean_judge_pass": float(1 - fail.mean()), "clean_check_images": len(ps)}
+        seeds = [seed_of(exp["seed"], i) for _ in prompts for i in range(k)]
         if hasattr(judge, "verdicts"):
-            v = judge.verdicts(images, ps)
+            fail, v = judged(sampler, judge, ps, seeds, verdicts=True)
+        else:
+            fail, v = judged(sampler, judge, ps, seeds), None
+        out = {"heldout_clean_judge_pass": float(1 - fail.mean()), "clean_check_images": len(ps)}
+        if v is not None:
             out["attribute_pass"] = {a: float((v[a] == 1).sum() / max((v[a] >= 0).sum(), 1)) for a in ("digit", "thickness", "size")}
         if untargeted is not None:
             keep = np.isin(cell_of, np.asarray(untargeted))
@@ -300,7 +323,7 @@ class GenerationFamily(TaskFamily):
         counts = []
         for space in probe_spaces:
             ps = [prompt_of(space, task.template, 0)] * n
-            counts.append(np.asarray(task.judge(task.sampler.generate(ps, seeds), ps)[2], bool))
+            counts.append(judged(task.sampler, task.judge, ps, seeds))
         return counts, n
 
     def fresh_seed_check(self, exp: dict, pre_dir: Path, post_dir: Path, plan: dict, n_seeds: int) -> dict:
@@ -323,7 +346,7 @@ class GenerationFamily(TaskFamily):
         fails = {}
         for side, model_dir in (("pre", pre_dir), ("post", post_dir)):
             sampler, judge, _ = self.load(exp, Path(model_dir))
-            fails[side] = np.asarray(judge(sampler.generate(ps, seeds * len(prompts)), ps)[2]).reshape(len(prompts), n_seeds)
+            fails[side] = judged(sampler, judge, ps, seeds * len(prompts)).reshape(len(prompts), n_seeds)
         fix = np.array([int(f["cell"]) for f in plan["fix"]], dtype=np.int64)
         other = np.setdiff1d(np.arange(space.n_cells), fix)
         on_fixed = {side: [f[c] for c in fix] for side, f in fails.items()}  # each fixed cell's per-seed outcomes
