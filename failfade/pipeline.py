@@ -189,9 +189,10 @@ def slices_against_truth(exp: dict, truth_q: pl.DataFrame, explored: pl.DataFram
     }
 
 
-def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], model_dir: Path | None = None) -> pl.DataFrame:
-    """Merge the exploration shards into the landscape database. out keys: db, modes, template, cells, heatmap,
-    gallery. With the explored model's folder, the gallery can show what the model said."""
+def stage_landscape(exp: dict, queries_paths, out: dict[str, Path]) -> pl.DataFrame:
+    """Merge the exploration shards into the landscape database. out keys: db, modes, template,
+    cells, heatmap. The gallery is a stage of its own (stage_gallery): it runs the model, and its
+    settings (how many examples) must not rerun what depends on the database."""
     from failfade.plots import heatmaps
 
     from failfade.slices import coverage
@@ -212,8 +213,16 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path], model_dir: P
              "cover %d of them and %.0f%% of the failing queries", int(cells["queries"].sum()), cov["failing_cells"],
              modes.height, ls["max_terms"], search["evaluated"], cov["failing_cells_covered"], 100 * (cov["failure_share"] or 0))
     heatmaps(space, cells, out["heatmap"], f"Failure landscape: failure rate per cell ({int(cells['queries'].sum())} queries)")
-    family_of(exp).gallery(exp, scan_queries(paths), modes, out["gallery"], ls["gallery_per_mode"], model_dir)
     return modes
+
+
+def stage_gallery(exp: dict, queries_paths, db_path: Path, out_path: Path, model_dir: Path | None = None) -> None:
+    """Examples of the landscape's failure modes (gallery.png): failing inputs with what the model
+    said (with the explored model's folder, a summarizer regenerates its summaries), or for
+    text-to-image a sample sheet the pipeline draws."""
+    paths = [str(q) for q in ([queries_paths] if isinstance(queries_paths, (str, Path)) else queries_paths)]
+    family_of(exp).gallery(exp, scan_queries(paths), read_table(db_path, "failure_modes"), out_path,
+                           exp["landscape"]["gallery_per_mode"], model_dir)
 
 
 def stage_rating_sheet(exp: dict, model_dir: Path, db_path: Path, out_dir: Path) -> None:

@@ -75,7 +75,19 @@ def explore_cfg(wildcards):
         "explore": explore, "landscape": {k: ls[k] for k in ("failure_rate_threshold", "confidence")}}
 
 
+def landscape_rules(wildcards):
+    """The `landscape:` section without what only the gallery shows (how many examples): the rules
+    by which cells and modes are judged, the rerun trigger of every stage that uses them."""
+    ls = config["experiments"][wildcards.experiment]["landscape"]
+    return {"landscape": {k: v for k, v in ls.items() if k != "gallery_per_mode"}}
+
+
 def landscape_cfg(wildcards):
+    # the concept space and the landscape's rules; not the gallery's size (the gallery rule's)
+    return exp_cfg(wildcards, "concepts") | landscape_rules(wildcards)
+
+
+def gallery_cfg(wildcards):
     # `device`: the gallery runs the model (a summarizer regenerates summaries, a pipeline draws)
     return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "landscape")
 
@@ -99,7 +111,8 @@ def feedback_cfg(wildcards):
     # the path too: pointing `feedback` at another file reruns the stage even if that file is older;
     # text-to-image ratings also need the seeds (image ids) and the landscape's threshold (the rule)
     generation = config["experiments"][wildcards.experiment]["task"] == "generation"
-    return exp_cfg(wildcards, "concepts", "feedback", *(("data", "landscape") if generation else ()))
+    return exp_cfg(wildcards, "concepts", "feedback", *(("data",) if generation else ())) | (
+        landscape_rules(wildcards) if generation else {})
 
 
 def mitigate_cfg(wildcards):
@@ -107,13 +120,13 @@ def mitigate_cfg(wildcards):
 
 
 def shift_cfg(wildcards):
-    return exp_cfg(wildcards, "seed", "concepts", "landscape", "shift")
+    return exp_cfg(wildcards, "seed", "concepts", "shift") | landscape_rules(wildcards)
 
 
 def probes_cfg(wildcards):
     # `explore` empty, for its outcome-cache switch (put back by failfade.workflow.with_locations)
     shift = config["experiments"][wildcards.experiment]["shift"]
-    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "landscape") | {
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts") | landscape_rules(wildcards) | {
         "shift": {k: shift[k] for k in ("probes", "other_pairs")}, "explore": {}}
 
 
@@ -121,11 +134,9 @@ def groundtruth_cfg(wildcards):
     # the landscape's rules (its modes are compared with the truth's) but not the gallery's size; the
     # exploration's cache switch is transparent (failfade.workflow.UNTRIGGERED) and its shards are
     # inputs; `groundtruth.cache: false` does rerun it, since re-scoring afresh is what it is for
-    ls = config["experiments"][wildcards.experiment]["landscape"]
     explore = config["experiments"][wildcards.experiment]["explore"]
-    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "groundtruth") | {
-        "explore": {k: v for k, v in explore.items() if k not in ("shards", "cache")},
-        "landscape": {k: v for k, v in ls.items() if k != "gallery_per_mode"}}
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "groundtruth") | landscape_rules(
+        wildcards) | {"explore": {k: v for k, v in explore.items() if k not in ("shards", "cache")}}
 
 
 def shard_index(wildcards):
@@ -172,7 +183,7 @@ def feedback_ready(e):
 # truncated-and-removed intermediate (landscape.duckdb, queries.parquet, ...) is rebuilt by the
 # next plain run, and everything downstream of it reruns (its input is newer), instead of
 # "Nothing to be done" on results whose inputs no longer exist.
-UPSTREAM = ("model", "explore", "landscape", "audit")
+UPSTREAM = ("model", "explore", "landscape", "gallery", "audit")
 DOWNSTREAM = ("feedback", "mitigate", "reexplore", "probes", "shift")
 SHARDED = {"explore": "explore_shard", "reexplore": "reexplore_shard"}
 

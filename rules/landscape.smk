@@ -1,8 +1,6 @@
 rule landscape:
     input:
         queries=shard_queries("explore"),
-        # the gallery may show what the model said (summarization regenerates its examples' summaries)
-        card=f"{R}/{{experiment}}/model/model.json",
     output:
         db=f"{R}/{{experiment}}/landscape/landscape.duckdb",
         cells=f"{R}/{{experiment}}/landscape/cells.csv",
@@ -19,12 +17,6 @@ rule landscape:
             category="2. Summarize",
             subcategory="{experiment}",
         ),
-        gallery=report(
-            f"{R}/{{experiment}}/landscape/gallery.png",
-            caption="../report/gallery.rst",
-            category="2. Summarize",
-            subcategory="{experiment}",
-        ),
     log:
         "logs/{experiment}/landscape.log",
     benchmark:
@@ -32,7 +24,38 @@ rule landscape:
     params:
         cfg=landscape_cfg,
     threads: 1
-    # a GPU stage (on SLURM too): the gallery runs the model (text-to-image draws its images)
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_scripts/landscape.py"
+
+
+# a rule of its own: it runs the model (text-to-image draws its images, a summarizer regenerates its
+# summaries), and asking for more examples (`landscape.gallery_per_mode`) must not rerun what the
+# landscape's database feeds (feedback, fine-tuning, re-exploration)
+rule gallery:
+    input:
+        queries=shard_queries("explore"),
+        db=f"{R}/{{experiment}}/landscape/landscape.duckdb",
+        card=f"{R}/{{experiment}}/model/model.json",
+    output:
+        gallery=report(
+            f"{R}/{{experiment}}/landscape/gallery.png",
+            caption="../report/gallery.rst",
+            category="2. Summarize",
+            subcategory="{experiment}",
+        ),
+    log:
+        "logs/{experiment}/gallery.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/gallery.tsv"
+    params:
+        cfg=gallery_cfg,
+    threads: 1
+    # a GPU stage (on SLURM too)
     resources:
         mem_mb=4000,
         runtime=30,
@@ -40,4 +63,4 @@ rule landscape:
     conda:
         "../environment.yml"
     script:
-        "../workflow_scripts/landscape.py"
+        "../workflow_scripts/gallery.py"

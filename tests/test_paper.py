@@ -194,7 +194,7 @@ def test_both_paper_configs_are_valid_and_name_the_same_experiments():
                        "sd14": "hf:CompVis/stable-diffusion-v1-4"}
 
 
-GPU_RULES = {"model", "explore", "groundtruth", "landscape", "audit", "rating_sheet", "mitigate", "reexplore", "probes",
+GPU_RULES = {"model", "explore", "groundtruth", "gallery", "audit", "rating_sheet", "mitigate", "reexplore", "probes",
              "paper_strategies", "paper_scalability"}
 
 
@@ -214,7 +214,8 @@ def test_the_paper_config_plans_every_experiment_on_the_cluster(tmp_path, snakem
     planned = {(rule, exp) for rule, exp, _ in jobs}
     exps = ["alexnet", "resnet50", "efficientnet_v2_l", "t5", "bart", "sd14"]
     for e in exps:
-        assert {(s, e) for s in ("model", "explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "shift")} <= planned, e
+        assert {(s, e) for s in ("model", "explore", "landscape", "gallery", "audit", "feedback", "mitigate", "reexplore",
+                                 "shift")} <= planned, e
     assert {("paper_strategies", e) for e in exps[:3]} <= planned
     assert not {("paper_strategies", e) for e in exps[3:]} & planned  # no exhaustive truth for the text and image tasks
     assert {exp for rule, exp in planned if rule == "rating_sheet"} == {"sd14"}  # only text-to-image rates images

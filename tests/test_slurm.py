@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm_cluster" / "cluster.sh"
 PROFILE = REPO / "slurm" / "config.yaml"
 EXP = "digits"
-GPU_STAGES = {"model", "explore", "groundtruth", "landscape", "audit", "rating_sheet", "mitigate", "reexplore", "probes"}
-CPU_STAGES = {"feedback", "shift"}
+GPU_STAGES = {"model", "explore", "groundtruth", "gallery", "audit", "rating_sheet", "mitigate", "reexplore", "probes"}
+CPU_STAGES = {"landscape", "feedback", "shift"}
 # the stages a tiny run executes (groundtruth is off)
-RUN_STAGES = {"model", "explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}
+RUN_STAGES = {"model", "explore", "landscape", "gallery", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}
 CPU_PARTITION, GPU_PARTITION = "debug", "gpu"  # tests/slurm_cluster/slurm.conf
 # snakemake ignores SIGTERM while jobs run (it waits for them), hence `timeout -k`
 RUN_TIMEOUT = 600
@@ -217,8 +217,8 @@ def test_profile_dry_run_requests_gpus_for_gpu_stages_only(tmp_path, snakemake_e
         if is_gpu_stage(rule):
             assert "gpu=1" in res.split(", "), (rule, res)
             assert f"slurm_partition={gpu_partition}" in res, (rule, res)
-            # the rule's threads (the landscape's one: its gallery draws a few images)
-            assert f"cpus_per_task={1 if rule == 'landscape' else 2}" in res, (rule, res)
+            # the rule's threads (the gallery's one: it draws a few images)
+            assert f"cpus_per_task={1 if rule == 'gallery' else 2}" in res, (rule, res)
         else:
             assert "gpu=" not in res, (rule, res)
             assert f"slurm_partition={cpu_partition}" in res, (rule, res)

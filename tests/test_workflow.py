@@ -219,7 +219,8 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     cfg["experiments"][EXP]["explore"]["budget"] = 1024
     write_config(work, cfg)
     after_budget = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
-    assert after_budget - {"all"} == {"explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_budget
+    assert after_budget - {"all"} == {"explore", "landscape", "gallery", "audit", "feedback", "mitigate", "reexplore", "probes",
+                                      "shift"}, after_budget
     assert "model" not in after_budget
 
     # (d) the scoring precision: every stage that scores sees it (it was once dropped on the way), not the model
@@ -227,7 +228,15 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     cfg["experiments"][EXP]["precision"] = "bf16"
     write_config(work, cfg)
     after_precision = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
-    assert after_precision - {"all"} == {"explore", "landscape", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}, after_precision
+    assert after_precision - {"all"} == {"explore", "landscape", "gallery", "audit", "feedback", "mitigate", "reexplore",
+                                         "probes", "shift"}, after_precision
+
+    # (d2) more gallery examples rerun the gallery alone: it was part of the landscape rule, so asking for
+    # them rewrote the database and reran everything after it, the fine-tuning included
+    shown = yaml.safe_load(original_cfg)
+    shown["experiments"][EXP].setdefault("landscape", {})["gallery_per_mode"] = 3  # the default is 8
+    write_config(work, shown)
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) - {"all"} == {"gallery"}
 
     # (f) locations are no rerun trigger: moving `resources:` (downloads, outcome and image caches) reruns nothing
     (work / "config" / "config.yaml").write_text(original_cfg)
