@@ -2,6 +2,14 @@
 
 Advantages use GAE. In macroscopic mode every episode is one step (done after each action), so
 the advantage reduces to r − V(s); in microscopic mode episodes run for several moves.
+
+Known simplification: a share `uniform_mix` of the actions is drawn uniformly, so the policy that
+acts is μ = mix/n + (1 − mix)·π, but the update's ratio is π_new/π_old over every stored action,
+the uniform ones included, as if π had drawn them (their gradient is not importance-weighted by
+π/μ). The landscape's propensities are μ's (exact); only the learner's gradient carries this
+bias, bounded in macroscopic mode by the actor's ±residual_bound tilt of the prior. Optimizing μ
+itself (ratio μ_new/μ_old) is the principled fix; it changes what the discovery tables measured
+and is not made here.
 """
 
 from __future__ import annotations
