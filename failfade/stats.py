@@ -22,33 +22,43 @@ def wilson_interval(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
     return lo, hi
 
 
+def cluster_shrink(clusters: np.ndarray, values: np.ndarray) -> float:
+    """n_eff / n for the mean of `values` over units that share clusters (inputs): 1 / the design
+    effect, v_cluster / v_iid, where v_cluster is the cluster-robust (sandwich) variance of the mean,
+    Σ_i (Σ_{j in i} (x_j − x̄))² / n² · m/(m−1) over the m clusters, and v_iid = var(x) / n. At most
+    1 (no credit for negative dependence). When the values do not vary, the variance says nothing
+    and it is m/n: the clusters, as if every unit of a cluster agreed (conservative)."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return 1.0
+    _, inv = np.unique(np.asarray(clusters), return_inverse=True)
+    m = int(inv.max()) + 1
+    if m < 2:
+        return 1.0 / n
+    v_iid = float(x.var()) / n  # for 0/1 values p(1-p)/n, the binomial variance Wilson assumes
+    if v_iid <= 0:
+        return m / n
+    sums = np.bincount(inv, weights=x - x.mean(), minlength=m)
+    v_cluster = float(np.sum(sums ** 2)) / n ** 2 * m / (m - 1)
+    return 1.0 if v_cluster <= 0 else min(1.0, v_iid / v_cluster)
+
+
 def clustered_wilson(clusters: np.ndarray, failures: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """(n_eff, lo, hi): a Wilson interval for the failure rate of pairs that share inputs.
 
     A hard input fails in every cell of a mode, so (input, cell) pairs of one input are not
     independent, and Wilson on the pairs was too narrow (a review's simulation, 8 cells x 60 inputs,
     input difficulty shared: 65% coverage at 95%). The pairs are shrunk to the effective count that
-    the between-input variance allows: n_eff = n · min(1, p(1−p)/n / v), v the cluster-robust
-    (sandwich) variance of the pooled rate, Σ_i (k_i − p·n_i)² / n² · m/(m−1) over the m inputs with
-    k_i failures in n_i pairs. Never more than the pairs (no credit for negative dependence); when
-    nothing or everything failed the variance says nothing, and the count is the m inputs, as if
-    the cells agreed on every input (conservative)."""
-    clusters = np.asarray(clusters)
+    the between-input variance allows (cluster_shrink): n_eff = n · v_iid / v_cluster, never more
+    than the pairs; when nothing or everything failed it is the inputs, as if the cells agreed on
+    every input (conservative)."""
     f = np.asarray(failures, dtype=np.float64)
     n = len(f)
     if n == 0:
         return 0.0, 0.0, 1.0
-    _, inv = np.unique(clusters, return_inverse=True)
-    n_i, k_i = np.bincount(inv), np.bincount(inv, weights=f)
-    m, p = len(n_i), f.mean()
-    if m < 2:
-        n_eff = 1.0
-    elif p in (0.0, 1.0):
-        n_eff = float(m)
-    else:
-        v = float(np.sum((k_i - p * n_i) ** 2)) / n**2 * m / (m - 1)
-        n_eff = n if v <= 0 else n * min(1.0, p * (1 - p) / n / v)
-    lo, hi = wilson_interval(p * n_eff, n_eff, confidence)
+    n_eff = n * cluster_shrink(clusters, f)
+    lo, hi = wilson_interval(f.mean() * n_eff, n_eff, confidence)
     return float(n_eff), float(lo), float(hi)
 
 
