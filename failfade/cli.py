@@ -82,13 +82,19 @@ def main():
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie does not: killed with -9 along with failfade, a run's
+    snakemake stays one until something reaps it (in a container whose init reaps nothing, for good)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # "pid (comm) state ...": comm may hold spaces or parentheses
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # not Linux, or gone meanwhile
+        return True
 
 
 def _snakemake(*args: str) -> list[str]:

@@ -605,3 +605,21 @@ def test_a_lock_is_kept_while_the_recorded_snakemake_lives_or_when_it_is_not_tha
     os.utime(state / cli.PIDFILE, (t, t))  # the recorded run's own lock, its processes gone: removed
     cli._free_the_folder(state)
     assert not lock.exists()
+
+
+def test_a_zombie_is_not_a_live_run():
+    """Killed with -9 together with failfade, a run's snakemake is a zombie until something reaps it
+    (a container's init may never): `kill(pid, 0)` still succeeds on it, and the next run was refused
+    as if that snakemake still worked."""
+    from failfade import cli
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while time.time() < deadline:  # exited, not yet reaped: a zombie
+        with open(f"/proc/{child.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    assert not cli._alive(child.pid)
+    child.wait()
+    assert cli._alive(os.getpid())
