@@ -135,8 +135,10 @@ def groundtruth_cfg(wildcards):
     # exploration's cache switch is transparent (failfade.workflow.UNTRIGGERED) and its shards are
     # inputs; `groundtruth.cache: false` does rerun it, since re-scoring afresh is what it is for
     explore = config["experiments"][wildcards.experiment]["explore"]
-    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "groundtruth") | landscape_rules(
-        wildcards) | {"explore": {k: v for k, v in explore.items() if k not in ("shards", "cache")}}
+    # (the keys in their former order: snakemake compares params as printed text, and the exhaustive
+    # truth is the costliest stage to rerun for nothing)
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "groundtruth") | {
+        "explore": {k: v for k, v in explore.items() if k not in ("shards", "cache")}} | landscape_rules(wildcards)
 
 
 def shard_index(wildcards):

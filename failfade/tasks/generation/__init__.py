@@ -165,8 +165,11 @@ class GenerationFamily(TaskFamily):
             src = download(target, rev, resources, key) if kind == "hf" else Path(target)
         c = load_components(src, key)  # fails on a folder that is not a pipeline, before anything is copied
         check_prompt_lengths(c.tokenizer, self.prompts(exp), "data.template", f"{key}: {m['source']}")
-        if (out_dir / "pipeline").exists():
-            shutil.rmtree(out_dir / "pipeline")
+        # a stale judge/ (an attribute judge left by a run before model.judge became clip) would hold a
+        # weight file the new card does not pin, and the card check refuses unpinned weights
+        for stale in ("pipeline", "judge"):
+            if (out_dir / stale).exists():
+                shutil.rmtree(out_dir / stale)
         files = ["pipeline/" + f for f in save_components(c, out_dir / "pipeline")]
         card = {"source": m["source"], "pipeline": "pipeline", "seed": exp["seed"], "unet_parameters":
                 sum(p.numel() for p in c.unet.parameters()), "latent": c.vae is not None}
