@@ -225,6 +225,20 @@ def stage_gallery(exp: dict, queries_paths, db_path: Path, out_path: Path, model
                            exp["landscape"]["gallery_per_mode"], model_dir)
 
 
+def stage_bias(exp: dict, queries_paths, out_csv: Path) -> pl.DataFrame:
+    """Text-to-image with `model.bias`: landscape/bias.csv, per cell the share of each class the CLIP
+    judge answered, its total variation distance from the target and that distance's noise floor."""
+    paths = [str(q) for q in ([queries_paths] if isinstance(queries_paths, (str, Path)) else queries_paths)]
+    fam = family_of(exp)
+    table = fam.bias(exp, scan_queries(paths)) if hasattr(fam, "bias") else None
+    if table is None:
+        raise FailfadeError(f"task {exp['task']!r}: bias.csv needs a text-to-image experiment whose model sets "
+                            "`bias` (a CLIP judge's zero-shot question and its classes)")
+    table.write_csv(out_csv)
+    log.info("bias: %d of %d cells biased beyond sampling noise", int(table["biased"].sum()), table.height)
+    return table
+
+
 def stage_rating_sheet(exp: dict, model_dir: Path, db_path: Path, out_dir: Path) -> None:
     """Text-to-image: the images people rate (rating_sheet.html, ratings_template.csv) and the judge's
     verdicts on them (sheet_judged.csv), in out_dir, grouped by the landscape's failure modes."""

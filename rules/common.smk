@@ -92,6 +92,16 @@ def gallery_cfg(wildcards):
     return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "landscape")
 
 
+def bias_cfg(wildcards):
+    # the prompts (data.template, concepts) and model.bias; the seed draws the noise floor
+    return exp_cfg(wildcards, "seed", "data", "model", "concepts")
+
+
+def has_bias(exp):
+    # validated with the config: model.bias needs the CLIP judge of a text-to-image model
+    return exp["task"] == "generation" and bool(exp["model"].get("bias"))
+
+
 def rating_sheet_cfg(wildcards):
     # the prompts (data.template, concepts), the images' seeds and the model that draws and judges them
     # (on `device`: a hub pipeline draws on a GPU); the modes come in with landscape.duckdb
@@ -195,6 +205,7 @@ def final_outputs():
     for e in EXPERIMENTS:
         exp = config["experiments"][e]
         stages = (list(UPSTREAM) + (["rating_sheet"] if exp["task"] == "generation" else [])
+                  + (["bias"] if has_bias(exp) else [])
                   + (["groundtruth"] if exp["explore"]["groundtruth"] else []))
         if feedback_ready(e):
             stages += DOWNSTREAM

@@ -64,3 +64,26 @@ rule gallery:
         "../environment.yml"
     script:
         "../workflow_scripts/gallery.py"
+
+
+# text-to-image with `model.bias` only (rules/common.smk: final_outputs): per cell, how far the
+# classes the CLIP judge answers are from the target; from the queries alone, no model
+rule bias:
+    input:
+        queries=shard_queries("explore"),
+    output:
+        bias=f"{R}/{{experiment}}/landscape/bias.csv",
+    log:
+        "logs/{experiment}/bias.log",
+    benchmark:
+        "benchmarks/runs/{experiment}/bias.tsv"
+    params:
+        cfg=bias_cfg,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_scripts/bias.py"

@@ -464,6 +464,18 @@ class GenerationFamily(TaskFamily):
 
     # --- what people look at ---------------------------------------------------------------------------------
 
+    def bias(self, exp: dict, queries: pl.DataFrame) -> pl.DataFrame | None:
+        """With `model.bias` (a CLIP judge's zero-shot question), each cell's share of every class,
+        its distance from the target and that distance's noise floor (failfade.tasks.generation.bias);
+        None without it."""
+        if not exp["model"].get("bias"):
+            return None
+        from failfade.tasks.generation.bias import bias_table
+
+        space = self.space(exp)
+        return bias_table(queries.lazy().collect(), space.n_cells, exp["model"]["bias"], self.prompts(exp, space),
+                          exp["seed"])
+
     def gallery(self, exp: dict, queries: pl.DataFrame, modes: pl.DataFrame, path: Path, per_mode: int,
                 model_dir: Path | None = None) -> None:
         """The sample sheet: one panel per cell (its prompt's first `per_mode` held-out seeds, tiled),
@@ -481,13 +493,8 @@ class GenerationFamily(TaskFamily):
         cells = cell_table(space, queries, ls["failure_rate_threshold"], ls["confidence"])
         rate, failing = cells["failure_rate"].to_numpy(), cells["is_failure"].to_numpy()
         digit = self.digit_recognised(exp, queries, prompts, space.n_cells)
-        bias = None
-        if exp["model"].get("bias") and exp["model"]["judge"] == "clip":  # per-cell bias beside the failure rate
-            from failfade.tasks.generation.bias import bias_table
-
-            table = bias_table(queries, space.n_cells, exp["model"]["bias"], prompts, exp["seed"])
-            table.write_csv(Path(path).parent / "bias.csv")
-            bias = table["tv"].to_numpy()
+        table = self.bias(exp, queries)  # per-cell bias beside the failure rate (bias.csv: the bias stage)
+        bias = None if table is None else table["tv"].to_numpy()
         if model_dir is None:
             sample_sheet({}, ["-"], ["-"], path, "The sample sheet needs the explored model")
             return
