@@ -17,6 +17,7 @@ from failfade.tasks.classification.models import (
     DigitsCNN,
     ModelSource,
     ModelUnderTest,
+    check_card_input,
     last_linear,
     load_model,
     resolve_source,
@@ -365,13 +366,10 @@ def test_torchvision_weights_offline_fail_names_key(tmp_path, keep_hub_dir, monk
 
     monkeypatch.setattr(socket, "getaddrinfo", offline)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    try:
-        resolved = resolve_source(ModelSource.parse("torchvision:resnet18:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
-    except FailfadeError as e:
-        assert str(e).startswith(KEY + ":")
-        assert "cannot fetch torchvision weights resnet18:IMAGENET1K_V1" in str(e)
-        return
-    pytest.skip(f"the download unexpectedly succeeded ({type(resolved)})")
+    # offline and with an empty hub cache, nothing can succeed (no silent fallback to random weights)
+    with pytest.raises(FailfadeError) as ei:
+        resolve_source(ModelSource.parse("torchvision:resnet18:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
+    assert str(ei.value).startswith(KEY + ": cannot fetch torchvision weights resnet18:IMAGENET1K_V1"), str(ei.value)
 
 
 class _RunsCode:
@@ -425,6 +423,45 @@ def test_a_cached_torchvision_checkpoint_loads_as_plain_tensors(tmp_path, keep_h
     module, card = resolve_source(ModelSource.parse(f"torchvision:{arch}:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
     assert card["classes"] == list(weights.meta["categories"])
     assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
+
+
+def test_pretrained_googlenet_is_built_as_its_weights_expect(tmp_path, keep_hub_dir, monkeypatch):
+    """torchvision's builder gives GoogLeNet's and Inception v3's weights `transform_input=True`
+    (their inputs renormalised inside the model); built without weights and loaded from the
+    checkpoint, they lacked it, in the model stage and in every stage that rebuilds the model from
+    its card, so every prediction was made on wrongly scaled inputs. Fine-tuning them crashed on
+    the named tuple their auxiliary heads return in train mode."""
+    import torchvision
+
+    from failfade.tasks.classification.models import builder_kwargs, main_logits
+
+    _offline(monkeypatch)
+    weights = torchvision.models.get_model_weights("googlenet")["IMAGENET1K_V1"]
+    torch.manual_seed(7)
+    state = torchvision.models.get_model("googlenet", aux_logits=True, init_weights=False).state_dict()
+    cached = tmp_path / "torch" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+    module, card = resolve_source(ModelSource.parse("torchvision:googlenet:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
+    assert card["build"] == {"transform_input": True} and module.transform_input
+    save_model(module, card, tmp_path / "m")
+    mut = load_model(tmp_path / "m")
+    assert mut.module.transform_input
+    # torchvision's own pretrained model (transform_input set by its builder) gives the same logits
+    reference = torchvision.models.googlenet(weights=None, transform_input=True, init_weights=False).eval()
+    reference.load_state_dict(state)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(mut.module(mut.preprocess(x)), reference(mut.preprocess(x)), atol=1e-5)
+    train_out = mut.module.train()(mut.preprocess(x))
+    assert isinstance(train_out, tuple) and main_logits(train_out).shape == (2, 1000)
+    # random weights keep torchvision's defaults; ViT's SWAG weights their larger image size
+    assert builder_kwargs("googlenet", None) == {}
+    assert builder_kwargs("vit_b_16", torchvision.models.ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1) == {"image_size": 384}
+    assert builder_kwargs("resnet50", torchvision.models.ResNet50_Weights.IMAGENET1K_V2) == {}
+    bad = json.loads((tmp_path / "m" / "model.json").read_text()) | {"build": ["transform_input"]}
+    with pytest.raises(FailfadeError, match="build must be a mapping"):
+        check_card_input(bad, "model.json")
 
 
 def test_torchvision_random_weights_follow_the_experiment_seed(tmp_path, keep_hub_dir):

@@ -155,8 +155,35 @@ def build_architecture(card: dict) -> nn.Module:
     if arch.startswith("torchvision:"):
         import torchvision
 
-        return torchvision.models.get_model(arch.split(":", 1)[1], weights=None, num_classes=n)
+        build = dict(card.get("build") or {})
+        if "input_size" in build:  # MaxViT's (h, w), a list in JSON
+            build["input_size"] = tuple(build["input_size"])
+        return torchvision.models.get_model(arch.split(":", 1)[1], weights=None, num_classes=n, **build)
     raise ValueError("known: digits-cnn or torchvision:<name>")  # load_model names the card
+
+
+def builder_kwargs(arch: str, weights) -> dict:
+    """What torchvision's builder sets from the weights it is given (get_model(weights=...)), which
+    building without them and loading their checkpoint must set too (the card's `build`, read back
+    by build_architecture): GoogLeNet's and Inception v3's weights expect `transform_input` (their
+    ImageNet-normalised input renormalised inside the model, as the original weights were trained;
+    without it every prediction is made on wrongly scaled inputs), ViT's SWAG weights their
+    `image_size`, MaxViT's its `input_size`."""
+    if weights is None:
+        return {}
+    if arch in ("googlenet", "inception_v3"):
+        return {"transform_input": True}
+    if arch.startswith("vit_"):
+        return {"image_size": int(weights.meta["min_size"][0])}
+    if arch.startswith("maxvit"):
+        return {"input_size": [int(v) for v in weights.meta["min_size"]]}
+    return {}
+
+
+def main_logits(out) -> torch.Tensor:
+    """A classifier's logits: GoogLeNet and Inception v3 in train mode return a named tuple with
+    their auxiliary heads' outputs too (`logits` first); fine-tuning uses the main head's."""
+    return out.logits if isinstance(out, tuple) and hasattr(out, "logits") else out
 
 
 def save_model(module: nn.Module, card: dict, out_dir: Path) -> dict:
@@ -173,6 +200,9 @@ def check_card_input(card: dict, where: str) -> None:
     non-finite without a word, a `mean` of the wrong length failed later inside a convolution."""
     if not isinstance(card.get("arch"), str):
         raise FailfadeError(f"{where}: arch must be an architecture name (a string), got {card.get('arch')!r}")
+    if not isinstance(card.get("build", {}), dict):
+        raise FailfadeError(f"{where}: build must be a mapping of the architecture's arguments (as "
+                            f"transform_input: true), got {card['build']!r}")
     inp = card.get("input")
     if not isinstance(inp, dict):
         raise FailfadeError(f"{where}: input must be a mapping with size, channels, mean and std, got {inp!r}")
@@ -299,11 +329,18 @@ def _torchvision(source: ModelSource, resources: Path, key: str, seed: int = 0):
         # the weights' resize-then-crop, kept in the card: a copy loaded through path: is fed alike
         extra = {"crop": float(t.crop_size[0]) / float(t.resize_size[0]), "interpolation": t.interpolation.value}
     torch.hub.set_dir(str(resources / "torch"))
+    build = builder_kwargs(arch, weights)
+    card = {
+        "arch": f"torchvision:{arch}",
+        "classes": classes,
+        "input": {"channels": 3, "size": size, "mean": mean, "std": std, **extra},
+        **({"build": build} if build else {}),
+    }
     # built as build_architecture rebuilds it from the card, its initial weights drawn from the
     # experiment's seed (`none`: they are the model under test) without moving the global generator
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = torchvision.models.get_model(arch, weights=None, num_classes=len(classes))
+        module = build_architecture(card)
     if weights is not None:
         state = _torchvision_state(weights, key, f"{arch}:{weights_name}")
         try:
@@ -311,11 +348,6 @@ def _torchvision(source: ModelSource, resources: Path, key: str, seed: int = 0):
         except RuntimeError as e:
             raise FailfadeError(f"{key}: torchvision weights {arch}:{weights_name} do not fit the architecture "
                                 f"built without them: {str(e)[:300]}") from e
-    card = {
-        "arch": f"torchvision:{arch}",
-        "classes": classes,
-        "input": {"channels": 3, "size": size, "mean": mean, "std": std, **extra},
-    }
     return module, card
 
 

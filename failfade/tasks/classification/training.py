@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from failfade.progress import progress
 from failfade.tasks.classification.data import ImageSet, batch_rows
-from failfade.tasks.classification.models import ModelUnderTest
+from failfade.tasks.classification.models import ModelUnderTest, main_logits
 
 
 def fit(
@@ -61,13 +61,13 @@ def fit(
             idx = order[start : start + batch_size]
             clean, y = data.images[idx], data.labels[idx].to(mut.device)
             x = augment(clean, g) if augment is not None else clean
-            logits = mut.module(mut.preprocess(x))
+            logits = main_logits(mut.module(mut.preprocess(x)))
             loss = F.cross_entropy(logits, y)
             if teacher is not None and distill > 0:
                 xc = mut.preprocess(clean)
                 with torch.no_grad():
                     target = F.log_softmax(teacher(xc), dim=1)
-                loss = loss + distill * F.kl_div(F.log_softmax(mut.module(xc), dim=1), target, log_target=True,
+                loss = loss + distill * F.kl_div(F.log_softmax(main_logits(mut.module(xc)), dim=1), target, log_target=True,
                                                  reduction="batchmean")
             opt.zero_grad(set_to_none=True)
             loss.backward()
