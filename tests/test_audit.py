@@ -109,6 +109,23 @@ def test_the_draws_follow_the_seed_and_reuse_nothing_between_modes():
     c = audit_modes(task, modes_of(boxes), per_mode=64, seed=6, threshold=0.5, show_progress=False)
     assert a.equals(b) and not a.equals(c)
     assert task.scored == 3 * 128
+
+    class Recording(Table):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def score(self, input_ids, cells):
+            self.calls.append(set(zip(np.asarray(input_ids).tolist(), np.asarray(cells).tolist())))
+            return super().score(input_ids, cells)
+
+    # two modes of the same cells get fresh draws each (one generator goes on), not the same pairs again
+    rec = Recording()
+    box = np.arange(0, 10)  # 3,000 pairs, 64 drawn per mode: ~1.4 shared by chance
+    audit_modes(rec, modes_of([box, box]), per_mode=64, seed=5, threshold=0.5, show_progress=False)
+    drawn = [set().union(*rec.calls[:len(rec.calls) // 2]), set().union(*rec.calls[len(rec.calls) // 2:])]
+    assert len(rec.calls) % 2 == 0 and all(len(d) == 64 for d in drawn)
+    assert len(drawn[0] & drawn[1]) <= 8, len(drawn[0] & drawn[1])
     with pytest.raises(ValueError, match="per_mode"):
         audit_modes(task, modes_of(boxes), per_mode=0, seed=5, threshold=0.5)
 

@@ -528,6 +528,7 @@ def test_an_interrupted_run_is_recovered_by_one_plain_run(rule, sig, copy_of, pr
     _wait_for_job(copy_of, rule, proc)
     os.killpg(proc.pid, sig)  # the whole run: failfade, snakemake and the job (as a terminal's Ctrl-C does)
     proc.wait(timeout=120)
+    assert proc.returncode != 0, "the run finished before the signal: nothing was interrupted"
     rerun = failfade(copy_of, *run_args(repo_root, "-q"), timeout=RUN_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for f in ("explore/queries.parquet", "shift/shift.json", "mitigate/model.safetensors"):

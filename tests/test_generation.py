@@ -111,13 +111,24 @@ def test_a_folder_that_is_not_a_pipeline_is_named(folders, tmp_path):
 
 
 def test_clip_judge_scores_agreement_with_the_prompt(folders):
-    from failfade.tasks.generation.judges import ClipJudge
+    """Δ = 1 − the cosine of CLIP's own image and text features (computed here from the model and
+    its processor, not through the judge), failing below the threshold."""
+    import torch.nn.functional as F
+
+    from failfade.tasks.generation.judges import ClipJudge, _tensor
 
     judge = ClipJudge.load(folders["clip"], "judge.clip", threshold=0.3)
     images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    pred, delta, fail = judge(images, ["a red cat"] * 4)
-    cos = judge.cosine(images, ["a red cat"] * 4)
-    np.testing.assert_allclose(delta, 1.0 - cos, rtol=1e-6)
+    prompts = ["a red cat", "a red cat", "a dog", "a blue house on a hill"]
+    pred, delta, fail = judge(images, prompts)
+    tok = judge.processor.tokenizer(prompts, padding=True, return_tensors="pt")
+    pixels = judge.processor.image_processor(images=list(images), do_rescale=False, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        t = F.normalize(_tensor(judge.model.get_text_features(**tok)), dim=-1)
+        i = F.normalize(_tensor(judge.model.get_image_features(pixel_values=pixels)), dim=-1)
+    cos = (i * t).sum(-1).numpy()
+    np.testing.assert_allclose(delta, 1.0 - cos, atol=1e-5)
+    assert len(set(np.round(cos, 6))) > 1  # the prompts differ, so do the scores
     assert (fail == (cos < 0.3)).all() and (pred == -1).all()
     assert judge.embed(images[:, :1]).shape == (4, 16)  # grey images are judged as RGB
     with pytest.raises(FailfadeError, match="judge.clip: .* is not a CLIP model folder"):
@@ -629,6 +640,38 @@ def test_the_sample_sheet_draws_without_loading_the_judge(digits_world, tmp_path
     _, queries, _, modes = explored_exhaustively(digits_world)
     fam.gallery(digits_world["exp"], queries, modes, tmp_path / "gallery.png", 2, model)
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
+
+
+def test_bias_csv_is_a_stage_of_its_own(digits_world, tmp_path):
+    """bias.csv was written by the gallery as a side effect, an output no rule declared (snakemake
+    neither tracked nor rebuilt it). The bias stage writes it from the queries; the gallery only shows
+    its distance under each cell."""
+    import copy
+
+    from failfade.pipeline import stage_bias
+    from failfade.tasks.family import family
+    from failfade.tasks.generation.bias import bias_table
+
+    exp = copy.deepcopy(digits_world["exp"])
+    _, queries, _, modes = explored_exhaustively(digits_world)
+    queries = queries.with_columns(prediction=pl.Series(np.arange(queries.height) % 3 == 0).cast(pl.Int64))
+    shard = tmp_path / "queries.parquet"
+    queries.write_parquet(shard)
+    with pytest.raises(FailfadeError, match="bias.csv needs a text-to-image experiment whose model sets `bias`"):
+        stage_bias(exp, [shard], tmp_path / "bias.csv")
+    assert not (tmp_path / "bias.csv").exists()
+    exp["model"]["bias"] = {"question": "a photo of a {}", "classes": ["man", "woman"]}
+    got = stage_bias(exp, [shard], tmp_path / "bias.csv")
+    fam = family("generation")
+    want = bias_table(queries, 12, exp["model"]["bias"], fam.prompts(exp, fam.space(exp)), exp["seed"])
+    assert got.equals(want) and got.height == 12
+    written = pl.read_csv(tmp_path / "bias.csv")
+    assert written.columns == want.columns and written["prompt"].to_list() == want["prompt"].to_list()
+    np.testing.assert_allclose(written["tv"].to_numpy(), want["tv"].to_numpy(), equal_nan=True)
+    assert written["biased"].to_list() == want["biased"].to_list()
+    (tmp_path / "sheet").mkdir()
+    fam.gallery(exp, queries, modes, tmp_path / "sheet" / "gallery.png", 1, digits_world["root"] / "model")
+    assert sorted(p.name for p in (tmp_path / "sheet").iterdir()) == ["gallery.png"]
 
 
 def test_the_sample_sheet_and_the_rating_sheet(digits_world, tmp_path):

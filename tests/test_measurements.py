@@ -360,6 +360,7 @@ def test_pooled_targeted_intervals_cover_when_the_cells_share_hard_inputs(post_n
     truth = {"pre": t_pre.mean(), "post": t_post.mean(), "change": (t_post - t_pre).mean(),
              "relative_change": t_post.mean() / t_pre.mean() - 1}
     cover = {(how, key): 0 for how in ("paired", "conservative") for key in truth}
+    width = dict.fromkeys(cover, 0.0)
     for _ in range(reps):
         hard = rng.random(n)  # each input's difficulty, shared by every cell
         z = np.where(rng.random((k_cells, n)) < 0.8, hard, rng.random((k_cells, n)))
@@ -371,8 +372,14 @@ def test_pooled_targeted_intervals_cover_when_the_cells_share_hard_inputs(post_n
             for key, value in truth.items():
                 lo, hi = p[f"{key}_ci"]
                 cover[(how, key)] += lo <= value <= hi
+                width[(how, key)] += (hi - lo) / reps
     rates = {k: c / reps for k, c in cover.items()}
     assert all(r >= 0.92 for r in rates.values()), rates
+    # and not by being wide: pairing the inputs narrows the change's interval (measured: 0.106 / 0.120
+    # against 0.264 for same / fresh noise), which then covers near its nominal 95% (0.92 / 0.94)
+    for key in ("change", "relative_change"):
+        assert width[("paired", key)] < 0.6 * width[("conservative", key)], width
+        assert rates[("paired", key)] <= 0.985, rates
 
 
 def test_probe_errors_name_the_key():
@@ -420,9 +427,14 @@ def test_pick_epoch_respects_the_clean_tolerance():
     assert pick_epoch(h, 0.99, 0.005) == 0  # none within tolerance: the best clean accuracy
 
 
-def test_mitigation_keeps_the_chosen_epochs_weights(tmp_path):
+@pytest.mark.parametrize("scripted", [False, True], ids=["picked", "first-epoch"])
+def test_mitigation_keeps_the_chosen_epochs_weights(tmp_path, monkeypatch, scripted):
+    """The kept model is the chosen epoch's. Scripted to keep the first of 3 epochs, so that a run
+    which forgot to restore its weights (keeping the last epoch's) cannot pass."""
+    from failfade.tasks.classification import mitigate as M
     from failfade.tasks.classification import models
-    from failfade.tasks.classification.mitigate import mitigate
+
+    mitigate = M.mitigate
 
     splits = load_splits("builtin:digits", 16, 0.3, 0, validation_fraction=0.15)
     torch.manual_seed(0)
@@ -435,10 +447,15 @@ def test_mitigation_keeps_the_chosen_epochs_weights(tmp_path):
     fit(mut, splits.train, list(module.parameters()), 3, 3e-3, 64, 0, desc="t")
     space = ConceptSpace([Axis("rotation", "rotate", (0.0, 40.0))])
     plan = {"fix": [{"cell": 1, "weight": 1.0}], "accept": []}
+    if scripted:
+        monkeypatch.setattr(M, "pick_epoch", lambda rows, base, drop: 0)
     history, sel = mitigate(mut, splits.train, space, plan, "full", 3, 3e-3, 64, 0.5, 0, 1.0,
                             validation=splits.validation, max_clean_drop=0.0, validation_pairs=200)
     assert sel["early_stopping"] and len(history) == 3
-    assert sel["kept_epoch"] == pick_epoch(history, sel["val_clean_accuracy_base"], 0.0)
+    assert sel["kept_epoch"] == (0 if scripted else pick_epoch(history, sel["val_clean_accuracy_base"], 0.0))
+    if scripted:  # the epochs differ, so the last epoch's weights would score otherwise
+        assert (history[0]["val_clean_accuracy"], history[0]["val_targeted_failure_rate"]) != \
+            (history[2]["val_clean_accuracy"], history[2]["val_targeted_failure_rate"])
     # the kept model scores on validation what its epoch recorded
     from failfade.tasks.classification.mitigate import validation_scorer
 

@@ -383,10 +383,12 @@ def test_dqn_counts_its_updates(params):
 
 
 def test_dqn_without_learning_never_updates():
-    _, log = _run(SyntheticTask(seed=0), 2048, 32, 0, "dqn", params={"learn": False})
-    if "n_updates" in log.columns:
-        assert (log["n_updates"].fill_null(0) == 0).all()
-    assert "q_loss" not in log.columns
+    task = SyntheticTask(seed=0)
+    q, log = _run(task, 2048, 32, 0, "dqn", params={"learn": False})
+    assert "q_loss" not in log.columns and "n_updates" not in log.columns
+    # nor does it learn without saying so: the trained DQN puts ~70% of its queries on the planted
+    # cells (test below), an untrained one near the planted share of the grid (10 of 125)
+    assert _share_on(q, task.planted) < 0.2
 
 
 # Measured (SyntheticTask(seed=0), 10 planted cells of 125, 4096 queries, 32 agents, seeds 0-2):
@@ -697,6 +699,10 @@ def test_confirm_searcher_maps_a_planted_landscape():
     task = SyntheticTask(seed=0)
     q, _ = _run(task, 4096, 64, 0, "confirm")
     assert np.isnan(q["propensity"].to_numpy()).all()  # it ignores the input: no weights
+    table = cell_table(task.space, q, 0.5)
+    found = set(table.filter(pl.col("is_failure"))["cell"].to_list())
+    planted = set(task.planted.tolist())
+    assert len(found & planted) >= 9 and len(found - planted) <= 1, (sorted(found), sorted(planted))
 
 
 def test_weighted_inputs_draws_the_failing_inputs_more():
@@ -773,8 +779,13 @@ def test_dqn_queries_are_weighed_by_plain_propensities():
     """DQN logs π but no marginal: after ε decays, stabilized weights π̄/π reach a few hundred and
     the landscape's Wilson(n_eff) interval under-covered (0.90-0.93 at 4,000 queries on a grid whose
     failures follow the input, against 0.95-0.97 with 1/π; dqn.py)."""
+    from failfade.landscape import propensities
+
     q, _ = _run(SyntheticTask(), 2048, 32, 0, "dqn")
     assert np.isfinite(q["propensity"].to_numpy()).all() and np.isnan(q["marginal"].to_numpy()).all()
+    # the landscape weighs each query by 1/π, not by a stabilized π̄/π
+    np.testing.assert_allclose(propensities(q), q["propensity"].to_numpy(), rtol=1e-12)
+    assert q["propensity"].to_numpy().std() > 0  # π varies (ε decays), so the weights are not all equal
 
 
 class _FlatTask:
@@ -824,6 +835,15 @@ def test_levelset_keeps_going_on_a_model_that_never_fails():
     assert q.height == 64 * 125 and not q["failure"].any()
     q, _ = explore(SyntheticTask(shape=(1,), p_fail=0.0, p_base=0.0, seed=0), 4096, 64, 0, "levelset", progress=False)
     assert q.height == 4096
+    # every cell settled beyond double precision (P(rate > τ) = 0.5^2001 underflows): the draws spread evenly
+    from failfade.explore.baselines import LevelSetSearcher
+
+    s = LevelSetSearcher(5, 0)
+    cells = np.repeat(np.arange(5), 2000)
+    s.observe(None, cells, None, np.zeros(len(cells), bool))
+    assert not s.levels.uncertainty().any()
+    draws = np.bincount(s.act(np.zeros((5000, 1)), None), minlength=5)
+    assert draws.min() > 850, draws  # 1,000 expected each
 
 
 @pytest.mark.parametrize(("algorithm", "params", "key"), [("ppo", {"bonus": "uncertanity"}, "explore.ppo.bonus"),

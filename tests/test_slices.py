@@ -195,6 +195,7 @@ def test_min_cells_and_top_k_bound_the_list():
     modes, _ = find_slices(SPACE6, cells, SliceParams(top_k=2))
     assert modes.height == 2
     modes, _ = find_slices(SPACE6, cells, SliceParams(min_cells=600))  # the 3-term slice has 500 cells
+    assert modes.height >= 1 and (modes["n_cells"] >= 600).all(), modes
     assert "x5=0" not in " ".join(modes["selector"])
 
 

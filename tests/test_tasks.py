@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -91,8 +92,17 @@ def test_unknown_hyper_parameters_are_errors(algorithm, params, bad):
 
 
 def test_known_hyper_parameters_reach_the_searcher():
-    q, _ = explore(SyntheticTask(shape=(3, 3)), 64, 8, 0, "epsilon_greedy", {"epsilon": 1.0}, progress=False)
-    assert q.height == 64
+    """ε reaches ε-greedy: at ε = 1 every query is uniform, at ε = 0 it locks onto the planted cell
+    (one of 9, failing 90% of the time)."""
+    task = SyntheticTask(shape=(3, 3))
+    share = {}
+    for eps in (1.0, 0.0):
+        q, _ = explore(task, 640, 8, 0, "epsilon_greedy", {"epsilon": eps}, progress=False)
+        counts = np.bincount(q["cell"].to_numpy(), minlength=9)
+        share[eps] = counts[task.planted[0]] / 640
+        if eps == 1.0:
+            assert q.height == 640 and counts.min() >= 40  # 71 expected per cell
+    assert share[1.0] < 0.2 and share[0.0] > 0.5, share
 
 
 def test_the_models_preprocessing_keys_the_outcome_cache(tmp_path):
