@@ -6,10 +6,11 @@
 # pipeline call per step). Writes the throughput-cuda-* sections of benchmarks/RESULTS.md. About 6
 # minutes on one H100/H200.
 #
-#   bash benchmarks/gpu.sh            # PYTHON=... to pick the interpreter; extra args go to throughput.py
+#   bash benchmarks/gpu.sh            # .venv/bin/python, or PYTHON=...; extra args go to throughput.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+# the project's venv (scripts/install.sh) unless PYTHON says otherwise
+if [[ -z "${PYTHON:-}" && -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=${PYTHON:-python3}; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name(), "torch", torch.__version__)'
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
