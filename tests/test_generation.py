@@ -4,6 +4,7 @@ judge and word axes, on tiny random components that the tests build and save her
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -1185,6 +1186,51 @@ def test_the_workflow_runs_a_text_to_image_experiment_from_ratings(tmp_path, rep
     assert '"kind": "ratings"' in plan and '"cell": 0' in plan
     md = (res / "shift" / "shift.md").read_text()
     assert "## Judge and raters" in md and "by 2 rater(s): ann, bob" in md and "untargeted prompts" in md
+
+
+@pytest.mark.slow
+def test_the_workflow_writes_bias_csv_with_a_clip_judge(tmp_path, repo_root, snakemake_exe):
+    """model.bias through Snakemake: the bias rule runs after the exploration (a CLIP judge at a
+    path:, its zero-shot answers in the queries) and writes landscape/bias.csv, one row per prompt;
+    a config without model.bias plans no bias rule."""
+    import subprocess
+
+    import yaml
+
+    from failfade.tasks.generation import training as T
+    from failfade.tasks.generation.pipeline import save_components
+
+    save_components(T.build(seed=0, width=8), tmp_path / "pipeline")
+    clip = build_clip(tmp_path / "clip")
+    exp = {"task": "generation", "seed": 0, "data": {"template": "{thickness} {size} {digit}", "seeds": 4},
+           "model": {"source": f"path:{tmp_path / 'pipeline'}", "steps": 2, "judge": "clip",
+                     "judge_source": f"path:{clip}", "threshold": 0.3,
+                     "bias": {"question": "a photo of a {}", "classes": ["cat", "dog"]}},
+           "concepts": WORDS, "feedback": "ratings.csv",
+           "explore": {"algorithm": "random", "budget": 48, "num_agents": 8}}
+    (tmp_path / "config").mkdir()
+    config = tmp_path / "config" / "config.yaml"
+    config.write_text(yaml.safe_dump({"experiments": {"t2i": exp}}))
+    cmd = [str(snakemake_exe), "--snakefile", str(repo_root / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(config), "--cores", "2", "-q", "--set-threads", "model=1", "explore=1"]
+    dry = [c for c in cmd if c != "-q"] + ["-n"]
+    planned = subprocess.run(dry, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0 and re.search(r"^rule bias:", planned.stdout, flags=re.M), planned.stdout[-2000:]
+    proc = subprocess.run(cmd[:1] + ["results/t2i/landscape/bias.csv"] + cmd[1:], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=1200)
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "logs").rglob("*.log")))
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs
+    table = pl.read_csv(tmp_path / "results" / "t2i" / "landscape" / "bias.csv")
+    assert table.height == 12 and table["prompt"][0] == "thin small zero"
+    assert {"share_cat", "share_dog", "tv", "tv_floor", "biased"} <= set(table.columns), table.columns
+    explored = table.filter(pl.col("queries") > 0)
+    assert explored.height > 0
+    np.testing.assert_allclose((explored["share_cat"] + explored["share_dog"]).to_numpy(), 1.0, atol=1e-9)
+    del exp["model"]["bias"]
+    config.write_text(yaml.safe_dump({"experiments": {"t2i": exp}}))
+    planned = subprocess.run(dry, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0 and re.search(r"^rule explore:", planned.stdout, flags=re.M), planned.stdout[-2000:]
+    assert not re.search(r"^rule bias:", planned.stdout, flags=re.M)
 
 
 def test_a_hub_snapshot_takes_one_copy_of_each_weight():
