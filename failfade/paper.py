@@ -9,6 +9,7 @@ Tables:
      before and after, new failure cells
   C  scalability: seconds per 1,000 queries for 5 ... 15,625 cells beside the paper's 47-54 s
   D  human feedback against the judge (generation): agreement and rank correlation
+  E  bias per prompt (generation with `model.bias`): the classes a CLIP judge answers zero-shot
 
 Every paper number carries its provenance: `printed` (in the paper's artifacts as the authors
 wrote it), `recomputed` (from values in its notebooks), or `not recoverable`
@@ -101,6 +102,14 @@ NOTES = {
     "D": "The paper correlated CLIP's per-action score with a collective human proxy over 27 prompts. failfade "
          "compares its judge with the raters' majority per image (agreement, Cohen's κ) and per cell (Spearman ρ of "
          "the judge's landscape failure rate against the rated failure rate).",
+    "E": "The paper reports bias percentages for Stable Diffusion, but its code never measures a demographic "
+         "attribute (its automated judge is CLIP text-image misalignment, its human loop rates bias 1-10), so they "
+         "are not recoverable. failfade asks CLIP `model.bias.question` for every generated image (the class "
+         "whose text is closest) and compares each prompt's class shares (importance-weighted like every rate) "
+         "with the target (uniform unless set) by total variation distance; a prompt is biased when that distance "
+         "exceeds its noise floor, the 95% quantile of the distance for as many draws from the target. Mean share: "
+         "the classes' shares averaged over the explored prompts, each prompt weighing the same. CLIP's zero-shot "
+         "answer is a proxy for the attribute, with CLIP's own biases.",
 }
 # the models the paper ran: anything else in a row is a stand-in (a different model)
 PAPER_SOURCES = {
@@ -113,6 +122,7 @@ WHY = {
     "B": "fixed defect: a distance over the grid, not over sorted values",
     "C": "different hardware; batched scoring",
     "D": "per image and per cell, not per action; judge and raters differ",
+    "E": "measured per prompt with a noise floor; the paper's code measures no demographic bias",
 }
 
 
@@ -288,13 +298,48 @@ def table_d(plans: dict[str, dict], rows: dict[str, str], sources: dict[str, str
     return out
 
 
+# --- Table E: bias per prompt ------------------------------------------------------------------------
+
+PAPER_BIAS = PaperNumber(None, NOT_RECOVERABLE, "paper body not retrievable; no code measures a demographic attribute")
+
+
+def table_e(biases: dict[str, pl.DataFrame], rows: dict[str, str], sources: dict[str, str]) -> list[dict]:
+    """One row per experiment with `model.bias`, from its landscape/bias.csv (bias_table's columns)."""
+    out = []
+    for exp, t in biases.items():
+        classes = [c.removeprefix("share_") for c in t.columns if c.startswith("share_")]
+        seen = t.filter(pl.col("tv").is_finite())  # explored, with at least one image answered
+        label = "prompt" if "prompt" in t.columns else "cell"
+        if seen.height:
+            worst = seen.sort("tv", descending=True).row(0, named=True)
+            skewed = (f"{worst[label]}: TV {worst['tv']:.2f} (floor {worst['tv_floor']:.2f}, "
+                      f"{worst['effective_queries']:.0f} effective images)")
+            share = " / ".join(f"{seen[f'share_{c}'].mean():.1%}" for c in classes)
+        else:
+            skewed = share = "—"
+        unexplored = int((t["queries"] == 0).sum())
+        unanswered = t.height - seen.height - unexplored  # explored, but no image got a class
+        out.append({
+            "model": rows.get(exp, exp), "experiment": exp, "classes": " / ".join(classes), "mean_share": share,
+            "prompts_biased": f"{int(seen['biased'].sum())} of {seen.height}"
+                              + (f" ({unexplored} not explored)" if unexplored else "")
+                              + (f" ({unanswered} without an answer)" if unanswered else ""),
+            "most_skewed": skewed,
+            "paper_bias": PAPER_BIAS.text(), "paper_provenance": PAPER_BIAS.provenance,
+            "why_different": why("E", rows.get(exp, exp), sources.get(exp, "—")),
+        })
+    return out
+
+
 # --- writers ------------------------------------------------------------------------------------------
 
+TABLES = "ABCDE"
 TITLES = {
     "A": "Table A. Exploration strategies at an equal budget",
     "B": "Table B. Landscape shift after mitigation",
     "C": "Table C. Scalability: seconds per 1,000 queries",
     "D": "Table D. Human feedback against the judge (generation)",
+    "E": "Table E. Bias per prompt (generation, the CLIP judge's zero-shot answers)",
 }
 
 
@@ -377,11 +422,11 @@ def scalability_figure(scal: pl.DataFrame | None, out_dir: Path) -> Path | None:
 
 
 def write(out_dir: Path, tables: dict[str, list[dict]], figures: list[tuple[str, Path]]) -> Path:
-    """Tables A-D as Markdown and LaTeX, and index.html with every table and figure."""
+    """Tables A-E as Markdown and LaTeX, and index.html with every table and figure."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = []
-    for key in "ABCD":
+    for key in TABLES:
         rows, title = tables.get(key, []), TITLES[key]
         (out_dir / f"table_{key.lower()}.md").write_text(markdown(rows, title, NOTES[key]))
         (out_dir / f"table_{key.lower()}.tex").write_text(latex(rows, title, f"paper-{key.lower()}", NOTES[key]))
@@ -439,7 +484,7 @@ def stage_scalability(exp: dict, paper: dict, model_dir: Path, out_csv: Path) ->
 
 
 def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: Path) -> dict[str, list[dict]]:
-    """Tables A-D, the figures and index.html from the finished experiments under `results`."""
+    """Tables A-E, the figures and index.html from the finished experiments under `results`."""
     results, out_dir = Path(results), Path(out_dir)
     paper, rows = config["paper"], config["paper"]["rows"]
     exps = {e: config["experiments"][e] for e in experiments}
@@ -455,6 +500,8 @@ def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: 
             plan = json.loads(p.read_text())
             if plan.get("kind") == "ratings":
                 plans[e] = plan
+    biases = {e: pl.read_csv(results / e / "landscape" / "bias.csv") for e, x in exps.items()
+              if x["task"] == "generation" and x["model"].get("bias") and (results / e / "landscape" / "bias.csv").is_file()}
     scal_exp = paper["scalability"]["experiment"]
     scal_csv = out_dir / "scalability.csv"
     scal = pl.read_csv(scal_csv) if scal_exp is not None and scal_csv.is_file() else None
@@ -467,7 +514,7 @@ def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: 
     scal_source = source(config["experiments"][scal_exp]) if scal_exp in config["experiments"] else "—"
     tables = {"A": table_a(runs, rows, sources), "B": table_b(shifts, rows, {e: x["task"] for e, x in exps.items()}, sources),
               "C": table_c(scal, rows.get(scal_exp, scal_exp or "—"), scal_source),
-              "D": table_d(plans, rows, sources)}
+              "D": table_d(plans, rows, sources), "E": table_e(biases, rows, sources)}
     figs_dir = out_dir / "figures"
     figures = []
     for e in exps:

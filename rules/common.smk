@@ -260,6 +260,8 @@ def paper_inputs(wildcards):
                                               "shift/before_after")]
         if exp["explore"]["groundtruth"]:
             ins.append(f"{R}/{e}/paper/strategies.csv")
+        if has_bias(exp):  # Table E
+            ins.append(f"{R}/{e}/landscape/bias.csv")
     if config["paper"]["scalability"]["experiment"] is not None:
         ins.append(f"{R}/paper/scalability.csv")
     return ins

@@ -60,7 +60,7 @@ rule paper:
             caption="../report/paper.rst",
             category="4. The paper's artifacts",
         ),
-        tables=[f"{R}/paper/table_{k}.{ext}" for k in "abcd" for ext in ("md", "tex")],
+        tables=[f"{R}/paper/table_{k}.{ext}" for k in "abcde" for ext in ("md", "tex")],
     log:
         "logs/paper/paper.log",
     params:

@@ -99,7 +99,17 @@ def _tables():
             "B": paper.table_b({"alexnet": _shift("alexnet")}, rows, {"alexnet": "classification"},
                                {"alexnet": "builtin:digits-cnn"}),
             "C": paper.table_c(scal, "AlexNet", "torchvision:alexnet:IMAGENET1K_V1"),
-            "D": paper.table_d({"sd14": plan}, rows, {"sd14": "builtin:digits"})}
+            "D": paper.table_d({"sd14": plan}, rows, {"sd14": "builtin:digits"}),
+            "E": paper.table_e({"sd14": _bias()}, rows, {"sd14": "hf:CompVis/stable-diffusion-v1-4"})}
+
+
+def _bias() -> pl.DataFrame:
+    """bias.csv of three prompts, one not explored (bias_table's columns)."""
+    return pl.DataFrame({"cell": [0, 1, 2], "prompt": ["a scientist", "an artist", "a professor"],
+                         "queries": [40, 30, 0], "effective_queries": [38.0, 30.0, 0.0],
+                         "share_man": [0.9, 0.5, float("nan")], "share_woman": [0.1, 0.5, float("nan")],
+                         "tv": [0.4, 0.0, float("nan")], "tv_floor": [0.15, 0.17, float("nan")],
+                         "biased": [True, False, False]})
 
 
 def _scalability() -> pl.DataFrame:
@@ -123,6 +133,12 @@ def test_tables_put_the_paper_beside_failfade():
     assert c["15,625"]["failfade_s_per_1000"] == "not run"
     d = t["D"][0]
     assert d["paper_spearman"] == "-0.09" and d["spearman_cells"].startswith("0.40")
+    e = t["E"][0]
+    assert e["classes"] == "man / woman" and e["mean_share"] == "70.0% / 30.0%"  # each explored prompt weighs the same
+    assert e["prompts_biased"] == "1 of 2 (1 not explored)"
+    assert e["most_skewed"] == "a scientist: TV 0.40 (floor 0.15, 38 effective images)"
+    assert e["paper_bias"] == "n/r" and e["paper_provenance"] == "not recoverable"
+    assert "different model" not in e["why_different"]  # SD v1.4 is the paper's own model
     assert all(r["why_different"] for rows in t.values() for r in rows)
     # a stand-in is named as a different model; the paper's own model is not
     assert a["ppo"]["why_different"].endswith("a different model (builtin:digits-cnn)")
@@ -132,6 +148,26 @@ def test_tables_put_the_paper_beside_failfade():
     broken = copy.deepcopy(t)
     broken["B"][0]["grid_emd"] = " "
     assert paper.empty_cells(broken) == ["B 0 grid_emd"]
+
+
+def test_table_e_is_collected_from_bias_csv_of_the_experiments_that_ask_for_it(tmp_path):
+    """stage_collect reads landscape/bias.csv of an experiment with model.bias (and only of one:
+    a file left by an earlier config is not read) into Table E on the page."""
+    results = tmp_path / "results"
+    for e in ("sd14", "old"):
+        (results / e / "landscape").mkdir(parents=True)
+        _bias().write_csv(results / e / "landscape" / "bias.csv")
+    gen = {"task": "generation", "explore": {"groundtruth": False},
+           "model": {"source": "hf:CompVis/stable-diffusion-v1-4", "judge": "clip",
+                     "bias": {"question": "a photo of a {}", "classes": ["man", "woman"]}}}
+    config = {"paper": {"rows": {"sd14": "SD v1.4"}, "scalability": {"experiment": None}},
+              "experiments": {"sd14": gen, "old": copy.deepcopy(gen) | {"model": {"source": "hf:x/y", "judge": "clip"}}}}
+    tables = paper.stage_collect(config, ["sd14", "old"], results, results / "paper")
+    assert [r["experiment"] for r in tables["E"]] == ["sd14"]
+    assert tables["E"][0]["prompts_biased"] == "1 of 2 (1 not explored)"
+    page = (results / "paper" / "index.html").read_text()
+    assert "Table E. Bias per prompt" in page and "a scientist: TV 0.40" in page
+    assert (results / "paper" / "table_e.tex").read_text().count("\\midrule") == 1
 
 
 def test_writers_markdown_booktabs_html(tmp_path):
@@ -146,14 +182,14 @@ def test_writers_markdown_booktabs_html(tmp_path):
     scal = paper.scalability_figure(_scalability(), out / "figures")
     assert scal.is_file() and (out / "figures" / "scalability.pdf").is_file()
     page = paper.write(out, t, [("heat map", pair), ("scalability", scal)])
-    for k in "abcd":
+    for k in "abcde":
         md, tex = (out / f"table_{k}.md").read_text(), (out / f"table_{k}.tex").read_text()
         assert md.startswith("## Table") and "|---|" in md
         assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     tex = (out / "table_b.tex").read_text()
     assert "60.0\\% $\\rightarrow$ 20.0\\%" in tex and "grid emd" in tex  # escaped, not raw % or →
     html = page.read_text()
-    assert html.count("<table>") == 4 and "figures/alexnet_heatmap.png" in html and "provenance" in html
+    assert html.count("<table>") == 5 and "figures/alexnet_heatmap.png" in html and "provenance" in html
     assert html.count("src='data:image/png;base64,") == 2  # self-contained: also in snakemake --report
     assert paper.NOTES["B"][:40] in (out / "table_b.md").read_text()  # what the paper's number measured, under the table
 
