@@ -462,6 +462,16 @@ def test_pretrained_googlenet_is_built_as_its_weights_expect(tmp_path, keep_hub_
     bad = json.loads((tmp_path / "m" / "model.json").read_text()) | {"build": ["transform_input"]}
     with pytest.raises(FailfadeError, match="build must be a mapping"):
         check_card_input(bad, "model.json")
+    # a card the model stage wrote before `build` existed is refused, naming the rebuild
+    card_path = tmp_path / "m" / "model.json"
+    stale = json.loads(card_path.read_text()) | {"source": "torchvision:googlenet:IMAGENET1K_V1"}
+    stale.pop("build")
+    card_path.write_text(json.dumps(stale))
+    with pytest.raises(FailfadeError, match=r"model.json: torchvision:googlenet:IMAGENET1K_V1 needs build: "
+                                            r"\{'transform_input': True\}.*--forcerun model"):
+        load_model(tmp_path / "m")
+    card_path.write_text(json.dumps(stale | {"source": "torchvision:googlenet:none"}))  # random weights: no build
+    assert not load_model(tmp_path / "m").module.transform_input
 
 
 def test_torchvision_random_weights_follow_the_experiment_seed(tmp_path, keep_hub_dir):

@@ -180,6 +180,28 @@ def builder_kwargs(arch: str, weights) -> dict:
     return {}
 
 
+def check_build(card: dict, where: str) -> None:
+    """A card of torchvision weights whose builder sets arguments (GoogLeNet, Inception v3, ViT SWAG,
+    MaxViT) must carry them in `build`: one written before failfade kept them builds a model fed
+    wrongly normalised inputs (or one whose weights do not fit), so it is refused, naming the rebuild."""
+    source = card.get("source")
+    if not (isinstance(source, str) and source.startswith("torchvision:")):
+        return
+    import torchvision
+
+    try:
+        src = ModelSource.parse(source)
+        weights = (None if src.detail.lower() in ("none", "random")
+                   else torchvision.models.get_model_weights(src.target)[src.detail])
+    except (FailfadeError, KeyError, ValueError):
+        return  # not a source this torchvision knows: the card's arch alone decides
+    want = builder_kwargs(src.target, weights)
+    if want and card.get("build") != want:
+        raise FailfadeError(f"{where}: {source} needs build: {want} (what torchvision's builder sets for these "
+                            f"weights), the card has {card.get('build')!r}: it was written before failfade kept them; "
+                            "rebuild the model (failfade run --forcerun model, or --forcerun <its model.json>)")
+
+
 def main_logits(out) -> torch.Tensor:
     """A classifier's logits: GoogLeNet and Inception v3 in train mode return a named tuple with
     their auxiliary heads' outputs too (`logits` first); fine-tuning uses the main head's."""
@@ -234,6 +256,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu", precision: s
     weights_path = model_dir / WEIGHTS
     card = read_checked_card(model_dir, f"{CARD} and {WEIGHTS}", ("arch", "classes", "input"))
     check_card_input(card, str(model_dir / CARD))
+    check_build(card, str(model_dir / CARD))
     try:
         module = build_architecture(card)
     except (KeyError, TypeError, ValueError) as e:  # torchvision: unknown name; a malformed card entry
