@@ -107,7 +107,8 @@ NOTES = {
          "are not recoverable. failfade asks CLIP `model.bias.question` for every generated image (the class "
          "whose text is closest) and compares each prompt's class shares (importance-weighted like every rate) "
          "with the target (uniform unless set) by total variation distance; a prompt is biased when that distance "
-         "exceeds its noise floor, the 95% quantile of the distance for as many draws from the target. Mean share: "
+         "exceeds its noise floor, the 95% quantile of the distance for as many draws from the target (so about one "
+         "prompt in 20 that follows the target is flagged by chance: of 27, one or two). Mean share: "
          "the classes' shares averaged over the explored prompts, each prompt weighing the same. CLIP's zero-shot "
          "answer is a proxy for the attribute, with CLIP's own biases.",
 }
