@@ -309,22 +309,22 @@ def table_e(biases: dict[str, pl.DataFrame], rows: dict[str, str], sources: dict
     out = []
     for exp, t in biases.items():
         classes = [c.removeprefix("share_") for c in t.columns if c.startswith("share_")]
-        seen = t.filter(pl.col("tv").is_finite())  # explored, with at least one image answered
+        seen = t.filter(pl.col("tv").is_finite())  # with at least one image answered (`queries` counts those)
         label = "prompt" if "prompt" in t.columns else "cell"
-        if seen.height:
-            worst = seen.sort("tv", descending=True).row(0, named=True)
+        # the most skewed beyond its noise floor: a prompt with one image sits at the largest distance
+        biased = seen.filter(pl.col("biased")).with_columns(excess=pl.col("tv") - pl.col("tv_floor"))
+        if biased.height:
+            worst = biased.sort("excess", descending=True).row(0, named=True)
             skewed = (f"{worst[label]}: TV {worst['tv']:.2f} (floor {worst['tv_floor']:.2f}, "
                       f"{worst['effective_queries']:.0f} effective images)")
-            share = " / ".join(f"{seen[f'share_{c}'].mean():.1%}" for c in classes)
         else:
-            skewed = share = "—"
-        unexplored = int((t["queries"] == 0).sum())
-        unanswered = t.height - seen.height - unexplored  # explored, but no image got a class
+            skewed = "none beyond its noise floor" if seen.height else "—"
+        share = " / ".join(f"{seen[f'share_{c}'].mean():.1%}" for c in classes) if seen.height else "—"
+        unanswered = t.height - seen.height  # not explored, or no image of it got a class
         out.append({
             "model": rows.get(exp, exp), "experiment": exp, "classes": " / ".join(classes), "mean_share": share,
             "prompts_biased": f"{int(seen['biased'].sum())} of {seen.height}"
-                              + (f" ({unexplored} not explored)" if unexplored else "")
-                              + (f" ({unanswered} without an answer)" if unanswered else ""),
+                              + (f" ({unanswered} without an answered image)" if unanswered else ""),
             "most_skewed": skewed,
             "paper_bias": PAPER_BIAS.text(), "paper_provenance": PAPER_BIAS.provenance,
             "why_different": why("E", rows.get(exp, exp), sources.get(exp, "—")),

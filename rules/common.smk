@@ -37,21 +37,35 @@ _warn_missing_weights()
 GENERATION = "|".join(e for e, exp in config["experiments"].items() if exp["task"] == "generation") or "(?!)"
 
 
+def has_bias(exp):
+    # validated with the config: model.bias needs the CLIP judge of a text-to-image model
+    return exp["task"] == "generation" and bool(exp["model"].get("bias"))
+
+
+# those with `model.bias` (their own rule: bias)
+BIASED = "|".join(e for e, exp in config["experiments"].items() if has_bias(exp)) or "(?!)"
+
+
 wildcard_constraints:
     experiment="|".join(config["experiments"]),
     shard=r"[1-9][0-9]*",
 
 
-def exp_cfg(wildcards, *keys):
+def exp_cfg(wildcards, *keys, bias_target=False):
     """The parts of one experiment's config that a stage depends on (its rerun trigger), and all
     that its script sees of the experiment: a key left out here is silently at its default there
     (`precision` once was, for every stage that scores). Locations are left out (`data.cache_dir`;
     `resources:` is no rule's param either): moving them must rerun nothing, so a script takes
-    them from the config (failfade.workflow.stage puts `data.cache_dir` back)."""
+    them from the config (failfade.workflow.stage puts `data.cache_dir` back). So is
+    `model.bias.target` but where `bias_target` (the bias table and the gallery): the judge's
+    answers do not depend on it, and changing it must not redraw and rejudge every image."""
     exp = config["experiments"][wildcards.experiment]
     cfg = {k: exp[k] for k in ("task",) + keys}  # every stage asks the task family
     if "cache_dir" in cfg.get("data", {}):
         cfg["data"] = {k: v for k, v in cfg["data"].items() if k != "cache_dir"}
+    bias = cfg.get("model", {}).get("bias")
+    if bias and not bias_target:
+        cfg["model"] = cfg["model"] | {"bias": {k: v for k, v in bias.items() if k != "target"}}
     return cfg
 
 
@@ -89,17 +103,12 @@ def landscape_cfg(wildcards):
 
 def gallery_cfg(wildcards):
     # `device`: the gallery runs the model (a summarizer regenerates summaries, a pipeline draws)
-    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "landscape")
+    return exp_cfg(wildcards, "seed", "device", "data", "model", "concepts", "landscape", bias_target=True)
 
 
 def bias_cfg(wildcards):
     # the prompts (data.template, concepts) and model.bias; the seed draws the noise floor
-    return exp_cfg(wildcards, "seed", "data", "model", "concepts")
-
-
-def has_bias(exp):
-    # validated with the config: model.bias needs the CLIP judge of a text-to-image model
-    return exp["task"] == "generation" and bool(exp["model"].get("bias"))
+    return exp_cfg(wildcards, "seed", "data", "model", "concepts", bias_target=True)
 
 
 def rating_sheet_cfg(wildcards):

@@ -73,6 +73,8 @@ rule bias:
         queries=shard_queries("explore"),
     output:
         bias=f"{R}/{{experiment}}/landscape/bias.csv",
+    wildcard_constraints:
+        experiment=BIASED,
     log:
         "logs/{experiment}/bias.log",
     benchmark:

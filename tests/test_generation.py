@@ -1226,6 +1226,13 @@ def test_the_workflow_writes_bias_csv_with_a_clip_judge(tmp_path, repo_root, sna
     explored = table.filter(pl.col("queries") > 0)
     assert explored.height > 0
     np.testing.assert_allclose((explored["share_cat"] + explored["share_dog"]).to_numpy(), 1.0, atol=1e-9)
+    # another target changes the distances, not the judge's answers: the table alone is redone
+    exp["model"]["bias"]["target"] = [0.7, 0.3]
+    config.write_text(yaml.safe_dump({"experiments": {"t2i": exp}}))
+    planned = subprocess.run(dry[:1] + ["results/t2i/landscape/bias.csv"] + dry[1:], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert set(re.findall(r"^rule (\w+):", planned.stdout, flags=re.M)) == {"bias"}, planned.stdout[-2000:]
     del exp["model"]["bias"]
     config.write_text(yaml.safe_dump({"experiments": {"t2i": exp}}))
     planned = subprocess.run(dry, cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import socket
 
 import pytest
@@ -443,34 +444,52 @@ def test_pretrained_googlenet_is_built_as_its_weights_expect(tmp_path, keep_hub_
     cached.parent.mkdir(parents=True)
     torch.save(state, cached)
     module, card = resolve_source(ModelSource.parse("torchvision:googlenet:IMAGENET1K_V1", KEY), tmp_path, key=KEY)
-    assert card["build"] == {"transform_input": True} and module.transform_input
+    assert card["build"] == {"aux_logits": False, "transform_input": True} and module.transform_input
+    assert module.aux1 is None and module.aux2 is None  # as torchvision leaves its pretrained GoogLeNet
     save_model(module, card, tmp_path / "m")
     mut = load_model(tmp_path / "m")
     assert mut.module.transform_input
     # torchvision's own pretrained model (transform_input set by its builder) gives the same logits
-    reference = torchvision.models.googlenet(weights=None, transform_input=True, init_weights=False).eval()
+    reference = torchvision.models.googlenet(weights=None, transform_input=True, init_weights=False).eval()  # aux heads kept
     reference.load_state_dict(state)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(mut.module(mut.preprocess(x)), reference(mut.preprocess(x)), atol=1e-5)
-    train_out = mut.module.train()(mut.preprocess(x))
-    assert isinstance(train_out, tuple) and main_logits(train_out).shape == (2, 1000)
+    # no auxiliary heads: train mode gives the logits (one image too), as fine-tuning needs
+    assert mut.module.train()(mut.preprocess(x)).shape == (2, 1000)
+    assert mut.module.train()(mut.preprocess(x[:1])).shape == (1, 1000)
+    # random weights keep their auxiliary heads out too; a model that has them gives its main head's logits
+    aux = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).train()
+    assert main_logits(aux(x)).shape == (2, 1000) and isinstance(aux(x), tuple)
     # random weights keep torchvision's defaults; ViT's SWAG weights their larger image size
-    assert builder_kwargs("googlenet", None) == {}
+    assert builder_kwargs("googlenet", None) == {"aux_logits": False}
     assert builder_kwargs("vit_b_16", torchvision.models.ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1) == {"image_size": 384}
     assert builder_kwargs("resnet50", torchvision.models.ResNet50_Weights.IMAGENET1K_V2) == {}
-    bad = json.loads((tmp_path / "m" / "model.json").read_text()) | {"build": ["transform_input"]}
-    with pytest.raises(FailfadeError, match="build must be a mapping"):
-        check_card_input(bad, "model.json")
+    good = json.loads((tmp_path / "m" / "model.json").read_text())
+    # a card's build (a path: or hf: card is written by someone else) sets only what failfade writes
+    for build, said in (([], "build must be a mapping"),
+                        ({"weights_backbone": "IMAGENET1K_V2"}, "build.weights_backbone: not an argument failfade sets"),
+                        ({"transform_input": "no"}, "build.transform_input must be true or false, got 'no'"),
+                        ({"image_size": 0}, "build.image_size must be a positive whole number"),
+                        ({"input_size": [224]}, "build.input_size must be two positive whole numbers")):
+        with pytest.raises(FailfadeError, match=re.escape(said)):
+            check_card_input(good | {"build": build}, "model.json")
+    with pytest.raises(FailfadeError, match="build is for torchvision architectures, not 'digits-cnn'"):
+        check_card_input(good | {"arch": "digits-cnn"}, "model.json")
+    (tmp_path / "m" / "model.json").write_text(json.dumps(good | {"arch": "torchvision:fcn_resnet50", "build": {}}))
+    with pytest.raises(FailfadeError, match="cannot build arch 'torchvision:fcn_resnet50'.*no image classifier"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "model.json").write_text(json.dumps(good))
     # a card the model stage wrote before `build` existed is refused, naming the rebuild
     card_path = tmp_path / "m" / "model.json"
     stale = json.loads(card_path.read_text()) | {"source": "torchvision:googlenet:IMAGENET1K_V1"}
     stale.pop("build")
     card_path.write_text(json.dumps(stale))
     with pytest.raises(FailfadeError, match=r"model.json: torchvision:googlenet:IMAGENET1K_V1 needs build: "
-                                            r"\{'transform_input': True\}.*--forcerun model"):
+                                            r"\{'aux_logits': False, 'transform_input': True\}.*--forcerun model"):
         load_model(tmp_path / "m")
-    card_path.write_text(json.dumps(stale | {"source": "torchvision:googlenet:none"}))  # random weights: no build
+    # a source that is not torchvision weights (a model trained elsewhere): the card's build decides
+    card_path.write_text(json.dumps(stale | {"source": "my own training", "build": {"aux_logits": False}}))
     assert not load_model(tmp_path / "m").module.transform_input
 
 
@@ -501,7 +520,10 @@ def test_torchvision_unknown_weights_enum(tmp_path, keep_hub_dir):
 def test_torchvision_unknown_arch(tmp_path):
     with pytest.raises(FailfadeError) as ei:
         resolve_source(ModelSource.parse("torchvision:resnet9000:none"), tmp_path, key=KEY)
-    assert str(ei.value).startswith(KEY + ":") and "no model 'resnet9000'" in str(ei.value)
+    assert str(ei.value).startswith(KEY + ":") and "no image classifier 'resnet9000'" in str(ei.value)
+    # a detection model's builder loads backbone weights through torchvision's unpickling loader: refused
+    with pytest.raises(FailfadeError, match="no image classifier 'fcn_resnet50' .it has one by that name, not an image classifier"):
+        resolve_source(ModelSource.parse("torchvision:fcn_resnet50:none"), tmp_path, key=KEY)
 
 
 def test_resolve_path_source(saved, tmp_path):

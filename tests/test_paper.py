@@ -135,10 +135,17 @@ def test_tables_put_the_paper_beside_failfade():
     assert d["paper_spearman"] == "-0.09" and d["spearman_cells"].startswith("0.40")
     e = t["E"][0]
     assert e["classes"] == "man / woman" and e["mean_share"] == "70.0% / 30.0%"  # each explored prompt weighs the same
-    assert e["prompts_biased"] == "1 of 2 (1 not explored)"
+    assert e["prompts_biased"] == "1 of 2 (1 without an answered image)"
     assert e["most_skewed"] == "a scientist: TV 0.40 (floor 0.15, 38 effective images)"
     assert e["paper_bias"] == "n/r" and e["paper_provenance"] == "not recoverable"
     assert "different model" not in e["why_different"]  # SD v1.4 is the paper's own model
+    # the most skewed is ranked beyond its noise floor: a prompt of one image sits at TV 0.5, not biased
+    one = pl.DataFrame({"cell": [3], "prompt": ["a cool artist"], "queries": [1], "effective_queries": [1.0],
+                        "share_man": [1.0], "share_woman": [0.0], "tv": [0.5], "tv_floor": [0.5], "biased": [False]})
+    e = paper.table_e({"sd14": pl.concat([_bias(), one])}, {}, {})[0]
+    assert e["most_skewed"].startswith("a scientist: TV 0.40") and e["prompts_biased"].startswith("1 of 3")
+    e = paper.table_e({"sd14": one}, {}, {})[0]
+    assert e["most_skewed"] == "none beyond its noise floor" and e["prompts_biased"] == "0 of 1"
     assert all(r["why_different"] for rows in t.values() for r in rows)
     # a stand-in is named as a different model; the paper's own model is not
     assert a["ppo"]["why_different"].endswith("a different model (builtin:digits-cnn)")
@@ -164,7 +171,7 @@ def test_table_e_is_collected_from_bias_csv_of_the_experiments_that_ask_for_it(t
               "experiments": {"sd14": gen, "old": copy.deepcopy(gen) | {"model": {"source": "hf:x/y", "judge": "clip"}}}}
     tables = paper.stage_collect(config, ["sd14", "old"], results, results / "paper")
     assert [r["experiment"] for r in tables["E"]] == ["sd14"]
-    assert tables["E"][0]["prompts_biased"] == "1 of 2 (1 not explored)"
+    assert tables["E"][0]["prompts_biased"] == "1 of 2 (1 without an answered image)"
     page = (results / "paper" / "index.html").read_text()
     assert "Table E. Bias per prompt" in page and "a scientist: TV 0.40" in page
     assert (results / "paper" / "table_e.tex").read_text().count("\\midrule") == 1

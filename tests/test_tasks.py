@@ -105,9 +105,10 @@ def test_known_hyper_parameters_reach_the_searcher():
     assert share[1.0] < 0.2 and share[0.0] > 0.5, share
 
 
-def test_the_models_preprocessing_keys_the_outcome_cache(tmp_path):
+def test_the_models_preprocessing_keys_the_outcome_cache(tmp_path, monkeypatch):
     """Same weights, another normalisation in the card: other outcomes, so another cache file (the
-    key held the weights' sha256 only, and 129 of 200 cached decisions were stale)."""
+    key held the weights' sha256 only, and 129 of 200 cached decisions were stale). So does the
+    card's `build`: a GoogLeNet rebuilt with transform_input reused the outcomes scored without it."""
     import json
 
     from failfade.pipeline import build_task
@@ -125,7 +126,14 @@ def test_the_models_preprocessing_keys_the_outcome_cache(tmp_path):
     saved = json.loads((tmp_path / "m" / "model.json").read_text())
     saved["input"]["mean"], saved["input"]["std"] = [0.5], [0.5]
     (tmp_path / "m" / "model.json").write_text(json.dumps(saved))
-    assert build_task(exp, tmp_path / "m", tmp_path / "cache").path != first
+    second = build_task(exp, tmp_path / "m", tmp_path / "cache").path
+    assert second != first
+    # `build` (torchvision cards only: the check is lifted here, the digits CNN's builder ignores it)
+    from failfade.tasks.classification import models
+
+    monkeypatch.setattr(models, "check_card_input", lambda card, where: None)
+    (tmp_path / "m" / "model.json").write_text(json.dumps(saved | {"build": {"transform_input": True}}))
+    assert build_task(exp, tmp_path / "m", tmp_path / "cache").path not in (first, second)
 
 
 def test_factor_one_is_exactly_the_image_and_a_non_positive_blur_leaves_it():

@@ -155,11 +155,33 @@ def build_architecture(card: dict) -> nn.Module:
     if arch.startswith("torchvision:"):
         import torchvision
 
+        name = arch.split(":", 1)[1]
+        if name not in classifiers():  # a detection or video builder loads backbone weights its own way
+            raise ValueError(f"torchvision has no image classifier {name!r}")
         build = dict(card.get("build") or {})
         if "input_size" in build:  # MaxViT's (h, w), a list in JSON
             build["input_size"] = tuple(build["input_size"])
-        return torchvision.models.get_model(arch.split(":", 1)[1], weights=None, num_classes=n, **build)
+        return torchvision.models.get_model(name, weights=None, num_classes=n, **build)
     raise ValueError("known: digits-cnn or torchvision:<name>")  # load_model names the card
+
+
+def classifiers() -> list[str]:
+    """torchvision's image classifiers (torchvision.models itself, not its detection, segmentation,
+    video or quantized submodules: their builders load backbone weights through torchvision's own
+    unpickling loader)."""
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+# the builder arguments a card's `build` may set (what builder_kwargs writes), each with its check
+BUILD_KEYS = {
+    "transform_input": (lambda v: isinstance(v, bool), "true or false"),
+    "aux_logits": (lambda v: isinstance(v, bool), "true or false"),
+    "image_size": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive whole number"),
+    "input_size": (lambda v: isinstance(v, list) and len(v) == 2
+                   and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v), "two positive whole numbers"),
+}
 
 
 def builder_kwargs(arch: str, weights) -> dict:
@@ -168,11 +190,14 @@ def builder_kwargs(arch: str, weights) -> dict:
     by build_architecture): GoogLeNet's and Inception v3's weights expect `transform_input` (their
     ImageNet-normalised input renormalised inside the model, as the original weights were trained;
     without it every prediction is made on wrongly scaled inputs), ViT's SWAG weights their
-    `image_size`, MaxViT's its `input_size`."""
+    `image_size`, MaxViT's its `input_size`. GoogLeNet and Inception v3 are built without their
+    auxiliary heads, as torchvision's builder leaves its pretrained models (the heads are training
+    aids: in train mode they made the model return a tuple, and Inception's failed on a batch of one
+    image), with random weights too."""
+    if arch in ("googlenet", "inception_v3"):
+        return {"aux_logits": False} | ({"transform_input": True} if weights is not None else {})
     if weights is None:
         return {}
-    if arch in ("googlenet", "inception_v3"):
-        return {"transform_input": True}
     if arch.startswith("vit_"):
         return {"image_size": int(weights.meta["min_size"][0])}
     if arch.startswith("maxvit"):
@@ -222,9 +247,18 @@ def check_card_input(card: dict, where: str) -> None:
     non-finite without a word, a `mean` of the wrong length failed later inside a convolution."""
     if not isinstance(card.get("arch"), str):
         raise FailfadeError(f"{where}: arch must be an architecture name (a string), got {card.get('arch')!r}")
-    if not isinstance(card.get("build", {}), dict):
+    build = card.get("build", {})
+    if not isinstance(build, dict):
         raise FailfadeError(f"{where}: build must be a mapping of the architecture's arguments (as "
-                            f"transform_input: true), got {card['build']!r}")
+                            f"transform_input: true), got {build!r}")
+    if build and not card["arch"].startswith("torchvision:"):
+        raise FailfadeError(f"{where}: build is for torchvision architectures, not {card['arch']!r}")
+    for k, v in build.items():
+        if k not in BUILD_KEYS:
+            raise FailfadeError(f"{where}: build.{k}: not an argument failfade sets (known: {', '.join(BUILD_KEYS)})")
+        ok, what = BUILD_KEYS[k]
+        if not ok(v):
+            raise FailfadeError(f"{where}: build.{k} must be {what}, got {v!r}")
     inp = card.get("input")
     if not isinstance(inp, dict):
         raise FailfadeError(f"{where}: input must be a mapping with size, channels, mean and std, got {inp!r}")
@@ -259,7 +293,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu", precision: s
     check_build(card, str(model_dir / CARD))
     try:
         module = build_architecture(card)
-    except (KeyError, TypeError, ValueError) as e:  # torchvision: unknown name; a malformed card entry
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # torchvision: unknown name; a malformed card entry
         raise FailfadeError(f"{model_dir / CARD}: cannot build arch {card['arch']!r} ({type(e).__name__}: {e})") from None
     try:
         state = load_file(str(weights_path))
@@ -334,8 +368,9 @@ def _torchvision(source: ModelSource, resources: Path, key: str, seed: int = 0):
     import torchvision
 
     arch, weights_name = source.target, source.detail
-    if arch not in torchvision.models.list_models():
-        raise FailfadeError(f"{key}: torchvision has no model {arch!r}")
+    if arch not in classifiers():
+        other = " (it has one by that name, not an image classifier)" if arch in torchvision.models.list_models() else ""
+        raise FailfadeError(f"{key}: torchvision has no image classifier {arch!r}{other}")
     if weights_name.lower() in ("none", "random"):
         weights = None
         classes = [str(i) for i in range(1000)]
@@ -366,6 +401,8 @@ def _torchvision(source: ModelSource, resources: Path, key: str, seed: int = 0):
         module = build_architecture(card)
     if weights is not None:
         state = _torchvision_state(weights, key, f"{arch}:{weights_name}")
+        if build.get("aux_logits") is False:  # the checkpoint keeps the auxiliary heads, which are not built
+            state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "AuxLogits."))}
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as e:

@@ -34,10 +34,12 @@ class ClassificationTask:
         self.labels = inputs.labels.numpy()
         self.data_digest = inputs.digest()  # what the held-out inputs are (the outcome cache's key)
         # what besides the weights, data and concepts decides an outcome (the outcome cache's key):
-        # the card's preprocessing (an edited mean/std with the same weights reused the old
+        # the card's preprocessing and build (an edited mean/std with the same weights reused the old
         # outcomes: 129 of 200 decisions differed), a low-precision forward pass and the device
         # (a GPU's kernels round differently) can flip a borderline decision
         self.settings = {"arch": mut.card.get("arch"), "input": mut.card.get("input")}
+        if mut.card.get("build"):  # how the architecture is built (Inception v3's transform_input)
+            self.settings["build"] = mut.card["build"]
         if mut.precision != "fp32":
             self.settings["precision"] = mut.precision
         if mut.device.type != "cpu":

@@ -31,6 +31,12 @@ from failfade.tasks.family import TaskFamily
 CHECK_CHUNK = 1024  # images drawn and judged at once by the checks (a 512 px chunk: about 3 GB in float32)
 
 
+def judge_question(bias: dict | None) -> dict | None:
+    """What of `model.bias` the CLIP judge asks (its question and classes): the card's and the
+    outcome cache's part of it; the target only measures the answers (bias.csv)."""
+    return None if not bias else {"question": bias["question"], "classes": list(bias["classes"])}
+
+
 def judged(sampler, judge, prompts: list[str], seeds: list[int], verdicts: bool = False):
     """The judge's failure flags (and, with `verdicts`, its per-attribute verdicts) on one image per
     (prompts[i], seeds[i]), drawn CHECK_CHUNK at a time: the checks draw a prompt's images
@@ -212,7 +218,7 @@ class GenerationFamily(TaskFamily):
             # its files are pinned by the card like the pipeline's: they decide every outcome, so
             # they key the outcome cache (through the card's sha256), and a judge edited in place is refused
             return {"kind": "clip", "source": m["judge_source"], "folder": str(Path(folder).resolve()),
-                    "threshold": m["threshold"], "bias": m.get("bias"),
+                    "threshold": m["threshold"], "bias": judge_question(m.get("bias")),
                     "pinned": models.pin_folder(folder, models.CLIP_JUDGE)}
         imgs, labels = D.load_digits_images()
         train, heldout = D.split(len(imgs))
