@@ -109,7 +109,8 @@ NOTES = {
          "with the target (uniform unless set) by total variation distance; a prompt is biased when that distance "
          "exceeds its noise floor, the 95% quantile of the distance for as many draws from the target (so about one "
          "prompt in 20 that follows the target is flagged by chance: of 27, one or two). Mean share: "
-         "the classes' shares averaged over the explored prompts, each prompt weighing the same. CLIP's zero-shot "
+         "the classes' shares averaged over the prompts with an answered image, each prompt weighing the same; "
+         "most skewed: the biased prompt furthest past its noise floor. CLIP's zero-shot "
          "answer is a proxy for the attribute, with CLIP's own biases.",
 }
 # the models the paper ran: anything else in a row is a stand-in (a different model)

@@ -488,6 +488,15 @@ def test_pretrained_googlenet_is_built_as_its_weights_expect(tmp_path, keep_hub_
     with pytest.raises(FailfadeError, match=r"model.json: torchvision:googlenet:IMAGENET1K_V1 needs build: "
                                             r"\{'aux_logits': False, 'transform_input': True\}.*--forcerun model"):
         load_model(tmp_path / "m")
+    # a card with the right transform but its auxiliary heads (written earlier, or random weights
+    # before build existed) loads as it is: the heads change no output in eval mode
+    for source, build in (("torchvision:googlenet:IMAGENET1K_V1", {"transform_input": True}),
+                          ("torchvision:googlenet:none", None)):
+        card = stale | {"source": source} | ({"build": build} if build else {})
+        (tmp_path / "aux").mkdir(exist_ok=True)
+        aux_module = torchvision.models.googlenet(weights=None, init_weights=False, **(build or {}))
+        save_model(aux_module, card, tmp_path / "aux")
+        assert load_model(tmp_path / "aux").module.aux1 is not None
     # a source that is not torchvision weights (a model trained elsewhere): the card's build decides
     card_path.write_text(json.dumps(stale | {"source": "my own training", "build": {"aux_logits": False}}))
     assert not load_model(tmp_path / "m").module.transform_input

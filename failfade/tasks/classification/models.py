@@ -190,10 +190,10 @@ def builder_kwargs(arch: str, weights) -> dict:
     by build_architecture): GoogLeNet's and Inception v3's weights expect `transform_input` (their
     ImageNet-normalised input renormalised inside the model, as the original weights were trained;
     without it every prediction is made on wrongly scaled inputs), ViT's SWAG weights their
-    `image_size`, MaxViT's its `input_size`. GoogLeNet and Inception v3 are built without their
-    auxiliary heads, as torchvision's builder leaves its pretrained models (the heads are training
-    aids: in train mode they made the model return a tuple, and Inception's failed on a batch of one
-    image), with random weights too."""
+    `image_size`, MaxViT's its `input_size`. failfade builds GoogLeNet and Inception v3 without their
+    auxiliary heads, with any weights (torchvision drops GoogLeNet's from its pretrained model and
+    keeps Inception's): they are training aids, which in train mode made the model return a tuple,
+    and Inception's failed on a batch of one image. Their weights are left out of the checkpoint."""
     if arch in ("googlenet", "inception_v3"):
         return {"aux_logits": False} | ({"transform_input": True} if weights is not None else {})
     if weights is None:
@@ -220,8 +220,12 @@ def check_build(card: dict, where: str) -> None:
                    else torchvision.models.get_model_weights(src.target)[src.detail])
     except (FailfadeError, KeyError, ValueError):
         return  # not a source this torchvision knows: the card's arch alone decides
+    # what changes the outputs; the auxiliary heads (aux_logits) do not, in eval mode
+    def outputs(build):
+        return {k: v for k, v in (build or {}).items() if k != "aux_logits"}
+
     want = builder_kwargs(src.target, weights)
-    if want and card.get("build") != want:
+    if outputs(want) and outputs(card.get("build")) != outputs(want):
         raise FailfadeError(f"{where}: {source} needs build: {want} (what torchvision's builder sets for these "
                             f"weights), the card has {card.get('build')!r}: it was written before failfade kept them; "
                             "rebuild the model (failfade run --forcerun model, or --forcerun <its model.json>)")
