@@ -464,6 +464,8 @@ def test_pretrained_googlenet_is_built_as_its_weights_expect(tmp_path, keep_hub_
     # random weights keep torchvision's defaults; ViT's SWAG weights their larger image size
     assert builder_kwargs("googlenet", None) == {"aux_logits": False}
     assert builder_kwargs("vit_b_16", torchvision.models.ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1) == {"image_size": 384}
+    assert builder_kwargs("vit_b_16", torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1) == {}  # the default 224 px
+    assert builder_kwargs("maxvit_t", torchvision.models.MaxVit_T_Weights.IMAGENET1K_V1) == {}
     assert builder_kwargs("resnet50", torchvision.models.ResNet50_Weights.IMAGENET1K_V2) == {}
     good = json.loads((tmp_path / "m" / "model.json").read_text())
     # a card's build (a path: or hf: card is written by someone else) sets only what failfade writes

@@ -198,16 +198,17 @@ def builder_kwargs(arch: str, weights) -> dict:
         return {"aux_logits": False} | ({"transform_input": True} if weights is not None else {})
     if weights is None:
         return {}
-    if arch.startswith("vit_"):
+    # only where they differ from the builder's default (224): a card of 224 px weights needs none
+    if arch.startswith("vit_") and int(weights.meta["min_size"][0]) != 224:
         return {"image_size": int(weights.meta["min_size"][0])}
-    if arch.startswith("maxvit"):
+    if arch.startswith("maxvit") and [int(v) for v in weights.meta["min_size"]] != [224, 224]:
         return {"input_size": [int(v) for v in weights.meta["min_size"]]}
     return {}
 
 
 def check_build(card: dict, where: str) -> None:
-    """A card of torchvision weights whose builder sets arguments (GoogLeNet, Inception v3, ViT SWAG,
-    MaxViT) must carry them in `build`: one written before failfade kept them builds a model fed
+    """A card of torchvision weights whose builder sets arguments that change outputs (GoogLeNet,
+    Inception v3, ViT at another size than 224 px) must carry them in `build`: one written before failfade kept them builds a model fed
     wrongly normalised inputs (or one whose weights do not fit), so it is refused, naming the rebuild."""
     source = card.get("source")
     if not (isinstance(source, str) and source.startswith("torchvision:")):
