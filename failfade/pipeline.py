@@ -189,6 +189,11 @@ def slices_against_truth(exp: dict, truth_q: pl.DataFrame, explored: pl.DataFram
     }
 
 
+def query_paths(queries_paths) -> list[str]:
+    """The query shards a stage reads: one path, or Snakemake's list of them."""
+    return [str(q) for q in ([queries_paths] if isinstance(queries_paths, (str, Path)) else queries_paths)]
+
+
 def stage_landscape(exp: dict, queries_paths, out: dict[str, Path]) -> pl.DataFrame:
     """Merge the exploration shards into the landscape database. out keys: db, modes, template,
     cells, heatmap. The gallery is a stage of its own (stage_gallery): it runs the model, and its
@@ -199,7 +204,7 @@ def stage_landscape(exp: dict, queries_paths, out: dict[str, Path]) -> pl.DataFr
 
     space = space_of(exp)
     ls = exp["landscape"]
-    paths = [str(q) for q in ([queries_paths] if isinstance(queries_paths, (str, Path)) else queries_paths)]
+    paths = query_paths(queries_paths)
     try:  # DuckDB aggregates the shards where they lie: only per-cell sums come into memory
         cells, modes, search = summarize(space, paths, ls["failure_rate_threshold"], ls["confidence"], ls)
     except (duckdb.Error, ValueError) as e:
@@ -220,7 +225,7 @@ def stage_gallery(exp: dict, queries_paths, db_path: Path, out_path: Path, model
     """Examples of the landscape's failure modes (gallery.png): failing inputs with what the model
     said (with the explored model's folder, a summarizer regenerates its summaries), or for
     text-to-image a sample sheet the pipeline draws."""
-    paths = [str(q) for q in ([queries_paths] if isinstance(queries_paths, (str, Path)) else queries_paths)]
+    paths = query_paths(queries_paths)
     family_of(exp).gallery(exp, scan_queries(paths), read_table(db_path, "failure_modes"), out_path,
                            exp["landscape"]["gallery_per_mode"], model_dir)
 
@@ -228,7 +233,7 @@ def stage_gallery(exp: dict, queries_paths, db_path: Path, out_path: Path, model
 def stage_bias(exp: dict, queries_paths, out_csv: Path) -> pl.DataFrame:
     """Text-to-image with `model.bias`: landscape/bias.csv, per cell the share of each class the CLIP
     judge answered, its total variation distance from the target and that distance's noise floor."""
-    paths = [str(q) for q in ([queries_paths] if isinstance(queries_paths, (str, Path)) else queries_paths)]
+    paths = query_paths(queries_paths)
     fam = family_of(exp)
     table = fam.bias(exp, scan_queries(paths)) if hasattr(fam, "bias") else None
     if table is None:
