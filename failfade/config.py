@@ -58,11 +58,25 @@ def _non_finite(node, path: str = "") -> list[str]:
     Schema's bounds let them through (every comparison with NaN is false), and none is a setting."""
     if isinstance(node, float) and not math.isfinite(node):
         return [f"{path or '(top level)'}: {node} is not a finite number"]
+    if isinstance(node, int) and not isinstance(node, bool) and abs(node) > 1e308:
+        # beyond what a float holds: float() overflows on it (a level, a probe's amount), nor is it any setting
+        return [f"{path or '(top level)'}: {str(node)[:20]}... is too large a number"]
     if isinstance(node, dict):
         return [m for k, v in node.items() for m in _non_finite(v, f"{path}.{k}".lstrip("."))]
     if isinstance(node, list):
         return [m for i, v in enumerate(node) for m in _non_finite(v, f"{path}[{i}]")]
     return []
+
+
+def _integer(checker, value) -> bool:
+    """JSON Schema's draft 2020-12 counts 12800.0 as an integer; a config must not: the value stays
+    a float, and a seed, a shard count or an image size that is a float fails inside a later job."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _integer))
 
 
 def validate(config: dict, source: str = "config") -> dict:
@@ -72,7 +86,7 @@ def validate(config: dict, source: str = "config") -> dict:
         raise FailfadeError(f"{source}: invalid configuration: " + "; ".join(bad[:5])
                             + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""))
     sch = schema()
-    validator = jsonschema.Draft202012Validator(sch)
+    validator = _Validator(sch)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

@@ -179,6 +179,23 @@ def test_no_setting_takes_a_nan_or_an_infinity(section, key, value):
     assert msg.startswith(f"cfg.yaml: invalid configuration: experiments.x.{section}.{key}: {value} is not a finite number")
 
 
+@pytest.mark.parametrize("where, value", [("seed", 1.0), ("explore", {"budget": 12800.0}),
+                                          ("data", {"image_size": 32.0}), ("explore", {"shards": 2.0})])
+def test_an_integer_setting_given_as_a_float_is_refused(where, value):
+    """JSON Schema counts 1.0 as an integer, so `seed: 1.0` passed and stayed a float: numpy's
+    SeedSequence refused it in the model stage, `shards: 2.0` broke the plan (range(1, 2.0))."""
+    key, val = (where, value) if not isinstance(value, dict) else (f"{where}.{next(iter(value))}", next(iter(value.values())))
+    msg = error_of(minimal(**{where: value}), "cfg.yaml")
+    assert f"experiments.x.{key}: {val} is not of type 'integer'" in msg
+    validate(minimal(seed=1, explore={"budget": 12800, "shards": 2}))
+
+
+def test_a_number_no_float_holds_is_named():
+    """A 400-digit level overflowed float() while the levels were checked: a traceback, no key."""
+    msg = error_of(minimal(concepts=[{"name": "rotation", "transform": "rotate", "levels": [0, 10**400]}]))
+    assert "experiments.x.concepts[0].levels[1]: 10000000000000000000... is too large a number" in msg
+
+
 def test_a_nan_in_a_yaml_file_is_named(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("experiments:\n  x:\n    feedback: f.csv\n    concepts: [{name: r, transform: rotate, levels: [0, 10]}]\n"
@@ -325,6 +342,22 @@ def test_missing_pinned_weights_are_found_when_the_workflow_plans(tmp_path):
         "pipeline/unet/w.safetensors": "0", "judge/judge.safetensors": "0"}}))
     assert missing_files(tmp_path / "g") == [tmp_path / "g" / "judge" / "judge.safetensors"]
     assert missing_files(tmp_path / "nothing") == []
+    # a hand-edited card crashed every plan, dry runs included (KeyError 'pipeline', 'folder'): the plan
+    # passes it over and the stage that reads it names the key
+    from failfade.tasks.generation.models import read_card
+
+    for i, (card, said) in enumerate([({"files": {"pipeline/unet/w.safetensors": "0" * 64}}, r"missing key\(s\) \['pipeline'\]"),
+                       ({"files": {"pipeline/w": "0" * 64}, "pipeline": None}, "pipeline must be a folder, got None"),
+                       ({"files": {"clip-judge/model.safetensors": "0" * 64}, "pipeline": "pipeline",
+                         "judge": {"kind": "clip"}}, "'clip-judge/model.safetensors' is a CLIP judge's file, but "
+                                                     "judge.folder is missing")]):
+        from failfade.tasks.generation.models import combined
+
+        (tmp_path / f"h{i}").mkdir()
+        (tmp_path / f"h{i}" / "model.json").write_text(json.dumps({**card, "sha256": combined(card["files"])}))
+        assert missing_files(tmp_path / f"h{i}") == []
+        with pytest.raises(FailfadeError, match=said):
+            read_card(tmp_path / f"h{i}")
 
 
 @pytest.mark.parametrize("transform,levels,said", [
@@ -363,6 +396,12 @@ def test_word_levels_are_refused_on_a_numeric_transform():
     ({"model": {"source": "foo:bar"}}, "experiments.x.model.source: unknown model source kind 'foo'"),
     ({"model": {"source": "torchvision:resnet18"}}, "experiments.x.model.source: expected torchvision:<arch>:<weights-enum>"),
     ({"data": {"source": "imagefolders:/data"}}, "experiments.x.data.source: unknown data source 'imagefolders:/data'"),
+    # torchvision data of another form waited for the model stage, named without the experiment
+    ({"data": {"source": "torchvision:CIFAR10:/data"}},
+     "experiments.x.data.source: expected torchvision:ImageNet:<root>[:val|train], got 'torchvision:CIFAR10:/data'"),
+    ({"data": {"source": "torchvision:ImageNet:/data:test"}}, "experiments.x.data.source: ImageNet split 'test' is not"),
+    # `@` and no revision read as the latest: a pin that pins nothing
+    ({"model": {"source": "hf:owner/name@"}}, "experiments.x.model.source: expected hf:<owner>/<name>[@revision]"),
     ({"feedback": " "}, "experiments.x.feedback: empty"),
 ])
 def test_source_typos_and_an_empty_feedback_path_are_named_before_any_job(experiment, said):

@@ -774,6 +774,16 @@ def test_bad_ratings_are_named_by_file_and_line(tmp_path):
         ratings.read_ratings(_write(tmp_path / "e.csv", ["c2-s0,2,,,ann", "c2-s1,2,,,"]), _space(), 4)
 
 
+def test_inter_rater_agreement_holds_whatever_the_raters_are_called():
+    """A rater named `image_id` (the pivot's index column) crashed the ratings plan."""
+    from failfade.tasks.generation.ratings import inter_rater
+
+    rows = {"image_id": ["a", "a", "b", "b", "c"], "bias": [1, 1, 0, 0, 0], "quality": [3, 3, 3, 1, 5]}
+    got = inter_rater(pl.DataFrame({**rows, "rater": ["image_id", "ann", "image_id", "ann", "ann"]}))
+    assert got == {"pairs_compared": 2, "agreement": 0.5}  # agree on a (both fail), not on b; c has one rater
+    assert inter_rater(pl.DataFrame({**rows, "rater": ["bob", "ann", "bob", "ann", "ann"]})) == got
+
+
 def test_a_ratings_column_given_twice_is_refused(tmp_path):
     """csv.DictReader keeps the later of two columns of one name: a quality of 1 (a failure) was
     read as the 5 of a second quality column."""
@@ -1100,6 +1110,12 @@ def test_a_template_without_a_slot_for_an_axis_is_named_before_any_job_runs(tmp_
     exp["data"]["template"] = "{thickness} {size} {digit} {colour}"
     with pytest.raises(FailfadeError, match=r"slot \{colour\} is not a concept axis"):
         failfade.config.validate({"experiments": {"t2i": exp}})
+    # a level is a word: `{digit:d}` raised a bare ValueError while the config was read, `{digit!r}` quoted it
+    for slot in ("{digit:d}", "{digit!r}", "{digit:{size}}"):
+        exp["data"]["template"] = "{thickness} {size} " + slot
+        with pytest.raises(FailfadeError, match=r"experiments.t2i.data.template: slot \{digit.*\} has a conversion or "
+                                                r"format spec; write \{digit\}"):
+            failfade.config.validate({"experiments": {"t2i": exp}})
     exp["model"] = {"judge": "sometimes"}
     exp["data"]["template"] = "{thickness} {size} {digit}"
     with pytest.raises(FailfadeError, match="experiments.t2i.model.judge"):

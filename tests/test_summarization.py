@@ -146,6 +146,9 @@ def test_a_data_file_edited_in_place_gets_a_new_digest(tmp_path):
     ("dup.jsonl", '{"document": "a", "summary": "b", "summary": "c"}\n', r"dup.jsonl:1: repeated field\(s\) \['summary'\]"),
     ("blank.jsonl", '{"document": "a", "summary": "b"}\n{"document": " ", "summary": "b"}\n',
      r"blank.jsonl:2: empty document or summary"),
+    # JSON's escape of half a surrogate pair: read as a str that no tokenizer takes (it crashed training)
+    ("surrogate.jsonl", '{"document": "a", "summary": "b"}\n{"document": "c", "summary": "bad \\ud800 x"}\n',
+     r"surrogate.jsonl:2: summary is not valid Unicode \(a lone surrogate escape at character 4\)"),
 ])
 def test_bad_data_files_are_named_by_line(tmp_path, name, text, message):
     p = tmp_path / name

@@ -45,7 +45,10 @@ def missing_files(model_dir: Path) -> list[Path]:
     if isinstance(card.get("files"), dict):  # text-to-image: every pinned file, wherever it lives
         from failfade.tasks.generation.models import resolve
 
-        paths = [resolve(model_dir, card, rel) for rel in card["files"]]
+        try:
+            paths = [resolve(model_dir, card, str(rel)) for rel in card["files"]]
+        except FailfadeError:  # a hand-edited card: the stage that reads it names the key
+            return []
     else:
         paths = [model_dir / str(card.get("weights", WEIGHTS))]
     return [p for p in paths if not p.is_file()]
@@ -176,9 +179,9 @@ def parse_source(text: str, key: str, builtins: tuple[str, ...], what: str) -> t
             raise FailfadeError(f"{key}: unknown builtin {what} {rest!r}; known: {', '.join(builtins)}")
         return kind, rest, None
     if kind == "hf":
-        repo, _, rev = rest.partition("@")
+        repo, sep, rev = rest.partition("@")
         owner, _, name = repo.partition("/")
-        if not owner or not name or "/" in name:
+        if not owner or not name or "/" in name or (sep and not rev.strip()):  # `@` with no revision: pin one or drop it
             raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
         return kind, repo, rev or None
     if kind == "path":

@@ -95,6 +95,10 @@ class ClassificationFamily(TaskFamily):
         if not (src == "builtin:digits" or src.startswith(("imagefolder:", "torchvision:"))):
             raise FailfadeError(f"{key}.data.source: unknown data source {src!r}; use builtin:digits, "
                                 "imagefolder:<dir> or torchvision:ImageNet:<root>[:val|train]")
+        if src.startswith("torchvision:"):
+            from failfade.tasks.classification.sources import torchvision_form
+
+            torchvision_form(src, f"{key}.data.source")
 
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         """The model under test as safetensors + card (with held-out clean accuracy)."""

@@ -268,12 +268,9 @@ def _torchvision_files(source: str, key: str):
     """torchvision:ImageNet:<root>[:<split>]: the files and labels torchvision's ImageNet dataset
     finds (its devkit's meta.bin and the split's wnid folders; nothing is downloaded). Class
     indices follow the sorted wnids, as the torchvision weights' categories do."""
-    parts = source.split(":")
-    if len(parts) not in (3, 4) or parts[1] != "ImageNet" or not parts[2]:
-        raise FailfadeError(f"{key}: expected torchvision:ImageNet:<root>[:val|train], got {source!r}")
-    root, split = Path(parts[2]), (parts[3] if len(parts) == 4 else "val")
-    if split not in ("val", "train"):
-        raise FailfadeError(f"{key}: ImageNet split {split!r} is not val or train")
+    from failfade.tasks.classification.sources import torchvision_form
+
+    root, split = torchvision_form(source, key)
     from torchvision.datasets import ImageNet
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from failfade import FailfadeError
 
@@ -28,9 +29,9 @@ class ModelSource:
                 raise FailfadeError(f"{key}: expected torchvision:<arch>:<weights-enum>, got {text!r}")
             return cls(kind, parts[0], parts[1])
         if kind == "hf":
-            repo, _, rev = rest.partition("@")
+            repo, sep, rev = rest.partition("@")
             owner, _, name = repo.partition("/")
-            if not owner or not name or "/" in name:
+            if not owner or not name or "/" in name or (sep and not rev.strip()):  # `@` with no revision: pin one or drop it
                 raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
             return cls(kind, repo, rev or None)
         if kind == "path":
@@ -38,3 +39,15 @@ class ModelSource:
                 raise FailfadeError(f"{key}: path: needs a file or folder")
             return cls(kind, rest)
         raise FailfadeError(f"{key}: unknown model source kind {kind!r} in {text!r}; use builtin, torchvision, hf or path")
+
+
+def torchvision_form(source: str, key: str) -> tuple[Path, str]:
+    """(root, split) of a torchvision:ImageNet:<root>[:val|train] source; a source of another form
+    is refused by `key` (checked with the config, before any job runs)."""
+    parts = source.split(":")
+    if len(parts) not in (3, 4) or parts[1] != "ImageNet" or not parts[2]:
+        raise FailfadeError(f"{key}: expected torchvision:ImageNet:<root>[:val|train], got {source!r}")
+    root, split = Path(parts[2]), (parts[3] if len(parts) == 4 else "val")
+    if split not in ("val", "train"):
+        raise FailfadeError(f"{key}: ImageNet split {split!r} is not val or train")
+    return root, split

@@ -91,9 +91,14 @@ class GenerationFamily(TaskFamily):
         names = [c["name"] for c in exp["concepts"]]
         template = exp["data"]["template"]
         try:
-            slots = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+            parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
         except ValueError as e:
             raise FailfadeError(f"{key}.data.template: {template!r} is not a template ({e})") from None
+        for f, spec, conv in parsed:
+            if spec or conv:  # a level is a word: `{digit:d}` fails to format it, `{digit!r}` quotes it
+                raise FailfadeError(f"{key}.data.template: slot {{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} "
+                                    f"has a conversion or format spec; write {{{f}}}")
+        slots = [f for f, _, _ in parsed]
         missing = [n for n in names if n not in slots]
         if missing:
             raise FailfadeError(f"{key}.data.template: {template!r} has no slot for axis {missing[0]!r} (write {{{missing[0]}}})")

@@ -91,7 +91,12 @@ def resolve(model_dir: Path, card: dict, rel: str) -> Path:
     if rel.startswith("pipeline/"):
         return pipeline_dir(model_dir, card) / rel[len("pipeline/"):]
     if rel.startswith(CLIP_JUDGE):
-        return Path(card["judge"]["folder"]) / rel[len(CLIP_JUDGE):]
+        folder = card.get("judge", {}).get("folder") if isinstance(card.get("judge"), dict) else None
+        if not isinstance(folder, str):
+            raise FailfadeError(f"{Path(model_dir) / CARD}: files: {rel!r} is a CLIP judge's file, but judge.folder "
+                                f"is {'missing' if folder is None else repr(folder)}: rebuild the model folder "
+                                f"(failfade run --forcerun {Path(model_dir) / CARD})")
+        return Path(folder) / rel[len(CLIP_JUDGE):]
     return Path(model_dir) / rel
 
 
@@ -109,5 +114,9 @@ def pin_folder(folder: Path, prefix: str) -> dict[str, str]:
 
 
 def pipeline_dir(model_dir: Path, card: dict) -> Path:
+    if not isinstance(card.get("pipeline"), str):
+        raise FailfadeError(f"{Path(model_dir) / CARD}: pipeline must name the pipeline's folder, got "
+                            f"{card.get('pipeline')!r:.80}: rebuild the model folder "
+                            f"(failfade run --forcerun {Path(model_dir) / CARD})")
     p = Path(card["pipeline"])
     return p if p.is_absolute() else Path(model_dir) / p

@@ -294,6 +294,9 @@ def ratings_plan(ratings: pl.DataFrame, space: ConceptSpace, explored, threshold
 def inter_rater(ratings: pl.DataFrame) -> dict:
     """Pairwise agreement between raters on the images both rated (fail / not fail)."""
     r = ratings.with_columns(((pl.col("bias") == 1) | (pl.col("quality") <= 2)).alias("fails"))
+    # one column per rater, named by position: a rater's own name may be any text, `image_id` included
+    code = {name: f"rater{i}" for i, name in enumerate(sorted(r["rater"].unique().to_list()))}
+    r = r.with_columns(pl.col("rater").replace_strict(code, return_dtype=pl.String))
     wide = r.pivot(on="rater", index="image_id", values="fails")
     raters = [c for c in wide.columns if c != "image_id"]
     agree, n = 0, 0

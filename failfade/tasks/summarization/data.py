@@ -84,6 +84,12 @@ def read_pairs(path: Path, kind: str, key: str) -> list[Report]:
                 raise FailfadeError(f"{path}:{n}: needs string fields 'document' and 'summary'")
             if not row["document"].strip() or not row["summary"].strip():
                 raise FailfadeError(f"{path}:{n}: empty document or summary")
+            for field in ("document", "summary"):
+                try:  # JSON's \ud800 escapes decode to lone surrogates, which no tokenizer takes
+                    row[field].encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise FailfadeError(f"{path}:{n}: {field} is not valid Unicode (a lone surrogate escape at "
+                                        f"character {e.start})") from None
             pairs.append((row["document"], row["summary"]))
     else:
         # strict: an unclosed quote is an error, not a field that swallows every row after it
