@@ -250,7 +250,7 @@ def modes(experiment, results, top):
                     + (f"all {a['audit_queries']} pairs" if a["exact"] else f"{a['audit_queries']} queries")
                     + ("" if a["confirmed"] else ", not confirmed"),))
         table.add_row(str(r["mode"]), f"{r['failure_rate']:.0%} [{r['rate_lo']:.0%}, {r['rate_hi']:.0%}]", *audited,
-                      f"{r['n_cells']} ({r['failing_cells']})", f"{r['cum_failing_cells']:.0%} / {r['cum_failures']:.0%}",
+                      f"{r['n_cells']} ({r['failing_cells']})", f"{_share(r['cum_failing_cells'])} / {_share(r['cum_failures'])}",
                       r["description"], r["selector"])
     console = Console()
     console.print(table)
@@ -263,10 +263,19 @@ def modes(experiment, results, top):
                       f"stage measures each mode on fresh queries (modes_audit.csv, {why_not}).")
     if shown.height:
         last = shown.row(-1, named=True)
-        console.print(f"These {shown.height} mode(s) cover {last['cum_failing_cells']:.0%} of the failure cells and "
-                      f"{last['cum_failures']:.0%} of the failing queries; the rest is in cells.csv.")
+        if _share(last["cum_failing_cells"]) == "n/a":  # a mode pools its cells' queries: it needs no failure cell
+            console.print(f"These {shown.height} mode(s) cover {_share(last['cum_failures'])} of the failing queries; "
+                          "no single cell is a failure cell; the rest is in cells.csv.")
+        else:
+            console.print(f"These {shown.height} mode(s) cover {_share(last['cum_failing_cells'])} of the failure cells "
+                          f"and {_share(last['cum_failures'])} of the failing queries; the rest is in cells.csv.")
     else:
         console.print("No failure mode: no slice fails confidently at or above the threshold.")
+
+
+def _share(x) -> str:
+    """A share as a percentage; n/a where it is undefined (NaN: of no failure cell at all)."""
+    return "n/a" if x is None or x != x else f"{x:.0%}"
 
 
 @main.command()

@@ -7,7 +7,9 @@ What `shift.json` reports, and what each number means:
   in the landscape), i.e. the share of (held-out input, cell) pairs in the region that fail, each
   cell counting once wherever the explorer spent its queries. Its 95% interval sums the cells'
   variances (importance-weighted, stats.weighted_rate_variance); changes get the interval of a
-  difference of two independent explorations, and the relative reduction a delta-method interval.
+  difference of two independent explorations, and the relative reduction Katz's log interval on the
+  effective counts the variances imply (`_relative_interval`). With no cell explored on both sides,
+  the distances below are undefined (None), not 0.
 - **Failure mass.** The same rate over the whole grid: the share of all (input, cell) pairs that
   fail. Its change is signed (negative = fewer failures) with an interval, and relative to before.
 - **Grid EMD.** The least work that turns the pre landscape into the post one, with failure mass
@@ -155,6 +157,28 @@ def _interval(est: float, se: float, z: float, lo: float = -math.inf, hi: float 
     return [max(lo, est - z * se), min(hi, est + z * se)]
 
 
+def _relative_interval(pre: dict, post: dict, z: float, point: float) -> list:
+    """The interval of post/pre − 1: Katz's log interval with each side's count + ½, on the effective
+    counts each side's variance implies (n = p̃(1 − p̃)/var, p̃ the rate shrunk as the variance's own
+    floor shrinks it, x = rate·n), widened to hold the point (the smoothed ratio is its centre). The
+    delta method on post/pre it replaces lost the before-rate's variance whenever the after-rate was
+    0 (one failing query before and one passing after read as a significant −100%), and covered a
+    zero relative change 84-91% of the time at 95% with 5-30 queries per cell
+    (tests/test_shift.py's simulation)."""
+    counts = []
+    for side in (pre, post):
+        if not (math.isfinite(side["var"]) and side["var"] > 0 and side["effective_queries"] > 0):
+            return [None, None]
+        e = side["effective_queries"]
+        shrunk = (side["rate"] * e + 0.5) / (e + 1)
+        n = shrunk * (1 - shrunk) / side["var"]
+        counts.append((side["rate"] * n + 0.5, n + 0.5))
+    (x1, n1), (x2, n2) = counts
+    ratio = (x2 / n2) / (x1 / n1)
+    half = z * math.sqrt(max(1 / x1 - 1 / n1 + 1 / x2 - 1 / n2, 0.0))
+    return [max(-1.0, min(ratio * math.exp(-half) - 1, point)), max(ratio * math.exp(half) - 1, point)]
+
+
 def rate_summary(pre: dict, post: dict, confidence: float) -> dict:
     """Before/after rates of one region with intervals, their difference and relative change."""
     z = _z(confidence)
@@ -167,11 +191,8 @@ def rate_summary(pre: dict, post: dict, confidence: float) -> dict:
         "relative_change": None, "relative_change_ci": [None, None],
     }
     if pre["rate"] > 0:
-        ratio = post["rate"] / pre["rate"]
-        # delta method for post/pre, written so that it stays finite when post = 0
-        se_r = math.sqrt(post["var"] + ratio**2 * pre["var"]) / pre["rate"]
-        out["relative_change"] = ratio - 1
-        out["relative_change_ci"] = _interval(ratio - 1, se_r, z, -1)
+        out["relative_change"] = post["rate"] / pre["rate"] - 1
+        out["relative_change_ci"] = _relative_interval(pre, post, z, out["relative_change"])
     out["cells"] = pre["cells"]
     out["cells_seen"] = {"pre": pre["cells_seen"], "post": post["cells_seen"]}
     out["queries"] = {"pre": pre["queries"], "post": post["queries"]}
@@ -258,10 +279,10 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
     mass_s = summary(np.ones(space.n_cells, dtype=bool))
 
     r_pre, r_post = pre["failure_rate"].to_numpy(), post["failure_rate"].to_numpy()
-    emd = grid_emd(_mass(r_pre, both, space.n_cells), _mass(r_post, both, space.n_cells), space)
-    shape = grid_emd_shape(_mass(r_pre, both, space.n_cells), _mass(r_post, both, space.n_cells), space)
+    emd = None if compared == 0 else grid_emd(_mass(r_pre, both, space.n_cells), _mass(r_post, both, space.n_cells), space)
+    shape = None if compared == 0 else grid_emd_shape(_mass(r_pre, both, space.n_cells), _mass(r_post, both, space.n_cells), space)
     emd_ci, floor = [None, None], None
-    if bootstrap > 0:
+    if bootstrap > 0 and compared:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 8]))
         b_pre = bootstrap_rates(space, pre_queries, bootstrap, rng)
         b_post = bootstrap_rates(space, post_queries, bootstrap, rng)
@@ -301,7 +322,7 @@ def compare(space: ConceptSpace, pre_queries: pl.DataFrame, post_queries: pl.Dat
         "grid_emd_noise_floor": floor,
         "grid_emd_shape": shape,
         # on the cells explored before and after, as every other figure here (an unexplored cell read as rate 0)
-        "paper_wasserstein_1d": paper_wasserstein_1d(r_pre[both], r_post[both]),
+        "paper_wasserstein_1d": paper_wasserstein_1d(r_pre[both], r_post[both]) if compared else None,
         "failure_cells_pre": int(pre["is_failure"].sum()),
         "failure_cells_post": int(post["is_failure"].sum()),
         "new_failure_cells": int(len(new_fail)),
@@ -444,13 +465,18 @@ def markdown(result: dict, experiment: str) -> str:
         f"- Cells significantly better / worse (the Newcombe interval of the change excludes 0, {conf} family-wise "
         f"over the {result.get('cells_compared', 'n/a')} cells compared, Bonferroni): "
         f"{result['cells_significantly_better']} / {result['cells_significantly_worse']}.",
-        f"- Grid earth mover's distance (failure mass moved along the grid, level steps; created or removed at "
-        f"half the grid's diameter): **{result['grid_emd']:.4f}** [{_ci(result['grid_emd_ci'], pct=False)}]; "
-        + (f"noise floor (two explorations of the same landscape, {conf} quantile): {result['grid_emd_noise_floor']:.4f}."
-           if result.get("grid_emd_noise_floor") is not None else "no noise floor (bootstrap off)."),
-        "- Shape only (normalised landscapes, where the failures sit whatever their amount): "
-        + ("undefined, one side has no failures." if result["grid_emd_shape"] is None else f"{result['grid_emd_shape']:.4f}."),
     ]
+    if result["grid_emd"] is None:
+        lines.append("- Grid earth mover's distance: undefined, no cell was explored both before and after.")
+    else:
+        lines += [
+            f"- Grid earth mover's distance (failure mass moved along the grid, level steps; created or removed at "
+            f"half the grid's diameter): **{result['grid_emd']:.4f}** [{_ci(result['grid_emd_ci'], pct=False)}]; "
+            + (f"noise floor (two explorations of the same landscape, {conf} quantile): {result['grid_emd_noise_floor']:.4f}."
+               if result.get("grid_emd_noise_floor") is not None else "no noise floor (bootstrap off)."),
+            "- Shape only (normalised landscapes, where the failures sit whatever their amount): "
+            + ("undefined, one side has no failures." if result["grid_emd_shape"] is None else f"{result['grid_emd_shape']:.4f}."),
+        ]
     if "probes" in result and not result["probes"]:
         lines += ["", "## Off-grid probes", "", "None: `shift.probes` lists no condition off the grid for this experiment."]
     elif "probes" in result:
@@ -480,7 +506,7 @@ def markdown(result: dict, experiment: str) -> str:
         "",
         "## Why not the paper's distance",
         "",
-        f"`paper_wasserstein_1d` = {result['paper_wasserstein_1d']:.6f} is the paper's metric (scipy's 1-D Wasserstein "
+        f"`paper_wasserstein_1d` = {'undefined' if result['paper_wasserstein_1d'] is None else format(result['paper_wasserstein_1d'], '.6f')} is the paper's metric (scipy's 1-D Wasserstein "
         "between the two per-cell probability vectors taken as unordered samples). It is kept only for comparison: "
         "it ignores which cell carries which value, so moving every failure to another concept reads 0, and it "
         "normalises away how many failures there are.",

@@ -333,7 +333,10 @@ def _modes_frame(found, space: ConceptSpace, cells: pl.DataFrame | None = None) 
     n, k = cells["queries"].to_numpy(), cells["failures"].to_numpy()
     failing = cells["is_failure"].to_numpy()
     dl = cells["mean_delta"].to_numpy()
-    total_fail_cells, total_failures = max(int(failing.sum()), 1), max(int(k.sum()), 1)
+    # a mode pools many cells' evidence, so it can stand where no single cell is a failure cell: then
+    # its share of them is undefined (NaN), not 0%
+    total_fail_cells, total_failures = int(failing.sum()), int(k.sum())
+    share = lambda part, total: float(part / total) if total else float("nan")  # noqa: E731
     covered = np.zeros(space.n_cells, dtype=bool)
     rows = []
     for i, (box, s, terms) in enumerate(sorted(found, key=lambda f: -f[1]["score"]), start=1):
@@ -349,8 +352,8 @@ def _modes_frame(found, space: ConceptSpace, cells: pl.DataFrame | None = None) 
             # each visited cell weighs the same, as in the failure rate (not the explorer's query counts)
             "mean_delta": float(np.mean(dl[seen])) if len(seen) else float("nan"),
             "score": float(s["score"]),
-            "cum_failing_cells": float(failing[covered].sum() / total_fail_cells),
-            "cum_failures": float(k[covered].sum() / total_failures),
+            "cum_failing_cells": share(failing[covered].sum(), total_fail_cells),
+            "cum_failures": share(k[covered].sum(), total_failures),
             # no term: the whole grid, which the feedback's `*` selects
             "description": " and ".join(words) or "every cell",
             "selector": " & ".join(space.axes[j].range_condition(lo, hi) for j, lo, hi in terms) or "*",

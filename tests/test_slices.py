@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import polars as pl
@@ -333,6 +334,27 @@ def test_a_grid_that_fails_everywhere_is_one_mode_every_cell(tmp_path):
     feedback_template(modes).with_columns(pl.lit("fix").alias("decision")).write_csv(path)
     rows = read_feedback(path, SPACE5, range(SPACE5.n_cells))
     assert len(mitigation_plan(rows, SPACE5, range(SPACE5.n_cells), str(path))["fix"]) == SPACE5.n_cells
+
+
+def test_a_mode_without_a_failure_cell_covers_an_undefined_share_of_them(tmp_path):
+    """Every cell failed its 3 queries: no cell's own lower bound reaches 0.5, the grid's pooled one
+    does, so the mode stands with no failure cell; its share of them read 0% (0/0 as 0/1)."""
+    from click.testing import CliRunner
+
+    from failfade.cli import main
+
+    sp = ConceptSpace([Axis("a", "contrast", (0.0, 1.0, 2.0)), Axis("b", "contrast", (0.0, 1.0))])
+    q = pl.DataFrame({"cell": np.repeat(np.arange(6), 3).astype(np.int32), "failure": np.ones(18, bool),
+                      "delta": np.ones(18, np.float32)})
+    cells, modes, _ = summarize(sp, q, 0.5)
+    assert not cells["is_failure"].any() and modes["selector"].to_list() == ["*"]
+    assert math.isnan(modes["cum_failing_cells"][0]) and modes["cum_failures"][0] == 1.0
+    land = tmp_path / "results" / "x" / "landscape"
+    land.mkdir(parents=True)
+    modes.write_csv(land / "failure_modes.csv")
+    r = CliRunner().invoke(main, ["modes", "x", "--results", str(tmp_path / "results")], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert "n/a / 100%" in r.output and "cover 100% of the failing queries; no single cell is a failure cell" in r.output
 
 
 def test_a_one_term_slice_must_beat_the_whole_grid_by_the_margin():
