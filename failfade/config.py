@@ -252,3 +252,44 @@ def local_sources(exp: dict) -> list[str]:
     if isinstance(data, str) and data.startswith(("jsonl:", "csv:")) and Path(data.split(":", 1)[1]).is_file():
         out.append(data.split(":", 1)[1])
     return out
+
+
+# the `explore:` keys that hold one searcher's own settings (read by searcher_params)
+SEARCHER_KEYS = {"ppo": "ppo", "dqn": "dqn", "epsilon_greedy": "epsilon", "threshold": "successes"}
+
+
+def explore_settings(explore_cfg: dict, algorithms=None) -> dict:
+    """`explore:` as the searchers `algorithms` (default: the configured one) read it: without the
+    other searchers' own settings, nor the microscopic walk's outside microscopic mode. The
+    workflow's rerun trigger: DQN's learning rate or ε-greedy's ε changes no PPO exploration."""
+    algorithms = [explore_cfg["algorithm"]] if algorithms is None else list(algorithms)
+    mine = {SEARCHER_KEYS[a] for a in algorithms if a in SEARCHER_KEYS}
+    drop = (set(SEARCHER_KEYS.values()) - mine) | ({"micro"} if explore_cfg.get("mode", "macroscopic") != "microscopic" else set())
+    return {k: v for k, v in explore_cfg.items() if k not in drop}
+
+
+# mappings whose order means something: a probe's transforms run in the order written, and the
+# paper's tables list their rows in `paper.rows`' order
+ORDERED = ("apply", "rows")
+
+
+def canonical(node, key: str | None = None):
+    """`node` with every mapping's keys sorted, but those of ORDERED and any list's order. Snakemake compares a rule's params as written, so the same
+    settings in another order (`epochs:` above `source:`, a default written out at the top of its
+    section) reran every stage, the model's training included; in this form they compare equal."""
+    if isinstance(node, dict):
+        items = node.items() if key in ORDERED else sorted(node.items(), key=lambda kv: str(kv[0]))
+        return {k: canonical(v, k) for k, v in items}
+    if isinstance(node, list):
+        return [canonical(v) for v in node]
+    return node
+
+
+def workflow_config(config: dict) -> dict:
+    """A validated config as the workflow's rules read it: each experiment's settings (and the paper
+    target's) in canonical order (`canonical`); the experiments keep the order they were given in
+    (the order they run and are listed in)."""
+    out = dict(config, experiments={name: canonical(exp) for name, exp in config["experiments"].items()})
+    if out.get("paper") is not None:
+        out["paper"] = canonical(out["paper"])
+    return out

@@ -542,7 +542,8 @@ def stage_collect(config: dict, experiments: list[str], results: Path, out_dir: 
     tables = {"A": table_a(runs, rows, sources), "B": table_b(shifts, rows, {e: x["task"] for e, x in exps.items()}, sources),
               "C": table_c(scal, rows.get(scal_exp, scal_exp or "—"), scal_source),
               "D": table_d(plans, rows, sources), "E": table_e(biases, rows, sources)}
-    figs_dir = out_dir / "figures"
+    figs_dir = out_dir / "figures"  # the rule's output (a folder): made even when it stays empty
+    figs_dir.mkdir(parents=True, exist_ok=True)
     figures = []
     for e in exps:
         gallery = ("samples of every cell (one panel per prompt)" if exps[e]["task"] == "generation"

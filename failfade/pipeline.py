@@ -80,10 +80,11 @@ def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
     # every model file that can change an outcome (not only the weights: generation_config.json,
     # tokenizer and scheduler files too; storage.outcome_digest), the data's config and its content:
     # a file edited under the same path must not reuse old outcomes
+    from failfade.tasks.cache import scoring_code_digest
     from failfade.tasks.storage import outcome_digest
 
     parts = [outcome_digest(model_dir) or task.model_sha256, exp["data"], getattr(task, "data_digest", None),
-             exp["seed"], exp["concepts"]]
+             exp["seed"], exp["concepts"], scoring_code_digest(family_of(exp))]
     if getattr(task, "settings", None) is not None:  # what else decides an outcome (e.g. generation settings)
         parts.append(task.settings)
     key = fingerprint(*parts)
@@ -91,9 +92,15 @@ def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
 
 
 def searcher_params(explore_cfg: dict) -> dict:
-    e = explore_cfg
-    return {"ppo": e.get("ppo", {}), "dqn": e.get("dqn", {}), "epsilon_greedy": {"epsilon": e.get("epsilon", 0.2)},
-            "threshold": {"successes": e.get("successes", 5)}}.get(e["algorithm"], {})
+    """The configured searcher's own settings (config.SEARCHER_KEYS): a learner's block, or a
+    baseline's one setting; {} (its defaults) where `explore:` gives none."""
+    from failfade.config import SEARCHER_KEYS
+
+    key = SEARCHER_KEYS.get(explore_cfg["algorithm"])
+    if key is None or key not in explore_cfg:
+        return {}
+    value = explore_cfg[key]
+    return value if isinstance(value, dict) else {key: value}
 
 
 def stage_explore(exp: dict, model_dir: Path, queries_path: Path, log_path: Path, curve_path: Path | None = None,

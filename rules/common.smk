@@ -8,7 +8,7 @@ import failfade.config
 
 for _f in workflow.configfiles:  # Snakemake's YAML keeps the later of a key given twice: refuse that
     failfade.config.read_yaml(_f)
-_validated = failfade.config.validate(config, "config")
+_validated = failfade.config.workflow_config(failfade.config.validate(config, "config"))
 config.clear()
 config.update(_validated)
 
@@ -75,18 +75,26 @@ def model_cfg(wildcards):
     return exp_cfg(wildcards, "seed", "device", "data", "model", *(("concepts",) if generation else ()))
 
 
-def explore_cfg(wildcards):
+def explore_cfg(wildcards, algorithms=None):
     # the failure-rate threshold shapes the explorer's level-set bonus and the interval level its confirm
     # prior settles cells by; the rest of `landscape:` does not
     ls = config["experiments"][wildcards.experiment]["landscape"]
     # `model` too: a family may keep scoring settings there (summarization: generation settings, ε)
     # `explore` without the keys that do not change an exploration's queries: `groundtruth` switches
     # on a rule of its own, `shards` adds explorations beside shard 0 (which is the unsharded run),
-    # and the outcome cache is transparent
-    explore = {k: v for k, v in config["experiments"][wildcards.experiment]["explore"].items()
-               if k not in ("groundtruth", "shards", "cache")}
+    # the outcome cache is transparent, and other searchers' settings are theirs
+    explore = {k: v for k, v in failfade.config.explore_settings(
+        config["experiments"][wildcards.experiment]["explore"], algorithms).items()
+        if k not in ("groundtruth", "shards", "cache")}
     return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts") | {
         "explore": explore, "landscape": {k: ls[k] for k in ("failure_rate_threshold", "confidence")}}
+
+
+def strategies_cfg(wildcards):
+    # Table A's runs: every searcher of `paper.strategies`, each with its settings, at the exploration's
+    # budget and explorers (the configured searcher and its mode are not theirs)
+    cfg = explore_cfg(wildcards, config["paper"]["strategies"]["algorithms"])
+    return cfg | {"explore": {k: v for k, v in cfg["explore"].items() if k not in ("algorithm", "mode")}}
 
 
 def landscape_rules(wildcards):
@@ -250,8 +258,9 @@ def paper_part(part):
 def scalability_cfg(wildcards):
     """What Table C's timings depend on: the timed experiment's model and its searcher's settings
     (as its exploration's), not its concepts (the table's axes replace them) nor its later stages."""
-    cfg = explore_cfg(SimpleNamespace(experiment=config["paper"]["scalability"]["experiment"]))
-    return {k: v for k, v in cfg.items() if k != "concepts"}
+    cfg = explore_cfg(SimpleNamespace(experiment=config["paper"]["scalability"]["experiment"]), ["ppo"])
+    # of `explore:`, PPO's settings alone: the table times PPO, with its own queries and explorers
+    return {k: v for k, v in cfg.items() if k != "concepts"} | {"explore": {"ppo": cfg["explore"].get("ppo", {})}}
 
 
 def paper_experiments():

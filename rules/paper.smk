@@ -14,7 +14,7 @@ rule paper_strategies:
     benchmark:
         "benchmarks/runs/{experiment}/paper_strategies.tsv"
     params:
-        cfg=explore_cfg,  # the searchers run as the exploration would: its settings, threshold and interval
+        cfg=strategies_cfg,  # the searchers run as the exploration would: its settings, threshold and interval
         paper=paper_part("strategies"),
     threads: 2
     resources:
@@ -61,6 +61,9 @@ rule paper:
             category="4. The paper's artifacts",
         ),
         tables=[f"{R}/paper/table_{k}.{ext}" for k in "abcde" for ext in ("md", "tex")],
+        json=f"{R}/paper/tables.json",
+        # remade whole on each run: an experiment dropped from the config leaves no figure behind
+        figures=directory(f"{R}/paper/figures"),
     log:
         "logs/paper/paper.log",
     params:

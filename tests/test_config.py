@@ -418,6 +418,39 @@ def test_precision_is_refused_where_it_would_be_ignored():
     validate(cfg)
 
 
+def test_the_workflows_form_of_a_config_ignores_key_order_but_where_order_means_something():
+    from failfade.config import canonical, workflow_config
+
+    a = {"model": {"source": "builtin:digits-cnn", "epochs": 5}, "seed": 0,
+         "shift": {"probes": [{"name": "p", "apply": {"rotate": 20, "darken": 0.5}}]}}
+    b = {"seed": 0, "shift": {"probes": [{"apply": {"rotate": 20, "darken": 0.5}, "name": "p"}]},
+         "model": {"epochs": 5, "source": "builtin:digits-cnn"}}
+    assert repr(canonical(a)) == repr(canonical(b))  # Snakemake compares params as written
+    # a probe's transforms run in the order written: swapping them is another probe
+    swapped = {**a, "shift": {"probes": [{"name": "p", "apply": {"darken": 0.5, "rotate": 20}}]}}
+    assert repr(canonical(swapped)) != repr(canonical(a))
+    cfg = workflow_config({"experiments": {"z": a, "b": b}, "paper": {"rows": {"z": "Z", "b": "B"}, "strategies": {"seeds": 3, "algorithms": ["ppo"]}}})
+    assert list(cfg["experiments"]) == ["z", "b"] and list(cfg["paper"]["rows"]) == ["z", "b"]  # the order given
+    assert list(cfg["paper"]["strategies"]) == ["algorithms", "seeds"]
+
+
+def test_an_exploration_depends_on_its_own_searchers_settings_only():
+    from failfade.config import explore_settings
+    from failfade.pipeline import searcher_params
+
+    e = {"algorithm": "ppo", "mode": "macroscopic", "budget": 64, "ppo": {"hidden": 32}, "dqn": {"learning_rate": 0.1},
+         "epsilon": 0.3, "successes": 7, "micro": {"step_cap": 3}}
+    assert explore_settings(e) == {"algorithm": "ppo", "mode": "macroscopic", "budget": 64, "ppo": {"hidden": 32}}
+    assert explore_settings({**e, "algorithm": "epsilon_greedy", "mode": "microscopic"}) == {
+        "algorithm": "epsilon_greedy", "mode": "microscopic", "budget": 64, "epsilon": 0.3, "micro": {"step_cap": 3}}
+    assert set(explore_settings(e, ["ppo", "threshold", "random"])) == {"algorithm", "mode", "budget", "ppo", "successes"}
+    # and each searcher reads the settings explore_settings keeps for it
+    for algo, params in [("ppo", {"hidden": 32}), ("dqn", {"learning_rate": 0.1}), ("epsilon_greedy", {"epsilon": 0.3}),
+                         ("threshold", {"successes": 7}), ("random", {})]:
+        assert searcher_params(explore_settings({**e, "algorithm": algo})) == searcher_params({**e, "algorithm": algo}) == params
+    assert searcher_params({"algorithm": "threshold"}) == {}  # its default
+
+
 def test_reading_a_config_imports_neither_torch_nor_scipy():
     """Snakemake validates the config on every start (every dry run, every SLURM job) and so does
     `failfade run`: importing torch and scipy.stats for it took 3 of `failfade run -n`'s 6.7 s on the

@@ -105,6 +105,30 @@ def test_known_hyper_parameters_reach_the_searcher():
     assert share[1.0] < 0.2 and share[0.0] > 0.5, share
 
 
+def test_the_scoring_code_keys_the_outcome_cache(tmp_path, monkeypatch):
+    """After a fix to a transform, `--forcerun` replayed the outcomes the old code had cached: the key
+    held the model, the data and the concepts, not the code that scores them."""
+    import importlib
+    import sys
+
+    from failfade.tasks.cache import scoring_code_digest
+    from failfade.tasks.family import family
+
+    digests = {name: scoring_code_digest(family(name)) for name in ("classification", "summarization", "generation")}
+    assert len(set(digests.values())) == 3
+    assert scoring_code_digest(family("classification")) == digests["classification"]  # stable
+    pkg = tmp_path / "fakefamily"  # a family package of its own: a change to any of its modules is a new key
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("class Family:\n    pass\n")
+    (pkg / "transforms.py").write_text("def rotate(x, a):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fam = importlib.import_module("fakefamily").Family()
+    before = scoring_code_digest(fam)
+    (pkg / "transforms.py").write_text("def rotate(x, a):\n    return -x\n")
+    assert scoring_code_digest(fam) != before
+    del sys.modules["fakefamily"]
+
+
 def test_the_models_preprocessing_keys_the_outcome_cache(tmp_path, monkeypatch):
     """Same weights, another normalisation in the card: other outcomes, so another cache file (the
     key held the weights' sha256 only, and 129 of 200 cached decisions were stale). So does the

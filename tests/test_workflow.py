@@ -253,6 +253,25 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
     (work / "config" / "config.yaml").write_text(original_cfg)
 
+    # (h) the same settings in another order, or a default written out, rerun nothing: Snakemake compares
+    # params as written, so `epochs:` above `source:` retrained the model and reran every stage after it
+    reordered = yaml.safe_load(original_cfg)
+    e = reordered["experiments"][EXP]
+    reordered["experiments"][EXP] = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v)
+                                     for k, v in reversed(list(e.items()))}
+    reordered["experiments"][EXP]["model"] = {"lr": 0.003, **reordered["experiments"][EXP]["model"]}  # the default
+    assert list(reordered["experiments"][EXP]) != list(e)
+    write_config(work, reordered)
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
+
+    # (i) another searcher's settings change no PPO exploration (they reran it and everything after it)
+    others = yaml.safe_load(original_cfg)
+    others["experiments"][EXP]["explore"] |= {"epsilon": 0.3, "successes": 7, "dqn": {"learning_rate": 0.01},
+                                              "micro": {"step_cap": 3}}
+    write_config(work, others)
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
+    (work / "config" / "config.yaml").write_text(original_cfg)
+
     # (e) deleted weights are not a rule output: the plan names them and the command that rebuilds them
     (work / "results" / EXP / "model" / "model.safetensors").unlink()
     proc = snakemake(snakemake_exe, repo_root, work, "-n")

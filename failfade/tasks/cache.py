@@ -3,8 +3,8 @@ by any searcher, in any stage, or on rerun (it persists next to the experiment's
 
 It wraps a task and keeps the task's interface, so searchers and envs do not know it is there.
 The cache is keyed by a fingerprint of everything that determines an outcome: the model's
-weights (sha256), the data split (its config and, through the task's `data_digest`, its content) and the
-concept space.
+weights (sha256), the data split (its config and, through the task's `data_digest`, its content), the
+concept space, and the code that scores (`scoring_code_digest`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,24 @@ from failfade.tasks import Outcomes
 
 def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def scoring_code_digest(family) -> str:
+    """sha256 of the code that turns an (input, cell) pair into an outcome: every module of the
+    task family's package (its transforms, model loading and scoring), the concept space and the
+    shared numerics. In the outcome cache's key: after a fix to a transform or to scoring,
+    `--forcerun` must score afresh, not replay outcomes the old code computed. Any edit there (a
+    comment too) starts a new cache: the safe side."""
+    import failfade
+
+    root = Path(failfade.__file__).parent
+    package = Path(sys.modules[type(family).__module__].__file__).parent
+    files = [(f"{package.name}/{f.name}", f) for f in sorted(package.glob("*.py"))]
+    files += [(name, root / name) for name in ("concepts.py", "numerics.py", "tasks/__init__.py")]
+    h = hashlib.sha256()
+    for name, f in files:
+        h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 class CachedTask:
