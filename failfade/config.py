@@ -229,13 +229,51 @@ def load(path: str | Path) -> dict:
     return validate(raw or {}, str(path))
 
 
+def folder_signature(folder) -> str | None:
+    """A digest of every file under `folder` (hidden ones left out) by path, size, inode,
+    modification and change time, without reading a byte: what the image cache's key holds. A
+    picture replaced, relabelled (moved to another class folder), added or removed changes it. None
+    when the folder is not on this machine (a cluster's data need not be where the workflow is
+    planned; the stage that reads it names it)."""
+    import hashlib
+    import os
+
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(f for f in filenames if not f.startswith(".")):
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            h.update(os.fsencode(path) + f"\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def data_folders(exp: dict, section: str) -> dict[str, str | None]:
+    """The image folders a stage reads, by signature (`folder_signature`): a rule's param, so that
+    pictures replaced under the same folder rerun it (their thousands of files are no rule's inputs,
+    and the image cache's key only helps once a stage runs). `section` "data": an `imagefolder:` data
+    source (the model stage; what follows reruns with the model's card); "mitigate": the images a
+    text-to-image fine-tuning reads. `torchvision:ImageNet` is left out: a reference set, and a
+    train split's million files would be stat-ed at every plan."""
+    if section == "data":
+        src = (exp.get("data") or {}).get("source")
+        folder = src.split(":", 1)[1] if isinstance(src, str) and src.startswith("imagefolder:") else None
+    else:
+        folder = (exp.get("mitigate") or {}).get("images") or None
+    return {} if not folder else {folder: folder_signature(folder)}
+
+
 def local_sources(exp: dict) -> list[str]:
     """The local files an experiment's model stage reads from its sources: every file of a `path:`
     model (or CLIP judge) folder, and a `jsonl:` / `csv:` data file. The model rule declares them as
     inputs, so replacing a model or a data file under the same path reruns the model stage and
     everything after it. Sources not on this machine are left out (a cluster's data need not be
     where the workflow is planned; the model stage names a missing one). `imagefolder:` data is
-    left out too (tens of thousands of files): the outcome cache's key holds its content digest."""
+    left out too (tens of thousands of files): the model rule's `images` param holds its signature
+    (`data_folders`)."""
     out: list[str] = []
     for key in ("source", "judge_source"):
         src = (exp.get("model") or {}).get(key)

@@ -124,42 +124,49 @@ def stage_explore(exp: dict, model_dir: Path, queries_path: Path, log_path: Path
     return queries
 
 
-def stage_groundtruth(exp: dict, model_dir: Path, explore_queries, out: dict[str, Path],
-                      cache_dir: Path | None = None) -> dict:
-    """Exhaustive landscape of the model under test, and how well the exploration recovered it.
-
-    out keys: queries (parquet), json (discovery summary), curve (csv).
-    """
-    from failfade.metrics import discovery_curve, oracle_recall, queries_to_recall, scores_of, true_rates
-
-    use_cache = exp["explore"].get("cache", True) and exp.get("groundtruth", {}).get("cache", True)
+def stage_groundtruth(exp: dict, model_dir: Path, queries_path: Path, cache_dir: Path | None = None) -> pl.DataFrame:
+    """The exhaustive landscape of the model under test: every cell on every held-out input. It
+    depends on the model, data and concepts alone (not on the exploration), so an exploration
+    setting changes it never (stage_discovery compares the two)."""
+    use_cache = exp.get("explore", {}).get("cache", True) and exp.get("groundtruth", {}).get("cache", True)
     task = build_task(exp, model_dir, cache_dir if use_cache else None)
     truth_q, _ = exhaustive(task, exp["seed"])
     if isinstance(task, CachedTask):
         task.save()
-    truth_q.write_parquet(out["queries"])
+    truth_q.write_parquet(queries_path)
+    log.info("ground truth: %d queries (%s)", truth_q.height, "outcome cache used" if use_cache else "scored afresh")
+    return truth_q
+
+
+def stage_discovery(exp: dict, truth_path: Path, explore_queries, out: dict[str, Path]) -> dict:
+    """How well the exploration recovered the exhaustive landscape. out keys: json (discovery
+    summary), curve (csv)."""
+    from failfade.metrics import discovery_curve, oracle_recall, queries_to_recall, scores_of, true_rates
+
+    n_cells = space_of(exp).n_cells
+    truth_q = read_queries([truth_path])
     tau, conf = exp["landscape"]["failure_rate_threshold"], exp["landscape"]["confidence"]
-    truth = true_rates(task.n_cells, truth_q)
+    truth = true_rates(n_cells, truth_q)
     q = read_queries(explore_queries)
-    curve = discovery_curve(task.n_cells, q, truth, tau, confidence=conf)
+    curve = discovery_curve(n_cells, q, truth, tau, confidence=conf)
     curve.write_csv(out["curve"])
-    sc = scores_of(task.n_cells, q, truth, tau, conf)
+    sc = scores_of(n_cells, q, truth, tau, conf)
     summary = {
         "algorithm": exp["explore"]["algorithm"], "mode": exp["explore"].get("mode", "macroscopic"),
         "exhaustive_queries": truth_q.height, "exploration_queries": q.height,
         "budget_fraction": q.height / truth_q.height, "true_failure_cells": int((truth >= tau).sum()),
-        "threshold": tau, "confidence": conf, "outcome_cache_used": bool(use_cache),
+        "threshold": tau, "confidence": conf,
         "rules": {
             "interval": f"reported failing when the landscape calls it a failure cell: the {conf:.0%} Wilson lower bound "
                         "of its failure rate is >= threshold (what the landscape, the modes and the feedback template show)",
             "point": "reported failing when its estimated failure rate is >= threshold",
         },
         "recall": sc["recall"], "precision": sc["precision"],
-        "oracle_recall": oracle_recall(truth, tau, q.height, truth_q.height // task.n_cells, conf),
+        "oracle_recall": oracle_recall(truth, tau, q.height, truth_q.height // n_cells, conf),
         "recall_point": sc["recall_point"], "precision_point": sc["precision_point"],
         "mae": sc["mae"], "coverage": sc["coverage"],
-        "queries_to_90pct_recall": queries_to_recall(task.n_cells, q, truth, tau, confidence=conf),
-        "queries_to_90pct_recall_point": queries_to_recall(task.n_cells, q, truth, tau, rule="point", confidence=conf),
+        "queries_to_90pct_recall": queries_to_recall(n_cells, q, truth, tau, confidence=conf),
+        "queries_to_90pct_recall_point": queries_to_recall(n_cells, q, truth, tau, rule="point", confidence=conf),
         "slices": slices_against_truth(exp, truth_q, q),
     }
     Path(out["json"]).write_text(json.dumps(summary, indent=2) + "\n")

@@ -5,6 +5,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import failfade.config
+import failfade.tasks.family
 
 for _f in workflow.configfiles:  # Snakemake's YAML keeps the later of a key given twice: refuse that
     failfade.config.read_yaml(_f)
@@ -63,6 +64,9 @@ def exp_cfg(wildcards, *keys, bias_target=False):
     cfg = {k: exp[k] for k in ("task",) + keys}  # every stage asks the task family
     if "cache_dir" in cfg.get("data", {}):
         cfg["data"] = {k: v for k, v in cfg["data"].items() if k != "cache_dir"}
+    if "model" in cfg:  # what this source (or judge) never reads: a builtin's training settings beside a pretrained model
+        unused = failfade.tasks.family.family(exp["task"]).unused_model_keys(exp)
+        cfg["model"] = {k: v for k, v in cfg["model"].items() if k not in unused}
     bias = cfg.get("model", {}).get("bias")
     if bias and not bias_target:
         cfg["model"] = cfg["model"] | {"bias": {k: v for k, v in bias.items() if k != "target"}}
@@ -158,14 +162,19 @@ def probes_cfg(wildcards):
 
 
 def groundtruth_cfg(wildcards):
-    # the landscape's rules (its modes are compared with the truth's) but not the gallery's size; the
-    # exploration's cache switch is transparent (failfade.workflow.UNTRIGGERED) and its shards are
-    # inputs; `groundtruth.cache: false` does rerun it, since re-scoring afresh is what it is for
+    # what scores the exhaustive truth: the model, data and concepts (not the exploration, nor the
+    # landscape's rules). `explore` is there empty for the outcome cache's switch (put back by
+    # failfade.workflow.with_locations); `groundtruth.cache: false` does rerun it, since re-scoring
+    # afresh is what it is for
+    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "groundtruth") | {"explore": {}}
+
+
+def discovery_cfg(wildcards):
+    # the exploration's searcher and mode (named in discovery.json), the concepts and the landscape's
+    # rules (its modes are compared with the truth's); its queries and the truth are inputs
     explore = config["experiments"][wildcards.experiment]["explore"]
-    # (the keys in their former order: snakemake compares params as printed text, and the exhaustive
-    # truth is the costliest stage to rerun for nothing)
-    return exp_cfg(wildcards, "seed", "device", "precision", "data", "model", "concepts", "groundtruth") | {
-        "explore": {k: v for k, v in explore.items() if k not in ("shards", "cache")}} | landscape_rules(wildcards)
+    return exp_cfg(wildcards, "concepts") | {"explore": {k: explore[k] for k in ("algorithm", "mode")}} | \
+        landscape_rules(wildcards)
 
 
 def shard_index(wildcards):
@@ -223,7 +232,7 @@ def final_outputs():
         exp = config["experiments"][e]
         stages = (list(UPSTREAM) + (["rating_sheet"] if exp["task"] == "generation" else [])
                   + (["bias"] if has_bias(exp) else [])
-                  + (["groundtruth"] if exp["explore"]["groundtruth"] else []))
+                  + (["groundtruth", "discovery"] if exp["explore"]["groundtruth"] else []))
         if feedback_ready(e):
             stages += DOWNSTREAM
         else:

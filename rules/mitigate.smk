@@ -11,6 +11,8 @@ rule mitigate:
         "benchmarks/runs/{experiment}/mitigate.tsv"
     params:
         cfg=mitigate_cfg,
+        # text-to-image `mitigate.images`, by signature: replaced pictures or captions rerun it
+        images=lambda w: failfade.config.data_folders(config["experiments"][w.experiment], "mitigate"),
     threads: 2
     resources:
         mem_mb=4000,

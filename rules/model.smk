@@ -12,6 +12,8 @@ rule model:
         "benchmarks/runs/{experiment}/model.tsv"
     params:
         cfg=model_cfg,
+        # an imagefolder: data source's files, by signature (path, size, times): replaced pictures rerun it
+        images=lambda w: failfade.config.data_folders(config["experiments"][w.experiment], "data"),
     threads: 2
     resources:
         mem_mb=4000,

@@ -324,6 +324,35 @@ def test_local_sources_are_the_model_stages_inputs(tmp_path):
     assert local_sources(file_source) == [str(tmp_path / "m" / "model.json"), str(tmp_path / "m" / "sub" / "w.safetensors")]
 
 
+def test_an_image_folders_signature_follows_its_pictures(tmp_path):
+    """A picture replaced or relabelled under the same folder reran nothing: the folder's files are no
+    rule's inputs. The model rule's `images` param is this signature (and mitigate's, of mitigate.images)."""
+    import os
+    import shutil
+
+    from failfade.config import data_folders, folder_signature
+
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "1.png").write_bytes(cls.encode() * 10)
+    first = folder_signature(root)
+    assert first == folder_signature(root)  # stable
+    (root / ".ipynb_checkpoints").mkdir()  # hidden: not data
+    (root / "a" / ".DS_Store").write_bytes(b"x")
+    assert folder_signature(root) == first
+    shutil.copyfile(root / "b" / "1.png", root / "a" / "1.png")  # a relabel: the same name, b's picture in a/
+    relabelled = folder_signature(root)
+    assert relabelled != first
+    os.rename(root / "b" / "1.png", root / "b" / "2.png")
+    assert folder_signature(root) not in (first, relabelled)
+    assert folder_signature(tmp_path / "elsewhere") is None  # not on this machine: the stage names it
+    assert data_folders({"data": {"source": f"imagefolder:{root}"}}, "data") == {str(root): folder_signature(root)}
+    assert data_folders({"data": {"source": "builtin:digits"}}, "data") == {}
+    assert data_folders({"mitigate": {"images": str(root)}}, "mitigate") == {str(root): folder_signature(root)}
+    assert data_folders({"mitigate": {"images": ""}}, "mitigate") == {}
+
+
 def test_missing_pinned_weights_are_found_when_the_workflow_plans(tmp_path):
     """Weights are not rule outputs, so a deleted weights file leaves its card looking done: the
     plan names it (rules/common.smk) from storage.missing_files."""
@@ -449,6 +478,22 @@ def test_an_exploration_depends_on_its_own_searchers_settings_only():
                          ("threshold", {"successes": 7}), ("random", {})]:
         assert searcher_params(explore_settings({**e, "algorithm": algo})) == searcher_params({**e, "algorithm": algo}) == params
     assert searcher_params({"algorithm": "threshold"}) == {}  # its default
+
+
+@pytest.mark.parametrize("task, model, unused", [
+    ("classification", {"source": "builtin:digits-cnn"}, ()),
+    ("classification", {"source": "torchvision:resnet18:IMAGENET1K_V1"}, ("epochs", "lr", "batch_size")),
+    ("summarization", {"source": "builtin:tiny-t5"}, ()),
+    ("summarization", {"source": "hf:google-t5/t5-small"}, ("train_steps", "lr", "batch_size")),
+    ("generation", {"source": "builtin:digits", "judge": "attribute"}, ("judge_source", "threshold")),
+    ("generation", {"source": "builtin:digits", "judge": "clip"}, ("judge_steps",)),
+])
+def test_the_model_keys_a_source_never_reads_are_no_rerun_trigger(task, model, unused):
+    """`model.epochs` beside a torchvision classifier, or `model.threshold` beside the attribute
+    judge, reran the model stage and everything after it (the workflow's exp_cfg drops these)."""
+    from failfade.tasks.family import family
+
+    assert family(task).unused_model_keys({"task": task, "model": model}) == unused
 
 
 def test_reading_a_config_imports_neither_torch_nor_scipy():

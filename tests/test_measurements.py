@@ -478,7 +478,7 @@ def small_experiment() -> dict:
 
 
 def test_groundtruth_can_score_without_the_cache(tmp_path):
-    from failfade.pipeline import stage_explore, stage_groundtruth, stage_model
+    from failfade.pipeline import stage_discovery, stage_explore, stage_groundtruth, stage_model
 
     exp = small_experiment()
     stage_model(exp, tmp_path / "model", ROOT / "resources")
@@ -491,15 +491,17 @@ def test_groundtruth_can_score_without_the_cache(tmp_path):
         if v.dtype == bool:
             data[k] = np.ones_like(v)
     np.savez(cached_file, **data)
-    outs = {k: tmp_path / f"gt-{k}" for k in ("queries", "json", "curve")}
+    truth = tmp_path / "truth.parquet"
     exp_nocache = copy.deepcopy(exp)
     exp_nocache["groundtruth"]["cache"] = False
-    fresh = stage_groundtruth(exp_nocache, tmp_path / "model", tmp_path / "q.parquet", outs, cache)
-    assert fresh["outcome_cache_used"] is False
-    truth_fresh = pl.read_parquet(outs["queries"])["failure"].mean()
+    stage_groundtruth(exp_nocache, tmp_path / "model", truth, cache)
+    truth_fresh = pl.read_parquet(truth)["failure"].mean()
     assert truth_fresh < 0.9  # scored afresh: the poisoned cache did not leak in
-    assert json.loads(Path(outs["json"]).read_text())["outcome_cache_used"] is False
+    # the comparison with the exploration reads the truth as written
+    outs = {k: tmp_path / f"gt-{k}" for k in ("json", "curve")}
+    summary = stage_discovery(exp, truth, tmp_path / "q.parquet", outs)
+    assert summary["exhaustive_queries"] == pl.read_parquet(truth).height
+    assert json.loads(Path(outs["json"]).read_text())["true_failure_cells"] == summary["true_failure_cells"]
     # with the cache, the poison would have been the ground truth
-    cached = stage_groundtruth(exp, tmp_path / "model", tmp_path / "q.parquet", outs, cache)
-    assert cached["outcome_cache_used"] is True
-    assert pl.read_parquet(outs["queries"])["failure"].mean() == 1.0
+    stage_groundtruth(exp, tmp_path / "model", truth, cache)
+    assert pl.read_parquet(truth)["failure"].mean() == 1.0

@@ -271,6 +271,7 @@ def test_the_paper_config_plans_every_experiment_on_the_cluster(tmp_path, snakem
         assert {(s, e) for s in ("model", "explore", "landscape", "gallery", "audit", "feedback", "mitigate", "reexplore",
                                  "shift")} <= planned, e
     assert {("paper_strategies", e) for e in exps[:3]} <= planned
+    assert {("groundtruth", e) for e in exps[:3]} | {("discovery", e) for e in exps[:3]} <= planned
     assert not {("paper_strategies", e) for e in exps[3:]} & planned  # no exhaustive truth for the text and image tasks
     assert {exp for rule, exp in planned if rule == "rating_sheet"} == {"sd14"}  # only text-to-image rates images
     assert {exp for rule, exp in planned if rule == "bias"} == {"sd14"}  # its model.bias: the judge's gender per prompt

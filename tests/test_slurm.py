@@ -32,7 +32,7 @@ CLUSTER_SH = REPO / "tests" / "slurm_cluster" / "cluster.sh"
 PROFILE = REPO / "slurm" / "config.yaml"
 EXP = "digits"
 GPU_STAGES = {"model", "explore", "groundtruth", "gallery", "audit", "rating_sheet", "mitigate", "reexplore", "probes"}
-CPU_STAGES = {"landscape", "bias", "feedback", "shift"}
+CPU_STAGES = {"landscape", "bias", "discovery", "feedback", "shift"}
 # the stages a tiny run executes (groundtruth is off)
 RUN_STAGES = {"model", "explore", "landscape", "gallery", "audit", "feedback", "mitigate", "reexplore", "probes", "shift"}
 CPU_PARTITION, GPU_PARTITION = "debug", "gpu"  # tests/slurm_cluster/slurm.conf

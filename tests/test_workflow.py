@@ -272,6 +272,22 @@ def test_cache_awareness(finished_run, tmp_path, repo_root, snakemake_exe):
     assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) == set()
     (work / "config" / "config.yaml").write_text(original_cfg)
 
+    # (j) the exhaustive truth depends on the model, data and concepts alone: a new exploration budget
+    # reruns the comparison with it (discovery), not the truth's scoring (nor Table A, which reads it);
+    # it was one rule, which also rewrote the truth and so reran every searcher of Table A
+    truthful = yaml.safe_load(original_cfg)
+    truthful["experiments"][EXP]["explore"]["groundtruth"] = True
+    write_config(work, truthful)
+    assert planned_rules(snakemake(snakemake_exe, repo_root, work, "-n")) - {"all"} == {"groundtruth", "discovery"}
+    ran = snakemake(snakemake_exe, repo_root, work, "--set-threads", "groundtruth=1", "-q", timeout=RUN_TIMEOUT)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert json.loads((work / "results" / EXP / "groundtruth" / "discovery.json").read_text())["exploration_queries"] == 2048
+    truthful["experiments"][EXP]["explore"]["budget"] = 1024
+    write_config(work, truthful)
+    after_budget = planned_rules(snakemake(snakemake_exe, repo_root, work, "-n"))
+    assert "discovery" in after_budget and "explore" in after_budget and "groundtruth" not in after_budget, after_budget
+    (work / "config" / "config.yaml").write_text(original_cfg)
+
     # (e) deleted weights are not a rule output: the plan names them and the command that rebuilds them
     (work / "results" / EXP / "model" / "model.safetensors").unlink()
     proc = snakemake(snakemake_exe, repo_root, work, "-n")

@@ -65,6 +65,12 @@ class TaskFamily:
     def obtain_model(self, exp: dict, out_dir, resources, key: str = "model.source") -> dict:
         raise NotImplementedError
 
+    def unused_model_keys(self, exp: dict) -> tuple[str, ...]:
+        """The `model:` keys that this experiment's model source (or judge) never reads, such as a
+        builtin's training settings beside a pretrained model: the workflow leaves them out of every
+        stage's rerun trigger (and of what its scripts see), so editing one reruns nothing."""
+        return ()
+
     def build_task(self, exp: dict, model_dir):
         raise NotImplementedError
 

@@ -100,6 +100,13 @@ class ClassificationFamily(TaskFamily):
 
             torchvision_form(src, f"{key}.data.source")
 
+    def unused_model_keys(self, exp: dict) -> tuple[str, ...]:
+        from failfade.tasks.classification.sources import ModelSource
+
+        # epochs, lr and batch_size train the builtin CNN; a torchvision, hub or path model comes trained
+        builtin = ModelSource.parse(exp["model"]["source"], "model.source").kind == "builtin"
+        return () if builtin else ("epochs", "lr", "batch_size")
+
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         """The model under test as safetensors + card (with held-out clean accuracy)."""
         import torch

@@ -161,6 +161,11 @@ class GenerationFamily(TaskFamily):
 
     # --- the model under test -------------------------------------------------------------------------
 
+    def unused_model_keys(self, exp: dict) -> tuple[str, ...]:
+        # the attribute judge is trained here (judge_steps); the CLIP judge is downloaded (judge_source)
+        # and decides by its threshold
+        return ("judge_source", "threshold") if exp["model"]["judge"] == "attribute" else ("judge_steps",)
+
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         from failfade.tasks.generation import builtin, models
         from failfade.tasks.generation.pipeline import download, load_components, save_components
@@ -316,7 +321,8 @@ class GenerationFamily(TaskFamily):
         task = GenerationTask(sampler, judge, self.space(exp), exp["data"]["template"], exp["data"]["seeds"],
                               exp["seed"], card["sha256"])
         m = exp["model"]
-        task.settings = {k: m[k] for k in ("steps", "guidance", "judge", "threshold")}
+        # the CLIP judge's threshold decides its verdicts; the attribute judge has none
+        task.settings = {k: m[k] for k in ("steps", "guidance", "judge") + (("threshold",) if m["judge"] == "clip" else ())}
         # the zero-shot question a CLIP judge asks decides its `prediction` (bias.csv reads it)
         task.settings["bias"] = card["judge"].get("bias")
         # fp16 on a GPU can flip a borderline verdict: part of the outcome cache's key

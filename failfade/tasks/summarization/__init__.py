@@ -89,6 +89,11 @@ class SummarizationFamily(TaskFamily):
 
     # --- the model under test -------------------------------------------------------------------------
 
+    def unused_model_keys(self, exp: dict) -> tuple[str, ...]:
+        # train_steps, lr and batch_size train the builtin T5; a hub or path model comes trained
+        builtin = parse_model_source(exp["model"]["source"], "model.source")[0] == "builtin"
+        return () if builtin else ("train_steps", "lr", "batch_size")
+
     def obtain_model(self, exp: dict, out_dir: Path, resources: Path, key: str = "model.source") -> dict:
         from failfade.tasks.summarization import models
         from failfade.tasks.summarization.task import clean_quality
