@@ -774,6 +774,15 @@ def test_bad_ratings_are_named_by_file_and_line(tmp_path):
         ratings.read_ratings(_write(tmp_path / "e.csv", ["c2-s0,2,,,ann", "c2-s1,2,,,"]), _space(), 4)
 
 
+def test_no_stand_in_rater_is_trained_with_the_judges_seed():
+    """With `seed: 1000` the first stand-in (seed 1000 + 0) was the attribute judge itself."""
+    from failfade.tasks.generation.ratings import standin_seeds
+
+    assert standin_seeds(0, 3) == [1000, 1001, 1002]  # the shipped example's ratings, as they were written
+    assert standin_seeds(1001, 3) == [1000, 1002, 1003]
+    assert all(1000 not in standin_seeds(1000, n) for n in (1, 3, 5))
+
+
 def test_inter_rater_agreement_holds_whatever_the_raters_are_called():
     """A rater named `image_id` (the pivot's index column) crashed the ratings plan."""
     from failfade.tasks.generation.ratings import inter_rater

@@ -393,6 +393,12 @@ def write_json(obj: dict, path: Path) -> None:
     Path(path).write_text(json.dumps(obj, indent=2) + "\n")
 
 
+def standin_seeds(judge_seed: int, raters: int) -> list[int]:
+    """The stand-ins' training seeds: 1000, 1001, ..., never the judge's own (the experiment's seed),
+    or a stand-in would be the judge itself and agree with it by construction."""
+    return [s for s in range(1000, 1000 + raters + 1) if s != judge_seed][:raters]
+
+
 def standin_ratings(exp: dict, model_dir: Path, out_csv: Path, raters: int = 3, share: float = 0.8) -> pl.DataFrame:
     """The shipped example's ratings: automatic stand-ins for people, NOT people. Each stand-in is
     an attribute classifier trained here with its own seed (not the judge's), which rates a random
@@ -413,8 +419,9 @@ def standin_ratings(exp: dict, model_dir: Path, out_csv: Path, raters: int = 3, 
     imgs, labels = D.load_digits_images()
     train, _ = D.split(len(imgs))
     rows = []
+    seeds = standin_seeds(exp["seed"], raters)
     for r in range(raters):
-        net = D.train_judge(imgs[train], labels[train], exp["model"]["judge_steps"], seed=1000 + r)
+        net = D.train_judge(imgs[train], labels[train], exp["model"]["judge_steps"], seed=seeds[r])
         v = D.AttributeJudge(net).verdicts(images, [prompts[c] for c, _ in items])
         rng = np.random.default_rng(np.random.SeedSequence([exp["seed"], 2000 + r]))
         take = rng.random(len(items)) < share
