@@ -621,6 +621,66 @@ def test_the_marginal_leaves_the_querys_own_input_out():
     assert (old - truth)[[0, 1, 3]].min() > 5 * se.max(), (old, truth, se)  # too high where failure follows the input
 
 
+def test_an_unknown_walk_start_is_refused():
+    """`start: "rnd"` walked from the origin without a word."""
+    with pytest.raises(ValueError, match="explore.micro.start: 'rnd' is not origin or random"):
+        explore(SyntheticTask(shape=(3, 3), seed=0), 64, 8, 0, "random", mode="microscopic", micro={"start": "rnd"},
+                progress=False)
+
+
+def test_a_sharp_policys_stabilized_weights_are_exact():
+    """With no uniform mixing and a sharp policy, one input can hold nearly all of a cell's mass: the
+    others' share (the marginal less the query's own row) cancelled to 0 in float32 and the weight
+    fell back to 1/π (1.0 where π̄/π was 5e-13). Computed in float64 it matches π̄/π from the
+    policy's float64 probabilities."""
+    import torch
+
+    from failfade.explore.ppo import PPO, PPOConfig
+    from failfade.stats import query_weights, stabilized_propensity
+
+    task = SyntheticTask(shape=(5, 5, 5), seed=0)
+    agent = PPO(task.observations.shape[1], task.n_cells, PPOConfig(uniform_mix=0.0, prior="none"), seed=3)
+    with torch.no_grad():
+        for prm in agent.agent.actor.parameters():
+            prm.normal_(0, 15.0)
+    obs = task.observations[:64].copy()
+    a = agent.act(obs)
+    w = query_weights(stabilized_propensity(agent.last_propensity, agent.last_marginal), 64)
+    with torch.no_grad():
+        mu = agent.agent.double()(torch.from_numpy(obs).double())[0].exp().numpy()
+    exact = np.array([np.delete(mu[:, a[i]], i).mean() for i in range(64)]) / mu[np.arange(64), a]
+    assert (agent.last_marginal > 0).all()
+    assert exact.min() < 1e-6  # the case that cancelled: a cell almost only this input's
+    np.testing.assert_allclose(w, exact, rtol=1e-3)
+
+
+def test_the_sampler_draws_the_logged_probabilities_and_keeps_its_stream():
+    """sample() inverts the CDF in float64 with the float32 uniform refined by a second generator's
+    low bits: the frequencies follow the probabilities (a chi-square test on a skewed policy with
+    cells down to 1e-4), and against the float32 inversion it replaced, the same generator gives the
+    same draws but where a draw lands within 2^-24 of a boundary."""
+    import torch
+    from scipy import stats as st
+
+    from failfade.explore.ppo import sample
+
+    n, draws = 125, 200_000
+    probs = np.geomspace(1.0, 1e-4, n)
+    probs /= probs.sum()
+    logp = torch.from_numpy(np.log(probs)).float().expand(draws, n)
+    got = sample(logp, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)).numpy()
+    counts = np.bincount(got, minlength=n)
+    expected = draws * probs
+    keep = expected >= 5  # chi-square's rule; the rarest cells pooled
+    obs = np.append(counts[keep], counts[~keep].sum())
+    exp_ = np.append(expected[keep], expected[~keep].sum())
+    assert st.chisquare(obs, exp_ * obs.sum() / exp_.sum()).pvalue > 1e-3
+    g = torch.Generator().manual_seed(0)
+    cdf32 = logp.exp().cumsum(-1)
+    old = torch.searchsorted(cdf32, torch.rand(draws, 1, generator=g) * cdf32[:, -1:]).squeeze(-1).clamp_(max=n - 1)
+    assert (old.numpy() == got).mean() > 0.999
+
+
 def test_ppo_level_set_holds_the_landscapes_effective_counts():
     """PPO's prior settles a cell when the landscape will show it settled: its level set must hold
     the very n_eff and k_eff the landscape computes from the logged propensity and marginal."""

@@ -18,6 +18,8 @@ from failfade.puffer import PufferEnv, box, discrete
 class MicroEnv(PufferEnv):
     def __init__(self, task, num_agents: int, seed: int, novelty_coef: float = 0.0, step_cap: int = 8,
                  alpha: float = 0.05, start: str = "origin", bonus: str = "uncertainty", tau: float = 0.5, buf=None):
+        if start not in ("origin", "random"):  # the config's schema says so; this guards the Python API
+            raise ValueError(f"explore.micro.start: {start!r} is not origin or random")
         self.task = task
         self.space = task.space
         self.shape = np.array(self.space.shape)

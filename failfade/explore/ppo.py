@@ -86,11 +86,17 @@ class Agent(nn.Module):
         return torch.log_softmax(logits, dim=-1), self.critic(h).squeeze(-1)
 
 
-def sample(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One draw per row from the categorical with log-probabilities `logp`, by inverting the CDF."""
-    cdf = logp.exp().cumsum(-1)
-    u = torch.rand(len(cdf), 1, generator=generator, device=logp.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=logp.shape[-1] - 1)
+def sample(logp: torch.Tensor, generator: torch.Generator, fine: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row from the categorical with log-probabilities `logp`, by inverting the CDF, in
+    float64: in float32 the CDF near 1 and the uniform draw both move in steps of 6e-8, so a cell of
+    probability 1e-6 late in the CDF was drawn up to 10% off the propensity logged for it (uniform_mix
+    0; the default mix's floor kept it under 0.3%). The draw is `generator`'s float32 uniform (its
+    24 bits) refined by 2^-24 times one of `fine`'s: `generator`'s stream is as before."""
+    cdf = logp.double().exp().cumsum(-1)
+    u = torch.rand(len(cdf), 1, generator=generator, device=logp.device).double()
+    if fine is not None:
+        u = u + torch.rand(len(cdf), 1, generator=fine, device=logp.device, dtype=torch.float64) * 2.0**-24
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1).clamp_(max=logp.shape[-1] - 1)
 
 
 class PPO:
@@ -113,6 +119,7 @@ class PPO:
         self.n_updates = 0
         self.n_actions = n_actions
         self.rng = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.fine_rng = torch.Generator(device=self.device).manual_seed(seed + 3)  # sample()'s low bits
         self.roll: dict[str, list] = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "dones", "prior")}
         self._pending = None
         self.levels = LevelSet(n_actions, tau, confidence) if cfg.prior != "none" else None  # actions are cells then
@@ -136,7 +143,7 @@ class PPO:
         if x.data_ptr() == obs.__array_interface__["data"][0]:
             x = x.clone()  # the env reuses its observation buffer: keep this step's rows
         logp_all, value = self.agent(x, prior)
-        action = sample(logp_all, self.rng)
+        action = sample(logp_all, self.rng, self.fine_rng)
         mix = self.cfg.uniform_mix
         if mix > 0:
             dev = self.device
@@ -146,9 +153,13 @@ class PPO:
         logp = logp_all.gather(1, action[:, None]).squeeze(1)
         self._pending = (x, action, logp, value, prior)
         # the behaviour policy's π(action | input), for importance-weighted (unbiased) landscapes,
-        # and the action's marginal over this step's other inputs (explorers), which stabilizes the weights
-        self.last_propensity = (mix / self.n_actions + (1 - mix) * logp.exp()).cpu().numpy().astype(np.float64)
-        marginal = mix / self.n_actions + (1 - mix) * logp_all.exp().mean(0)
+        # and the action's marginal over this step's other inputs (explorers), which stabilizes the
+        # weights. In float64: the other inputs' share is the marginal less the query's own row, and in
+        # float32 that difference cancelled to 0 where one input held nearly all of a cell's mass (the
+        # weight then fell back to 1/π, 1.0 where π̄/π was 5e-13; uniform_mix 0 and a sharp policy)
+        probs = logp_all.double().exp()
+        self.last_propensity = (mix / self.n_actions + (1 - mix) * probs.gather(1, action[:, None]).squeeze(1)).cpu().numpy()
+        marginal = mix / self.n_actions + (1 - mix) * probs.mean(0)
         self.last_marginal = others_marginal(marginal[action].cpu().numpy(), self.last_propensity)
         return action.cpu().numpy()
 
