@@ -174,7 +174,9 @@ def run(configfile, cores, profile, snakemake_args):
     extra = ((f"--configfile={configfile}",) if configfile else ()) + (("--profile", profile) if profile else ())
     cmd = _snakemake("--cores", str(cores), "--rerun-incomplete", *extra, *args)
     click.echo("$ " + " ".join(cmd[2:]), err=True)
-    if {"-n", "--dry-run", "--dryrun", "--unlock", "--lint", "--summary", "-S"} & set(args):
+    # `-np`: short flags run together (snakemake's -n among them) are a dry run too
+    clustered = any(re.fullmatch(r"-[A-Za-z]*[nS][A-Za-z]*", a) for a in args)
+    if clustered or {"--dry-run", "--dryrun", "--unlock", "--lint", "--summary"} & set(args):
         raise SystemExit(subprocess.call(cmd))  # takes no lock
     state = _state(args)
     _free_the_folder(state)
@@ -298,7 +300,8 @@ def template(experiment, results, out):
 @main.command("check-feedback")
 @click.argument("experiment")
 @click.argument("feedback_csv", type=click.Path(dir_okay=False))
-@click.option("--configfile", default="config/config.yaml", show_default=True)
+@click.option("--configfile", default="config/config.yaml", show_default=True,
+              help="The config that defines the experiment (its concepts, and `results:`, where its landscape is read).")
 @click.option("--results", default=None, help=RESULTS_HELP)
 def check_feedback(experiment, feedback_csv, configfile, results):
     """Validate a feedback CSV against an explored landscape, without running anything."""
@@ -314,10 +317,14 @@ def check_feedback(experiment, feedback_csv, configfile, results):
     except FailfadeError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{feedback_csv}: valid; {len(plan['fix'])} cell(s) to fix, {len(plan['accept'])} accepted")
-    for o in plan["overlaps"]:
+    if plan.get("kind") == "ratings":  # a text-to-image ratings file: the rule it was read by
+        r = plan["ratings"]
+        click.echo(f"  {r['ratings']} rating(s) of {r['images']} image(s) in {r['cells']} cell(s) by {len(r['raters'])} "
+                   f"rater(s); {r['rule']}")
+    for o in plan.get("overlaps", []):
         click.echo(f"  lines {o['fix_line']} (fix) and {o['accept_line']} (accept) share {o['cells']} cell(s): they are fixed")
     for r in plan["rows"]:
-        if r["cells_not_explored"]:
+        if r.get("cells_not_explored"):
             click.echo(f"  line {r['line']}: {r['cells_not_explored']} of its {r['n_cells']} cell(s) were never explored: "
                        f"left out of the plan (no evidence they fail)")
 
@@ -325,8 +332,10 @@ def check_feedback(experiment, feedback_csv, configfile, results):
 @main.command("standin-ratings")
 @click.argument("experiment")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), callback=_out_file, help="ratings CSV to write")
-@click.option("--raters", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--configfile", default="config/config.yaml", show_default=True)
+@click.option("--raters", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many stand-in raters (attribute classifiers, each trained with its own seed).")
+@click.option("--configfile", default="config/config.yaml", show_default=True,
+              help="The config that defines the experiment (and `results:`, where its model and rating sheet are read).")
 @click.option("--results", default=None, help=RESULTS_HELP)
 def standin_ratings(experiment, out, raters, configfile, results):
     """Write a ratings CSV by automatic stand-in raters (classifiers with their own seeds, not

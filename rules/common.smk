@@ -4,12 +4,18 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import failfade
 import failfade.config
 import failfade.tasks.family
 
-for _f in workflow.configfiles:  # Snakemake's YAML keeps the later of a key given twice: refuse that
-    failfade.config.read_yaml(_f)
-_validated = failfade.config.workflow_config(failfade.config.validate(config, "config"))
+try:
+    for _f in workflow.configfiles:  # Snakemake's YAML keeps the later of a key given twice: refuse that
+        failfade.config.read_yaml(_f)
+    _validated = failfade.config.workflow_config(failfade.config.validate(config, "config"))
+except failfade.FailfadeError as _e:  # one line (Snakemake prints a traceback for an error in a Snakefile),
+    # e.g. a `--config run=[...]` override naming no experiment, which `failfade run` cannot see beforehand
+    sys.stderr.write(f"failfade: {_e}\n")
+    raise SystemExit(1)
 config.clear()
 config.update(_validated)
 

@@ -543,6 +543,9 @@ def test_two_runs_in_one_folder_are_refused(copy_of, repo_root):
         second = failfade(copy_of, *run_args(repo_root))
         line = assert_refused(second, "another `failfade run`", str(first.pid))
         assert "working in this folder" in line
+        # a dry run takes no lock, however its flags are spelt (`-np` was refused as if it were a run)
+        dry = failfade(copy_of, *run_args(repo_root), "-np")
+        assert "another `failfade run`" not in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-2000:]
     finally:
         os.killpg(first.pid, signal.SIGINT)  # the first run is not needed to the end
         first.wait(timeout=RUN_TIMEOUT)

@@ -1110,6 +1110,30 @@ def test_a_person_rates_the_sheet_in_a_real_browser_and_the_feedback_stage_takes
     assert plan["ratings"]["judge_agreement"]["images"]["n"] == 4
 
 
+def test_check_feedback_reads_a_ratings_file_like_the_feedback_stage(tmp_path, monkeypatch):
+    """`failfade check-feedback t2i <ratings.csv>` printed `valid` and then a KeyError traceback: a
+    ratings plan has no decision-file overlaps. It now says what the ratings came to."""
+    from click.testing import CliRunner
+
+    import failfade.pipeline
+    from failfade.cli import main
+    from failfade.tasks.generation import ratings
+
+    table = ratings.read_ratings(_write(tmp_path / "r.csv", ["c1-s0,1,1,4,ann", "c1-s0,1,0,2,bob", "c2-s0,2,0,5,ann"]),
+                                 _space(), 4)
+    plan = ratings.ratings_plan(table, _space(), explored=[1, 2], threshold=0.5, confidence=0.95, source="r.csv",
+                                judge_cells=pl.DataFrame({"cell": [1, 2], "failure_rate": [0.9, 0.2]}), judged=None)
+    monkeypatch.setattr(failfade.pipeline, "feedback_plan", lambda exp, path, db: plan)
+    (tmp_path / "results" / "t2i" / "landscape").mkdir(parents=True)
+    (tmp_path / "results" / "t2i" / "landscape" / "landscape.duckdb").write_bytes(b"")
+    repo = Path(__file__).resolve().parents[1]
+    r = CliRunner().invoke(main, ["check-feedback", "t2i", str(tmp_path / "r.csv"), "--configfile",
+                                  str(repo / "config" / "config.yaml"), "--results", str(tmp_path / "results")])
+    assert r.exit_code == 0, r.output
+    assert "valid; 1 cell(s) to fix, 1 accepted" in r.output
+    assert "3 rating(s) of 2 image(s) in 2 cell(s) by 2 rater(s); a rating fails an image when" in r.output
+
+
 def test_a_template_without_a_slot_for_an_axis_is_named_before_any_job_runs(tmp_path):
     import failfade.config
 

@@ -341,6 +341,17 @@ def test_invalid_config_names_the_dotted_key(tmp_path, repo_root, snakemake_exe)
     assert not (work / "results").exists(), "an invalid config must fail before any job runs"
 
 
+def test_a_bad_config_override_is_one_line(tmp_path, repo_root, snakemake_exe):
+    """`--config run=[...]` is applied by Snakemake after `failfade run` has checked the file: an
+    unknown experiment there came out as Snakemake's traceback of the Snakefile."""
+    work = make_workdir(tmp_path / "ovr", repo_root, tiny_config(repo_root))
+    proc = snakemake(snakemake_exe, repo_root, work, "-n", "--config", 'run=["nosuch"]')
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"failfade: config: run: unknown experiment 'nosuch'; defined: ['{EXP}']" in out, out[-3000:]
+    assert "Traceback" not in out and 'File "' not in out, out[-3000:]
+
+
 def test_a_key_given_twice_in_a_configfile_is_refused_by_snakemake_too(tmp_path, repo_root, snakemake_exe):
     """Plain `snakemake --configfile` reads the YAML itself (keeping the later key): the workflow
     reads each config file again and refuses the repeated key."""
