@@ -1110,6 +1110,25 @@ def test_a_person_rates_the_sheet_in_a_real_browser_and_the_feedback_stage_takes
     assert plan["ratings"]["judge_agreement"]["images"]["n"] == 4
 
 
+def test_a_plan_that_fixes_every_prompt_trains_on_fixed_prompts_only(tmp_path):
+    """`*,fix` (valid feedback) left no prompt to preserve, and the LoRA's batches divided by zero."""
+    from failfade.feedback import mitigation_plan, read_feedback
+    from failfade.tasks.family import family
+
+    exp = tiny_experiment(tmp_path / "pipe")
+    fam = family("generation")
+    space = fam.space(exp)
+    (tmp_path / "fb.csv").write_text("selector,decision\n*,fix\n")
+    plan = mitigation_plan(read_feedback(tmp_path / "fb.csv", space, range(space.n_cells)), space,
+                           range(space.n_cells), "fb.csv")
+    fix = np.array([f["cell"] for f in plan["fix"]])
+    assert len(fix) == space.n_cells
+    batches = fam.training_batches(exp, fam.prompts(exp), fix, np.full(len(fix), 1 / len(fix)), exp["mitigate"])
+    x, prompts, preserve = batches(0, np.random.default_rng(0))
+    assert len(prompts) == len(x) == exp["mitigate"]["batch_size"] and not preserve.any()
+    assert set(prompts) <= set(fam.prompts(exp))
+
+
 def test_check_feedback_reads_a_ratings_file_like_the_feedback_stage(tmp_path, monkeypatch):
     """`failfade check-feedback t2i <ratings.csv>` printed `valid` and then a KeyError traceback: a
     ratings plan has no decision-file overlaps. It now says what the ratings came to."""

@@ -409,6 +409,17 @@ def test_lora_mitigation_trains_only_the_adapters(tmp_path):
     exp["mitigate"]["lora_targets"] = ["q_proj"]
     with pytest.raises(FailfadeError, match=r"mitigate.lora_targets: \['q_proj'\] name no module"):
         stage_mitigate(exp, tmp_path / "model", tmp_path / "plan.json", tmp_path / "mit2")
+    # targets are matched as peft matches them: a dotted name was refused as naming no module, and a
+    # block that is no layer (an attention module) came out as peft's traceback
+    import copy
+
+    from failfade.tasks.summarization import models
+
+    model = models.load(tmp_path / "model")[0]
+    wrapped = models.with_lora(copy.deepcopy(model), 2, ["SelfAttention.q"], 0)
+    assert sum("lora_A" in n for n, _ in wrapped.named_parameters()) == 4  # 2 encoder + 2 decoder blocks
+    with pytest.raises(FailfadeError, match=r"mitigate.lora_targets: \['SelfAttention'\]: .*\(name linear layers"):
+        models.with_lora(copy.deepcopy(model), 2, ["SelfAttention"], 0)
 
 
 def test_probe_failures_match_a_task_built_per_probe(tmp_path):

@@ -454,16 +454,23 @@ class GenerationFamily(TaskFamily):
                                 "a thickness and a size")
 
         others = np.setdiff1d(np.arange(len(prompts)), fix) if m["preserve"] else np.arange(len(prompts))
+        if not len(others):  # `*,fix` (or every explored cell rated failing): nothing is left to preserve
+            import logging
+
+            logging.getLogger("failfade").warning("mitigate: the plan fixes every prompt, so no image preserves "
+                                                  "another: each batch renders fixed prompts only")
         # the other cells the adapter is likeliest to move: one word away from a fixed prompt
         space = self.space(exp)
         near = np.setdiff1d(np.unique([nb for c in fix for nb in space.neighbours(int(c))]), fix)
-        p_other = np.full(len(others), 1.0 / len(others))
+        p_other = np.full(len(others), 1.0 / max(len(others), 1))
         if m["preserve"] and len(near) and m["preserve_near"] > 0:
             p_other = (1 - m["preserve_near"]) * p_other + m["preserve_near"] * np.isin(others, near) / len(near)
 
         def batches(step: int, rng: np.random.Generator):
-            n_fix = int(round(m["perturb_fraction"] * m["batch_size"]))
-            cells = np.concatenate([rng.choice(fix, n_fix, p=p_fix), rng.choice(others, m["batch_size"] - n_fix, p=p_other)])
+            n_fix = int(round(m["perturb_fraction"] * m["batch_size"])) if len(others) else m["batch_size"]
+            fixed = rng.choice(fix, n_fix, p=p_fix)  # first: the stream as it was
+            rest = rng.choice(others, m["batch_size"] - n_fix, p=p_other) if len(others) else np.zeros(0, np.int64)
+            cells = np.concatenate([fixed, rest])
             digit, thick, size = (np.array([want[c][h] for c in cells]) for h in range(3))
             idx = np.array([rng.choice(by_digit[d]) for d in digit])
             x = D.render(imgs[idx], np.array(D.THICKNESS)[thick], np.array(D.SIZES)[size])

@@ -103,12 +103,17 @@ def with_lora(model, rank: int, targets: list[str], seed: int):
     The adapters' random initial weights are drawn from `seed`."""
     from peft import LoraConfig, get_peft_model
 
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = sorted(set(targets) - present)
+    names = [name for name, _ in model.named_modules()]
+    # as peft matches a target: the module's whole name, or its end after a dot (`q_proj`, `self_attn.q_proj`)
+    missing = sorted(t for t in set(targets) if not any(n == t or n.endswith("." + t) for n in names))
     if missing:
         raise FailfadeError(f"mitigate.lora_targets: {missing} name no module of {type(model).__name__}")
     torch.manual_seed(seed)
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(targets)))
+    try:
+        return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=list(targets)))
+    except ValueError as e:  # a target that is a block (an attention module), not a layer LoRA adapts
+        raise FailfadeError(f"mitigate.lora_targets: {list(targets)}: {str(e).splitlines()[0][:200]} (name linear "
+                            "layers, e.g. T5's q, v or BART's q_proj, v_proj)") from None
 
 
 @keeps_denormals
