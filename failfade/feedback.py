@@ -344,6 +344,10 @@ def read_plan(path: Path) -> dict:
         plan = json.loads(Path(path).read_text())
         if not isinstance(plan, dict) or "fix" not in plan:
             raise ValueError("no 'fix' list")
+        # the feedback stage never writes an empty one (a plan must fix something): an edited file
+        if not isinstance(plan["fix"], list) or not plan["fix"] or not all(
+                isinstance(f, dict) and isinstance(f.get("cell"), int) for f in plan["fix"]):
+            raise ValueError("'fix' is not a non-empty list of cells")
         return plan
     except (ValueError, UnicodeDecodeError) as e:
         raise unreadable(path, e, "a mitigation plan (JSON)") from None

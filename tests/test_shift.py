@@ -633,3 +633,20 @@ def test_shift_md_leads_with_the_held_out_measurement_when_there_is_one():
     assert bullets[0].startswith("- Targeted failure rate, measured on every held-out input: reduced by")
     assert f"**{expected}**" in bullets[0]
     assert bullets[1].startswith("- The landscapes' estimate of it: reduced by 87.5%")
+
+
+@pytest.mark.parametrize("plan", [{"fix": []}, {"fix": [{"weight": 1.0}]}, {"fix": "all"}])
+def test_an_edited_plan_that_fixes_nothing_is_named(tmp_path, plan):
+    """The feedback stage never writes a plan without a fix cell; an edited one reached the fine-tuning
+    as numpy's error (summarization, text-to-image) or a bare ValueError (classification)."""
+    import json
+
+    from failfade import FailfadeError
+    from failfade.feedback import read_plan
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    with pytest.raises(FailfadeError, match=r"plan.json: cannot be read as a mitigation plan .*'fix' is not a non-empty "
+                                            r"list of cells.*--forcerun"):
+        read_plan(path)
+
