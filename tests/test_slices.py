@@ -357,6 +357,26 @@ def test_a_mode_without_a_failure_cell_covers_an_undefined_share_of_them(tmp_pat
     assert "n/a / 100%" in r.output and "cover 100% of the failing queries; no single cell is a failure cell" in r.output
 
 
+def test_a_separate_mode_is_found_past_a_strong_regions_many_sub_slices():
+    """Region A (x0 = 40, failing more the higher x1..x4) has hundreds of good sub-slices; region B
+    (x1 = x2 = x5 = 0, 125 cells at 0.75) is a mode of its own. The greedy choice looked at the 200
+    best candidates only: A's sub-slices filled them, adding no cell, and B was dropped with top_k
+    unfilled (96% of the failure cells covered)."""
+    co = SPACE6.all_coords()
+    a = co[:, 0] == 4
+    b = (co[:, 5] == 0) & (co[:, 1] == 0) & (co[:, 2] == 0)
+    rate = np.where(a, np.minimum(0.45 + sum(0.15 * (co[:, j] >= 2) for j in (1, 2, 3, 4)), 1.0), 0.05)
+    rate = np.where(b & ~a, 0.75, rate)
+    n = 40
+    fail = np.concatenate([np.arange(n) < k for k in np.round(rate * n).astype(int)])
+    q = pl.DataFrame({"cell": np.repeat(np.arange(SPACE6.n_cells), n).astype(np.int32), "failure": fail,
+                      "delta": fail.astype(np.float32)})
+    cells, modes, search = summarize(SPACE6, q, 0.5)
+    assert search["candidates"] > 200 and modes.height < 8
+    assert "x1=0 & x2=0 & x5=0" in modes["selector"].to_list()
+    assert coverage(cells, modes)["failing_cell_share"] == 1.0
+
+
 def test_a_one_term_slice_must_beat_the_whole_grid_by_the_margin():
     """0.6 everywhere and 0.62 at rotation 40°: `rotation = 40°` says no more than the whole grid
     (its parent), and halves such as `blur ≤ 2 px` say less; the mode is every cell."""
