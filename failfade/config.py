@@ -312,9 +312,10 @@ ORDERED = ("apply", "rows")
 
 
 def canonical(node, key: str | None = None):
-    """`node` with every mapping's keys sorted, but those of ORDERED and any list's order. Snakemake compares a rule's params as written, so the same
-    settings in another order (`epochs:` above `source:`, a default written out at the top of its
-    section) reran every stage, the model's training included; in this form they compare equal."""
+    """`node` with every mapping's keys sorted, but those of ORDERED and any list's order. Snakemake
+    compares a rule's params as written, so the same settings in another order (`epochs:` above
+    `source:`, a default written out at the top of its section) reran every stage, the model's
+    training included; in this form they compare equal."""
     if isinstance(node, dict):
         items = node.items() if key in ORDERED else sorted(node.items(), key=lambda kv: str(kv[0]))
         return {k: canonical(v, k) for k, v in items}
