@@ -285,10 +285,9 @@ def _choose(space: ConceptSpace, rate: np.ndarray, cands, p: SliceParams, terms_
     kept slice inside a later one is replaced by it. The whole grid (no term) is weighed in its
     place even past top_k: kept, it replaces every mode, so no cut may hide it."""
     # ties (the same visited cells and rates) go to fewer terms, then to the smaller box
-    ranked = sorted(cands, key=lambda bs: (-bs[1]["score"], len(terms_of(bs[0])), bs[1]["size"], bs[0]))
     # every candidate in score order until top_k modes stand: cut at the pool, a strong region's many
     # sub-slices (which add no cell once it is chosen) filled it and a separate mode below went unseen
-    cands = ranked
+    cands = sorted(cands, key=lambda bs: (-bs[1]["score"], len(terms_of(bs[0])), bs[1]["size"], bs[0]))
     chosen: list = []
     masks: dict = {}
     covered = np.zeros(space.n_cells, dtype=bool)

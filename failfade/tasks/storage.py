@@ -167,6 +167,16 @@ HF_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]  # configs, weight
 HF_IGNORE = ["*.fp16.*", "*non_ema*", "safety_checker/*"]
 
 
+def hub_repo(rest: str, text: str, key: str) -> tuple[str, str | None]:
+    """(repo, revision) of an `hf:` source's `<owner>/<name>[@revision]`; `@` with no revision is
+    refused (it read as the latest: a pin that pins nothing)."""
+    repo, sep, rev = rest.partition("@")
+    owner, _, name = repo.partition("/")
+    if not owner or not name or "/" in name or (sep and not rev.strip()):
+        raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
+    return repo, rev or None
+
+
 def parse_source(text: str, key: str, builtins: tuple[str, ...], what: str) -> tuple[str, str, str | None]:
     """(kind, target, revision) of `builtin:<name>` (one of `builtins`), `hf:<owner>/<name>[@rev]` or
     `path:<dir>`; anything else is a one-line error naming `key`. `what` names the model kind."""
@@ -179,11 +189,7 @@ def parse_source(text: str, key: str, builtins: tuple[str, ...], what: str) -> t
             raise FailfadeError(f"{key}: unknown builtin {what} {rest!r}; known: {', '.join(builtins)}")
         return kind, rest, None
     if kind == "hf":
-        repo, sep, rev = rest.partition("@")
-        owner, _, name = repo.partition("/")
-        if not owner or not name or "/" in name or (sep and not rev.strip()):  # `@` with no revision: pin one or drop it
-            raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
-        return kind, repo, rev or None
+        return (kind, *hub_repo(rest, text, key))
     if kind == "path":
         if not rest:
             raise FailfadeError(f"{key}: path: needs a folder written by save_pretrained")

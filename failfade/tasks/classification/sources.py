@@ -29,11 +29,9 @@ class ModelSource:
                 raise FailfadeError(f"{key}: expected torchvision:<arch>:<weights-enum>, got {text!r}")
             return cls(kind, parts[0], parts[1])
         if kind == "hf":
-            repo, sep, rev = rest.partition("@")
-            owner, _, name = repo.partition("/")
-            if not owner or not name or "/" in name or (sep and not rev.strip()):  # `@` with no revision: pin one or drop it
-                raise FailfadeError(f"{key}: expected hf:<owner>/<name>[@revision], got {text!r}")
-            return cls(kind, repo, rev or None)
+            from failfade.tasks.storage import hub_repo
+
+            return cls(kind, *hub_repo(rest, text, key))
         if kind == "path":
             if not rest:
                 raise FailfadeError(f"{key}: path: needs a file or folder")
