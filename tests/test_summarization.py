@@ -558,7 +558,7 @@ def test_the_checkpoints_prefix_starts_every_encoded_document_inside_the_limit(t
     # and fine-tuning trains on the inputs the model will see
     rec.seen.clear()
     models.train_seq2seq(model, rec, ["a b c d"] * 4, ["a b"] * 4, 1, 1e-3, 2, 16, 0, prefix=summarizer.prefix)
-    assert rec.seen[0] == ["summarize: a b c d"] * 2
+    assert rec.seen[0] == ["summarize: a b c d"]  # each distinct text is tokenized once
 
 
 def test_the_device_keys_the_outcome_cache(tmp_path, monkeypatch):
@@ -652,3 +652,68 @@ def test_whole_number_counts_and_rates_in_range_pass():
                        {"name": "buried", "levels": [0, 4, 32]}]
     exp["shift"] = {"probes": [{"name": "p", "apply": {"buried": 40, "distractors": 6.0, "typo": 0.5}}]}
     validate(cfg)
+
+
+# --- fine-tuning's shortcuts: the same batches, the same teacher, less work --------------------------------------
+
+def test_stored_token_ids_pad_to_the_batches_the_tokenizer_makes(tmp_path):
+    """_Tokens tokenizes each distinct text once and pads from the stored ids: the batches (ids and
+    attention masks, with the prefix, truncated) are the tokenizer's own, for T5 and BART alike."""
+    from failfade.tasks.summarization import models
+
+    for kind in ("t5", "bart"):
+        _, tok = models.load_pretrained(save_tiny(kind, tmp_path / kind), "k")
+        texts = [r.document for r in make_corpus(6, 1)] + ["a b", "a b"]
+        stored = models._Tokens(tok, "summarize: ", 24)
+        for batch in (texts[:3], texts, texts[5:] + texts[:2]):
+            want = tok(["summarize: " + t for t in batch], return_tensors="pt", padding=True, truncation=True, max_length=24)
+            got = stored(batch, torch.device("cpu"))
+            assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.attention_mask, want.attention_mask)
+        assert len(stored.ids) == len(set(texts))
+        labels = models._Tokens(tok)(texts[:4], torch.device("cpu")).input_ids  # targets: never truncated
+        assert torch.equal(labels, tok(texts[:4], return_tensors="pt", padding=True).input_ids)
+
+
+def test_the_teachers_stored_answers_are_the_ones_it_gives_per_batch(tmp_path):
+    """_TeacherCache: each (clean source, target) pair's log-probabilities computed once, with a
+    batch's repeated pairs and pairs first seen in an earlier batch, agree with the teacher's
+    answer on the whole padded batch at every target position; beyond its byte budget it stops
+    storing and answers per batch."""
+    from failfade.tasks.summarization import models
+
+    model, tok = models.load_pretrained(save_tiny("t5", tmp_path / "t5"), "k")
+    corpus = make_corpus(5, 2)
+    sources, targets = [r.document for r in corpus], [r.reference for r in corpus]
+    inputs, outputs = models._Tokens(tok, "", 64), models._Tokens(tok)
+    for budget in (1 << 30, 0):
+        cache = models._TeacherCache(model, budget)
+        for idx in ([0, 1, 1, 3], [3, 2, 0, 4, 4]):
+            clean = inputs([sources[i] for i in idx], "cpu")
+            labels = outputs([targets[i] for i in idx], "cpu").input_ids
+            labels[labels == tok.pad_token_id] = -100
+            got = cache([(sources[i], targets[i]) for i in idx], clean, labels)
+            with torch.no_grad():
+                want = torch.log_softmax(model(**clean, labels=labels).logits, -1)
+            mask = labels != -100
+            assert got.shape == want.shape
+            torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
+        assert (len(cache.rows) == 5) if budget else cache.rows is None  # over budget: dropped, per batch
+
+
+def test_mitigation_keeps_t5s_position_buckets_and_trains_the_rest(tmp_path):
+    """freeze_position_bias: the relative position buckets come out as they went in (and trainable
+    again afterwards), every other weight moves; off, the buckets train too."""
+    from failfade.tasks.summarization import models
+
+    for freeze in (True, False):
+        model, tok = models.load_pretrained(save_tiny("t5", tmp_path / f"t5{freeze}"), "k")
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        corpus = make_corpus(8, 3)
+        models.train_seq2seq(model, tok, [r.document for r in corpus], [r.reference for r in corpus], 3, 1e-2, 4, 64, 0,
+                             freeze_position_bias=freeze)
+        buckets = [n for n in before if "relative_attention_bias" in n]
+        assert buckets
+        moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        assert (set(buckets) & moved) == (set() if freeze else set(buckets))
+        assert "lm_head.weight" in moved or "shared.weight" in moved
+        assert all(p.requires_grad for p in model.parameters())

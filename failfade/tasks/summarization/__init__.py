@@ -186,7 +186,7 @@ class SummarizationFamily(TaskFamily):
         history = models.train_seq2seq(student, summarizer.tokenizer, sources, targets, m["steps"], m["lr"],
                                        m["batch_size"], exp["model"]["max_input_tokens"], exp["seed"], teacher=teacher,
                                        distill=m["distill"], clean_sources=clean, desc="mitigate",
-                                       prefix=summarizer.prefix)
+                                       prefix=summarizer.prefix, freeze_position_bias=m["freeze_position_bias"])
         if m["lora_rank"]:
             summarizer.model = student.merge_and_unload()  # stored like any model: one set of safetensors weights
         out_dir = Path(out_dir)
