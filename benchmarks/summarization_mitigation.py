@@ -9,7 +9,8 @@ fine-tunes a copy as the mitigate stage does (`fine_tune`). Every validation doc
 scored on every fixed cell and on every other cell, before and after: failure rates, the change on
 the fixed cells with a 95% interval paired over the documents, and the fine-tuning's seconds. The
 held-out split is never touched (it is kept for the numbers the workflow reports). Appends to
-benchmarks/out/summarization_mitigation.jsonl and prints a line per setting.
+benchmarks/out/summarization_mitigation.jsonl, prints its line and writes every line of that file
+as the "summarization-mitigation" table of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ROOT, model_dir  # noqa: E402
+from common import OUT, ROOT, command, model_dir, write_section  # noqa: E402
 
 from failfade.config import load  # noqa: E402
 from failfade.feedback import mitigation_plan, read_feedback  # noqa: E402
@@ -83,6 +84,26 @@ def main(argv=None):
           f"({100 * row['fixed_change']:+.1f}%, 95% {100 * lo:+.1f} to {100 * hi:+.1f}%), other cells "
           f"{row['other_before']:.3f} -> {row['other_after']:.3f}, fine-tuning {seconds:.0f} s")
 
+    write_table(command(__file__, ap, args))
+
+
+def write_table(cmd: str) -> None:
+    """Every line of benchmarks/out/summarization_mitigation.jsonl as RESULTS.md's table."""
+    rows = [json.loads(line) for line in open(OUT / "summarization_mitigation.jsonl")]
+    lines = [f"Command: `{cmd}` (each row: its own `--set`; rows from every run so far, "
+             "benchmarks/out/summarization_mitigation.jsonl). The default `reports` experiment's plan over every "
+             "cell; every validation document scored on every cell before and after fine-tuning. *change*: on the "
+             "fixed cells, with its 95% interval paired over the documents; *seconds*: the fine-tuning (shared "
+             "machine time included).", "",
+             "| seed | mitigate changes | fixed cells before → after | change (95%) | other cells before → after | seconds |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["fixed_change_95"]
+        lines.append(f"| {r['seed']} | {json.dumps(r['changes']) if r['changes'] else 'none (the default)'} | "
+                     f"{r['fixed_before']:.3f} → {r['fixed_after']:.3f} | {100 * r['fixed_change']:+.1f}% "
+                     f"({100 * lo:+.1f} to {100 * hi:+.1f}%) | {r['other_before']:.3f} → {r['other_after']:.3f} | "
+                     f"{r['fine_tune_seconds']:.0f} |")
+    write_section("summarization-mitigation", "\n".join(lines))
 
 if __name__ == "__main__":
     main()
