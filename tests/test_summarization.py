@@ -668,10 +668,14 @@ def test_stored_token_ids_pad_to_the_batches_the_tokenizer_makes(tmp_path):
         for batch in (texts[:3], texts, texts[5:] + texts[:2]):
             want = tok(["summarize: " + t for t in batch], return_tensors="pt", padding=True, truncation=True, max_length=24)
             got = stored(batch, torch.device("cpu"))
-            assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.attention_mask, want.attention_mask)
+            assert torch.equal(got["input_ids"], want.input_ids) and torch.equal(got["attention_mask"], want.attention_mask)
         assert len(stored.ids) == len(set(texts))
-        labels = models._Tokens(tok)(texts[:4], torch.device("cpu")).input_ids  # targets: never truncated
+        labels = models._Tokens(tok)(texts[:4], torch.device("cpu"))["input_ids"]  # targets: never truncated
         assert torch.equal(labels, tok(texts[:4], return_tensors="pt", padding=True).input_ids)
+        tok.padding_side = "left"  # a tokenizer that pads on the left gets its batches padded there
+        left = models._Tokens(tok, "summarize: ", 24)(texts[:3], torch.device("cpu"))
+        want = tok(["summarize: " + t for t in texts[:3]], return_tensors="pt", padding=True, truncation=True, max_length=24)
+        assert torch.equal(left["input_ids"], want.input_ids) and torch.equal(left["attention_mask"], want.attention_mask)
 
 
 def test_the_teachers_stored_answers_are_the_ones_it_gives_per_batch(tmp_path):
@@ -689,7 +693,7 @@ def test_the_teachers_stored_answers_are_the_ones_it_gives_per_batch(tmp_path):
         cache = models._TeacherCache(model, budget)
         for idx in ([0, 1, 1, 3], [3, 2, 0, 4, 4]):
             clean = inputs([sources[i] for i in idx], "cpu")
-            labels = outputs([targets[i] for i in idx], "cpu").input_ids
+            labels = outputs([targets[i] for i in idx], "cpu")["input_ids"]
             labels[labels == tok.pad_token_id] = -100
             got = cache([(sources[i], targets[i]) for i in idx], clean, labels)
             with torch.no_grad():
