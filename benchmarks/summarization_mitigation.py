@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 import time
@@ -63,7 +64,8 @@ def main(argv=None):
     plan = mitigation_plan(read_feedback(ROOT / exp["feedback"], space, every), space, every, exp["feedback"])
     fix = sorted(int(f["cell"]) for f in plan["fix"])
     other = sorted(set(every) - set(fix))
-    out = OUT / "summarization_mitigation" / f"seed{args.seed}-{abs(hash(json.dumps(changes, sort_keys=True))) % 10**8}"
+    tag = hashlib.sha256(json.dumps(changes, sort_keys=True).encode()).hexdigest()[:8]  # one folder per setting
+    out = OUT / "summarization_mitigation" / f"seed{args.seed}-{tag}"
     t0 = time.perf_counter()
     fam.fine_tune(exp, base, plan, out)
     seconds = time.perf_counter() - t0
