@@ -612,6 +612,11 @@ def test_a_prefixed_checkpoint_keys_the_cache_and_fine_tunes_with_its_prefix(tmp
     with pytest.raises(StopIteration):
         family_of(exp).fine_tune(exp, tmp_path / "model", {"fix": [{"cell": 3, "weight": 1.0}]}, tmp_path / "mit")
     assert seen["prefix"] == "summarize: "
+    assert seen["freeze_position_bias"] is True  # the config's default reaches the training loop
+    exp["mitigate"]["freeze_position_bias"] = False
+    with pytest.raises(StopIteration):
+        family_of(exp).fine_tune(exp, tmp_path / "model", {"fix": [{"cell": 3, "weight": 1.0}]}, tmp_path / "mit")
+    assert seen["freeze_position_bias"] is False
 
 
 # --- level ranges: typo is a rate, distractors and buried count sentences ----------------------------------------
@@ -706,7 +711,7 @@ def test_the_teachers_stored_answers_are_the_ones_it_gives_per_batch(tmp_path):
 
 def test_mitigation_keeps_t5s_position_buckets_and_trains_the_rest(tmp_path):
     """freeze_position_bias: the relative position buckets come out as they went in (and trainable
-    again afterwards), every other weight moves; off, the buckets train too."""
+    again afterwards) while the other weights train; off, the buckets train too."""
     from failfade.tasks.summarization import models
 
     for freeze in (True, False):
