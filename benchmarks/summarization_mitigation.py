@@ -69,8 +69,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     fam.fine_tune(exp, base, plan, out)
     seconds = time.perf_counter() - t0
-    before_fix, after_fix = failures(fam, exp, base, val, fix), failures(fam, exp, out, val, fix)
-    before_other, after_other = failures(fam, exp, base, val, other), failures(fam, exp, out, val, other)
+    before, after = failures(fam, exp, base, val, every), failures(fam, exp, out, val, every)  # one load per model
+    before_fix, after_fix, before_other, after_other = before[:, fix], after[:, fix], before[:, other], after[:, other]
     table = pl.DataFrame({"inputs": [len(val)] * len(fix), "failures_pre": before_fix.sum(0).tolist(),
                           "failures_post": after_fix.sum(0).tolist()})
     pooled = pooled_change(table, per_input=input_table(list(before_fix.T), list(after_fix.T)))
