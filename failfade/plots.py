@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
@@ -52,10 +53,67 @@ def _too_many(space: ConceptSpace) -> bool:
     return len(space.shape) > 2 and int(np.prod(space.shape[2:])) > MAX_PANELS
 
 
+TEXT_LEVELS = 10  # a panel with more levels than this on an axis shows colours only (its numbers: cells.csv)
+MAX_TICKS = 13  # tick labels per panel axis at most: every k-th level beyond that
+
+
+def _panel_levels(space: ConceptSpace) -> tuple[int, int]:
+    """(levels down, levels across) of the largest panel."""
+    if _too_many(space):
+        return max(space.shape), max(space.shape)
+    return space.shape[0], space.shape[1] if len(space.shape) > 1 else 1
+
+
+def _cell_text(space: ConceptSpace) -> bool:
+    return max(_panel_levels(space)) <= TEXT_LEVELS
+
+
 def heatmap_size(space: ConceptSpace) -> tuple[float, float]:
+    """Figure inches: a 3 x 2.9 in panel per combination of the other axes (5 to a row), grown with
+    the levels where they would crowd it (0.3 in a cell while it holds its number, 0.18 past that)."""
     n = len(_pairs(space)) if _too_many(space) else int(np.prod(space.shape[2:])) if len(space.shape) > 2 else 1
     cols = min(n, 5)
-    return 3.0 * cols + 0.8, 2.9 * int(np.ceil(n / cols)) + 0.6
+    down, across = _panel_levels(space)
+    per = 0.3 if _cell_text(space) else 0.18
+    w, h = max(3.0, per * across + 0.6), max(2.9, per * down + 0.5)
+    return w * cols + 0.8, h * int(np.ceil(n / cols)) + 0.6
+
+
+def _border(mask: np.ndarray) -> list[list[tuple[float, float]]]:
+    """The edges between marked cells and unmarked ones (or the grid's edge), as line segments in
+    imshow's coordinates (cell (i, j) spans j ± 0.5 across, i ± 0.5 down)."""
+    padded = np.pad(mask, 1)
+    segs = []
+    for i, j in zip(*np.nonzero(mask)):
+        if not padded[i, j + 1]:  # below (origin lower: row i − 1)
+            segs.append([(j - 0.5, i - 0.5), (j + 0.5, i - 0.5)])
+        if not padded[i + 2, j + 1]:
+            segs.append([(j - 0.5, i + 0.5), (j + 0.5, i + 0.5)])
+        if not padded[i + 1, j]:
+            segs.append([(j - 0.5, i - 0.5), (j - 0.5, i + 0.5)])
+        if not padded[i + 1, j + 2]:
+            segs.append([(j + 0.5, i - 0.5), (j + 0.5, i + 0.5)])
+    return segs
+
+
+def _label_axis(ax, which: str, axis) -> None:
+    """Tick labels for one panel axis: at most MAX_TICKS of them (every k-th level, the first kept)."""
+    n = len(axis.levels)
+    keep = list(range(0, n, int(np.ceil(n / MAX_TICKS))))
+    (ax.set_yticks if which == "y" else ax.set_xticks)(keep, [axis.label(i) for i in keep], fontsize=7)
+
+
+def _slant_crowded_labels(fig, axes) -> None:
+    """Slant the x tick labels of the panels where, laid out, two neighbours overlap or nearly touch
+    (less than 0.05 in apart: they read as one)."""
+    fig.figure.draw_without_rendering()  # lays out the whole (root) figure: the labels' real extents
+    renderer = fig.figure.canvas.get_renderer()
+    for ax in axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        if any(a.x1 + 0.05 * fig.figure.dpi > b.x0 for a, b in zip(boxes, boxes[1:])):
+            ax.tick_params(axis="x", labelrotation=45)
+            for t in ax.get_xticklabels():
+                t.set_ha("right")
 
 
 def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title: str, column: str = "failure_rate",
@@ -63,7 +121,8 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title:
              outline_label: str = "failure cell", fig=None) -> None:
     """Failure-rate panels over the grid; saved to `path`, or drawn into `fig` (e.g. a subfigure).
     A grid with more than MAX_PANELS panels gets one panel per pair of axes instead: the mean over
-    the other axes' levels (each cell weighing the same)."""
+    the other axes' levels (each cell weighing the same). Past TEXT_LEVELS levels an axis the cells
+    are colours only and the `outline` cells get one border around their region."""
     values = cells[column].to_numpy().astype(float)
     if _too_many(space):
         return _pair_heatmaps(space, values, path, title, column, cmap, vmin, vmax, fig)
@@ -78,23 +137,26 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title:
         fig = plt.figure(figsize=heatmap_size(space))
     axes = fig.subplots(rows, cols, squeeze=False)
     a0, a1 = space.axes[0], space.axes[1] if len(space.axes) > 1 else None
+    text = _cell_text(space)
     im = None
     for p, (ax, combo) in enumerate(zip(axes.flat, combos)):
         sl = (slice(None), slice(None)) + tuple(combo)
         img = grid[sl]
         im = ax.imshow(img, cmap=_with_unqueried(cmap), vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
-        for (i, j), v in np.ndenumerate(img):
+        for (i, j), v in np.ndenumerate(img) if text else ():
             txt = "·" if np.isnan(v) else f"{v:.2f}"
             if counts is not None:
                 txt += f"\nn={int(counts[sl][i, j])}"
             ax.text(j, i, txt, ha="center", va="center", fontsize=6, color=_text_colour(v, vmin, vmax))
             if marks is not None and marks[sl][i, j]:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.5))
-        ax.set_yticks(range(len(a0.levels)), [a0.label(i) for i in range(len(a0.levels))], fontsize=7)
+        if not text and marks is not None:  # small cells: the marked region's border, not every cell's
+            ax.add_collection(LineCollection(_border(np.asarray(marks[sl], dtype=bool)), colors="cyan", linewidths=1.2))
+        _label_axis(ax, "y", a0)
         if p % cols == 0:
             ax.set_ylabel(a0.name, fontsize=8)
         if a1 is not None:
-            ax.set_xticks(range(len(a1.levels)), [a1.label(i) for i in range(len(a1.levels))], fontsize=7)
+            _label_axis(ax, "x", a1)
             ax.set_xlabel(a1.name, fontsize=8)
         else:  # one axis: the panel is a single column, with nothing to mark across it
             ax.set_xticks([])
@@ -102,7 +164,11 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=column)
-    fig.suptitle(title + (f"  (cyan outline: {outline_label})" if marks is not None else ""), fontsize=10)
+    notes = ([f"cyan outline: {outline_label}"] if marks is not None else []) + \
+        ([] if text else [f"more than {TEXT_LEVELS} levels: colours only, numbers in the cell table"])
+    fig.suptitle(title + (f"  ({'; '.join(notes)})" if notes else ""), fontsize=10)
+    if a1 is not None and not text:  # small cells, many labels
+        _slant_crowded_labels(fig, list(axes.flat)[:n])
     if own:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -117,6 +183,7 @@ def _pair_heatmaps(space: ConceptSpace, values: np.ndarray, path, title: str, co
     if own:
         fig = plt.figure(figsize=heatmap_size(space))
     axes = fig.subplots(int(np.ceil(len(pairs) / cols)), cols, squeeze=False)
+    text = _cell_text(space)
     im = None
     for ax, (i, j) in zip(axes.flat, pairs):
         other = tuple(k for k in range(grid.ndim) if k not in (i, j))
@@ -124,18 +191,21 @@ def _pair_heatmaps(space: ConceptSpace, values: np.ndarray, path, title: str, co
             warnings.simplefilter("ignore", RuntimeWarning)
             img = np.nanmean(grid, axis=other)
         im = ax.imshow(img, cmap=_with_unqueried(cmap), vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
-        for (r, c), v in np.ndenumerate(img):
+        for (r, c), v in np.ndenumerate(img) if text else ():
             ax.text(c, r, "·" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
                     color=_text_colour(v, vmin, vmax))
         ai, aj = space.axes[i], space.axes[j]
-        ax.set_yticks(range(len(ai.levels)), [ai.label(k) for k in range(len(ai.levels))], fontsize=7)
-        ax.set_xticks(range(len(aj.levels)), [aj.label(k) for k in range(len(aj.levels))], fontsize=7)
+        _label_axis(ax, "y", ai)
+        _label_axis(ax, "x", aj)
         ax.set_ylabel(ai.name, fontsize=8)
         ax.set_xlabel(aj.name, fontsize=8)
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=f"{column}, mean over the other axes")
-    fig.suptitle(title + f"  ({space.n_cells} cells: one panel per pair of axes)", fontsize=10)
+    fig.suptitle(title + f"  ({space.n_cells} cells: one panel per pair of axes"
+                 + ("" if text else f"; more than {TEXT_LEVELS} levels: colours only") + ")", fontsize=10)
+    if not text:
+        _slant_crowded_labels(fig, list(axes.flat)[:len(pairs)])
     if own:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)

@@ -50,3 +50,54 @@ def test_the_pair_panels_draw_an_unqueried_pair_grey_with_a_dark_label():
     dots = [t for t in ax.texts if t.get_text() == "·"]
     assert len(dots) == 1 and visible_and_dark(dots[0].get_color())[1]
     plt.close(fig)
+
+
+def test_a_fine_grid_shows_colours_with_thinned_slanted_ticks_and_its_failure_region_outlined():
+    """25 levels an axis: 625 numbers and 25 tick labels a panel overlapped into an unreadable block.
+    Past TEXT_LEVELS the cells carry no numbers, at most MAX_TICKS labels stay (the first kept), the
+    x labels slant where they would collide, the panel grows, and the failure cells are outlined
+    as one region (its border), not cell by cell."""
+    from matplotlib.collections import LineCollection
+
+    from failfade.plots import MAX_TICKS, TEXT_LEVELS, heatmap_size
+
+    fine = tuple(float(x) for x in np.linspace(-30, 30, 25))
+    dark = tuple(float(x) for x in np.linspace(0, 0.96, 25))  # 0, 0.04, ...: labels too wide to stand side by side
+    blur = Axis("blur", "blur", (0.0, 1.0, 2.0))  # three panels side by side
+    space = ConceptSpace([Axis("rotation", "rotate", fine, "°"), Axis("darkening", "darken", dark), blur])
+    coarse = ConceptSpace([Axis("rotation", "rotate", fine[::5], "°"), Axis("darkening", "darken", dark[::5]), blur])
+    assert heatmap_size(space)[0] > heatmap_size(coarse)[0] and heatmap_size(space)[1] > heatmap_size(coarse)[1]
+    cells = cells_of(space, [0])
+    mask = cells["is_failure"].to_numpy().reshape(space.shape)[:, :, 0]  # the first panel's
+    fig = plt.figure(figsize=heatmap_size(space))
+    heatmaps(space, cells, None, "t", fig=fig)
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0 and f"more than {TEXT_LEVELS} levels" in fig._suptitle.get_text()
+    for ticks, labels, first in ((ax.get_xticks(), ax.get_xticklabels(), "0"), (ax.get_yticks(), ax.get_yticklabels(), "-30°")):
+        assert 2 <= len(ticks) <= MAX_TICKS and ticks[0] == 0 and labels[0].get_text() == first
+    assert ax.get_xticklabels()[0].get_rotation() == 45 and ax.get_yticklabels()[0].get_rotation() == 0
+    assert not [p for p in ax.patches if isinstance(p, plt.Rectangle) and p.get_edgecolor()[:3] == mcolors.to_rgb("cyan")]
+    (border,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    # each failure cell's side that faces a passing cell or the grid's edge: counted independently
+    padded = np.pad(mask, 1)
+    sides = sum(int(not padded[i + 1 + di, j + 1 + dj]) for i, j in zip(*np.nonzero(mask))
+                for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)))
+    assert len(border.get_segments()) == sides > 0
+    plt.close(fig)
+    fig = plt.figure(figsize=heatmap_size(coarse))  # 5 levels: numbers in every cell, as before
+    heatmaps(coarse, cells_of(coarse, [0]), None, "t", fig=fig)
+    assert len(fig.axes[0].texts) == 25 and len(fig.axes[0].get_xticks()) == 5
+    assert fig.axes[0].get_xticklabels()[0].get_rotation() == 0
+    plt.close(fig)
+
+
+def test_the_border_of_a_block_is_its_perimeter():
+    from failfade.plots import _border
+
+    mask = np.zeros((3, 4), dtype=bool)
+    mask[1:3, 1:3] = True  # a 2 x 2 block touching the top edge
+    segs = {tuple(map(tuple, s)) for s in _border(mask)}
+    assert len(segs) == 8
+    assert ((0.5, 0.5), (1.5, 0.5)) in segs  # below cell (1, 1)
+    assert ((0.5, 2.5), (1.5, 2.5)) in segs  # above cell (2, 1): the grid's edge
+    assert ((2.5, 0.5), (2.5, 1.5)) in segs  # right of cell (1, 2)
