@@ -681,6 +681,8 @@ def test_stored_token_ids_pad_to_the_batches_the_tokenizer_makes(tmp_path):
         left = models._Tokens(tok, "summarize: ", 24)(texts[:3], torch.device("cpu"))
         want = tok(["summarize: " + t for t in texts[:3]], return_tensors="pt", padding=True, truncation=True, max_length=24)
         assert torch.equal(left["input_ids"], want.input_ids) and torch.equal(left["attention_mask"], want.attention_mask)
+        right = models._Tokens(tok, side="right")(texts[:4], torch.device("cpu"))["input_ids"]  # labels: always right
+        assert torch.equal(right, labels)
 
 
 def test_the_teachers_stored_answers_are_the_ones_it_gives_per_batch(tmp_path):
@@ -695,7 +697,7 @@ def test_the_teachers_stored_answers_are_the_ones_it_gives_per_batch(tmp_path):
     sources, targets = [r.document for r in corpus], [r.reference for r in corpus]
     inputs, outputs = models._Tokens(tok, "", 64), models._Tokens(tok)
     for budget in (1 << 30, 0):
-        cache = models._TeacherCache(model, budget)
+        cache = models._TeacherCache(model, 5, budget)
         for idx in ([0, 1, 1, 3], [3, 2, 0, 4, 4]):
             clean = inputs([sources[i] for i in idx], "cpu")
             labels = outputs([targets[i] for i in idx], "cpu")["input_ids"]
@@ -707,6 +709,38 @@ def test_the_teachers_stored_answers_are_the_ones_it_gives_per_batch(tmp_path):
             assert got.shape == want.shape
             torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
         assert (len(cache.rows) == 5) if budget else cache.rows is None  # over budget: dropped, per batch
+    # rows that would not all fit are dropped at once: 400 pairs at the first batch's bytes a pair, 1 MB
+    cache = models._TeacherCache(model, 400, 1 << 20)
+    clean, labels = inputs(sources[:4], "cpu"), outputs(targets[:4], "cpu")["input_ids"]
+    labels[labels == tok.pad_token_id] = -100
+    cache(list(zip(sources[:4], targets[:4])), clean, labels)
+    assert cache.rows is None and cache.bytes * 100 > 1 << 20
+
+
+def test_a_left_padding_tokenizer_distils_as_the_teacher_answers_each_batch(tmp_path, monkeypatch):
+    """Labels are padded on the right whatever the tokenizer's side (the stored teacher rows are a
+    pair's first positions): with a tokenizer that pads on the left, fine-tuning with the stored
+    answers ends where fine-tuning with the teacher asked every batch does. When labels were
+    padded on the tokenizer's side, the stored rows sat at the wrong positions (log-probs 9.7 off)."""
+    from failfade.tasks.summarization import models
+
+    class PerBatch(models._TeacherCache):  # the teacher asked every batch: the reference
+        def __init__(self, teacher, pairs, budget=0):
+            super().__init__(teacher, pairs, 0)
+            self.rows = None
+
+    corpus = make_corpus(6, 4)
+    sources, targets = [r.document for r in corpus], [r.reference for r in corpus]
+    ends = []
+    for cache in (models._TeacherCache, PerBatch):
+        monkeypatch.setattr(models, "_TeacherCache", cache)
+        model, tok = models.load_pretrained(save_tiny("t5", tmp_path / cache.__name__), "k")
+        teacher, _ = models.load_pretrained(tmp_path / cache.__name__, "k")
+        tok.padding_side = "left"
+        models.train_seq2seq(model, tok, sources, targets, 4, 1e-2, 4, 64, 0, teacher=teacher, distill=1.0,
+                             clean_sources=sources)
+        ends.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(ends[0], ends[1], atol=1e-4, rtol=1e-4)
 
 
 def test_mitigation_keeps_t5s_position_buckets_and_trains_the_rest(tmp_path):
@@ -726,3 +760,6 @@ def test_mitigation_keeps_t5s_position_buckets_and_trains_the_rest(tmp_path):
         assert (set(buckets) & moved) == (set() if freeze else set(buckets))
         assert "lm_head.weight" in moved or "shared.weight" in moved
         assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(IndexError):  # a run that fails half-way leaves the buckets trainable too
+        models.train_seq2seq(model, tok, [r.document for r in corpus], [], 3, 1e-2, 4, 64, 0, freeze_position_bias=True)
+    assert all(p.requires_grad for p in model.parameters())

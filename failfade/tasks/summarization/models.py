@@ -118,13 +118,14 @@ def with_lora(model, rank: int, targets: list[str], seed: int):
 
 class _Tokens:
     """Each distinct text tokenized once (in batches, as it is first drawn; its ids kept as int32) and
-    batches padded from the stored ids on the tokenizer's side with its pad token: the same ids and
-    attention masks as tokenizing every batch, for a share of the work (a training run draws the
-    same documents and targets many times)."""
+    batches padded from the stored ids with the tokenizer's pad token, on `side` (default: the
+    tokenizer's own): the same ids and attention masks as tokenizing every batch, for a share of the
+    work (a training run draws the same documents and targets many times)."""
 
-    def __init__(self, tokenizer, prefix: str = "", max_length: int | None = None):
+    def __init__(self, tokenizer, prefix: str = "", max_length: int | None = None, side: str | None = None):
         self.tokenizer, self.prefix, self.ids = tokenizer, prefix, {}
         self.kw = {"truncation": True, "max_length": max_length} if max_length else {}
+        self.left = (side or tokenizer.padding_side) == "left"
 
     def __call__(self, texts: list[str], dev) -> dict:
         missing = list(dict.fromkeys(t for t in texts if t not in self.ids))
@@ -135,21 +136,23 @@ class _Tokens:
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
-        left = self.tokenizer.padding_side == "left"
         for i, r in enumerate(rows):
-            cols = slice(width - len(r), width) if left else slice(0, len(r))
+            cols = slice(width - len(r), width) if self.left else slice(0, len(r))
             ids[i, cols], mask[i, cols] = r, 1
         return {"input_ids": torch.from_numpy(ids).to(dev), "attention_mask": torch.from_numpy(mask).to(dev)}
 
 
 class _TeacherCache:
     """The frozen teacher's log-probabilities for each distinct (clean source, target) pair, computed
-    once, as the pair is first drawn, while they fit in `budget` bytes (past it, the stored answers
-    are dropped and each batch's are computed with the batch, as before). Training draws each
-    document many times (800 batches of 32 from 1,700 documents by default)."""
+    once, as the pair is first drawn, while they fit in `budget` bytes. Training draws each document
+    many times (800 batches of 32 from 1,700 documents by default: about 0.2 GB for the builtin's
+    800-word vocabulary). Once the rows stored so far show that all `pairs` would not fit (a 32,000-
+    word vocabulary stores about 8 MB a pair), the stored answers are dropped and each batch's are
+    computed with the batch, as before. Labels must be padded on the right (train_seq2seq's are):
+    a pair's row is its first (labels != -100) positions."""
 
-    def __init__(self, teacher, budget: int = 1 << 30):
-        self.teacher, self.budget, self.rows, self.bytes = teacher, budget, {}, 0
+    def __init__(self, teacher, pairs: int, budget: int = 1 << 30):
+        self.teacher, self.pairs, self.budget, self.rows, self.bytes = teacher, pairs, budget, {}, 0
 
     @torch.no_grad()
     def __call__(self, keys: list, clean, labels: torch.Tensor) -> torch.Tensor:
@@ -175,8 +178,8 @@ class _TeacherCache:
         for n, k in enumerate(keys):
             row = self.rows[k]
             target[n, : len(row)] = row
-        if self.bytes > self.budget:
-            self.rows = None
+        if self.bytes > self.budget or self.bytes / len(self.rows) * self.pairs > 1.1 * self.budget:
+            self.rows = None  # full, or bound to be: answered per batch from here on
         return target
 
 
@@ -206,31 +209,37 @@ def train_seq2seq(model, tokenizer, sources, targets, steps: int, lr: float, bat
         opt, lambda s: 1.0 if s < decay_from else max(0.0, (steps - s) / max(steps - decay_from, 1)))
     model.train()
     dev = next(model.parameters()).device  # batches go where the model is (a GPU under SLURM)
-    inputs, outputs = _Tokens(tokenizer, prefix, max_input_tokens), _Tokens(tokenizer)
-    teacher_of = _TeacherCache(teacher) if teacher is not None and distill > 0 else None
+    # labels padded on the right whatever the tokenizer's side: the loss ignores their -100 tail, and
+    # the decoder's inputs (the labels shifted) start at the start token, not after a run of pads
+    inputs, outputs = _Tokens(tokenizer, prefix, max_input_tokens), _Tokens(tokenizer, side="right")
+    teacher_of = None
+    if teacher is not None and distill > 0:
+        teacher_of = _TeacherCache(teacher, pairs=len(set(zip(clean_sources, targets))))
     history, t0 = [], time.perf_counter()
-    for step in progress(range(steps), desc=desc, unit="step", leave=False):
-        idx = rng.integers(0, len(sources), batch_size)
-        enc = inputs([sources[i] for i in idx], dev)
-        labels = outputs([targets[i] for i in idx], dev)["input_ids"]
-        labels[labels == tokenizer.pad_token_id] = -100
-        out = model(**enc, labels=labels)
-        loss = out.loss
-        if teacher_of is not None:
-            clean = inputs([clean_sources[i] for i in idx], dev)
-            target = teacher_of([(clean_sources[i], targets[i]) for i in idx], clean, labels)
-            student = torch.log_softmax(model(**clean, labels=labels).logits, -1)
-            mask = (labels != -100).float()
-            kl = (torch.exp(target) * (target - student)).sum(-1)
-            loss = loss + distill * (kl * mask).sum() / mask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 50 == 0 or step == steps - 1:
-            history.append({"step": step, "loss": float(loss.item()), "seconds": time.perf_counter() - t0})
-    for p in frozen:
-        p.requires_grad_(True)
+    try:
+        for step in progress(range(steps), desc=desc, unit="step", leave=False):
+            idx = rng.integers(0, len(sources), batch_size)
+            enc = inputs([sources[i] for i in idx], dev)
+            labels = outputs([targets[i] for i in idx], dev)["input_ids"]
+            labels[labels == tokenizer.pad_token_id] = -100
+            out = model(**enc, labels=labels)
+            loss = out.loss
+            if teacher_of is not None:
+                clean = inputs([clean_sources[i] for i in idx], dev)
+                target = teacher_of([(clean_sources[i], targets[i]) for i in idx], clean, labels)
+                student = torch.log_softmax(model(**clean, labels=labels).logits, -1)
+                mask = (labels != -100).float()
+                kl = (torch.exp(target) * (target - student)).sum(-1)
+                loss = loss + distill * (kl * mask).sum() / mask.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if step % 50 == 0 or step == steps - 1:
+                history.append({"step": step, "loss": float(loss.item()), "seconds": time.perf_counter() - t0})
+    finally:  # the buckets train again, whatever happened
+        for p in frozen:
+            p.requires_grad_(True)
     model.eval()
     return history
