@@ -19,6 +19,7 @@ import argparse
 import copy
 import hashlib
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ROOT, command, model_dir, write_section  # noqa: E402
+from common import OUT, ROOT, model_dir, write_section  # noqa: E402
 
 from failfade.config import load  # noqa: E402
 from failfade.feedback import mitigation_plan, read_feedback  # noqa: E402
@@ -56,6 +57,9 @@ def main(argv=None):
     exp = copy.deepcopy(load(ROOT / "config" / "config.yaml")["experiments"]["reports"])
     exp["seed"] = args.seed
     changes = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    unknown = sorted(set(changes) - set(exp["mitigate"]))
+    if unknown:  # a misspelt key would measure the default under another name
+        ap.error(f"--set {unknown}: not a mitigate key of the reports experiment; known: {sorted(exp['mitigate'])}")
     exp["mitigate"].update(changes)
     base = model_dir("reports" if args.seed == 0 else f"reports-seed{args.seed}", exp)
     fam = family_of(exp)
@@ -75,7 +79,9 @@ def main(argv=None):
                           "failures_post": after_fix.sum(0).tolist()})
     pooled = pooled_change(table, per_input=input_table(list(before_fix.T), list(after_fix.T)))
     lo, hi = pooled["relative_change_ci"]
-    row = {"seed": args.seed, "changes": changes, "fine_tune_seconds": round(seconds, 1), "fixed_cells": len(fix),
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    row = {"seed": args.seed, "changes": changes, "commit": commit, "fine_tune_seconds": round(seconds, 1), "fixed_cells": len(fix),
            "documents": len(val), "fixed_before": before_fix.mean(), "fixed_after": after_fix.mean(),
            "fixed_change": pooled["relative_change"], "fixed_change_95": [lo, hi],
            "other_before": before_other.mean(), "other_after": after_other.mean()}
@@ -86,26 +92,29 @@ def main(argv=None):
           f"({100 * row['fixed_change']:+.1f}%, 95% {100 * lo:+.1f} to {100 * hi:+.1f}%), other cells "
           f"{row['other_before']:.3f} -> {row['other_after']:.3f}, fine-tuning {seconds:.0f} s")
 
-    write_table(command(__file__, ap, args))
+    write_table()
 
 
-def write_table(cmd: str) -> None:
+def write_table() -> None:
     """Every line of benchmarks/out/summarization_mitigation.jsonl as RESULTS.md's table."""
     rows = [json.loads(line) for line in open(OUT / "summarization_mitigation.jsonl")]
-    lines = [f"Command: `{cmd}` (each row: its own `--set`; rows from every run so far, "
+    lines = ["Command: `.venv/bin/python benchmarks/summarization_mitigation.py --seed S [--set KEY=VALUE ...]` "
+             "(each row: its seed, its `--set` and the commit it ran on; rows from every run so far, "
              "benchmarks/out/summarization_mitigation.jsonl). The default `reports` experiment's plan over every "
              "cell; every validation document scored on every cell before and after fine-tuning. *change*: on the "
              "fixed cells, with its 95% interval paired over the documents; *seconds*: the fine-tuning (shared "
              "machine time included).", "",
-             "| seed | mitigate changes | fixed cells before → after | change (95%) | other cells before → after | seconds |",
-             "|---|---|---|---|---|---|"]
+             "| seed | mitigate changes | commit | fixed cells before → after | change (95%) | other cells before → after | seconds |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["fixed_change_95"]
         lines.append(f"| {r['seed']} | {json.dumps(r['changes']) if r['changes'] else 'none (the default)'} | "
+                     f"{r.get('commit', 'not recorded')} | "
                      f"{r['fixed_before']:.3f} → {r['fixed_after']:.3f} | {100 * r['fixed_change']:+.1f}% "
                      f"({100 * lo:+.1f} to {100 * hi:+.1f}%) | {r['other_before']:.3f} → {r['other_after']:.3f} | "
                      f"{r['fine_tune_seconds']:.0f} |")
     write_section("summarization-mitigation", "\n".join(lines))
+
 
 if __name__ == "__main__":
     main()

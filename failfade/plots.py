@@ -69,13 +69,12 @@ def _cell_text(space: ConceptSpace) -> bool:
 
 
 def heatmap_size(space: ConceptSpace) -> tuple[float, float]:
-    """Figure inches: a 3 x 2.9 in panel per combination of the other axes (5 to a row), grown with
-    the levels where they would crowd it (0.3 in a cell while it holds its number, 0.18 past that)."""
+    """Figure inches: a 3 x 2.9 in panel per combination of the other axes (5 to a row); past
+    TEXT_LEVELS levels an axis, grown to 0.18 in a level."""
     n = len(_pairs(space)) if _too_many(space) else int(np.prod(space.shape[2:])) if len(space.shape) > 2 else 1
     cols = min(n, 5)
     down, across = _panel_levels(space)
-    per = 0.3 if _cell_text(space) else 0.18
-    w, h = max(3.0, per * across + 0.6), max(2.9, per * down + 0.5)
+    w, h = (3.0, 2.9) if _cell_text(space) else (max(3.0, 0.18 * across + 0.6), max(2.9, 0.18 * down + 0.5))
     return w * cols + 0.8, h * int(np.ceil(n / cols)) + 0.6
 
 
@@ -151,7 +150,8 @@ def heatmaps(space: ConceptSpace, cells: pl.DataFrame, path: Path | None, title:
             if marks is not None and marks[sl][i, j]:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="cyan", lw=1.5))
         if not text and marks is not None:  # small cells: the marked region's border, not every cell's
-            ax.add_collection(LineCollection(_border(np.asarray(marks[sl], dtype=bool)), colors="cyan", linewidths=1.2))
+            ax.add_collection(LineCollection(_border(np.asarray(marks[sl], dtype=bool)), colors="cyan", linewidths=1.2,
+                                         clip_on=False))  # not halved where it runs along the frame
         _label_axis(ax, "y", a0)
         if p % cols == 0:
             ax.set_ylabel(a0.name, fontsize=8)

@@ -101,3 +101,15 @@ def test_the_border_of_a_block_is_its_perimeter():
     assert ((0.5, 0.5), (1.5, 0.5)) in segs  # below cell (1, 1)
     assert ((0.5, 2.5), (1.5, 2.5)) in segs  # above cell (2, 1): the grid's edge
     assert ((2.5, 0.5), (2.5, 1.5)) in segs  # right of cell (1, 2)
+
+
+@pytest.mark.parametrize("shape", [(10,), (9, 3), (10, 10), (10, 10, 3), (10, 2, 2, 2, 2, 2, 2)])
+def test_grids_up_to_ten_levels_keep_their_figure_size(shape):
+    from failfade.plots import heatmap_size
+
+    space = ConceptSpace([Axis(f"x{i}", "rotate", tuple(float(v) for v in range(n))) for i, n in enumerate(shape)])
+    panels = 1 if len(shape) < 3 else int(np.prod(shape[2:]))
+    if panels > 25:  # one panel per pair of axes
+        panels = len(shape) * (len(shape) - 1) // 2
+    cols = min(panels, 5)
+    assert heatmap_size(space) == (3.0 * cols + 0.8, 2.9 * int(np.ceil(panels / cols)) + 0.6)
