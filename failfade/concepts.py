@@ -66,6 +66,20 @@ class Axis:
         return f"{self.name}{sep}{ge}{sep}{fmt(vmin)}" if below else f"{self.name}{sep}{le}{sep}{fmt(vmax)}"
 
 
+_YAML_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def yaml_number_hint(values) -> str:
+    """A hint for numbers that YAML read as text: PyYAML (YAML 1.1) takes `2e-3` for a string, as
+    the exponent needs a decimal point (`2.0e-3`); '' when no value looks like one."""
+    shown = [v for v in values if isinstance(v, str) and _YAML_FLOAT.fullmatch(v.strip())]
+    if not shown:
+        return ""
+    v = shown[0].strip()
+    dotted = v if "." in v else re.sub(r"[eE]", ".0e", v, count=1)
+    return f" (YAML reads {v} as text, not a number: write {dotted} or {float(v)!r})"
+
+
 def range_text(lo: float, hi: float) -> str:
     """A transform's level range in words, for errors: 'from 0 to 1', 'at least 0', 'at most 1'."""
     if np.isfinite(lo) and np.isfinite(hi):
@@ -107,8 +121,9 @@ class ConceptSpace:
             words: tuple[str, ...] = ()
             if any(isinstance(v, str) for v in raw):
                 if word_transforms is not None and transform not in word_transforms:
-                    raise FailfadeError(f"{key}[{i}].levels: {transform} takes numbers, got words "
-                                        f"{[v for v in raw if isinstance(v, str)]}")
+                    words_given = [v for v in raw if isinstance(v, str)]
+                    raise FailfadeError(f"{key}[{i}].levels: {transform} takes numbers, got words {words_given}"
+                                        + yaml_number_hint(words_given))
                 # word levels: in their listed order, addressed by position (0, 1, ...)
                 bad = [v for v in raw if not (isinstance(v, str) and WORD.match(v))]
                 if bad:

@@ -79,6 +79,21 @@ _Validator = jsonschema.validators.extend(
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _integer))
 
 
+def _yaml_hint(error) -> str:
+    """What YAML 1.1 did to a value that fails its type: `2e-3` read as text (an exponent wants a
+    decimal point), an unquoted no / yes / off / on read as a boolean."""
+    from failfade.concepts import yaml_number_hint
+
+    if error.validator != "type":
+        return ""
+    if isinstance(error.instance, str):
+        return yaml_number_hint([error.instance])
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    if isinstance(error.instance, bool) and "string" in expected:
+        return " (YAML reads an unquoted no, yes, off, on, true or false as a boolean: quote the word, e.g. 'no')"
+    return ""
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Return a validated copy of `config` with defaults filled in; raise naming the bad key."""
     bad = _non_finite(config)
@@ -92,7 +107,7 @@ def validate(config: dict, source: str = "config") -> dict:
         lines = []
         for e in errors[:5]:
             path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".") or "(top level)"
-            lines.append(f"{path}: {e.message}")
+            lines.append(f"{path}: {e.message}{_yaml_hint(e)}")
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise FailfadeError(f"{source}: invalid configuration: " + "; ".join(lines) + more)
     config = _fill(sch, copy.deepcopy(config), sch)

@@ -164,8 +164,9 @@ def csv_records(text: str, path: Path) -> tuple[csv.DictReader, Iterator[tuple[i
             except StopIteration:
                 return
             except csv.Error as e:
-                raise FeedbackError(path, [f"line {lines.start()}: not readable as CSV ({e}); a quoted field must "
-                                           "close its quote"]) from None
+                hint = ("a field this long is not a feedback row's: is this the right file?" if "field limit" in str(e)
+                        else "a quoted field must close its quote")
+                raise FeedbackError(path, [f"line {lines.start()}: not readable as CSV ({e}); {hint}"]) from None
             yield lines.start(), raw
 
     return reader, records()

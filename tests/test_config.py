@@ -516,3 +516,40 @@ def test_reading_a_config_imports_neither_torch_nor_scipy():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def _default_with(change) -> dict:
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    change(raw["experiments"])
+    return raw
+
+
+@pytest.mark.parametrize("change, named", [
+    # YAML 1.1 reads 2e-3 as text and an unquoted no / off as a boolean: the error says so
+    (lambda e: e["reports"]["mitigate"].update(lr="2e-3"), "reports.mitigate.lr: '2e-3' is not of type 'number' "
+                                                           "(YAML reads 2e-3 as text, not a number: write 2.0e-3 or 0.002)"),
+    (lambda e: e["reports"]["concepts"][0].update(levels=[0, "1e-1", "2e-1"]), "write 1.0e-1 or 0.1"),
+    (lambda e: e["t2i"]["concepts"][0].update(levels=[False, "normal", "thick"]),
+     "t2i.concepts[0].levels[0]: False is not of type 'number', 'string' (YAML reads an unquoted no"),
+    # bounds that a value past them met only inside a job (an overflow, a huge allocation, a hang)
+    (lambda e: e["reports"].update(seed=2 ** 64), "reports.seed: 18446744073709551616 is greater than the maximum"),
+    (lambda e: e["t2i"]["data"].update(seeds=2 ** 70), "t2i.data.seeds: 1180591620717411303424 is greater than"),
+    (lambda e: e["reports"]["data"].update(n_documents=10 ** 20), "reports.data.n_documents"),
+    (lambda e: e["digits"]["explore"].update(budget=2 ** 70), "digits.explore.budget"),
+    (lambda e: e["reports"]["shift"]["probes"].append({"name": "far", "apply": {"buried": 1.0e20}}),
+     "apply.buried: buried levels are from 0 to 1000, got 1e+20"),
+    (lambda e: e["reports"]["concepts"][1].update(levels=[0, 10 ** 30]), "distractors levels are from 0 to 1000"),
+    # settings that were taken silently
+    (lambda e: e["t2i"]["mitigate"].update(targets=[]), "t2i.mitigate.targets: [] should be non-empty"),
+    (lambda e: e["reports"]["mitigate"].update(lora_targets=[""]), "reports.mitigate.lora_targets[0]: '' should be non-empty"),
+    (lambda e: e["t2i"]["mitigate"].update(alpha=0), "t2i.mitigate.alpha: 0 is less than or equal to the minimum of 0"),
+    (lambda e: e["t2i"]["model"].update(threshold=7), "t2i.model.threshold: 7 is greater than the maximum of 1"),
+])
+def test_what_a_job_met_late_is_refused_by_key(change, named):
+    assert named in error_of(_default_with(change), "cfg.yaml")
+
+
+def test_the_largest_seed_is_accepted():
+    validate(_default_with(lambda e: e["reports"].update(seed=2 ** 31 - 1)))

@@ -257,9 +257,11 @@ def test_rows_are_named_by_the_line_where_they_start_after_blank_lines(space, tm
 
 
 def test_a_field_over_the_csv_limit_names_its_line(space, tmp_path):
+    """Named by its line, and not blamed on a quote (the field has none)."""
     path = write(tmp_path, "selector,decision,note\nrotation>=30,fix,ok\nblur=2.5,accept," + "x" * 200_000 + "\n")
-    with pytest.raises(FeedbackError, match="line 3: not readable as CSV"):
+    with pytest.raises(FeedbackError, match="line 3: not readable as CSV") as ei:
         read_feedback(path, space, ALL)
+    assert "quote" not in str(ei.value) and "is this the right file?" in str(ei.value)
 
 
 def test_a_level_is_matched_to_the_nearest_not_the_first_close_one():

@@ -194,9 +194,14 @@ def test_bias_config_is_checked_before_anything_runs():
     with pytest.raises(FailfadeError, match="model.bias: needs judge: clip"):
         fam.check(exp, "x")
     exp["model"]["judge"] = "clip"
-    exp["model"]["bias"]["question"] = "a photo"
-    with pytest.raises(FailfadeError, match="has no {} for the class"):
-        fam.check(exp, "x")
+    # one {} and no other field: {x}, {0} or a lone brace failed only when the first image was judged
+    for question, named in (("a photo", "found none"), ("a {} of {x}", r"found \['\{\}', '\{x\}'\]"),
+                            ("{0} {1}", "found"), ("a {} {", "is not a format string"), ("{} and {}", "found")):
+        exp["model"]["bias"]["question"] = question
+        with pytest.raises(FailfadeError, match=r"x.model.bias.question: .* " + named):
+            fam.check(exp, "x")
+    exp["model"]["bias"]["question"] = "a {{literal}} {}"
+    fam.check(exp, "x")
     exp["model"]["bias"] = None
     exp["shift"] = {"probes": [{"name": "p", "apply": {"word": 1}}]}  # failed at the probes stage, after mitigation
     with pytest.raises(FailfadeError, match="x.shift.probes: text-to-image has no off-grid transforms"):
@@ -501,6 +506,19 @@ c = load_components(root / "base", "m")
 lora.add_lora(c.unet, rank=2, alpha=4.0, targets=lora.TARGETS + ("conv1", "conv2"), seed=0)
 lora.save_adapter(c.unet, root / "adapter", {"rank": 2, "alpha": 4.0})
 """
+
+
+@pytest.mark.parametrize("targets, named", [
+    (["nonexistent"], r"mitigate.targets: \['nonexistent'\] name no module of this UNet2DConditionModel"),
+    (["attn1"], r"mitigate.targets: \['attn1'\] name blocks \(Attention\), not layers LoRA adapts"),
+])
+def test_lora_targets_that_name_no_layer_are_named(targets, named):
+    """peft's own errors (a traceback at the mitigate stage) become the key and what it named."""
+    from failfade.tasks.generation import lora, training as T
+
+    c = T.build(seed=0, width=8)
+    with pytest.raises(FailfadeError, match=named):
+        lora.add_lora(c.unet, rank=2, targets=targets)
 
 
 def test_an_adapter_file_has_the_same_bytes_in_every_process(tmp_path):

@@ -68,6 +68,21 @@ def _device(exp: dict) -> torch.device:
 
 
 @keeps_denormals
+def _check_question(question: str, key: str) -> None:
+    """The bias question's one `{}`, where the class goes: any other field ({x}, {0}, a lone brace)
+    failed only when the first image was judged."""
+    import string
+
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(question) if name is not None]
+    except ValueError as e:  # a lone { or }
+        raise FailfadeError(f"{key}: {question!r} is not a format string ({e}); write {{{{ and }}}} for a literal "
+                            "brace") from None
+    if fields != [("", "", None)]:
+        raise FailfadeError(f"{key}: {question!r} must hold exactly one {{}} (where the class goes) and no other "
+                            f"field; found {['{' + n + (':' + sp if sp else '') + ('!' + c if c else '') + '}' for n, sp, c in fields] or 'none'}")
+
+
 class GenerationFamily(TaskFamily):
     name = "generation"
     quality = "judge_pass"
@@ -113,8 +128,7 @@ class GenerationFamily(TaskFamily):
         if bias:
             if exp["model"]["judge"] != "clip":
                 raise FailfadeError(f"{key}.model.bias: needs judge: clip (the zero-shot question is asked of CLIP)")
-            if "{}" not in bias["question"]:
-                raise FailfadeError(f"{key}.model.bias.question: {bias['question']!r} has no {{}} for the class")
+            _check_question(bias["question"], f"{key}.model.bias.question")
             t = bias.get("target")
             if t is not None and (len(t) != len(bias["classes"]) or min(t) < 0 or abs(sum(t) - 1) > 1e-6):
                 raise FailfadeError(f"{key}.model.bias.target: {t} must give one share per class "

@@ -24,18 +24,36 @@ from failfade.tasks.generation.models import ADAPTER_WEIGHTS
 from failfade.tasks.generation.pipeline import Components
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# the layer kinds peft's LoRA adapts (a target naming anything else, a block, is refused by name)
+LORA_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
 
 
 def add_lora(unet, rank: int, alpha: float | None = None, targets=TARGETS, seed: int = 0) -> list[torch.nn.Parameter]:
     """Attach a fresh LoRA adapter (B = 0, so the model is unchanged until it trains); returns its parameters."""
     from peft import LoraConfig
 
+    layers = "name linear or convolution layers, e.g. to_q, to_k, to_v, to_out.0, conv1, conv2"
+    # as peft matches a target: the module's whole name, or its end after a dot (`to_q`, `attn1.to_q`)
+    matched = {t: [m for n, m in unet.named_modules() if n == t or n.endswith("." + t)] for t in set(targets)}
+    missing = sorted(t for t, ms in matched.items() if not ms)
+    if missing or not targets:
+        raise FailfadeError(f"mitigate.targets: {missing or list(targets)} name no module of this "
+                            f"{type(unet).__name__} ({layers})")
+    blocks = sorted(t for t, ms in matched.items()
+                    if any(not isinstance(m, LORA_LAYERS) for m in ms))
+    if blocks:
+        kinds = sorted({type(m).__name__ for t in blocks for m in matched[t]})
+        raise FailfadeError(f"mitigate.targets: {blocks} name blocks ({', '.join(kinds)}), not layers LoRA adapts: "
+                            f"{layers}")
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=int(rank), lora_alpha=float(alpha or rank), init_lora_weights="gaussian",
-                                target_modules=list(targets)))
+    try:
+        unet.add_adapter(LoraConfig(r=int(rank), lora_alpha=float(alpha or rank), init_lora_weights="gaussian",
+                                    target_modules=list(targets)))
+    except ValueError as e:  # anything else peft refuses (its errors are ValueErrors)
+        raise FailfadeError(f"mitigate.targets: {list(targets)}: {' '.join(str(e).split())[:200]} ({layers})") from None
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     if not params:
-        raise FailfadeError(f"mitigate.lora_targets: none of {list(targets)} is a module of this UNet")
+        raise FailfadeError(f"mitigate.targets: none of {list(targets)} is a module of this UNet")
     for n, p in unet.named_parameters():
         p.requires_grad_("lora_" in n)
     return params

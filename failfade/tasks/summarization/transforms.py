@@ -31,7 +31,8 @@ from failfade.tasks.summarization.corpus import CITIES, DAYS, EVENTS, FILLERS, F
 TRANSFORMS = ("typo", "distractors", "buried")
 # typo is a rate; distractors and buried count sentences, so their levels are whole numbers (checked
 # with the config: a level of 0.3 sentences would be cut to 0 and two cells would be the same)
-LEVEL_RANGES = {"typo": (0.0, 1.0), "distractors": (0.0, float("inf")), "buried": (0.0, float("inf"))}
+MAX_SENTENCES = 1000  # a count level's most sentences: far past any document here, and a bound on the work
+LEVEL_RANGES = {"typo": (0.0, 1.0), "distractors": (0.0, float(MAX_SENTENCES)), "buried": (0.0, float(MAX_SENTENCES))}
 COUNTS = frozenset({"distractors", "buried"})
 LEAD_WORDS = 50  # a file document's lead: its first sentence, cut at this many words
 _CLOSERS = "\"'\u201d\u2019)]"
