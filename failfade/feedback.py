@@ -203,6 +203,10 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
             problems.append(f"line 1: header lacks column(s) {missing}")
         if unknown:
             problems.append(f"line 1: unknown column(s) {unknown}; allowed: {list(REQUIRED + OPTIONAL)}")
+        sep = next((c for c in ";\t|" if len(header) == 1 and c in header[0]), None)
+        if sep:  # a spreadsheet's regional setting (';') or a TSV: the whole header read as one column
+            problems.append(f"line 1: the header is one column holding {sep!r}: the file is separated by {sep!r}, "
+                            "not commas; save it as comma-separated CSV")
         raise FeedbackError(path, problems)
     explored = set(int(c) for c in explored_cells)
     problems, rows, parsed = [], [], {}

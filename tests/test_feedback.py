@@ -264,6 +264,17 @@ def test_a_field_over_the_csv_limit_names_its_line(space, tmp_path):
     assert "quote" not in str(ei.value) and "is this the right file?" in str(ei.value)
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_file_separated_by_semicolons_or_tabs_is_named_as_such(space, tmp_path, sep):
+    """A spreadsheet with a ';' regional setting (or a TSV) read as one column per line: the header
+    problem says which separator it found, for decisions and for a t2i ratings file alike (its
+    image_id column is not seen, so it is read as decisions)."""
+    for header in (f"selector{sep}decision", f"image_id{sep}cell{sep}bias{sep}quality{sep}rater"):
+        path = write(tmp_path, f"{header}\nrotation>=30{sep}fix\n")
+        with pytest.raises(FeedbackError, match=re.escape(f"separated by {sep!r}, not commas")):
+            read_feedback(path, space, ALL)
+
+
 def test_a_level_is_matched_to_the_nearest_not_the_first_close_one():
     """np.isclose's default tolerance took the first level within 1e-8 (absolute) or 1e-5 (relative)."""
     tiny = ConceptSpace.from_config([{"name": "noise", "transform": "contrast", "levels": [1e-9, 2e-9, 5e-9]}], TRANSFORMS)
