@@ -122,9 +122,12 @@ def validate(config: dict, source: str = "config") -> dict:
         _check_task_keys(name, exp, source)
         fb, results = Path(exp["feedback"]).resolve(), Path(config["results"]).resolve()
         if results in fb.parents:
+            home = Path(config["resources"]) / "feedback"
+            where = (f"e.g. {home}/" if results not in home.resolve().parents and home.resolve() != results
+                     else f"outside {config['results']}/")
             raise FailfadeError(f"{source}: experiments.{name}.feedback: {exp['feedback']} is inside {config['results']}/, "
                                 "which the workflow writes (its templates are written again whenever the landscape "
-                                "changes, over your edits): copy the file elsewhere, e.g. resources/feedback/, and point "
+                                f"changes, over your edits): copy the file elsewhere, {where}, and point "
                                 "feedback: at the copy")
         if exp["task"] == "classification" and exp["data"].get("cache_dir") is None:  # beside the other caches
             exp["data"]["cache_dir"] = f"{config['resources']}/cache/images"

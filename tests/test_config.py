@@ -162,6 +162,11 @@ def test_feedback_filled_in_where_the_workflow_writes_is_refused(path):
     msg = error_of(minimal(feedback=path), "cfg.yaml")
     assert msg.startswith(f"cfg.yaml: experiments.x.feedback: {path} is inside results/, which the workflow writes")
     validate(minimal(feedback="resources/feedback/results.csv"))  # a name that merely looks like it is fine
+    assert "e.g. resources/feedback/," in msg
+    # with results: resources, that advice would name the very folder refused
+    same = {**minimal(feedback="resources/feedback/x.csv"), "results": "resources"}
+    msg = error_of(same, "cfg.yaml")
+    assert "is inside resources/" in msg and "elsewhere, outside resources/," in msg and "e.g." not in msg
 
 
 def test_levels_must_be_finite():
