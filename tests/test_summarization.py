@@ -622,8 +622,9 @@ def test_a_prefixed_checkpoint_keys_the_cache_and_fine_tunes_with_its_prefix(tmp
 # --- level ranges: typo is a rate, distractors and buried count sentences ----------------------------------------
 
 @pytest.mark.parametrize("concept, message", [
-    ({"name": "buried", "levels": [-3, 0, 4]}, r"concepts\[1\].levels: buried levels are at least 0, got \[-3, 0, 4\]"),
-    ({"name": "distractors", "levels": [-1, 2]}, r"concepts\[1\].levels: distractors levels are at least 0"),
+    ({"name": "buried", "levels": [-3, 0, 4]}, r"concepts\[1\].levels: buried levels are from 0 to 1000, got \[-3, 0, 4\]"),
+    ({"name": "distractors", "levels": [-1, 2]}, r"concepts\[1\].levels: distractors levels are from 0 to 1000"),
+    ({"name": "distractors", "levels": [0, 1001]}, r"concepts\[1\].levels: distractors levels are from 0 to 1000, got \[0, 1001\]"),
     ({"name": "typing", "transform": "typo", "levels": [0, 0.5, 1.5]}, r"concepts\[1\].levels: typo levels are from 0 to 1, got \[0, 0.5, 1.5\]"),
     ({"name": "buried", "levels": [0, 0.3, 0.6, 1]},
      r"concepts\[1\].levels: buried levels count sentences, so they are whole numbers; got \[0, 0.3, 0.6, 1\]"),
@@ -640,7 +641,8 @@ def test_summarization_levels_out_of_range_or_fractional_counts_are_refused_with
 
 @pytest.mark.parametrize("apply, message", [
     ({"distractors": 2.5}, r"shift.probes\[0\].apply.distractors: distractors levels count sentences"),
-    ({"buried": -2}, r"shift.probes\[0\].apply.buried: buried levels are at least 0, got -2"),
+    ({"buried": -2}, r"shift.probes\[0\].apply.buried: buried levels are from 0 to 1000, got -2"),
+    ({"buried": 1.0e20}, r"shift.probes\[0\].apply.buried: buried levels are from 0 to 1000, got 1e\+20"),
     ({"typo": 1.2}, r"shift.probes\[0\].apply.typo: typo levels are from 0 to 1, got 1.2"),
 ])
 def test_summarization_probe_levels_are_checked_like_the_grid(apply, message):
