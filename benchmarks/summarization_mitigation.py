@@ -16,7 +16,6 @@ as the "summarization-mitigation" table of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import subprocess
@@ -31,7 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, model_dir, write_section  # noqa: E402
 
-from failfade.config import load  # noqa: E402
+from failfade import FailfadeError  # noqa: E402
+from failfade.config import read_yaml, validate  # noqa: E402
 from failfade.feedback import mitigation_plan, read_feedback  # noqa: E402
 from failfade.pipeline import family_of  # noqa: E402
 from failfade.probes import input_table, pooled_change  # noqa: E402
@@ -54,13 +54,14 @@ def main(argv=None):
                     help="a mitigate setting (JSON value), e.g. freeze_position_bias=false; repeatable")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    exp = copy.deepcopy(load(ROOT / "config" / "config.yaml")["experiments"]["reports"])
-    exp["seed"] = args.seed
     changes = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    unknown = sorted(set(changes) - set(exp["mitigate"]))
-    if unknown:  # a misspelt key would measure the default under another name
-        ap.error(f"--set {unknown}: not a mitigate key of the reports experiment; known: {sorted(exp['mitigate'])}")
-    exp["mitigate"].update(changes)
+    raw = read_yaml(ROOT / "config" / "config.yaml")
+    raw["experiments"]["reports"]["seed"] = args.seed
+    raw["experiments"]["reports"].setdefault("mitigate", {}).update(changes)
+    try:  # the schema's check: a misspelt key or a wrong type would measure the default under another name
+        exp = validate(raw, "config/config.yaml with --set")["experiments"]["reports"]
+    except FailfadeError as e:
+        ap.error(str(e))
     base = model_dir("reports" if args.seed == 0 else f"reports-seed{args.seed}", exp)
     fam = family_of(exp)
     space, val = fam.space(exp), fam.splits(exp).validation
