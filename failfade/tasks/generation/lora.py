@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from failfade import FailfadeError
 from failfade.numerics import keeps_denormals
 from failfade.progress import progress as progress_bar
+from failfade.tasks import peft_targets
 from failfade.tasks.generation.models import ADAPTER_WEIGHTS
 from failfade.tasks.generation.pipeline import Components
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-# the layer kinds peft's LoRA adapts (a target naming anything else, a block, is refused by name)
-LORA_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)
 
 
 def add_lora(unet, rank: int, alpha: float | None = None, targets=TARGETS, seed: int = 0) -> list[torch.nn.Parameter]:
@@ -33,14 +32,13 @@ def add_lora(unet, rank: int, alpha: float | None = None, targets=TARGETS, seed:
     from peft import LoraConfig
 
     layers = "name linear or convolution layers, e.g. to_q, to_k, to_v, to_out.0, conv1, conv2"
-    # as peft matches a target: the module's whole name, or its end after a dot (`to_q`, `attn1.to_q`)
-    matched = {t: [m for n, m in unet.named_modules() if n == t or n.endswith("." + t)] for t in set(targets)}
+    matched = peft_targets.matches(unet, targets)
     missing = sorted(t for t, ms in matched.items() if not ms)
     if missing or not targets:
         raise FailfadeError(f"mitigate.targets: {missing or list(targets)} name no module of this "
                             f"{type(unet).__name__} ({layers})")
     blocks = sorted(t for t, ms in matched.items()
-                    if any(not isinstance(m, LORA_LAYERS) for m in ms))
+                    if any(not isinstance(m, peft_targets.LORA_LAYERS) for m in ms))
     if blocks:
         kinds = sorted({type(m).__name__ for t in blocks for m in matched[t]})
         raise FailfadeError(f"mitigate.targets: {blocks} name blocks ({', '.join(kinds)}), not layers LoRA adapts: "

@@ -103,9 +103,9 @@ def with_lora(model, rank: int, targets: list[str], seed: int):
     The adapters' random initial weights are drawn from `seed`."""
     from peft import LoraConfig, get_peft_model
 
-    names = [name for name, _ in model.named_modules()]
-    # as peft matches a target: the module's whole name, or its end after a dot (`q_proj`, `self_attn.q_proj`)
-    missing = sorted(t for t in set(targets) if not any(n == t or n.endswith("." + t) for n in names))
+    from failfade.tasks import peft_targets
+
+    missing = [t for t, modules in peft_targets.matches(model, targets).items() if not modules]
     if missing:
         raise FailfadeError(f"mitigate.lora_targets: {missing} name no module of {type(model).__name__}")
     torch.manual_seed(seed)
