@@ -240,6 +240,14 @@ def read_yaml(path: str | Path):
         raise FailfadeError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
 
 
+def source_name(files, overrides=None) -> str:
+    """What a config error names as its source under plain `snakemake`: the config file or files it
+    merged, in order, and `--config` overrides where there are any (`failfade run` validates the
+    file itself first, so its errors name the file already)."""
+    name = " + ".join(str(f) for f in files) or "config"
+    return f"{name} with --config {', '.join(map(str, overrides))}" if overrides else name
+
+
 def load(path: str | Path) -> dict:
     raw = read_yaml(path)
     if raw is not None and not isinstance(raw, dict):

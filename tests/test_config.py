@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from failfade import FailfadeError
-from failfade.config import load, validate
+from failfade.config import load, source_name, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -558,3 +558,10 @@ def test_what_a_job_met_late_is_refused_by_key(change, named):
 
 def test_the_largest_seed_is_accepted():
     validate(_default_with(lambda e: e["reports"].update(seed=2 ** 31 - 1)))
+
+
+def test_source_name_is_the_files_and_the_overrides():
+    assert source_name([]) == "config"
+    assert source_name(["config/config.yaml"]) == "config/config.yaml"
+    assert source_name(["a.yaml", "b.yaml"], {}) == "a.yaml + b.yaml"
+    assert source_name(["a.yaml"], {"run": ["x"], "seed": 1}) == "a.yaml with --config run, seed"

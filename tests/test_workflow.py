@@ -341,6 +341,18 @@ def test_invalid_config_names_the_dotted_key(tmp_path, repo_root, snakemake_exe)
     assert not (work / "results").exists(), "an invalid config must fail before any job runs"
 
 
+def test_plain_snakemake_names_the_configfile_it_was_given(tmp_path, repo_root, snakemake_exe):
+    """Under plain `snakemake --configfile F` a bad key was blamed on "config": the error names F."""
+    cfg = tiny_config(repo_root)
+    cfg["experiments"][EXP]["explore"]["budget"] = -5
+    work = make_workdir(tmp_path / "badfile", repo_root, tiny_config(repo_root))
+    (work / "config" / "other.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(snakemake_exe, repo_root, work, "-n", "--configfile", "config/other.yaml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"/config/other.yaml: invalid configuration: experiments.{EXP}.explore.budget" in out, out[-3000:]
+
+
 def test_a_bad_config_override_is_one_line(tmp_path, repo_root, snakemake_exe):
     """`--config run=[...]` is applied by Snakemake after `failfade run` has checked the file: an
     unknown experiment there came out as Snakemake's traceback of the Snakefile."""
@@ -348,7 +360,9 @@ def test_a_bad_config_override_is_one_line(tmp_path, repo_root, snakemake_exe):
     proc = snakemake(snakemake_exe, repo_root, work, "-n", "--config", 'run=["nosuch"]')
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert f"failfade: config: run: unknown experiment 'nosuch'; defined: ['{EXP}']" in out, out[-3000:]
+    # named as what it is: the file, changed by the override
+    assert (f"/config/config.yaml with --config run: run: unknown experiment 'nosuch'; defined: ['{EXP}']"
+            in out), out[-3000:]
     assert "Traceback" not in out and 'File "' not in out, out[-3000:]
 
 
