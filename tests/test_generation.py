@@ -177,6 +177,12 @@ def test_bias_per_cell_is_the_weighted_tv_distance_with_its_noise_floor():
     assert 0.1 < tv_floor(30, np.array([0.5, 0.5]), rng) < 0.25  # ~1.96 * sqrt(0.25 / 30)
     t2 = bias_table(q, 4, {"classes": ["man", "woman"], "target": [0.9, 0.1]}, seed=0)
     assert t2["tv"][0] == pytest.approx(0.1)
+    # a cell's floor is its size's own: the same whatever other cells, of other sizes, came before it
+    alone = bias_table(q.filter(pl.col("cell") == 2), 4, bias, seed=0)
+    extra = pl.DataFrame({"cell": np.zeros(7, np.int64), "prediction": np.zeros(7, np.int64),
+                          "failure": np.zeros(7, bool), "delta": np.zeros(7), "propensity": np.full(7, np.nan)})
+    after = bias_table(pl.concat([extra, q.filter(pl.col("cell") == 2)]), 4, bias, seed=0)
+    assert alone["tv_floor"][2] == after["tv_floor"][2] == t["tv_floor"][2]
 
 
 def test_bias_config_is_checked_before_anything_runs():

@@ -51,10 +51,12 @@ def bias_table(queries: pl.DataFrame, n_cells: int, bias: dict, prompts: list[st
         p = share / sw[:, None]
         n_eff = np.where(sw2 > 0, sw**2 / np.maximum(sw2, 1e-300), 0.0)
     tv = 0.5 * np.abs(p - target[None, :]).sum(1)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
-    floors: dict[int, float] = {}
-    floor = np.array([floors.setdefault(int(round(m)), tv_floor(int(round(m)), target, rng)) if m > 0 else np.nan
-                      for m in n_eff])
+    # one seeded stream per size, drawn once: a cell's floor depends on its own size only, not on
+    # which other cells came before it (with one shared stream, a cell's verdict could flip when an
+    # unrelated cell's query count changed, e.g. between two searchers' tables)
+    sizes = {n: tv_floor(n, target, np.random.default_rng(np.random.SeedSequence([seed, 17, n])))
+             for n in {int(round(m)) for m in n_eff if m > 0}}
+    floor = np.array([sizes[int(round(m))] if m > 0 else np.nan for m in n_eff])
     out = {"cell": np.arange(n_cells, dtype=np.int32)}
     if prompts is not None:
         out["prompt"] = prompts
