@@ -765,3 +765,27 @@ def test_mitigation_keeps_t5s_position_buckets_and_trains_the_rest(tmp_path):
     with pytest.raises(IndexError):  # a run that fails half-way leaves the buckets trainable too
         models.train_seq2seq(model, tok, [r.document for r in corpus], [], 3, 1e-2, 4, 64, 0, freeze_position_bias=True)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_rouge_l_reads_every_script_and_is_rouge_scores_own_on_ascii():
+    """rouge-score's default tokenizer dropped every non-ASCII letter: a Russian or Chinese summary
+    identical to its reference scored 0, so no query could fail."""
+    import random
+    import string
+
+    from rouge_score import rouge_scorer
+
+    from failfade.tasks.summarization.task import rouge_l
+
+    rng = random.Random(0)
+    chars = string.ascii_letters + string.digits + string.punctuation + " \t\n_"
+    texts = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 40))) for _ in range(400)]
+    default = rouge_scorer.RougeScorer(["rougeL"])
+    want = [default.score(r, o)["rougeL"].fmeasure for o, r in zip(texts[::2], texts[1::2])]
+    assert rouge_l(texts[::2], texts[1::2]).tolist() == want
+    assert rouge_l(["the mayor opened a bridge"], ["The Mayor opened the bridge ."]).tolist() == [
+        default.score("The Mayor opened the bridge .", "the mayor opened a bridge")["rougeL"].fmeasure]
+    assert rouge_l(["Москва приняла закон", "Τα νέα"], ["Москва приняла закон", "Τα νέα"]).tolist() == [1.0, 1.0]
+    # Chinese and Japanese are scored character by character: one character missing of seven
+    assert rouge_l(["北京今天下雨"], ["北京今天下雨了"])[0] == pytest.approx(2 * 6 / 13)
+    assert rouge_l(["comité créé"], ["comité créé"])[0] == 1.0 and rouge_l(["comité"], ["comite"])[0] == 0.0

@@ -3,7 +3,8 @@
 The paper compared the *article* with the perturbed summary (BLEU < 10) and rewarded BLEU ×
 length change; failfade scores every output against the **reference** summary with ROUGE-L
 (`rouge-score`), and a query fails when the perturbation costs more than ε (`model.epsilon`) of
-ROUGE-L F. `prediction` records how many of the report's key facts that the clean output stated
+ROUGE-L F (tokens: runs of letters and digits in any script, CJK characters one by one; on ASCII text
+rouge-score's own). `prediction` records how many of the report's key facts that the clean output stated
 the perturbed output lost (−1 for documents without facts). Generation is batched: one
 `generate` call per chunk of queries, greedy unless `model.num_beams` > 1.
 """
@@ -11,6 +12,7 @@ the perturbed output lost (−1 for documents without facts). Generation is batc
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 import torch
@@ -71,7 +73,24 @@ class Summarizer:
         return np.concatenate(feats)
 
 
-_SCORER = rouge_scorer.RougeScorer(["rougeL"])
+# Scripts written without spaces between words: each character is a token (as ROUGE is scored on
+# Chinese and Japanese); one word per run of letters and digits elsewhere.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKENS = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+
+
+class _Tokenizer:
+    """rouge-score's default tokenizer keeps only [a-z0-9] and drops every other letter, so on
+    Cyrillic, Greek or Chinese text every summary scored 0 (and no query could fail) and `comité`
+    became `comit`. This one lowercases and keeps every script's letters; on ASCII text its tokens
+    are exactly rouge-score's (runs of [a-z0-9]), so English scores are unchanged."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return _TOKENS.findall(text.lower())
+
+
+_SCORER = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
 
 
 def rouge_l(outputs: list[str], references: list[str]) -> np.ndarray:
