@@ -630,6 +630,9 @@ def test_a_prefixed_checkpoint_keys_the_cache_and_fine_tunes_with_its_prefix(tmp
      r"concepts\[1\].levels: buried levels count sentences, so they are whole numbers; got \[0, 0.3, 0.6, 1\]"),
     ({"name": "distractors", "levels": [0.9, 2, 3]}, r"concepts\[1\].levels: distractors levels count sentences"),
     ({"name": "buried", "levels": ["none", "some"]}, r"concepts\[1\].levels: buried takes numbers, got words \['none', 'some'\]"),
+    # a document takes one typo rate: a second typo axis silently replaced the first
+    ({"name": "heavy_typos", "transform": "typo", "levels": [0, 0.9]},
+     r"concepts\[1\].transform: 'typo' is concepts\[0\]'s transform too; a summarization transform can be one axis only"),
 ])
 def test_summarization_levels_out_of_range_or_fractional_counts_are_refused_with_the_config(concept, message):
     cfg = summarization_config(Path("fb.csv"))

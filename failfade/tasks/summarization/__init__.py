@@ -64,8 +64,14 @@ class SummarizationFamily(TaskFamily):
 
         parse_model_source(exp["model"]["source"], f"{key}.model.source")
         check_source(exp["data"]["source"], f"{key}.data.source")
+        first: dict[str, int] = {}
         for i, item in enumerate(exp["concepts"]):
             transform, levels = item.get("transform", item["name"]), list(item["levels"])
+            if transform in first:  # a document takes one level of each edit: the second axis would replace the first
+                raise FailfadeError(f"{key}.concepts[{i}].transform: {transform!r} is concepts[{first[transform]}]'s "
+                                    f"transform too; a summarization transform can be one axis only (give that axis "
+                                    f"all the levels)")
+            first[transform] = i
             if transform in COUNTS and any(float(v) != int(v) for v in levels):
                 raise FailfadeError(f"{key}.concepts[{i}].levels: {transform} levels count sentences, so they are "
                                     f"whole numbers; got {levels}")
