@@ -293,6 +293,23 @@ def test_a_save_pretrained_folder_loads_through_path_and_scores(tmp_path, kind):
     assert out.delta[0] == out.delta[3]
 
 
+def test_more_input_tokens_than_the_model_has_positions_is_named(tmp_path):
+    """BART's learned positions end at max_position_embeddings (256 here): a longer input crashed
+    inside torch's embedding with an IndexError; T5's relative positions have no such end."""
+    from failfade.pipeline import stage_model
+
+    folder = save_tiny("bart", tmp_path / "bart")
+    for key, value in (("max_input_tokens", 300), ("max_new_tokens", 257)):
+        exp = validate(summarization_config(tmp_path / "fb.csv", f"path:{folder}"))["experiments"]["r"]
+        exp["model"][key] = value
+        with pytest.raises(FailfadeError, match=rf"model.{key}: {value} is more positions than this "
+                                                r"BartForConditionalGeneration has \(its config's max_position_embeddings is 256\)"):
+            stage_model(exp, tmp_path / "model", tmp_path / "res")
+    exp = validate(summarization_config(tmp_path / "fb.csv", f"path:{save_tiny('t5', tmp_path / 't5')}"))["experiments"]["r"]
+    exp["model"]["max_input_tokens"] = 300
+    assert stage_model(exp, tmp_path / "model", tmp_path / "res")["heldout_inputs"] > 0
+
+
 def test_a_folder_that_is_not_a_model_is_named(tmp_path):
     from failfade.pipeline import stage_model
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from rouge_score import rouge_scorer
 
+from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
 from failfade.numerics import denormals_kept, keeps_denormals
 from failfade.tasks import Outcomes, standardize
@@ -41,6 +42,13 @@ class Summarizer:
     starts with the model's `prefix` (input_prefix), which counts inside max_input_tokens."""
 
     def __init__(self, model, tokenizer, max_input_tokens: int, max_new_tokens: int, num_beams: int, batch_size: int = 64):
+        # learned (BART) or tabled (Pegasus) positions end at max_position_embeddings: past it, an
+        # IndexError from inside torch's embedding, at the first long document; T5's relative ones do not
+        limit = getattr(model.config, "max_position_embeddings", None)
+        for key, value in (("max_input_tokens", max_input_tokens), ("max_new_tokens", max_new_tokens)):
+            if isinstance(limit, int) and value > limit:
+                raise FailfadeError(f"model.{key}: {value} is more positions than this {type(model).__name__} has "
+                                    f"(its config's max_position_embeddings is {limit}); set it to at most {limit}")
         self.model, self.tokenizer = model, tokenizer
         self.max_input_tokens, self.max_new_tokens, self.num_beams = max_input_tokens, max_new_tokens, num_beams
         self.batch_size = batch_size
