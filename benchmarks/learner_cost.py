@@ -26,6 +26,13 @@ env steps per repetition (4 PPO updates of 4 epochs x 4 minibatches), 2 torch th
    the learner's thread at Linux's SCHED_IDLE priority beside scoring on 2 threads: it then runs
    only on core time scoring leaves idle, so how much of its work it gets done before scoring
    ends measures that idle time directly.
+3. What one gradient step of the update costs by minibatch size (64 to 4,096 rows of the digits
+   CNN's observations; the real `PPO.update`, timed alone and divided by its gradient steps), and
+   the straight line through it: a fixed cost per step (Python and op dispatch, whatever the
+   rows) and a cost per row (the matrix products and element-wise work, which grow with the
+   rows). The default learner takes 16 gradient steps of `num_agents` rows per 4 env steps, so
+   its per-row part alone costs 4 x `num_agents` rows' worth per env step, with no fixed cost
+   at all.
 Writes the `--section` section of benchmarks/RESULTS.md (default "learner-cost").
 """
 
@@ -135,6 +142,29 @@ def learner_work(task, steps: int, batch: int, seed: int = 0, threads: int | Non
         return time.perf_counter() - t0
 
 
+def gradient_step(task, rows: int, seed: int = 0, params: dict | None = None) -> float:
+    """Seconds per gradient step of one `PPO.update` whose minibatches have `rows` rows: a rollout of
+    `num_steps` env steps of `rows * num_minibatches / num_steps` explorers on real observations and
+    Bernoulli(0.3) outcomes, collected untimed; then only the last `observe`, which runs the update."""
+    obs = task.observations
+    rng = np.random.default_rng(seed)
+    cfg = ppo_config(params or {})
+    batch = max(1, rows * cfg.num_minibatches // cfg.num_steps)
+    agent = PPO(obs.shape[1], task.n_cells, cfg, seed)
+    for step in range(cfg.num_steps):
+        o = obs[rng.integers(0, len(obs), batch)]
+        a = agent.act(o)
+        fail = rng.random(batch) < 0.3
+        args = (o, a, fail.astype(np.float32), fail, obs[rng.integers(0, len(obs), batch)], np.ones(batch, np.float32))
+        if step < cfg.num_steps - 1:
+            agent.observe(*args)
+    before = agent.n_updates
+    t0 = time.perf_counter()
+    agent.observe(*args)
+    elapsed = time.perf_counter() - t0
+    return elapsed / (agent.n_updates - before)
+
+
 def concurrent(task, steps: int, batch: int, learner_threads: int | None,
                params: dict | None = None, scoring_threads: int | None = None,
                idle: bool = False) -> tuple[float, float, float]:
@@ -196,6 +226,13 @@ def main(argv=None):
             over[k + "_pure"].append(s)
             if k == "idle":
                 over["idle_learner"].append(learner_s)
+    sweep_rows = (64, 256, 1024, 4096)
+    grad = {r: [] for r in sweep_rows}
+    for r in sweep_rows:
+        gradient_step(task, r, params=params)  # warm-up
+    for _ in range(args.repeats):
+        for r in sweep_rows:
+            grad[r].append(gradient_step(task, r, params=params))
     med = {k: float(np.median(v)) for k, v in rows.items()}
     pure_step = float(np.median(pures))
     ms = lambda s: f"{1e3 * s:.2f}"  # noqa: E731
@@ -233,6 +270,21 @@ def main(argv=None):
               f"thread took {o['pure1']:.3f} s against {o['pure']:.3f} on {args.threads}: the second core speeds it "
               f"{o['pure1'] / o['pure']:.2f}x, so a loop that gives the learner a core of its own scores at most "
               f"{o['pure'] / o['pure1']:.2f} as fast as pure batched scoring, however little the learner costs."]
+    g = {r: float(np.median(v)) for r, v in grad.items()}
+    slope, fixed = np.polyfit(np.array(sweep_rows, float), np.array([g[r] for r in sweep_rows]), 1)
+    per_rollout = cfg.update_epochs * cfg.num_minibatches  # gradient steps per update
+    mb_rows = b * cfg.num_steps // cfg.num_minibatches
+    floor = per_rollout * slope * mb_rows / cfg.num_steps  # per env step
+    print("gradient step (ms) by minibatch rows: " + ", ".join(f"{r} {ms(g[r])}" for r in sweep_rows)
+          + f"; fixed {ms(fixed)} + {ms(slope * 1024)} per 1,024 rows; the per-row part alone {ms(floor)} per env step", flush=True)
+    lines += ["", f"One gradient step of `PPO.update` by minibatch rows (median of {args.repeats}): "
+              + ", ".join(f"{r:,} rows {ms(g[r])} ms" for r in sweep_rows)
+              + f". A straight line through them: {ms(fixed)} ms a step whatever the rows (dispatch) plus "
+              f"{ms(slope * 1024)} ms per 1,024 rows (the matrix products and element-wise work). This setting's update "
+              f"takes {per_rollout} gradient steps of {mb_rows:,} rows per {cfg.num_steps} env steps: {ms(floor)} ms per env "
+              f"step of per-row work even with no fixed cost at all, {floor / pure_step:.0%} of a pure scoring step; with "
+              f"the rest of the learner free too, failfade / pure would be at most "
+              f"{pure_step / (med['scoring'] + med['rest'] + floor):.2f}."]
     if idle_ok:
         # the learner's work done while scoring ran, in seconds of its solo run: all of it if idle time sufficed
         done = max(0.0, o["learner"] - max(0.0, o["idle_learner"] - o["idle_pure"]))

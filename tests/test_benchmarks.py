@@ -141,6 +141,24 @@ def test_learner_cost_parts_add_up_and_the_timers_come_off(task):
         learner_cost.main(["--ppo", "epochs=1"])
 
 
+def test_a_gradient_step_is_timed_on_minibatches_of_the_rows_asked(task, monkeypatch):
+    """The sweep times exactly one update (its gradient steps counted) on minibatches of `rows` rows."""
+    from failfade.explore.ppo import PPO
+
+    seen = []
+    forward = PPO.update
+
+    def update(self, next_value):
+        seen.append(sum(len(o) for o in self.roll["obs"]) // self.cfg.num_minibatches)
+        return forward(self, next_value)
+
+    monkeypatch.setattr(PPO, "update", update)
+    for rows, params in ((64, {}), (48, {"num_steps": 2, "num_minibatches": 3, "update_epochs": 1})):
+        seen.clear()
+        seconds = learner_cost.gradient_step(task, rows, params=params)
+        assert seen == [rows] and 0 < seconds < 5
+
+
 def test_the_papers_stack_runs(task):
     pytest.importorskip("stable_baselines3")
     rate = throughput.paper_stack(task, 16)
