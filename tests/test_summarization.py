@@ -809,3 +809,28 @@ def test_rouge_l_reads_every_script_and_is_rouge_scores_own_on_ascii():
     # Chinese and Japanese are scored character by character: one character missing of seven
     assert rouge_l(["北京今天下雨"], ["北京今天下雨了"])[0] == pytest.approx(2 * 6 / 13)
     assert rouge_l(["comité créé"], ["comité créé"])[0] == 1.0 and rouge_l(["comité"], ["comite"])[0] == 0.0
+
+
+def test_typos_in_a_file_document_keep_its_punctuation_capitals_and_line_breaks():
+    """Words with punctuation attached (`bill.`) were never edited, so a file document got fewer
+    typos than its rate said; capitals were never swapped; and every line break was lost."""
+    from failfade.tasks.summarization.transforms import typo
+
+    text = 'The Senate, on Tuesday, passed the "budget" bill.\n\nNASA officials said (again) it\'s late.'
+    words = re.findall(r"\S+", text)
+    editable = {"The", "Senate,", "passed", "the", '"budget"', "bill.", "NASA", "officials", "said", "(again)",
+                "late."}
+    edited = {w: 0 for w in words}
+    for seed in range(200):
+        out = typo(text, 1.0, {"Tuesday"}, np.random.default_rng(seed))
+        assert re.sub(r"\S", "", out) == re.sub(r"\S", "", text)  # the same spaces and line breaks
+        for w, o in zip(words, re.findall(r"\S+", out)):
+            edited[w] += w != o
+            lead, trail = re.match(r"^\W*", w).group(), re.search(r"\W*$", w).group()
+            assert o.startswith(lead) and o.endswith(trail) and o[len(lead)] == w[len(lead)], (w, o)
+            if w == "NASA":
+                assert o.isupper(), o
+    # at rate 1 every editable word is edited, always (every edit changes an ASCII word)
+    assert all(edited[w] == 200 for w in editable), edited
+    assert edited["on"] == edited["it's"] == edited["Tuesday,"] == 0  # short, not all letters, protected
+    assert typo(text, 0.0, set(), np.random.default_rng(0)) == text

@@ -2,7 +2,8 @@
 
   typo         rate in [0, 1]: each editable word gets one character edit (adjacent-key swap,
                deletion, insertion or repetition) with this probability. Names, cities, days and
-               numbers are protected, so the reference stays reachable; event words can break.
+               numbers are protected, so the reference stays reachable; event words can break. A
+               word's punctuation (`bill.`), its capitals and the text's line breaks are kept.
   distractors  count: sentences shaped like the key or count sentence but about other people,
                places and numbers ("last year , ...", "... plans to ..."), mixed in after the key.
                A document read from a jsonl/csv file has no key sentence of its own (it is all
@@ -48,25 +49,42 @@ def _neighbours(c: str) -> str:
     return c
 
 
-def typo(words: list[str], rate: float, protected: set[str], rng: np.random.Generator) -> list[str]:
-    out = []
-    for w in words:
-        if rate <= 0 or w in protected or not w.isalpha() or len(w) < 3 or rng.random() >= rate:
-            out.append(w)
-            continue
-        i = int(rng.integers(1, len(w)))
-        kind = int(rng.integers(4))
-        if kind == 0:  # adjacent key
-            nb = _neighbours(w[i])
-            w = w[:i] + nb[int(rng.integers(len(nb)))] + w[i + 1:]
-        elif kind == 1:  # delete
-            w = w[:i] + w[i + 1:]
-        elif kind == 2:  # insert
-            w = w[:i] + "abcdefghijklmnopqrstuvwxyz"[int(rng.integers(26))] + w[i:]
-        else:  # repeat
-            w = w[:i] + w[i] + w[i:]
-        out.append(w)
-    return out
+_WORD = re.compile(r"\S+")
+_CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)  # a word's leading punctuation, its core, its trailing punctuation
+
+
+def _edit(w: str, rng: np.random.Generator) -> str:
+    """One character edit of `w` (adjacent-key swap, deletion, insertion or repetition) at a
+    position after its first letter, in the word's case (`NASA` stays in capitals)."""
+    i = int(rng.integers(1, len(w)))
+    kind = int(rng.integers(4))
+    if kind == 0:  # adjacent key
+        nb = _neighbours(w[i].lower())
+        c = nb[int(rng.integers(len(nb)))]
+        return w[:i] + (c.upper() if w[i].isupper() else c) + w[i + 1:]
+    if kind == 1:  # delete
+        return w[:i] + w[i + 1:]
+    if kind == 2:  # insert, in capitals in a word written in capitals
+        c = "abcdefghijklmnopqrstuvwxyz"[int(rng.integers(26))]
+        return w[:i] + (c.upper() if w.isupper() else c) + w[i:]
+    return w[:i] + w[i] + w[i:]  # repeat
+
+
+def typo(text: str, rate: float, protected: set[str], rng: np.random.Generator) -> str:
+    """`text` with each editable word given one character edit with probability `rate`. A word is
+    a run of non-space characters; its core (less the punctuation before and after it, as in
+    `bill.` or `"Senate,`) is editable when it is all letters, at least 3 of them, and not
+    protected. The punctuation and the text's spacing and line breaks are kept as they were."""
+    if rate <= 0:
+        return text
+
+    def one(m: re.Match) -> str:
+        lead, core, trail = _CORE.match(m.group()).groups()
+        if m.group() in protected or core in protected or not core.isalpha() or len(core) < 3 or rng.random() >= rate:
+            return m.group()
+        return lead + _edit(core, rng) + trail
+
+    return _WORD.sub(one, text)
 
 
 def distractor(rng: np.random.Generator) -> str:
@@ -114,7 +132,7 @@ def perturb(report: Report, levels: dict[str, float], rng: np.random.Generator) 
     if rate > 0:
         f = report.facts
         protected = set(f["name"].split()) | {f["city"], f["day"], f["number"], f["role"]} if f else set()
-        text = " ".join(typo(text.split(), rate, protected, rng))
+        text = typo(text, rate, protected, rng)
     return text
 
 
