@@ -11,8 +11,10 @@
                the first LEAD_WORDS words when that sentence runs longer), so they land inside the
                input the model sees; appended after the article, truncation cut them off.
   buried       count: neutral sentences placed *before* the key sentence (before the whole document
-               read from a file). With the model's input truncated (`model.max_input_tokens`), deep
-               burial pushes the facts out of view.
+               read from a file), about 8 words each. They move the facts later in the input, and
+               out of view once they outrun `model.max_input_tokens` (the builtin's 128 tokens:
+               from about 12 sentences); at 512 or 1,024 tokens, 32 of them (about 250 words) move a
+               news article's lead back but leave it in view.
 
 A perturbed document is a pure function of (report, levels, seed, input id, cell): the same query
 always gives the same text.
