@@ -12,9 +12,10 @@
                input the model sees; appended after the article, truncation cut them off.
   buried       count: neutral sentences placed *before* the key sentence (before the whole document
                read from a file), about 8 words each. They move the facts later in the input, and
-               out of view once they outrun `model.max_input_tokens` (the builtin's 128 tokens:
-               from about 12 sentences); at 512 or 1,024 tokens, 32 of them (about 250 words) move a
-               news article's lead back but leave it in view.
+               out of view once they outrun `model.max_input_tokens` (the builtin's 128 tokens: 12
+               leave every held-out report's facts in view, unless typos lengthen its tokens, 16
+               all but 3 of 200); at 512 or 1,024 tokens, 32 of them (about 250 words) move a news
+               article's lead back but leave it in view.
 
 A perturbed document is a pure function of (report, levels, seed, input id, cell): the same query
 always gives the same text.
