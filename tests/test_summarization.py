@@ -113,6 +113,23 @@ def test_jsonl_and_csv_sources(tmp_path):
     assert len(s.heldout) == 2 and s.heldout[0].document.startswith("doc ")
 
 
+def test_a_document_given_twice_is_kept_once(tmp_path, caplog):
+    """A repeated document could land in both the training and the held-out split."""
+    rows = [{"document": f"doc {i % 10} says something .", "summary": f"sum {i} ."} for i in range(20)]
+    rows[3]["document"] = "  " + rows[3]["document"]  # the same text once stripped
+    jl = tmp_path / "d.jsonl"
+    jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with caplog.at_level("WARNING", logger="failfade"):
+        s = load_splits({"source": f"jsonl:{jl}", "heldout_fraction": 0.2}, 0)
+    docs = [r.document for r in s.train + s.heldout]
+    assert len(docs) == len(set(docs)) == 10 and not set(r.document for r in s.train) & set(r.document for r in s.heldout)
+    assert {r.reference for r in s.train + s.heldout} == {f"sum {i} ." for i in range(10)}  # the first of each
+    assert "d.jsonl: 10 repeated document(s) dropped (the first of each kept), 10 left" in caplog.text
+    jl.write_text("\n".join(json.dumps(r) for r in rows[:1] * 5) + "\n")
+    with pytest.raises(FailfadeError, match=r"d.jsonl has 1 distinct document\(s\); at least 3 are needed to split"):
+        load_splits({"source": f"jsonl:{jl}", "heldout_fraction": 0.2}, 0)
+
+
 def test_a_data_file_edited_in_place_gets_a_new_digest(tmp_path):
     """The outcome cache is keyed by the held-out documents' digest (SummarizationTask.data_digest),
     not only by the config's path: an edited file must not reuse outcomes scored on the old text."""

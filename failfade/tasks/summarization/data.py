@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,21 @@ def digest(reports: list[Report]) -> str:
     return h.hexdigest()[:16]
 
 
-def _from_pairs(pairs: list[tuple[str, str]]) -> list[Report]:
-    return [Report(doc.strip(), "", (), ref.strip(), {}) for doc, ref in pairs]
+def _from_pairs(pairs: list[tuple[str, str]], path: Path | None = None) -> list[Report]:
+    """Reports of (document, summary) pairs, a document given twice kept once (the first): a repeat
+    could land in the training split and the held-out one at once, and the fine-tuned model would
+    be scored on a document it was trained on. How many were dropped is logged."""
+    seen: set[str] = set()
+    out = []
+    for doc, ref in pairs:
+        doc = doc.strip()
+        if doc not in seen:
+            seen.add(doc)
+            out.append(Report(doc, "", (), ref.strip(), {}))
+    if len(out) < len(pairs):
+        logging.getLogger("failfade").warning(
+            "%s: %d repeated document(s) dropped (the first of each kept), %d left", path, len(pairs) - len(out), len(out))
+    return out
 
 
 def _decoded(path: Path) -> str:
@@ -124,9 +138,10 @@ def read_pairs(path: Path, kind: str, key: str) -> list[Report]:
                                 "its quote") from None
         finally:
             csv.field_size_limit(limit)
-    if len(pairs) < 3:
-        raise FailfadeError(f"{key}: {path} has {len(pairs)} document(s); at least 3 are needed to split")
-    return _from_pairs(pairs)
+    reports = _from_pairs(pairs, path)
+    if len(reports) < 3:
+        raise FailfadeError(f"{key}: {path} has {len(reports)} distinct document(s); at least 3 are needed to split")
+    return reports
 
 
 def check_source(source: str, key: str = "data.source") -> None:
