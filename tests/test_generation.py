@@ -1379,6 +1379,80 @@ def test_a_bad_training_image_folder_is_named_before_training(tmp_path):
         folder_batches(tmp_path, 3, "mitigate.images")
 
 
+def test_training_images_are_checked_against_the_pipelines_format(tmp_path):
+    """Images of another size, or of 3 channels for the 1-channel pixel model, failed at the first
+    training step with a bare RuntimeError; digit renders given to a latent (Stable Diffusion)
+    pipeline failed blaming data.template. The pipeline's format is named before any step."""
+    from PIL import Image
+
+    from failfade import FailfadeError
+    from failfade.tasks.family import family
+    from failfade.tasks.generation import folder_batches, image_format
+    from failfade.tasks.generation.pipeline import load_components
+
+    latent = load_components(build_pipeline(tmp_path / "sd"), "model.source")
+    pixel = load_components(build_pipeline(tmp_path / "px", latent=False), "model.source")
+    assert image_format(latent) == (3, 16) and image_format(pixel) == (1, 16)  # 8 latent px x a VAE of 2 levels
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name in "ab":
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(imgs / f"{name}.png")
+        (imgs / f"{name}.txt").write_text("a thin zero")
+    x, _ = folder_batches(imgs, 2, "mitigate.images", (1, 16))(0, np.random.default_rng(0))
+    assert tuple(x.shape) == (2, 1, 16, 16)  # greyscale for the 1-channel model
+    assert tuple(folder_batches(imgs, 2, "mitigate.images", (3, 16))(0, np.random.default_rng(0))[0].shape) == (2, 3, 16, 16)
+    with pytest.raises(FailfadeError, match=r"mitigate.images: .*a\.png is 16x16 px; this pipeline trains on 64x64 px"):
+        folder_batches(imgs, 2, "mitigate.images", (3, 64))
+    exp = tiny_experiment(tmp_path / "sd")
+    fam = family("generation")
+    fix = np.array([0, 1])
+    with pytest.raises(FailfadeError, match=r"mitigate.images: this pipeline trains on 16x16 px images with 3 channel"):
+        fam.training_batches(exp, fam.prompts(exp), fix, np.full(2, 0.5), exp["mitigate"], image_format(latent))
+    batches = fam.training_batches(exp, fam.prompts(exp), fix, np.full(2, 0.5), exp["mitigate"], image_format(pixel))
+    assert tuple(batches(0, np.random.default_rng(0))[0].shape[1:]) == (1, 16, 16)
+
+
+def test_an_hf_pipeline_without_training_images_is_refused_with_the_config():
+    """config/paper.yaml's Stable Diffusion experiment set no mitigate.images: its mitigate stage
+    failed after the whole exploration. Now the config names the key; paper.yaml sets it."""
+    import failfade.config
+    from failfade import FailfadeError
+
+    exp = {"task": "generation", "data": {"template": "{digit}"}, "feedback": "f.csv",
+           "model": {"source": "hf:CompVis/stable-diffusion-v1-4", "judge": "clip",
+                     "judge_source": "hf:openai/clip-vit-base-patch32"},
+           "concepts": [{"name": "digit", "transform": "word", "levels": ["zero", "one"]}]}
+    with pytest.raises(FailfadeError, match=r"experiments\.x\.mitigate\.images: an hf: model is fine-tuned on a folder"):
+        failfade.config.validate({"experiments": {"x": exp}})
+    exp["mitigate"] = {"images": "/data/pairs"}
+    failfade.config.validate({"experiments": {"x": exp}})
+    paper = failfade.config.load(Path(__file__).resolve().parents[1] / "config" / "paper.yaml")
+    assert paper["experiments"]["sd14"]["mitigate"]["images"]
+
+
+@pytest.mark.parametrize("template, message", [
+    ("one {thickness} {size} {digit}", r"read the prompt 'one thin small zero' as asking for one thin small, but its "
+                                      r"levels name zero thin small"),
+    ("a thick, {thickness} {size} {digit}", r"read the prompt 'a thick, thin small zero' as asking for zero thick small, "
+                                            r"but its levels name zero thin small"),
+])
+def test_template_words_the_attribute_judge_would_read_are_refused(template, message):
+    import failfade.config
+    from failfade import FailfadeError
+
+    exp = {"task": "generation", "data": {"template": template}, "feedback": "f.csv", "model": {"source": "builtin:digits"},
+           "concepts": WORDS}
+    with pytest.raises(FailfadeError, match=r"experiments\.x\.data\.template: the attribute judge would " + message):
+        failfade.config.validate({"experiments": {"x": exp}})
+
+
+def test_the_attribute_judge_reads_a_digit_with_punctuation():
+    from failfade.tasks.generation.prompts import requested
+
+    assert requested("a thin small zero.") == (0, 0, 0) and requested("Large, THICK nine!") == (9, 2, 2)
+    assert requested("a photo") == (-1, -1, -1)
+
+
 def test_the_checks_draw_and_judge_a_chunk_at_a_time(digits_world, monkeypatch):
     """The clean check (and the probe and fresh-seed checks) drew every image before judging any:
     the fresh-seed benchmark's 17,280 at once. Chunked, the same verdicts."""

@@ -83,6 +83,12 @@ def _check_question(question: str, key: str) -> None:
                             f"field; found {['{' + n + (':' + sp if sp else '') + ('!' + c if c else '') + '}' for n, sp, c in fields] or 'none'}")
 
 
+def _attributes(idx: tuple[int, ...]) -> str:
+    from failfade.tasks.generation.prompts import HEADS
+
+    return " ".join(vocab[i] for vocab, i in zip(HEADS, idx) if i >= 0) or "nothing"
+
+
 class GenerationFamily(TaskFamily):
     name = "generation"
     quality = "judge_pass"
@@ -99,7 +105,14 @@ class GenerationFamily(TaskFamily):
 
         from failfade.tasks.generation.prompts import parse_source
 
-        parse_source(exp["model"]["source"], f"{key}.model.source")
+        kind = parse_source(exp["model"]["source"], f"{key}.model.source")[0]
+        if kind == "hf" and not (exp.get("mitigate") or {}).get("images"):
+            # digit renders train a pipeline of the builtin's pixel format only: a Stable Diffusion run
+            # failed at its mitigate stage, after the whole exploration, blaming data.template (a path:
+            # pipeline's format is checked when the mitigate stage loads it)
+            raise FailfadeError(f"{key}.mitigate.images: an hf: model is fine-tuned on a folder of image + caption "
+                                "pairs (a.png + a.txt) of the prompts to fix, at the pipeline's resolution; set "
+                                "mitigate.images (digit renders train the builtin's pixel format only)")
         if exp["model"]["judge"] == "clip":
             self.clip_judge_source(exp, f"{key}.model.judge_source")
 
@@ -149,6 +162,16 @@ class GenerationFamily(TaskFamily):
                         f"{key}.concepts[{i}].levels: {level!r} names no digit, thickness or size that the attribute "
                         f"judge knows (digits {', '.join(D.DIGITS)}; thickness {', '.join(D.THICKNESS)}; size "
                         f"{', '.join(D.SIZES)}); for other words use judge: clip")
+        # the judge reads a whole prompt: the template's own words must not name an attribute before
+        # the cell's words do ("one {thickness} {size} {digit}" asked every cell for a one)
+        space = self.space(exp)
+        for cell, text in enumerate(self.prompts(exp, space)):
+            named = [D.requested(a.words[i] if a.words else a.label(i)) for a, i in zip(space.axes, space.coords([cell])[0])]
+            want = tuple(max((n[h] for n in named), default=-1) for h in range(len(D.HEADS)))
+            if D.requested(text) != want:
+                raise FailfadeError(f"{key}.data.template: the attribute judge would read the prompt {text!r} as asking "
+                                    f"for {_attributes(D.requested(text))}, but its levels name {_attributes(want)}: "
+                                    "the template's own words must not name a digit, thickness or size")
 
     def check_prompt_lengths(self, exp: dict, key: str) -> None:
         """Every prompt fits the pipeline's tokenizer, when its files are here before the model stage
@@ -418,7 +441,7 @@ class GenerationFamily(TaskFamily):
         c = load_components(models.pipeline_dir(model_dir, card), str(model_dir)).to(_device(exp))
         fix = np.array([int(f["cell"]) for f in plan["fix"]])
         weights = np.array([f["weight"] for f in plan["fix"]], dtype=float)
-        batches = self.training_batches(exp, prompts, fix, weights / weights.sum(), m)
+        batches = self.training_batches(exp, prompts, fix, weights / weights.sum(), m, image_format(c))
         timesteps = None
         if m["timesteps"] == "sampler":  # the noise levels the fixed-step sampler asks the UNet at
             c.scheduler.set_timesteps(exp["model"]["steps"])
@@ -452,11 +475,18 @@ class GenerationFamily(TaskFamily):
                               "post": after["untargeted_pass"]}
         return models.write_card(new, out_dir)
 
-    def training_batches(self, exp: dict, prompts: list[str], fix: np.ndarray, p_fix: np.ndarray, m: dict):
-        """batches(step, rng) -> (images, prompts) for the LoRA."""
+    def training_batches(self, exp: dict, prompts: list[str], fix: np.ndarray, p_fix: np.ndarray, m: dict,
+                         fmt: tuple[int, int] | None = None):
+        """batches(step, rng) -> (images, prompts) for the LoRA. `fmt`: the (channels, side) of the
+        images the pipeline trains on (image_format), checked against the images before any step."""
         if m.get("images"):
-            return folder_batches(Path(m["images"]), m["batch_size"], "mitigate.images")
+            return folder_batches(Path(m["images"]), m["batch_size"], "mitigate.images", fmt)
         from failfade.tasks.generation import digits as D
+
+        if fmt is not None and fmt != (1, D.SIDE):
+            raise FailfadeError(f"mitigate.images: this pipeline trains on {fmt[1]}x{fmt[1]} px images with {fmt[0]} "
+                                f"channel(s); the digit renders (1 channel, {D.SIDE}x{D.SIDE} px) train the builtin's "
+                                "pixel format only: set mitigate.images to a folder of image + caption pairs")
 
         imgs, labels = D.load_digits_images()
         train, _ = D.split(len(imgs))
@@ -606,7 +636,18 @@ def tile_images(images: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
-def folder_batches(folder: Path, batch_size: int, key: str):
+def image_format(c) -> tuple[int, int]:
+    """(channels, side in px) of the images pipeline `c` is trained on: its UNet's own input for a
+    pixel-space model; the VAE's input, at the UNet's latent size times the VAE's downsampling,
+    for a latent one."""
+    unet = c.unet.config
+    if c.vae is None:
+        return int(unet.in_channels), int(unet.sample_size)
+    vae = c.vae.config
+    return int(vae.in_channels), int(unet.sample_size) * 2 ** (len(vae.block_out_channels) - 1)
+
+
+def folder_batches(folder: Path, batch_size: int, key: str, fmt: tuple[int, int] | None = None):
     """batches from a folder of image + caption pairs (a.png + a.txt), as in the paper's curated set."""
     from PIL import Image
 
@@ -630,16 +671,22 @@ def folder_batches(folder: Path, batch_size: int, key: str):
         if size is not None and this != size:
             raise FailfadeError(f"{key}: {img} is {this[0]}x{this[1]} px, the images before it {size[0]}x{size[1]}: "
                                 f"every training image must have one size (the pipeline's resolution)")
+        if fmt is not None and this != (fmt[1], fmt[1]):  # the noise and the latents would not match mid-training
+            raise FailfadeError(f"{key}: {img} is {this[0]}x{this[1]} px; this pipeline trains on {fmt[1]}x{fmt[1]} px "
+                                "images")
         size = this
         pairs.append((img, caption))
     if not pairs:
         raise FailfadeError(f"{key}: {folder} holds no .png/.jpg images")
+    mode = "L" if fmt is not None and fmt[0] == 1 else "RGB"  # a 1-channel pixel model reads greyscale
+    if fmt is not None and fmt[0] not in (1, 3):
+        raise FailfadeError(f"{key}: this pipeline trains on {fmt[0]}-channel images; a folder of images gives 1 or 3")
     import torch
     from torchvision.transforms.functional import pil_to_tensor
 
     def batches(step: int, rng: np.random.Generator):
         pick = rng.integers(0, len(pairs), batch_size)
-        x = [pil_to_tensor(Image.open(pairs[i][0]).convert("RGB")).float() / 255.0 for i in pick]
+        x = [pil_to_tensor(Image.open(pairs[i][0]).convert(mode)).float() / 255.0 for i in pick]
         return torch.stack(x), [pairs[i][1] for i in pick]
 
     return batches

@@ -8,6 +8,7 @@ pipeline on this machine, needs transformers' tokenizer alone).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from failfade import FailfadeError
@@ -35,7 +36,7 @@ def prompt_of(space: ConceptSpace, template: str, cell: int) -> str:
 
 def requested(prompt_text: str) -> tuple[int, int, int]:
     """The (digit, thickness, size) a prompt asks for, as indices; −1 where it names none."""
-    words = prompt_text.lower().replace(",", " ").split()
+    words = re.findall(r"[a-z]+", prompt_text.lower())  # "a thin small zero." names zero too
     return tuple(next((vocab.index(w) for w in words if w in vocab), -1) for vocab in HEADS)
 
 
