@@ -218,20 +218,27 @@ def test_memory_follows_the_batch_not_the_folder(tmp_path):
 
 def test_torchvision_imagenet_layout_is_read_without_downloading(tmp_path):
     """torchvision:ImageNet:<root>:val with the layout torchvision's ImageNet dataset reads (the
-    devkit's meta.bin and wnid folders): class indices follow the sorted wnids, names come from
-    the devkit."""
+    devkit's meta.bin and wnid folders): class indices follow the sorted wnids. With every devkit
+    class present, the classes are the wnids (matched to the weights' categories in order: the
+    devkit's first names repeat); with some, the devkit's names, a wnid where a name repeats."""
     root = tmp_path / "imagenet"
-    wnids = ["n01440764", "n01443537", "n01484850"]
-    names = {"n01440764": ("tench", "Tinca tinca"), "n01443537": ("goldfish",), "n01484850": ("great white shark",)}
+    wnids = ["n01440764", "n01443537", "n01484850", "n02012849", "n03126707"]
+    names = {"n01440764": ("tench", "Tinca tinca"), "n01443537": ("goldfish",), "n01484850": ("great white shark",),
+             "n02012849": ("crane",), "n03126707": ("crane",)}
     make_folder(tmp_path / "flat", 9)
-    for w, c in zip(wnids, ("cat", "dog", "fox")):
+    for w, c in zip(wnids[:3] + wnids[4:], ("cat", "dog", "fox", "cat")):
         (root / "val" / w).mkdir(parents=True)
         for f in (tmp_path / "flat" / c).iterdir():
             (root / "val" / w / f.name).write_bytes(f.read_bytes())
     torch.save((names, wnids), root / "meta.bin")
     s = load_splits(f"torchvision:ImageNet:{root}:val", 16, 0.3, seed=0, cache_dir=tmp_path / "cache")
-    assert s.classes == ["tench", "goldfish", "great white shark"]
-    assert isinstance(s.heldout.images, ImageArray) and len(s.heldout) + len(s.train) == 9
+    assert s.classes == ["tench", "goldfish", "great white shark", "n03126707"]  # a subset: by name
+    (root / "val" / wnids[3]).mkdir()
+    for f in (tmp_path / "flat" / "dog").iterdir():
+        (root / "val" / wnids[3] / f.name).write_bytes(f.read_bytes())
+    s = load_splits(f"torchvision:ImageNet:{root}:val", 16, 0.3, seed=0, cache_dir=tmp_path / "cache")
+    assert s.classes == wnids  # every devkit class: in order
+    assert isinstance(s.heldout.images, ImageArray) and len(s.heldout) + len(s.train) == 15
     with pytest.raises(FailfadeError, match="cannot open ImageNet"):
         load_splits(f"torchvision:ImageNet:{tmp_path / 'nowhere'}", 16, 0.3, seed=0)
     with pytest.raises(FailfadeError, match="expected torchvision:ImageNet"):
@@ -279,8 +286,44 @@ def test_data_classes_are_matched_to_the_models_outputs():
     with pytest.raises(FailfadeError, match=r"data.source: the data's 2 classes do not match the model's 3 outputs: "
                                             r"class 'n01' .*name each class folder"):
         class_index(["n01", "n02"], names)  # a subset of wnids: which outputs they are is unknown
-    with pytest.raises(FailfadeError, match="class '10'"):
+    with pytest.raises(FailfadeError, match="but '10' is not one of them"):
         class_index([str(i) for i in range(12)], [str(i) for i in range(10)])
+
+
+
+def test_folders_named_after_the_categories_with_one_misspelt_are_refused():
+    """With as many folders as outputs and one name that is not a category, the folders were taken
+    in sorted order: for ImageNet's categories, 995 of 1,000 classes on another class's output."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES as cats
+
+    from failfade.tasks.classification.data import class_index
+
+    folders = sorted(cats)
+    folders[folders.index("crane bird")] = "crane_bird"
+    with pytest.raises(FailfadeError, match=r"999 of the data's 1000 class folders are named after the model's classes, "
+                                            r"but 'crane_bird' is not one of them \(1 in all\)"):
+        class_index(folders, list(cats))
+    assert class_index(sorted(cats), list(cats)).tolist() == [list(cats).index(c) for c in sorted(cats)]
+
+
+def test_imagenets_classes_are_its_wnids_in_the_weights_order():
+    """The devkit's first class names repeat ("crane" is classes 134 and 517, "maillot" 638 and 639):
+    matched by name, two classes landed on one output. A repeated name is refused; ImageNet gives
+    its wnids, taken in order, and the splits then carry the model's category names."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES as cats
+
+    from failfade.tasks.classification.data import ImageSet, Splits, aligned, class_index
+
+    devkit_names = list(cats)
+    devkit_names[134], devkit_names[639] = "crane", "maillot"  # as the devkit's names[0] read
+    assert devkit_names[517] == "crane" and devkit_names[638] == "maillot"
+    with pytest.raises(FailfadeError, match=r"two of the data's classes are both named 'crane'"):
+        class_index(devkit_names, list(cats))
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    assert class_index(wnids, list(cats)).tolist() == list(range(1000))
+    held = ImageSet(torch.zeros(2, 3, 4, 4), torch.tensor([134, 517]), np.arange(2))
+    out = aligned(Splits(held, held, wnids), list(cats))
+    assert out.heldout.labels.tolist() == [134, 517] and out.classes[134] == "crane bird" and out.classes[517] == "crane"
 
 
 def test_splits_are_labelled_by_the_models_output_indices(tmp_path):

@@ -127,18 +127,29 @@ def class_index(data: list[str], model: list[str], key: str = "data.source") -> 
     """The model's output index of each data class. By name where the model names every data class
     (its own classes, or a subset: folders named after its categories); by number where every data
     class is an output index (ImageNetV2's folders 0-999); in order where the two have as many
-    classes (a full ImageNet folder of wnids, whose sorted order is the weights' category order).
-    Anything else is refused: scoring a subset's labels 0..k against a 1,000-way model's indices
-    would call nearly every input a failure."""
+    classes and no data class is named after a model class (a full ImageNet folder of wnids, whose
+    sorted order is the weights' category order). Anything else is refused: scoring a subset's
+    labels 0..k against a 1,000-way model's indices would call nearly every input a failure, and
+    folders named after the categories with one misspelt would, in sorted order, put nearly every
+    class on another's output."""
     data, model = [str(c) for c in data], [str(c) for c in model]
+    repeated = next((c for i, c in enumerate(data) if c in data[:i]), None)
+    if repeated is not None:  # two classes, one output: one of them would be scored against the other's
+        raise FailfadeError(f"{key}: two of the data's classes are both named {repeated!r}; each class needs a name "
+                            "of its own")
     pos = {c: i for i, c in enumerate(model)}
-    if all(c in pos for c in data):
+    named = [c for c in data if c in pos]
+    if len(named) == len(data):
         return np.array([pos[c] for c in data], dtype=np.int64)
     if all(c.isdigit() and int(c) < len(model) for c in data):
         return np.array([int(c) for c in data], dtype=np.int64)
+    bad = next(c for c in data if c not in pos)
+    if named:
+        raise FailfadeError(f"{key}: {len(named)} of the data's {len(data)} class folders are named after the model's "
+                            f"classes, but {bad!r} is not one of them ({len(data) - len(named)} in all); name every folder "
+                            "by the model's class name (or every one by its output index)")
     if len(data) == len(model):
         return np.arange(len(data), dtype=np.int64)
-    bad = next(c for c in data if c not in pos)
     raise FailfadeError(f"{key}: the data's {len(data)} classes do not match the model's {len(model)} outputs: class "
                         f"{bad!r} is neither one of the model's class names (e.g. {model[0]!r}) nor an output index; "
                         f"name each class folder by the model's class name or output index (0-{len(model) - 1})")
@@ -147,7 +158,7 @@ def class_index(data: list[str], model: list[str], key: str = "data.source") -> 
 def aligned(splits: "Splits", model_classes: list[str], key: str = "data.source") -> "Splits":
     """`splits` with labels as the model's output indices (see class_index)."""
     index = class_index(splits.classes, model_classes, key)
-    if np.array_equal(index, np.arange(len(index))):
+    if np.array_equal(index, np.arange(len(index))) and [str(c) for c in splits.classes] == [str(c) for c in model_classes]:
         return splits
 
     def relabel(s: ImageSet | None) -> ImageSet | None:
@@ -281,7 +292,24 @@ def _torchvision_files(source: str, key: str):
     files = [Path(f) for f, _ in ds.samples]
     if not files:
         raise FailfadeError(f"{key}: no images found in ImageNet's {split} split under {root}")
-    return root, files, [int(c) for _, c in ds.samples], [names[0] for names in ds.classes]
+    return root, files, [int(c) for _, c in ds.samples], _imagenet_classes(root, ds)
+
+
+def _imagenet_classes(root: Path, ds) -> list[str]:
+    """The split's class names for class_index. Every devkit class present: its wnids, whose sorted
+    order is the weights' category order (matched in order). Otherwise the devkit's first names
+    (matched by name), a wnid where that name is another class's too: the devkit's first names
+    repeat ("crane" is classes 134 and 517, "maillot" 638 and 639), and matched by name two classes
+    landed on one output."""
+    from collections import Counter
+
+    from torchvision.datasets.imagenet import load_meta_file
+
+    every = load_meta_file(str(root))[0]  # wnid -> names, for all the devkit's classes
+    if set(ds.wnids) == set(every):
+        return list(ds.wnids)
+    count = Counter(names[0] if isinstance(names, tuple) else names for names in every.values())
+    return [names[0] if count[names[0]] == 1 else w for names, w in zip(ds.classes, ds.wnids)]
 
 
 def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[str], image_size: int, key: str,
@@ -300,9 +328,11 @@ def _image_set(root: Path, files: list[Path], labels: list[int], classes: list[s
         return torch.stack([torch.from_numpy(_decode(f, image_size, crop, key, interpolation).astype(np.float32) / 255.0)
                             for f in files]), y, classes
     # version 2: torchvision's resize and crop arithmetic and the weights' interpolation (a cache
-    # decoded by the earlier arithmetic differs by up to 5-11 grey levels per pixel on photographs)
-    pre = {"size": image_size, "crop": crop, "version": 1} if not crop else \
-        {"size": image_size, "crop": crop, "interpolation": interpolation, "version": 2}
+    # decoded by the earlier arithmetic differs by up to 5-11 grey levels per pixel on photographs);
+    # version 3: 16-bit greyscale scaled to 8 bits, where it was clipped at 255 (_decode). Any change
+    # to what _decode writes must bump it, or a folder decoded before is served with the old pixels.
+    pre = {"size": image_size, "crop": crop, "version": 3} if not crop else \
+        {"size": image_size, "crop": crop, "interpolation": interpolation, "version": 3}
     h = hashlib.sha256(json.dumps(pre).encode())
     for f in files:  # a file moved or swapped keeps its size and mtime, not its inode or ctime
         st = f.stat()
