@@ -388,6 +388,32 @@ def test_a_path_model_is_fed_like_the_torchvision_weights_it_came_from(tmp_path,
     assert models.weights_preprocessing(f"path:{tmp_path / 'nothing'}") is None
 
 
+def test_an_image_size_other_than_the_weights_input_is_refused(tmp_path, monkeypatch):
+    """An image folder under torchvision weights with data.image_size left at its default (32) was
+    decoded at 32 px and stretched back up to 224, blurring every input without a word."""
+    import torchvision
+
+    from failfade.tasks.classification import models
+    from failfade.tasks.classification.data import ImageSet, Splits
+    from failfade.tasks.family import family
+
+    monkeypatch.setattr(torchvision.models, "get_model", lambda arch, weights=None, **kw: torchvision.models.resnet18())
+    monkeypatch.setattr(models, "_torchvision_state", lambda *a: torchvision.models.resnet18().state_dict())
+    _, card = models._torchvision(models.ModelSource.parse("torchvision:resnet50:IMAGENET1K_V2"), tmp_path, "model.source")
+    assert card["input"]["size"] == 224
+    held = ImageSet(torch.zeros(1, 3, 4, 4), torch.tensor([0]), np.arange(1))
+    splits = Splits(held, held, list(card["classes"]))
+    exp = {"data": {"source": f"imagefolder:{tmp_path}", "image_size": 32}, "model": {"source": "torchvision:resnet50:IMAGENET1K_V2"}}
+    fam = family("classification")
+    with pytest.raises(FailfadeError, match=r"data.image_size: 32 px, but torchvision:resnet50:IMAGENET1K_V2 reads 224 px "
+                                            r"images \(its weights' own resize and crop\); set data.image_size: 224"):
+        fam.for_model(exp, splits, card)
+    exp["data"]["image_size"] = 224
+    assert fam.for_model(exp, splits, card).classes == list(card["classes"])
+    exp["data"]["image_size"], exp["model"]["source"] = 32, "torchvision:resnet50:none"  # random weights: any size
+    fam.for_model(exp, splits, card)
+
+
 def test_swapped_files_with_the_same_size_and_mtime_rebuild_the_cache(tmp_path):
     """Files extracted from one archive share a modification time; a swap by rename keeps both
     files' size and mtime, but not their inode or change time."""

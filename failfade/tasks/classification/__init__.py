@@ -60,7 +60,7 @@ class ClassificationFamily(TaskFamily):
 
     def splits(self, exp: dict, card: dict | None = None):
         """The data's splits; with a model's card, labelled by the model's output indices."""
-        from failfade.tasks.classification.data import aligned, load_splits
+        from failfade.tasks.classification.data import load_splits
         from failfade.tasks.classification.models import weights_preprocessing
 
         d = exp["data"]
@@ -73,7 +73,22 @@ class ClassificationFamily(TaskFamily):
                              validation_fraction=d.get("validation_fraction", 0.0),
                              cache_dir=Path(d["cache_dir"]) if d.get("cache_dir") else None, crop=crop,
                              interpolation=interpolation)
-        return splits if card is None else aligned(splits, card["classes"])
+        return splits if card is None else self.for_model(exp, splits, card)
+
+    def for_model(self, exp: dict, splits, card: dict):
+        """`splits` labelled by the model's output indices (data.aligned). For weights with their own
+        evaluation preprocessing (resize, then crop), data.image_size must be their input size: decoded
+        at the default 32 px, an ImageNet photo was stretched back up to 224 px, blurring every input,
+        with no word said."""
+        from failfade.tasks.classification.data import aligned
+        from failfade.tasks.classification.models import weights_preprocessing
+
+        d, size = exp["data"], int((card.get("input") or {}).get("size") or 0)
+        if (size and d["image_size"] != size and d["source"].startswith(("imagefolder:", "torchvision:"))
+                and weights_preprocessing(exp["model"]["source"]) is not None):
+            raise FailfadeError(f"data.image_size: {d['image_size']} px, but {exp['model']['source']} reads {size} px "
+                                f"images (its weights' own resize and crop); set data.image_size: {size}")
+        return aligned(splits, card["classes"])
 
     def space(self, exp: dict) -> ConceptSpace:
         return ConceptSpace.from_config(exp["concepts"], self.transforms)
@@ -112,7 +127,6 @@ class ClassificationFamily(TaskFamily):
         import torch
 
         from failfade.tasks.classification import models
-        from failfade.tasks.classification.data import aligned
         from failfade.tasks.classification.training import accuracy, fit
 
         out_dir = Path(out_dir)
@@ -141,7 +155,7 @@ class ClassificationFamily(TaskFamily):
             else:
                 module, card = got
                 mut = models.ModelUnderTest(module, card, device)
-            splits = aligned(splits, card["classes"])  # data labels as the model's output indices
+            splits = self.for_model(exp, splits, card)  # data labels as the model's output indices
         card = dict(card, source=exp["model"]["source"], heldout_clean_accuracy=accuracy(mut, splits.heldout),
                     heldout_inputs=len(splits.heldout), train_inputs=len(splits.train),
                     validation_inputs=len(splits.validation) if splits.validation is not None else 0, seed=exp["seed"])
