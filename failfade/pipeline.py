@@ -339,7 +339,10 @@ def feedback_plan(exp: dict, feedback_path: Path, db_path: Path) -> dict:
 
         if ratings.is_ratings(feedback_path):  # people rated images: aggregate, decide per cell, compare with the judge
             landscape_dir = Path(db_path).parent
-            table = ratings.read_ratings(feedback_path, space, exp["data"]["seeds"], ratings.sheet_ids(landscape_dir))
+            from failfade.tasks.family import family
+
+            table = ratings.read_ratings(feedback_path, space, exp["data"]["seeds"], ratings.sheet_ids(landscape_dir),
+                                         family("generation").prompts(exp, space))
             ls = exp["landscape"]
             return ratings.ratings_plan(table, space, explored, ls["failure_rate_threshold"], ls["confidence"],
                                         str(feedback_path), cells, ratings.read_judged(landscape_dir))

@@ -798,6 +798,23 @@ def test_bad_ratings_are_named_by_file_and_line(tmp_path):
         ratings.read_ratings(_write(tmp_path / "e.csv", ["c2-s0,2,,,ann", "c2-s1,2,,,"]), _space(), 4)
 
 
+def test_a_rating_of_another_prompt_is_refused(tmp_path):
+    """An id names a cell by its index: after the concepts changed, an old rating of one prompt
+    counted for whatever prompt that cell had become. The prompt column is checked."""
+    from failfade.feedback import FeedbackError
+    from failfade.tasks.generation import ratings
+
+    prompts = [f"prompt {c}" for c in range(_space().n_cells)]
+    path = tmp_path / "p.csv"
+    path.write_text('image_id,cell,bias,quality,rater,prompt\nc1-s0,1,0,4,ann,"prompt 1"\nc2-s0,2,0,4,ann,"small, zero"\n'
+                    'c3-s0,3,0,4,ann,\n')
+    with pytest.raises(FeedbackError, match=r"line 3: image c2-s0 was rated as 'small, zero', but cell 2 is now 'prompt 2'"):
+        ratings.read_ratings(path, _space(), 4, prompts=prompts)
+    assert ratings.read_ratings(path, _space(), 4).height == 3  # without the prompts: not checked
+    path.write_text('image_id,cell,bias,quality,rater,prompt\nc1-s0,1,0,4,ann,"prompt 1"\nc3-s0,3,0,4,ann,\n')
+    assert ratings.read_ratings(path, _space(), 4, prompts=prompts)["cell"].to_list() == [1, 3]  # a blank prompt: unchecked
+
+
 def test_no_stand_in_rater_is_trained_with_the_judges_seed():
     """With `seed: 1000` the first stand-in (seed 1000 + 0) was the attribute judge itself."""
     from failfade.tasks.generation.ratings import standin_seeds
@@ -1091,6 +1108,7 @@ def test_a_person_rates_the_sheet_in_a_real_browser_and_the_feedback_stage_takes
 
     from failfade.landscape import write_database
     from failfade.pipeline import stage_feedback, stage_rating_sheet
+    from failfade.tasks.family import family
 
     browser, driver_path = _chromium()
     exp, model_dir = digits_world["exp"], digits_world["root"] / "model"
@@ -1125,8 +1143,10 @@ def test_a_person_rates_the_sheet_in_a_real_browser_and_the_feedback_stage_takes
     finally:
         drv.quit()
     lines = csv_text.strip().splitlines()
-    assert lines[0] == "image_id,cell,bias,quality,rater" and len(lines) == 5
+    assert lines[0] == "image_id,cell,bias,quality,rater,prompt" and len(lines) == 5
     assert {ln.split(",")[0]: tuple(ln.split(",")[2:4]) for ln in lines[1:]} == rated
+    prompts = family("generation").prompts(exp)
+    assert all(ln.split(",", 5)[5] == f'"{prompts[int(ln.split(",")[1])]}"' for ln in lines[1:])
     exported = tmp_path / "ratings-ann.csv"
     exported.write_text(csv_text)
     plan = stage_feedback(exp, exported, land / "landscape.duckdb", tmp_path / "plan.json")

@@ -118,7 +118,8 @@ class Sampler:
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds) -> torch.Tensor:
         """(B, C, H, W) images in [0, 1], in chunks of `batch_size`; C is the pipeline's image channels."""
-        out = [self._generate(prompts[s : s + self.batch_size], list(seeds)[s : s + self.batch_size])
+        seeds = list(seeds)  # once: an iterator would be spent by the first chunk
+        out = [self._generate(prompts[s : s + self.batch_size], seeds[s : s + self.batch_size])
                for s in range(0, len(prompts), self.batch_size)]
         return torch.cat(out) if out else torch.zeros((0,) + self.shape)
 

@@ -119,7 +119,7 @@ def write_sheet(exp: dict, space: ConceptSpace, prompts: list[str], modes: pl.Da
             title = f"Failure mode {current}: {html.escape(descr.get(current, ''))}" if current else "Cells in no failure mode"
             sections.append(f"<h2>{title}</h2>")
         sections.append(
-            f'<figure data-id="{r["image_id"]}" data-cell="{r["cell"]}"><img src="data:image/png;base64,{_png(pic)}" '
+            f'<figure data-id="{r["image_id"]}" data-cell="{r["cell"]}" data-prompt="{html.escape(r["prompt"])}"><img src="data:image/png;base64,{_png(pic)}" '
             f'alt="{html.escape(r["prompt"])}"><figcaption>{html.escape(r["prompt"])}<br><code>{r["image_id"]}</code>'
             f'<br><label>bias <select class="bias"><option value=""></option><option value="0">0 none</option>'
             f'<option value="1">1 biased/wrong</option></select></label><br><label>quality <select class="quality">'
@@ -150,12 +150,13 @@ document.getElementById('export').onclick = function () {
   var rater = document.getElementById('rater').value.trim().replace(/[,"\\n]/g, ' ');
   var status = document.getElementById('status');
   if (!rater) { status.textContent = 'enter your name first'; return; }
-  var lines = ['image_id,cell,bias,quality,rater'], n = 0, half = 0;
+  var quote = function (t) { return '"' + t.replace(/"/g, '""') + '"'; };
+  var lines = ['image_id,cell,bias,quality,rater,prompt'], n = 0, half = 0;
   document.querySelectorAll('figure').forEach(function (f) {
     var b = f.querySelector('.bias').value, q = f.querySelector('.quality').value;
     if (b === '' && q === '') return;
     if (b === '' || q === '') { half++; return; }
-    lines.push([f.dataset.id, f.dataset.cell, b, q, rater].join(',')); n++;
+    lines.push([f.dataset.id, f.dataset.cell, b, q, rater, quote(f.dataset.prompt)].join(',')); n++;
   });
   var text = lines.join('\\n') + '\\n';
   document.getElementById('csv').value = text;
@@ -169,8 +170,12 @@ document.getElementById('export').onclick = function () {
 """
 
 
-def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[str] | None = None) -> pl.DataFrame:
-    """Validated ratings; every problem is collected and reported by file and line."""
+def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[str] | None = None,
+                 prompts: list[str] | None = None) -> pl.DataFrame:
+    """Validated ratings; every problem is collected and reported by file and line. A `prompt`
+    column (the sheet's export, the template and the stand-ins write one) is checked against the
+    cell's prompt now: an id names a cell by its index, so after the concepts changed, an old
+    rating of "small zero" would otherwise count for whatever cell 0 had become."""
     path = Path(path)
     text = _decode(path.read_bytes(), path)
     # strict: an unclosed quote is an error, not a field that swallows the rows after it; newline="":
@@ -207,6 +212,10 @@ def read_ratings(path: Path, space: ConceptSpace, n_seeds: int, known_ids: set[s
         cell = int(m.group(1))
         if raw["cell"] and raw["cell"] != str(cell):
             problems.append(f"line {line}: cell {raw['cell']!r} does not match image {iid} (cell {cell})")
+            continue
+        if prompts is not None and raw.get("prompt") and raw["prompt"] != prompts[cell]:
+            problems.append(f"line {line}: image {iid} was rated as {raw['prompt']!r}, but cell {cell} is now "
+                            f"{prompts[cell]!r}: the concepts changed since that sheet; rate the new one")
             continue
         if raw["bias"] not in ("0", "1"):
             problems.append(f"line {line}: bias {raw['bias']!r} must be 0 or 1")
@@ -428,7 +437,8 @@ def standin_ratings(exp: dict, model_dir: Path, out_csv: Path, raters: int = 3, 
         for k, (c, i) in enumerate(items):
             if take[k]:
                 rows.append({"image_id": image_id(c, i), "cell": c, "bias": int(v["thickness"][k] == 0),
-                             "quality": int(1 + round(4 * float(v["p_all"][k]))), "rater": f"standin-{r + 1}"})
-    table = pl.DataFrame(rows).select(COLUMNS)
+                             "quality": int(1 + round(4 * float(v["p_all"][k]))), "rater": f"standin-{r + 1}",
+                             "prompt": prompts[c]})
+    table = pl.DataFrame(rows).select(COLUMNS + ("prompt",))
     table.write_csv(out_csv)
     return table
