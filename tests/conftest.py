@@ -11,6 +11,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _flush_to_zero_off_after_each_test():
+    """Building a classifier turns on flush-to-zero for the process (failfade.numerics): put torch's
+    default back after every test, so that no test sees another's setting (test_numerics asserted
+    it off, and failed when a classifier test happened to run before it)."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (holds Snakefile, rules/, config/, resources/feedback/)."""
