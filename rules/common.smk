@@ -11,7 +11,8 @@ import failfade.tasks.family
 try:
     for _f in workflow.configfiles:  # Snakemake's YAML keeps the later of a key given twice: refuse that
         failfade.config.read_yaml(_f)
-    _validated = failfade.config.workflow_config(failfade.config.validate(config, failfade.config.source_name(workflow.configfiles, workflow.config_settings.config)))
+    _source = failfade.config.source_name(workflow.configfiles, workflow.config_settings.config)
+    _validated = failfade.config.workflow_config(failfade.config.validate(config, _source))
 except failfade.FailfadeError as _e:  # one line (Snakemake prints a traceback for an error in a Snakefile),
     # e.g. a `--config run=[...]` override naming no experiment, which `failfade run` cannot see beforehand
     sys.stderr.write(f"failfade: {_e}\n")
