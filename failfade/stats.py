@@ -25,7 +25,8 @@ def wilson_interval(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndar
 def cluster_shrink(clusters: np.ndarray, values: np.ndarray) -> float:
     """n_eff / n for the mean of `values` over units that share clusters (inputs): 1 / the design
     effect, v_cluster / v_iid, where v_cluster is the cluster-robust (sandwich) variance of the mean,
-    Σ_i (Σ_{j in i} (x_j − x̄))² / n² · m/(m−1) over the m clusters, and v_iid = var(x) / n. At most
+    Σ_i (Σ_{j in i} (x_j − x̄))² / n² · m/(m−1) over the m clusters, and v_iid = s² / n (s² with
+    n − 1 in its denominator, so that the two agree when every unit is its own cluster). At most
     1 (no credit for negative dependence). When the values do not vary, the variance says nothing
     and it is m/n: the clusters, as if every unit of a cluster agreed (conservative)."""
     x = np.asarray(values, dtype=np.float64)
@@ -36,7 +37,10 @@ def cluster_shrink(clusters: np.ndarray, values: np.ndarray) -> float:
     m = int(inv.max()) + 1
     if m < 2:
         return 1.0 / n
-    v_iid = float(x.var()) / n  # for 0/1 values p(1-p)/n, the binomial variance Wilson assumes
+    # for 0/1 values p(1-p)/n, the binomial variance Wilson assumes, with the same small-sample
+    # factor as v_cluster's m/(m-1): with every unit its own cluster the two agree and n_eff = n
+    # (with var(x)/n it read n - 1, and the audit called that clustering)
+    v_iid = float(x.var(ddof=1)) / n
     if v_iid <= 0:
         return m / n
     sums = np.bincount(inv, weights=x - x.mean(), minlength=m)

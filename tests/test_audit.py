@@ -380,3 +380,17 @@ def test_the_relative_change_allows_for_the_base_rates_clustering():
         lo, hi = paired_sample_change(pairs)["relative_change_ci"]
         held += lo <= truth <= hi
     assert held / runs > 0.88
+
+
+def test_pairs_on_distinct_inputs_keep_their_number():
+    """With every pair on an input of its own there is no clustering: the effective count is the
+    pairs (it read n - 1, and the audit then said that pairs of one input move together)."""
+    from failfade.stats import cluster_shrink, clustered_wilson
+
+    rng = np.random.default_rng(0)
+    for n in (6, 40, 500):
+        f = rng.random(n) < 0.4
+        f[:2] = [True, False]  # both outcomes
+        assert cluster_shrink(np.arange(n), f) == pytest.approx(1.0)
+        assert clustered_wilson(np.arange(n), f)[0] == pytest.approx(n)
+    assert cluster_shrink(np.repeat(np.arange(10), 5), np.repeat(rng.random(10) < 0.5, 5)) < 0.5  # shared inputs
