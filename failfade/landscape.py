@@ -28,7 +28,7 @@ import polars as pl
 
 from failfade import FailfadeError
 from failfade.concepts import ConceptSpace
-from failfade.slices import cells_of, cells_text
+from failfade.slices import cells_of, cells_text, one_thread
 from failfade.stats import (cell_counts, rates_from_sums, stabilized_propensity, variance_from_sums, weight_sums,
                             wilson_interval)
 
@@ -121,12 +121,8 @@ def cell_sums_sql(con: duckdb.DuckDBPyConnection, paths: list[str], n_cells: int
     p = "propensity" if "propensity" in cols else "NULL::DOUBLE"
     if "marginal" in cols:
         p = f"CASE WHEN isfinite(marginal) AND marginal > 0 THEN {p} / marginal ELSE {p} END"
-    # one thread: DuckDB's parallel sums add the rows in whatever order its threads finish, so the
-    # same query files gave sums that differed in their last bits from run to run (and a failure
-    # table that was not the same, against the seed's promise); one thread adds them in file order
-    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
-    con.execute("SET threads = 1")
-    try:
+    # one thread adds the rows in file order: the same query files, the same failure table
+    with one_thread(con):
         rows = con.execute(f"""
             WITH q AS (
                 SELECT cell::BIGINT AS cell, failure::DOUBLE AS f, delta::DOUBLE AS delta, ({p})::DOUBLE AS p
@@ -135,8 +131,6 @@ def cell_sums_sql(con: duckdb.DuckDBPyConnection, paths: list[str], n_cells: int
             SELECT cell, count(*) AS n, sum(f) AS k, sum(delta) AS sd, sum(w) AS sw, sum(w * w) AS sw2, sum(w * f) AS swf,
                    sum(w * w * f) AS sw2f, count(*) - count(f) AS no_failure
             FROM w GROUP BY cell ORDER BY cell""", [paths]).fetchnumpy()
-    finally:
-        con.execute(f"SET threads = {threads}")
     cell = np.asarray(rows["cell"], dtype=np.int64)
     if np.ma.getmaskarray(rows["cell"]).any() or np.asarray(rows["no_failure"]).any() or (
             len(cell) and (cell.min() < 0 or cell.max() >= n_cells)):

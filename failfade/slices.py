@@ -40,6 +40,7 @@ the same.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -130,6 +131,20 @@ def _cells_table(con, space: ConceptSpace, cells: pl.DataFrame) -> None:
     con.unregister("cells_in")
 
 
+@contextmanager
+def one_thread(con: duckdb.DuckDBPyConnection):
+    """DuckDB on one thread for the block, its setting put back after. Its parallel sums add rows in
+    whatever order its threads finish, so the same rows gave sums that differed in their last bits
+    from run to run: a failure table or a slice's statistics that were not the same for the same
+    seed (at 2 threads, from about 120,000 rows: DuckDB's row group)."""
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    con.execute("SET threads = 1")
+    try:
+        yield con
+    finally:
+        con.execute(f"SET threads = {threads}")
+
+
 def _stats_sql(axes: tuple[int, ...]) -> str:
     """Statistics of every candidate box on `axes` (table sl_cand: sid, lo{j}, hi{j}), from the
     cells' marginal over those axes. Column names come from axis positions, never from user text."""
@@ -154,7 +169,8 @@ def find_slices(space: ConceptSpace, cells: pl.DataFrame, params: SliceParams,
     own = con is None
     con = con or duckdb.connect()
     try:
-        return _find(con, space, cells, params)
+        with one_thread(con):
+            return _find(con, space, cells, params)
     finally:
         if own:
             con.close()

@@ -443,3 +443,28 @@ def test_a_modes_mean_delta_weighs_each_cell_the_same():
     _, modes, _ = summarize(SPACE5, q, threshold=0.5)
     assert modes["selector"].to_list() == ["rotation=40"]
     assert modes["mean_delta"][0] == pytest.approx((5 * 0.2 + 20 * 1.0) / 25, rel=1e-6)  # not (450·0.2 + 200) / 650
+
+
+def test_slice_sums_are_the_same_bits_on_every_run():
+    """DuckDB's parallel sums add rows in the order its threads finish: past a row group (~120,000
+    rows) the same cells gave slice sums that differed in their last bits between runs. The slice
+    search runs on one thread (one_thread), and the connection's setting is put back."""
+    import duckdb
+
+    from failfade.slices import one_thread
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    frame = pl.DataFrame({"a0": rng.integers(0, 10, n).astype(np.int32), "e": rng.random(n), "v": rng.random(n) * 1e-3})
+    seen = set()
+    for _ in range(4):
+        con = duckdb.connect()
+        con.execute("SET threads = 2")
+        con.register("x", frame.to_arrow())
+        with one_thread(con):
+            row = con.execute("WITH m AS (SELECT a0, sum(e) se, sum(v) sv FROM x GROUP BY a0) "
+                              "SELECT sum(se), sum(sv) FROM m WHERE a0 BETWEEN 2 AND 5").fetchone()
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
+        seen.add(tuple(float(v).hex() for v in row))
+        con.close()
+    assert len(seen) == 1
