@@ -41,6 +41,9 @@ def _results_root(results: str | None, configfile: str = "config/config.yaml") -
 
 
 RESULTS_HELP = "Results folder (default: the config's `results:`, else results)."
+# the reading commands take the config a run was given, so that its `results:` is where they look
+configfile_option = click.option("--configfile", default="config/config.yaml", show_default=True,
+                                 help="The config whose `results:` holds the experiment (as given to `failfade run`).")
 
 
 def _results(results: str | None, experiment: str, *parts: str, configfile: str = "config/config.yaml") -> Path:
@@ -223,13 +226,14 @@ def _audit_of(path: Path, modes: pl.DataFrame) -> tuple[dict | None, str]:
 @click.argument("experiment")
 @click.option("--results", default=None, help=RESULTS_HELP)
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="How many modes to show.")
-def modes(experiment, results, top):
+@configfile_option
+def modes(experiment, results, top, configfile):
     """Print an experiment's failure modes: each a slice (a conjunction of level ranges) with its
     failure rate and interval, size, how much of the failure it covers, words and selector."""
     from rich.console import Console
     from rich.table import Table
 
-    path = _results(results, experiment, "landscape", "failure_modes.csv")
+    path = _results(results, experiment, "landscape", "failure_modes.csv", configfile=configfile)
     try:
         df = pl.read_csv(path)
         df.select("mode", "n_cells", "failing_cells", "failure_rate", "rate_lo", "rate_hi", "cum_failing_cells",
@@ -285,11 +289,13 @@ def _share(x) -> str:
 @click.option("--results", default=None, help=RESULTS_HELP)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_out_file,
               help="Where to write (default: stdout).")
-def template(experiment, results, out):
+@configfile_option
+def template(experiment, results, out, configfile):
     """Write a feedback template for an experiment's failure modes (fill in `decision`)."""
     from failfade.landscape import feedback_template, read_table
 
-    text = feedback_template(read_table(_results(results, experiment, "landscape", "landscape.duckdb"), "failure_modes")).write_csv()
+    text = feedback_template(read_table(_results(results, experiment, "landscape", "landscape.duckdb",
+                                                        configfile=configfile), "failure_modes")).write_csv()
     if out:
         Path(out).write_text(text)
         click.echo(f"wrote {out}: set each row's decision to fix or accept", err=True)
@@ -358,13 +364,14 @@ def standin_ratings(experiment, out, raters, configfile, results):
 @click.argument("experiment")
 @click.option("--results", default=None, help=RESULTS_HELP)
 @click.option("--check", is_flag=True, help="Only the no-new-failures guard: exit 1 when it tripped and shift.guard is fail.")
-def shift(experiment, results, check):
+@configfile_option
+def shift(experiment, results, check, configfile):
     """Print an experiment's before/after summary."""
     import json
 
     from failfade import unreadable
 
-    path = _results(results, experiment, "shift", "shift.json" if check else "shift.md")
+    path = _results(results, experiment, "shift", "shift.json" if check else "shift.md", configfile=configfile)
     try:
         text = path.read_bytes().decode("utf-8")
         if not check:

@@ -394,3 +394,29 @@ def test_pairs_on_distinct_inputs_keep_their_number():
         assert cluster_shrink(np.arange(n), f) == pytest.approx(1.0)
         assert clustered_wilson(np.arange(n), f)[0] == pytest.approx(n)
     assert cluster_shrink(np.repeat(np.arange(10), 5), np.repeat(rng.random(10) < 0.5, 5)) < 0.5  # shared inputs
+
+
+def test_the_reading_commands_look_where_the_given_config_wrote(tmp_path, monkeypatch):
+    """`failfade run --configfile F` writes to F's `results:`; `modes`, `template` and `shift` read
+    ./config/config.yaml's, so they showed another run's results or none. They take --configfile."""
+    from click.testing import CliRunner
+
+    from failfade.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    land = tmp_path / "elsewhere" / "t" / "landscape"
+    land.mkdir(parents=True)
+    modes_of([np.arange(0, 10)]).with_columns(n_cells=pl.lit(10), failing_cells=pl.lit(8), cum_failing_cells=pl.lit(0.5),
+                                              cum_failures=pl.lit(0.5)).write_csv(land / "failure_modes.csv")
+    (tmp_path / "elsewhere" / "t" / "shift").mkdir()
+    (tmp_path / "elsewhere" / "t" / "shift" / "shift.md").write_text("# the other run's shift\n")
+    (tmp_path / "mine.yaml").write_text("results: elsewhere\nexperiments: {}\n")
+    for args in (["modes", "t"], ["shift", "t"], ["template", "t"]):
+        r = CliRunner().invoke(main, args, env={"COLUMNS": "250"})
+        assert r.exit_code != 0 and "no results for experiment 't' under results/" in r.output, r.output
+    r = CliRunner().invoke(main, ["modes", "t", "--configfile", "mine.yaml"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0 and "m0" in r.output and "mode 0" in r.output, r.output
+    r = CliRunner().invoke(main, ["shift", "t", "--configfile", "mine.yaml"])
+    assert r.exit_code == 0 and "the other run's shift" in r.output, r.output
+    r = CliRunner().invoke(main, ["template", "t", "--configfile", "mine.yaml"])
+    assert "elsewhere/t/landscape/landscape.duckdb does not exist yet" in r.output, r.output  # looked there
