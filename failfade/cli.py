@@ -84,9 +84,11 @@ def main():
     """Find, summarize and fade the failures of a model under test."""
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, since: float | None = None) -> bool:
     """Whether process `pid` runs. A zombie does not: killed with -9 along with failfade, a run's
-    snakemake stays one until something reaps it (in a container whose init reaps nothing, for good)."""
+    snakemake stays one until something reaps it (in a container whose init reaps nothing, for good).
+    With `since` (when the run was recorded, epoch seconds), neither does a process that started
+    after it: the pid was reused by another program after a crash or a reboot."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,8 +97,16 @@ def _alive(pid: int) -> bool:
         return True
     try:
         with open(f"/proc/{pid}/stat") as fh:  # "pid (comm) state ...": comm may hold spaces or parentheses
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):  # not Linux, or gone meanwhile
+            fields = fh.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return False
+        if since is not None:
+            with open("/proc/stat") as fh:
+                boot = next(float(line.split()[1]) for line in fh if line.startswith("btime "))
+            started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
+            return started <= since + 5  # the record is written after its process starts
+        return True
+    except (OSError, IndexError, ValueError, StopIteration):  # not Linux, or gone meanwhile
         return True
 
 
@@ -105,12 +115,20 @@ def _snakemake(*args: str) -> list[str]:
 
 
 def _directory(args: tuple[str, ...]) -> Path:
-    """The working directory of the run that `args` describe (snakemake's --directory, else here)."""
+    """The working directory of the run that `args` describe (snakemake's --directory, else here),
+    in every spelling snakemake takes: `-d X`, `-dX`, `--directory X`, `--directory=X`, and the
+    abbreviations its argument parser allows (`--dir X`, `--direc=X`)."""
     for i, a in enumerate(args):
-        if a in ("--directory", "-d") and i + 1 < len(args):
+        name, eq, value = a.partition("=")
+        if name.startswith("--") and len(name) >= 5 and "--directory".startswith(name):
+            if eq:
+                return Path(value)
+            if i + 1 < len(args):
+                return Path(args[i + 1])
+        if a == "-d" and i + 1 < len(args):
             return Path(args[i + 1])
-        if a.startswith("--directory="):
-            return Path(a.split("=", 1)[1])
+        if a.startswith("-d") and not a.startswith("--") and len(a) > 2:
+            return Path(a[2:])
     return Path(".")
 
 
@@ -138,10 +156,10 @@ def _free_the_folder(state: Path) -> None:
     record = state / PIDFILE
     try:  # failfade's pid, then its snakemake's (written once started)
         pids = [int(x) for x in record.read_text().split()]
-        pid = pids[0]
+        pid, recorded = pids[0], record.stat().st_mtime
     except (OSError, ValueError, IndexError):
-        pids, pid = [], None
-    live = [p for p in pids if p != os.getpid() and _alive(p)]
+        pids, pid, recorded = [], None, None
+    live = [p for p in pids if p != os.getpid() and _alive(p, recorded)]
     if live:  # failfade, or its snakemake alone (failfade killed with -9 leaves it running)
         also = "" if live[0] == pid else f"; its snakemake, pid {live[0]}, still runs"
         raise click.ClickException(f"another `failfade run` (pid {pid}{also}) is working in this folder: wait for it or stop it")
@@ -297,7 +315,10 @@ def template(experiment, results, out, configfile):
     text = feedback_template(read_table(_results(results, experiment, "landscape", "landscape.duckdb",
                                                         configfile=configfile), "failure_modes")).write_csv()
     if out:
-        Path(out).write_text(text)
+        try:
+            Path(out).write_text(text)
+        except OSError as e:  # a FileNotFoundError here is not a missing result (_Group's reading)
+            raise click.ClickException(f"{out}: cannot write it ({e.strerror or type(e).__name__})") from None
         click.echo(f"wrote {out}: set each row's decision to fix or accept", err=True)
     else:
         click.echo(text, nl=False)

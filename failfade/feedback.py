@@ -226,8 +226,8 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
             continue
         weight = 1.0
         if raw.get("weight"):
-            try:
-                weight = float(raw["weight"])
+            try:  # a plain decimal: Python's float also reads "1_000" as 1000, which a spreadsheet never means
+                weight = float(raw["weight"]) if "_" not in raw["weight"] else float("nan")
             except ValueError:
                 weight = float("nan")
             if not np.isfinite(weight) or weight <= 0 or weight > MAX_WEIGHT:

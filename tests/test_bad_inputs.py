@@ -627,3 +627,29 @@ def test_a_zombie_is_not_a_live_run():
     assert not cli._alive(child.pid)
     child.wait()
     assert cli._alive(os.getpid())
+
+
+def test_a_reused_pid_is_not_the_recorded_run():
+    """After a crash or a reboot the recorded pid may belong to another program: a process that
+    started after the record was written is not the run it recorded."""
+    from failfade import cli
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.2)
+        assert cli._alive(child.pid, since=time.time())  # started before the record: the recorded run
+        assert not cli._alive(child.pid, since=time.time() - 3600)  # started an hour after the record: another
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("args", [("-d", "w"), ("-dw",), ("--directory", "w"), ("--directory=w",), ("--dir", "w"),
+                                  ("--direc=w",), ("-n", "--cores", "2", "--dir", "w", "all")])
+def test_every_spelling_of_snakemakes_directory_is_read(args):
+    """`failfade run --dir X` (snakemake takes abbreviations) validated ./config/config.yaml and
+    looked for locks in ./.snakemake, not in X."""
+    from failfade import cli
+
+    assert cli._directory(args) == Path("w")
+    assert cli._directory(("-n", "--cores", "2")) == Path(".") and cli._directory(("--dryrun",)) == Path(".")

@@ -197,6 +197,7 @@ BAD = {
     "zero_weight": ("selector,decision,weight\nrotation>=30,fix,0\n", 2, "weight '0' must be a positive number"),
     "negative_weight": ("selector,decision,weight\nrotation>=30,fix,-2\n", 2, "weight '-2' must be a positive number"),
     "non_numeric_weight": ("selector,decision,weight\nrotation>=30,fix,heavy\n", 2, "weight 'heavy' must be a positive number"),
+    "underscored_weight": ("selector,decision,weight\nrotation>=30,fix,1_000\n", 2, "weight '1_000' must be a positive number"),
     "nan_weight": ("selector,decision,weight\nrotation>=30,fix,nan\n", 2, "weight 'nan' must be a positive number"),
     # 1e308 twice overflowed the mitigation sampler's sums (numpy refused; torch drew one cell only)
     "huge_weight": ("selector,decision,weight\nrotation>=30,fix,1e308\n", 2, "weight '1e308' must be a positive number, at most 1e+06"),
