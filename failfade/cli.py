@@ -254,9 +254,12 @@ def modes(experiment, results, top, configfile):
     path = _results(results, experiment, "landscape", "failure_modes.csv", configfile=configfile)
     try:
         df = pl.read_csv(path)
-        df.select("mode", "n_cells", "failing_cells", "failure_rate", "rate_lo", "rate_hi", "cum_failing_cells",
-                  "cum_failures", "description", "selector")
-    except Exception as e:  # truncated, not UTF-8, or not the table failfade wrote
+        shown = df.select("mode", "n_cells", "failing_cells", "failure_rate", "rate_lo", "rate_hi", "cum_failing_cells",
+                          "cum_failures", "description", "selector")
+        blank = next((c for c in shown.columns if shown[c].null_count()), None)
+        if blank is not None:  # printed as a rate, a blank one raised a TypeError
+            raise ValueError(f"column {blank!r} has blank values")
+    except Exception as e:  # truncated, not UTF-8, blank, or not the table failfade wrote
         from failfade import unreadable
 
         raise unreadable(path, e, "a failure-mode table (CSV)") from None

@@ -177,7 +177,10 @@ def read_feedback(path: Path, space: ConceptSpace, explored_cells) -> list[Row]:
     path = Path(path)
     if not path.is_file():
         raise FeedbackError(path, ["file not found"])
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:  # unreadable (permissions, a broken mount): named, not a traceback
+        raise FeedbackError(path, [f"cannot be read ({e.strerror or type(e).__name__})"]) from None
     try:
         text = utf8_text(data)
     except NotUtf8 as e:

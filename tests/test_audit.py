@@ -420,3 +420,19 @@ def test_the_reading_commands_look_where_the_given_config_wrote(tmp_path, monkey
     assert r.exit_code == 0 and "the other run's shift" in r.output, r.output
     r = CliRunner().invoke(main, ["template", "t", "--configfile", "mine.yaml"])
     assert "elsewhere/t/landscape/landscape.duckdb does not exist yet" in r.output, r.output  # looked there
+
+
+def test_a_failure_mode_table_with_a_blank_rate_is_named(tmp_path):
+    """A blank failure_rate reached the table's formatting as None: a TypeError traceback."""
+    from click.testing import CliRunner
+
+    from failfade.cli import main
+
+    land = tmp_path / "results" / "t" / "landscape"
+    land.mkdir(parents=True)
+    modes_of([np.arange(0, 10)]).with_columns(n_cells=pl.lit(10), failing_cells=pl.lit(8), cum_failing_cells=pl.lit(0.5),
+                                              cum_failures=pl.lit(0.5), failure_rate=pl.lit(None, pl.Float64)
+                                              ).write_csv(land / "failure_modes.csv")
+    r = CliRunner().invoke(main, ["modes", "t", "--results", str(tmp_path / "results")])
+    assert r.exit_code == 1 and "failure_modes.csv: cannot be read as a failure-mode table" in r.output, r.output
+    assert "column 'failure_rate' has blank values" in r.output and "Traceback" not in r.output

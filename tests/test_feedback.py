@@ -419,3 +419,20 @@ def test_a_selector_names_its_cells_when_levels_agree_to_six_digits(levels):
         want = [c for c in range(space.n_cells) if lo <= space.coords([c])[0][0] <= hi]
         assert parse_selector(text, space).tolist() == want, text
     assert len({a.label(i) for i in range(3)}) == 3
+
+
+def test_an_unreadable_feedback_file_is_named(tmp_path, monkeypatch):
+    """A file that exists but cannot be read (permissions, a broken mount) was a traceback."""
+    from pathlib import Path
+
+    from failfade.feedback import FeedbackError, read_feedback
+
+    f = tmp_path / "fb.csv"
+    f.write_text("selector,decision\nrotation>=30,fix\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(FeedbackError, match=r"fb.csv.*cannot be read \(Permission denied\)"):
+        read_feedback(f, None, [])
