@@ -651,6 +651,9 @@ def folder_batches(folder: Path, batch_size: int, key: str, fmt: tuple[int, int]
     """batches from a folder of image + caption pairs (a.png + a.txt), as in the paper's curated set."""
     from PIL import Image
 
+    if fmt is not None and fmt[0] not in (1, 3):  # before reading any file
+        raise FailfadeError(f"{key}: this pipeline trains on {fmt[0]}-channel images; a folder of images gives 1 or 3")
+
     if not folder.is_dir():
         raise FailfadeError(f"{key}: {folder} is not a folder of image + caption pairs")
     pairs, size = [], None
@@ -679,8 +682,6 @@ def folder_batches(folder: Path, batch_size: int, key: str, fmt: tuple[int, int]
     if not pairs:
         raise FailfadeError(f"{key}: {folder} holds no .png/.jpg images")
     mode = "L" if fmt is not None and fmt[0] == 1 else "RGB"  # a 1-channel pixel model reads greyscale
-    if fmt is not None and fmt[0] not in (1, 3):
-        raise FailfadeError(f"{key}: this pipeline trains on {fmt[0]}-channel images; a folder of images gives 1 or 3")
     import torch
     from torchvision.transforms.functional import pil_to_tensor
 
