@@ -59,9 +59,10 @@ def cell_table_from_sums(space: ConceptSpace, sums: dict, threshold: float, conf
     """Per-cell statistics from per-cell sums (n, k, mean_delta, sw, sw2, swf, sw2f). `failure_rate`
     estimates the rate over the input distribution (importance-weighted when a contextual searcher
     chose the cells; see stats.weighted_cell_rates); its Wilson interval uses the effective sample
-    size, `rate_var` is its variance (stats.variance_from_sums). `queries`/`failures` are raw counts."""
+    size `effective_queries` (stats.rates_from_sums: Kish's, or less where the weights depend on
+    the outcome), `rate_var` is its variance (stats.variance_from_sums). `queries`/`failures` are raw counts."""
     n, k = np.asarray(sums["n"], dtype=np.int64), np.asarray(sums["k"], dtype=np.int64)
-    rate, n_eff, k_eff = rates_from_sums(sums["sw"], sums["sw2"], sums["swf"])
+    rate, n_eff, k_eff = rates_from_sums(sums["sw"], sums["sw2"], sums["swf"], sums["sw2f"])
     lo, hi = wilson_interval(k_eff, n_eff, confidence)
     coords = space.all_coords()
     return pl.DataFrame(

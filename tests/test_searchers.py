@@ -709,6 +709,41 @@ def test_ppo_level_set_holds_the_landscapes_effective_counts():
     assert (agent.levels.n[~seen] == 0).all()
 
 
+def test_cell_interval_covers_when_the_weights_depend_on_the_outcome():
+    """A policy that picks cells by the input's difficulty, on cells whose failures follow that
+    difficulty, gives failing and passing queries different weights: Wilson's interval at Kish's
+    effective size undercovers there; at the size the cell's sandwich variance implies
+    (stats.rates_from_sums, what the landscape draws) it covers. 8 cells, a softmax over the
+    failure probability with no uniform share, 800 queries a cell, 300 runs (measured: Kish's worst
+    cell 0.900, the landscape's 0.937; 0.90-0.91 against 0.94-0.96 on seeds 1-3)."""
+    from failfade.stats import wilson_interval
+
+    rng = np.random.default_rng(0)
+    n_inputs, n_cells, runs = 2000, 8, 300
+    d = rng.random(n_inputs)  # input difficulty
+    p = 1 / (1 + np.exp(-(np.linspace(-1.5, 1.5, n_cells) + np.linspace(-4, 4, n_cells) * (d[:, None] - 0.5))))
+    truth = p.mean(0)
+    pi = np.exp(6.0 * p)
+    pi /= pi.sum(1, keepdims=True)
+    cdf = np.cumsum(pi, 1)
+    covered = {"kish": np.zeros(n_cells), "landscape": np.zeros(n_cells)}
+    for _ in range(runs):
+        ids = rng.integers(0, n_inputs, 800 * n_cells)
+        cells = (rng.random(len(ids))[:, None] > cdf[ids]).sum(1).clip(max=n_cells - 1)
+        fails = rng.random(len(ids)) < p[ids, cells]
+        w = 1 / pi[ids, cells]
+        rate, n_eff, k_eff = weighted_cell_rates(cells, fails, pi[ids, cells], n_cells)
+        kish = np.bincount(cells, w, n_cells) ** 2 / np.bincount(cells, w * w, n_cells)
+        assert (n_eff <= kish * (1 + 1e-12)).all()
+        for name, n in (("kish", kish), ("landscape", n_eff)):
+            lo, hi = wilson_interval(rate * n, n)
+            covered[name] += (lo <= truth) & (truth <= hi)
+    kish, landscape = covered["kish"] / runs, covered["landscape"] / runs
+    assert kish.min() <= 0.91, kish  # the problem is real in this setting...
+    assert landscape.min() >= 0.925, landscape  # ...and the landscape's interval covers
+    assert (landscape >= kish).all()
+
+
 def test_stabilized_weights_cost_nothing_when_the_policy_ignores_the_input():
     """A policy whose cell preferences change from step to step but never with the input: π/π̄ = 1,
     so n_eff equals the raw count, whereas the plain 1/π weights lose effective size."""

@@ -44,8 +44,8 @@ class LevelSet:
     confirm searchers and PPO's prior: `uncertainty` and `confirm`.
 
     With importance weights (a contextual policy's π̄/π, see stats.weighted_cell_rates), n and k
-    are the effective counts n_eff = (Σw)²/Σw² and k_eff = rate·n_eff, the very numbers the
-    landscape's interval will use, so a cell counts as settled here exactly when it will show as
+    are the effective counts n_eff and k_eff = rate·n_eff of stats.rates_from_sums, the very numbers
+    the landscape's interval will use, so a cell counts as settled here exactly when it will show as
     settled there. Without weights they are the plain counts."""
 
     def __init__(self, n_cells: int, tau: float, confidence: float = 0.95):
@@ -53,6 +53,7 @@ class LevelSet:
         self.sw = np.zeros(n_cells)
         self.sw2 = np.zeros(n_cells)
         self.swf = np.zeros(n_cells)
+        self.sw2f = np.zeros(n_cells)
         self.n = np.zeros(n_cells)
         self.k = np.zeros(n_cells)
         self.tau = tau
@@ -61,13 +62,15 @@ class LevelSet:
         w = np.ones(len(cells)) if weights is None else np.asarray(weights, dtype=float)
         np.add.at(self.sw, cells, w)
         np.add.at(self.sw2, cells, w * w)
-        np.add.at(self.swf, cells, w * np.asarray(failures, dtype=float))
+        f = np.asarray(failures, dtype=float)
+        np.add.at(self.swf, cells, w * f)
+        np.add.at(self.sw2f, cells, w * w * f)
         if weights is None:
             self.n, self.k = self.sw, self.swf  # plain counts, exactly
             return
-        seen = self.sw > 0
-        self.n = np.where(seen, self.sw ** 2 / np.where(seen, self.sw2, 1.0), 0.0)
-        self.k = np.where(seen, self.swf / np.where(seen, self.sw, 1.0), 0.0) * self.n
+        from failfade.stats import rates_from_sums
+
+        _, self.n, self.k = rates_from_sums(self.sw, self.sw2, self.swf, self.sw2f)
 
     def uncertainty(self) -> np.ndarray:
         return exploration_bonus("uncertainty", self.n, self.k, self.tau)
