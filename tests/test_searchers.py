@@ -744,6 +744,28 @@ def test_cell_interval_covers_when_the_weights_depend_on_the_outcome():
     assert (landscape >= kish).all()
 
 
+def test_cell_interval_size_is_kish_unless_the_weights_follow_the_outcome():
+    """stats.rates_from_sums: plain counts keep n exactly (every k of every n up to 300); weights
+    that ignore the outcome keep Kish's size; a few heavy weights all on failures cut it."""
+    from failfade.stats import rates_from_sums
+
+    for n in range(1, 301):
+        k, ns = np.arange(n + 1.0), np.full(n + 1, float(n))
+        _, n_eff, k_eff = rates_from_sums(ns, ns, k, k)
+        np.testing.assert_array_equal(n_eff, ns)
+        np.testing.assert_allclose(k_eff, k, rtol=1e-15)
+    w = np.array([1.0, 3.0] * 50)  # the same weights on failures and passes
+    f = np.array([1.0, 1.0, 0.0, 0.0] * 25)
+    kish = w.sum() ** 2 / (w * w).sum()
+    _, n_eff, _ = rates_from_sums([w.sum()], [(w * w).sum()], [(w * f).sum()], [(w * w * f).sum()])
+    assert n_eff[0] == pytest.approx(kish)
+    # 20 failures among 200, the 10 heaviest weights (10 against 1) all on failures: Kish 70.7, 47.8 here
+    f = np.r_[np.ones(20), np.zeros(180)]
+    w = np.r_[np.full(10, 10.0), np.ones(190)]
+    _, n_eff, _ = rates_from_sums([w.sum()], [(w * w).sum()], [(w * f).sum()], [(w * w * f).sum()])
+    assert n_eff[0] < 0.7 * (w.sum() ** 2 / (w * w).sum())
+
+
 def test_stabilized_weights_cost_nothing_when_the_policy_ignores_the_input():
     """A policy whose cell preferences change from step to step but never with the input: π/π̄ = 1,
     so n_eff equals the raw count, whereas the plain 1/π weights lose effective size."""
