@@ -815,6 +815,23 @@ def test_a_rating_of_another_prompt_is_refused(tmp_path):
     assert ratings.read_ratings(path, _space(), 4, prompts=prompts)["cell"].to_list() == [1, 3]  # a blank prompt: unchecked
 
 
+def test_the_shipped_ratings_name_the_prompts_of_both_configs_that_use_them():
+    """resources/feedback/t2i-ratings.csv carries a `prompt` column; it must match the cells' prompts
+    of config/t2i_ratings.yaml and config/paper_smoke.yaml's sd14, the two experiments that read it."""
+    from failfade.config import load
+    from failfade.pipeline import family_of
+    from failfade.tasks.generation import ratings
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "resources" / "feedback" / "t2i-ratings.csv"
+    assert path.read_text().splitlines()[0].endswith(",prompt")
+    for cfg, name in (("t2i_ratings.yaml", "t2i-rated"), ("paper_smoke.yaml", "sd14")):
+        exp = load(root / "config" / cfg)["experiments"][name]
+        fam = family_of(exp)
+        table = ratings.read_ratings(path, fam.space(exp), exp["data"]["seeds"], prompts=fam.prompts(exp))
+        assert table.height == 646
+
+
 def test_no_stand_in_rater_is_trained_with_the_judges_seed():
     """With `seed: 1000` the first stand-in (seed 1000 + 0) was the attribute judge itself."""
     from failfade.tasks.generation.ratings import standin_seeds
