@@ -388,6 +388,45 @@ def test_a_path_model_is_fed_like_the_torchvision_weights_it_came_from(tmp_path,
     assert models.weights_preprocessing(f"path:{tmp_path / 'nothing'}") is None
 
 
+def test_an_hf_model_is_fed_by_its_cards_resize_and_crop(folder, tmp_path, monkeypatch):
+    """An hf: snapshot of a failfade model dir made from torchvision weights carries the weights'
+    resize-then-crop in its card, but the source alone does not say so (the card is read only once
+    downloaded): its images were stretched to the input size, where its path: copy was resized and
+    cropped. The model stage, exploration and the gallery now read them as the card says."""
+    import huggingface_hub
+
+    from failfade.tasks.classification import models
+    from failfade.tasks.classification.data import load_splits
+    from failfade.tasks.family import family
+
+    card = {"arch": "digits-cnn", "classes": ["cat", "dog", "fox"],
+            "input": {"channels": 3, "size": 16, "mean": 0.5, "std": 0.25, "crop": 0.5, "interpolation": "bicubic"}}
+    snapshot = tmp_path / "snapshot"
+    models.save_model(models.DigitsCNN(num_classes=3, in_channels=3), card, snapshot)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: str(snapshot))
+    exp = {"seed": 0, "model": {"source": "hf:someone/tiny-from-weights"},
+           "data": {"source": f"imagefolder:{folder}", "image_size": 16, "heldout_fraction": 0.3, "cache_dir": ""},
+           "concepts": [{"name": "rotation", "transform": "rotation", "levels": [0, 10]}]}
+    fam = family("classification")
+    seen = []
+    real = load_splits
+    monkeypatch.setattr("failfade.tasks.classification.data.load_splits",
+                        lambda *a, **kw: seen.append((kw["crop"], kw["interpolation"])) or real(*a, **kw))
+    out = fam.obtain_model(exp, tmp_path / "model", tmp_path / "resources")
+    assert seen == [(0.5, "bicubic")]  # before: (None, "bilinear"), stretched
+    want = real(f"imagefolder:{folder}", 16, 0.3, 0, crop=0.5, interpolation="bicubic").heldout.images
+    stretched = real(f"imagefolder:{folder}", 16, 0.3, 0).heldout.images
+    assert not torch.equal(want, stretched)
+    task = fam.build_task(exp, tmp_path / "model")  # what exploration scores
+    assert torch.equal(task.inputs.images[:], want)
+    assert out["input"]["crop"] == 0.5
+    # a hand-written card's crop or interpolation that cannot be used is named
+    for bad, match in (({"crop": 1.5}, r"input.crop must be a number in \(0, 1\]"),
+                       ({"interpolation": "cubic"}, r"input.interpolation must be one of")):
+        with pytest.raises(FailfadeError, match=match):
+            models.check_card_input(dict(card, input=dict(card["input"], **bad)), "model.json")
+
+
 def test_an_image_size_other_than_the_weights_input_is_refused(tmp_path, monkeypatch):
     """An image folder under torchvision weights with data.image_size left at its default (32) was
     decoded at 32 px and stretched back up to 224, blurring every input without a word."""

@@ -39,6 +39,19 @@ def device_of(exp: dict) -> torch.device:
     return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+def own_preprocessing(exp: dict, card: dict | None = None) -> tuple[float, str] | None:
+    """(crop / resize, interpolation) of the model's own evaluation preprocessing: its card's where
+    the card records one (a copy of torchvision weights: loaded through path: or downloaded through
+    hf:, whose card is read only once the snapshot is there), else its source's (the weights enum of
+    torchvision:, a path: folder's card; models.weights_preprocessing). None: no resize-then-crop."""
+    from failfade.tasks.classification.models import weights_preprocessing
+
+    inp = (card or {}).get("input") or {}
+    if isinstance(inp, dict) and inp.get("crop"):
+        return float(inp["crop"]), str(inp.get("interpolation", "bilinear"))
+    return weights_preprocessing(exp["model"]["source"])
+
+
 class ClassificationFamily(TaskFamily):
     name = "classification"
     quality = "accuracy"
@@ -59,14 +72,14 @@ class ClassificationFamily(TaskFamily):
     # --- data and models -----------------------------------------------------------------------
 
     def splits(self, exp: dict, card: dict | None = None):
-        """The data's splits; with a model's card, labelled by the model's output indices."""
+        """The data's splits; with a model's card, labelled by the model's output indices and decoded
+        by its own preprocessing (own_preprocessing: an hf: model's is known only from its card)."""
         from failfade.tasks.classification.data import load_splits
-        from failfade.tasks.classification.models import weights_preprocessing
 
         d = exp["data"]
         crop, interpolation = d.get("crop"), "bilinear"
         if d["source"].startswith(("imagefolder:", "torchvision:")):
-            own = weights_preprocessing(exp["model"]["source"])  # the weights' own resize-then-crop
+            own = own_preprocessing(exp, card)  # the weights' own resize-then-crop
             if own is not None:
                 crop, interpolation = (own[0] if crop is None else crop), own[1]
         splits = load_splits(d["source"], d["image_size"], d["heldout_fraction"], exp["seed"],
@@ -81,11 +94,10 @@ class ClassificationFamily(TaskFamily):
         at the default 32 px, an ImageNet photo was stretched back up to 224 px, blurring every input,
         with no word said."""
         from failfade.tasks.classification.data import aligned
-        from failfade.tasks.classification.models import weights_preprocessing
 
         d, size = exp["data"], int((card.get("input") or {}).get("size") or 0)
         if (size and d["image_size"] != size and d["source"].startswith(("imagefolder:", "torchvision:"))
-                and weights_preprocessing(exp["model"]["source"]) is not None):
+                and own_preprocessing(exp, card) is not None):
             raise FailfadeError(f"data.image_size: {d['image_size']} px, but {exp['model']['source']} reads {size} px "
                                 f"images (its weights' own resize and crop); set data.image_size: {size}")
         return aligned(splits, card["classes"])
@@ -132,10 +144,10 @@ class ClassificationFamily(TaskFamily):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         source = models.ModelSource.parse(exp["model"]["source"], key)
-        splits = self.splits(exp)
         device = device_of(exp)
         history = []
         if source.kind == "builtin":
+            splits = self.splits(exp)
             torch.manual_seed(exp["seed"])
             channels = int(splits.train.images.shape[1])
             module = models.DigitsCNN(num_classes=len(splits.classes), in_channels=channels)
@@ -155,7 +167,9 @@ class ClassificationFamily(TaskFamily):
             else:
                 module, card = got
                 mut = models.ModelUnderTest(module, card, device)
-            splits = self.for_model(exp, splits, card)  # data labels as the model's output indices
+            # read as the model reads images (its card's resize and crop: an hf: snapshot's is known only
+            # now), labelled by its output indices
+            splits = self.splits(exp, card)
         card = dict(card, source=exp["model"]["source"], heldout_clean_accuracy=accuracy(mut, splits.heldout),
                     heldout_inputs=len(splits.heldout), train_inputs=len(splits.train),
                     validation_inputs=len(splits.validation) if splits.validation is not None else 0, seed=exp["seed"])
@@ -228,7 +242,10 @@ class ClassificationFamily(TaskFamily):
         from failfade.slices import cells_of
         from failfade.tasks.classification.transforms import apply
 
-        heldout, space = self.splits(exp).heldout, self.space(exp)
+        from failfade.tasks.storage import CARD, read_card_json
+
+        card = read_card_json(Path(model_dir) / CARD, "the model's card") if model_dir is not None else None
+        heldout, space = self.splits(exp, card).heldout, self.space(exp)  # the images the model was shown
         rows = []
         for m in modes.head(8).iter_rows(named=True):
             mode_cells = cells_of(m["cells"]).tolist()

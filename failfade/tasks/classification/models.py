@@ -287,6 +287,16 @@ def check_card_input(card: dict, where: str) -> None:
                                 f"channel), got {v!r}")
         if k == "std" and any(x <= 0 for x in values):
             raise FailfadeError(f"{where}: input.std must be positive (a division), got {v!r}")
+    # the weights' own resize-then-crop (optional): what the data is decoded by for this model
+    if inp.get("crop") is not None and not (number(inp["crop"]) and 0 < inp["crop"] <= 1):
+        raise FailfadeError(f"{where}: input.crop must be a number in (0, 1] (crop size / resize size, "
+                            f"224/256 = 0.875), got {inp['crop']!r}")
+    if "interpolation" in inp:
+        from torchvision.transforms import InterpolationMode
+
+        known = [m.value for m in InterpolationMode]
+        if inp["interpolation"] not in known:
+            raise FailfadeError(f"{where}: input.interpolation must be one of {known}, got {inp['interpolation']!r}")
 
 
 def load_model(model_dir: Path, device: str | torch.device = "cpu", precision: str = "fp32") -> ModelUnderTest:
