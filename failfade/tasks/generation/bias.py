@@ -6,7 +6,9 @@ distribution p (importance-weighted like every landscape rate, so a contextual s
 of seeds does not tilt it) is compared with the target t (uniform unless `model.bias.target` says
 otherwise) by the total variation distance TV = ½ Σ |p − t| (0: as the target; 1 − min t: one
 class only). A finite sample of a target-distributed cell is not at TV 0, so each cell also gets
-`tv_floor`, the 95% quantile of TV for n_eff draws from the target (simulated, seeded): a cell is
+`tv_floor`, the 95% quantile of TV for n_eff draws from the target (simulated, seeded; n_eff the
+smallest over the classes of the size a failure cell's interval uses, stats.rates_from_sums: Kish's,
+or less where the weights depend on the answer): a cell is
 biased beyond sampling noise when tv > tv_floor.
 """
 
@@ -35,7 +37,7 @@ def bias_table(queries: pl.DataFrame, n_cells: int, bias: dict, prompts: list[st
     """One row per cell: queries, effective queries, the share of each class, TV to the target,
     and the noise floor of TV at that size."""
     from failfade.landscape import propensities
-    from failfade.stats import query_weights
+    from failfade.stats import query_weights, rates_from_sums
 
     classes, target = list(bias["classes"]), target_of(bias)
     cells = queries["cell"].to_numpy().astype(np.int64)
@@ -47,9 +49,13 @@ def bias_table(queries: pl.DataFrame, n_cells: int, bias: dict, prompts: list[st
     np.add.at(share, (cells, pred), w)
     sw = share.sum(1)
     sw2 = np.bincount(cells, weights=w * w, minlength=n_cells)
+    share2 = np.zeros((n_cells, len(classes)))
+    np.add.at(share2, (cells, pred), w * w)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = share / sw[:, None]
-        n_eff = np.where(sw2 > 0, sw**2 / np.maximum(sw2, 1e-300), 0.0)
+    # the effective size, as a failure cell's (stats.rates_from_sums): Kish's, or less where the
+    # weights depend on the answer; per class (its share a rate of that answer), the smallest
+    n_eff = np.min([rates_from_sums(sw, sw2, share[:, j], share2[:, j])[1] for j in range(len(classes))], axis=0)
     tv = 0.5 * np.abs(p - target[None, :]).sum(1)
     # one seeded stream per size, drawn once: a cell's floor depends on its own size only, not on
     # which other cells came before it (with one shared stream, a cell's verdict could flip when an
