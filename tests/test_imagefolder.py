@@ -420,6 +420,13 @@ def test_an_hf_model_is_fed_by_its_cards_resize_and_crop(folder, tmp_path, monke
     task = fam.build_task(exp, tmp_path / "model")  # what exploration scores
     assert torch.equal(task.inputs.images[:], want)
     assert out["input"]["crop"] == 0.5
+    # a missing folder is still named before any download
+    downloads = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: downloads.append(kw) or str(snapshot))
+    missing = dict(exp, data=dict(exp["data"], source=f"imagefolder:{tmp_path / 'nothing'}"))
+    with pytest.raises(FailfadeError, match=r"data.source: image folder .*nothing does not exist"):
+        fam.obtain_model(missing, tmp_path / "model2", tmp_path / "resources")
+    assert downloads == []
     # a hand-written card's crop or interpolation that cannot be used is named
     for bad, match in (({"crop": 1.5}, r"input.crop must be a number in \(0, 1\]"),
                        ({"interpolation": "cubic"}, r"input.interpolation must be one of")):
@@ -450,7 +457,10 @@ def test_an_image_size_other_than_the_weights_input_is_refused(tmp_path, monkeyp
     exp["data"]["image_size"] = 224
     assert fam.for_model(exp, splits, card).classes == list(card["classes"])
     exp["data"]["image_size"], exp["model"]["source"] = 32, "torchvision:resnet50:none"  # random weights: any size
-    fam.for_model(exp, splits, card)
+    plain = {k: v for k, v in card["input"].items() if k not in ("crop", "interpolation")}  # as _torchvision writes it
+    fam.for_model(exp, splits, dict(card, input=plain))
+    with pytest.raises(FailfadeError, match="data.image_size: 32 px"):  # a card with its own crop decides, whatever the source
+        fam.for_model(exp, splits, card)
 
 
 def test_swapped_files_with_the_same_size_and_mtime_rebuild_the_cache(tmp_path):

@@ -159,6 +159,9 @@ class ClassificationFamily(TaskFamily):
             history = fit(mut, splits.train, list(module.parameters()), m["epochs"], m["lr"], m["batch_size"], exp["seed"],
                           desc="train digits-cnn")
         else:
+            from failfade.tasks.classification.data import check_source
+
+            check_source(exp["data"]["source"])  # a missing folder is named before any download
             got = models.resolve_source(source, Path(resources), key, seed=exp["seed"])
             if isinstance(got, Path):
                 mut = models.load_model(got, device)

@@ -210,6 +210,16 @@ def load_splits(source: str, image_size: int, heldout_fraction: float, seed: int
     return Splits(pick(train), pick(held), classes, pick(val) if n_val else None)
 
 
+def check_source(source: str, key: str = "data.source") -> None:
+    """That the data source can be read (a folder's files listed, ImageNet's split opened), without
+    decoding an image: the model stage checks it before it downloads a model, whose preprocessing
+    it needs before it decodes (an hf: model's is in its card)."""
+    if source.startswith("imagefolder:"):
+        _folder_files(Path(source.split(":", 1)[1]), key)
+    elif source.startswith("torchvision:"):
+        _torchvision_files(source, key)
+
+
 def _digits(image_size: int):
     from sklearn.datasets import load_digits
 
