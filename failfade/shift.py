@@ -159,8 +159,8 @@ def _interval(est: float, se: float, z: float, lo: float = -math.inf, hi: float 
 
 def _relative_interval(pre: dict, post: dict, z: float, point: float) -> list:
     """The interval of post/pre − 1: Katz's log interval with each side's count + ½, on the effective
-    counts each side's variance implies (n = p̃(1 − p̃)/var, p̃ the rate shrunk as the variance's own
-    floor shrinks it, x = rate·n), widened to hold the point (the smoothed ratio is its centre). The
+    counts each side's variance implies (n = p̃(1 − p̃)/var, p̃ the rate shrunk by ½ a failure on the
+    region's summed effective queries, x = rate·n), widened to hold the point (the smoothed ratio is its centre). The
     delta method on post/pre it replaces lost the before-rate's variance whenever the after-rate was
     0 (one failing query before and one passing after read as a significant −100%), and covered a
     zero relative change 84-91% of the time at 95% with 5-30 queries per cell

@@ -746,7 +746,8 @@ def test_cell_interval_covers_when_the_weights_depend_on_the_outcome():
 
 def test_cell_interval_size_is_kish_unless_the_weights_follow_the_outcome():
     """stats.rates_from_sums: plain counts keep n exactly (every k of every n up to 300); weights
-    that ignore the outcome keep Kish's size; a few heavy weights all on failures cut it."""
+    that ignore the outcome, in a balanced pattern, keep Kish's size; a few heavy weights all on
+    failures cut it."""
     from failfade.stats import rates_from_sums
 
     for n in range(1, 301):
