@@ -83,7 +83,10 @@ def build_task(exp: dict, model_dir: Path, cache_dir: Path | None = None):
     from failfade.tasks.cache import scoring_code_digest
     from failfade.tasks.storage import outcome_digest
 
-    parts = [outcome_digest(model_dir) or task.model_sha256, exp["data"], getattr(task, "data_digest", None),
+    # where the decoded images are kept (data.cache_dir, under `resources:` by default) decides no
+    # outcome, and the data's content is in data_digest: moving `resources:` keeps the cache's hits
+    data = {k: v for k, v in exp["data"].items() if k != "cache_dir"}
+    parts = [outcome_digest(model_dir) or task.model_sha256, data, getattr(task, "data_digest", None),
              exp["seed"], exp["concepts"], scoring_code_digest(family_of(exp))]
     if getattr(task, "settings", None) is not None:  # what else decides an outcome (e.g. generation settings)
         parts.append(task.settings)

@@ -126,6 +126,11 @@ def test_the_outcome_cache_key_follows_the_tasks_data_digest(tmp_path, monkeypat
     exp = {"data": {"source": "imagefolder:/same/path"}, "seed": 0, "concepts": []}
     first = pipeline.build_task(exp, tmp_path, tmp_path).path
     assert pipeline.build_task(exp, tmp_path, tmp_path).path == first
+    # where the decoded images are kept (under `resources:`) decides no outcome: a moved resources
+    # folder keeps the cache's hits
+    moved = dict(exp, data=dict(exp["data"], cache_dir="/elsewhere/resources/cache/images"))
+    assert pipeline.build_task(moved, tmp_path, tmp_path).path == first
+    assert pipeline.build_task(dict(exp, data=dict(exp["data"], crop=0.875)), tmp_path, tmp_path).path != first
     task.data_digest = "b"
     assert pipeline.build_task(exp, tmp_path, tmp_path).path != first
 
