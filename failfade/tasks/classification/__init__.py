@@ -44,12 +44,10 @@ def own_preprocessing(exp: dict, card: dict | None = None) -> tuple[float, str] 
     the card records one (a copy of torchvision weights: loaded through path: or downloaded through
     hf:, whose card is read only once the snapshot is there), else its source's (the weights enum of
     torchvision:, a path: folder's card; models.weights_preprocessing). None: no resize-then-crop."""
-    from failfade.tasks.classification.models import weights_preprocessing
+    from failfade.tasks.classification.models import card_preprocessing, weights_preprocessing
 
-    inp = (card or {}).get("input") or {}
-    if isinstance(inp, dict) and inp.get("crop"):
-        return float(inp["crop"]), str(inp.get("interpolation", "bilinear"))
-    return weights_preprocessing(exp["model"]["source"])
+    own = card_preprocessing((card or {}).get("input"))
+    return own if own is not None else weights_preprocessing(exp["model"]["source"])
 
 
 class ClassificationFamily(TaskFamily):

@@ -348,6 +348,13 @@ def resolve_source(source: ModelSource, resources: Path, key: str = "model.sourc
     raise FailfadeError(f"{key}: {source.kind}: sources are built by the workflow, not resolved")
 
 
+def card_preprocessing(inp) -> tuple[float, str] | None:
+    """(crop, interpolation) a card's `input` section records (a copy of torchvision weights), else None."""
+    if not isinstance(inp, dict) or not inp.get("crop"):
+        return None
+    return float(inp["crop"]), str(inp.get("interpolation", "bilinear"))
+
+
 def weights_preprocessing(source_text: str) -> tuple[float, str] | None:
     """(crop_size / resize_size, interpolation) of a model's own evaluation preprocessing, e.g.
     (224 / 232, "bilinear") for ResNet-50 V2, (480 / 480, "bicubic") for EfficientNetV2-L: a
@@ -367,7 +374,7 @@ def weights_preprocessing(source_text: str) -> tuple[float, str] | None:
             inp = read_card_json(folder / CARD, "its card").get("input", {})
         except (FailfadeError, OSError, ValueError, AttributeError):
             return None
-        return (float(inp["crop"]), str(inp.get("interpolation", "bilinear"))) if inp.get("crop") else None
+        return card_preprocessing(inp)
     if source.kind != "torchvision":
         return None
     import torchvision

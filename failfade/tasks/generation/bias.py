@@ -47,10 +47,9 @@ def bias_table(queries: pl.DataFrame, n_cells: int, bias: dict, prompts: list[st
     cells, pred, w = cells[ok], pred[ok], w[ok]
     share = np.zeros((n_cells, len(classes)))
     np.add.at(share, (cells, pred), w)
-    sw = share.sum(1)
-    sw2 = np.bincount(cells, weights=w * w, minlength=n_cells)
     share2 = np.zeros((n_cells, len(classes)))
     np.add.at(share2, (cells, pred), w * w)
+    sw, sw2 = share.sum(1), share2.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = share / sw[:, None]
     # the effective size, as a failure cell's (stats.rates_from_sums): Kish's, or less where the
